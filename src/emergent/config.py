@@ -1,0 +1,108 @@
+"""Configuration: compose `conf/` with Hydra, load `params.yaml`, and resolve stage paths.
+
+DVC stages read `params.yaml` (what DVC's Hydra composition writes); CLI runs compose `conf/`
+with overrides. Both produce the same `DictConfig`, so stage code never knows which ran it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from emergent.io import atomic_write_text
+
+CONFIG_NAME = "config"
+
+
+def project_root() -> Path:
+    """The project root: `EMERGENT_ROOT` if set, else the nearest parent holding `conf/`."""
+    env = os.environ.get("EMERGENT_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = Path.cwd().resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "conf" / f"{CONFIG_NAME}.yaml").is_file():
+            return candidate
+    return here
+
+
+def compose(overrides: list[str] | None = None, config_dir: Path | None = None) -> DictConfig:
+    """Compose `conf/` exactly as DVC's Hydra composition does (resolved, no `hydra` node)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    config_dir = (config_dir or project_root() / "conf").resolve()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(config_dir), version_base=None):
+        cfg = hydra_compose(config_name=CONFIG_NAME, overrides=list(overrides or []))
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
+def params_text(cfg: DictConfig) -> str:
+    """The YAML text DVC writes for a composed config (`OmegaConf.to_yaml`)."""
+    return OmegaConf.to_yaml(cfg)
+
+
+def write_params(path: Path | None = None, overrides: list[str] | None = None) -> Path:
+    """Rewrite `params.yaml` from `conf/` (what `make params` runs)."""
+    root = project_root()
+    path = path or root / "params.yaml"
+    atomic_write_text(path, params_text(compose(overrides, root / "conf")))
+    return path
+
+
+def load_params(path: Path | None = None) -> DictConfig:
+    """Load the composed config DVC stages run with."""
+    path = path or project_root() / "params.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run `make params` to compose it from conf/")
+    cfg = OmegaConf.load(path)
+    assert isinstance(cfg, DictConfig)
+    return cfg
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where a stage reads inputs from and writes outputs to.
+
+    Under DVC both are the project root, so outputs land where `dvc.yaml` declares them.
+    A CLI run (`python -m emergent <stage>`) writes into its Hydra run folder instead and reads
+    upstream artifacts from the project root (or `paths.input_dir`).
+    """
+
+    input_dir: Path
+    output_dir: Path
+
+    def inp(self, *parts: str) -> Path:
+        return self.input_dir.joinpath(*parts)
+
+    def out(self, *parts: str) -> Path:
+        return self.output_dir.joinpath(*parts)
+
+    @property
+    def is_dvc(self) -> bool:
+        return self.input_dir.resolve() == self.output_dir.resolve()
+
+    @classmethod
+    def for_dvc(cls, root: Path | None = None) -> Paths:
+        root = (root or project_root()).resolve()
+        return cls(root, root)
+
+    @classmethod
+    def for_cli(cls, cfg: DictConfig, output_dir: Path) -> Paths:
+        configured = cfg.get("paths", {}).get("input_dir")
+        return cls(Path(configured).resolve() if configured else project_root(), output_dir)
+
+
+def main() -> None:
+    """`python -m emergent.config`: rewrite params.yaml from conf/ (`make params`)."""
+    print(f"wrote {write_params()}")
+
+
+if __name__ == "__main__":
+    main()

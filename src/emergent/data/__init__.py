@@ -1,0 +1,1 @@
+"""Data: sources, file formats, preparation, quality checks and Lightning data modules."""

@@ -1,0 +1,289 @@
+"""Readers for the supported file formats: CoNLL, JSONL, CSV/TSV and plain text.
+
+Every reader returns plain Python records and raises `DataError` naming the file and the line
+(or column) of the first problem, so a user can fix their file without reading our code.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from emergent.data.sources import DataError, data_suffix, iter_lines, read_text
+
+NerExample = dict[str, list[str]]  # {"tokens": [...], "tags": [...]}
+TextExample = dict[str, str]  # {"text": ..., "label": ...}
+
+CONLL_SUFFIXES = {
+    ".conll",
+    ".conllu",
+    ".iob",
+    ".iob2",
+    ".bio",
+    ".txt",
+    ".train",
+    ".testa",
+    ".testb",
+}
+
+
+def detect_format(path: Path, configured: str = "auto", kind: str = "ner") -> str:
+    """Pick a format from config or the file suffix (`kind` disambiguates `.txt`)."""
+    if configured and configured != "auto":
+        return configured
+    suffix = data_suffix(path)
+    if suffix in {".jsonl", ".json", ".ndjson"}:
+        return "jsonl"
+    if suffix == ".csv":
+        return "csv"
+    if suffix == ".tsv":
+        return "conll" if kind == "ner" else "tsv"
+    if kind == "ner":
+        # CoNLL files come with many names (eng.train, wnut17train.conll, ner.txt ...).
+        return "conll"
+    return "txt"
+
+
+def check_tag(tag: str, entity_types: set[str] | None, source: str, line: int) -> None:
+    """Tags must be `O`, `B-<type>` or `I-<type>` with a known type."""
+    if tag == "O":
+        return
+    prefix, sep, etype = tag.partition("-")
+    if not sep or prefix not in {"B", "I"} or not etype:
+        raise DataError(source, f"malformed tag {tag!r}: expected O, B-<type> or I-<type>", line)
+    if entity_types is not None and etype not in entity_types:
+        known = ", ".join(sorted(entity_types))
+        raise DataError(
+            source,
+            f"unknown tag {tag!r}: entity type {etype!r} is not in data.ner.entity_types ({known})",
+            line,
+        )
+
+
+def iob2_error(tags: list[str]) -> int | None:
+    """Index of the first tag that breaks IOB2 (`I-X` not after `B-X`/`I-X`), else None."""
+    previous = "O"
+    for index, tag in enumerate(tags):
+        if tag.startswith("I-") and previous[2:] != tag[2:]:
+            return index
+        previous = tag
+    return None
+
+
+def read_conll(
+    path: Path, encoding: str = "utf-8", entity_types: Iterable[str] | None = None, label: str = ""
+) -> list[NerExample]:
+    """One token per line, tag in the last column, sentences separated by blank lines.
+
+    Reads WNUT (`token<TAB>tag`) and CoNLL-2003 (`token POS chunk tag`, `-DOCSTART-` lines).
+    """
+    source = label or str(path)
+    types = set(entity_types) if entity_types is not None else None
+    examples: list[NerExample] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    lines: list[int] = []
+
+    def flush() -> None:
+        if not tokens:
+            return
+        bad = iob2_error(tags)
+        if bad is not None:
+            raise DataError(
+                source,
+                f"invalid IOB2: {tags[bad]!r} follows "
+                f"{tags[bad - 1] if bad else 'sentence start'!r} "
+                "(an I- tag must continue a B-/I- of the same type)",
+                lines[bad],
+            )
+        examples.append({"tokens": list(tokens), "tags": list(tags)})
+        tokens.clear()
+        tags.clear()
+        lines.clear()
+
+    for number, line in iter_lines(read_text(path, encoding, source)):
+        if not line.strip():
+            flush()
+            continue
+        columns = line.split()
+        if columns[0] == "-DOCSTART-":
+            flush()
+            continue
+        if len(columns) < 2:
+            raise DataError(
+                source, f"expected a token and a tag separated by whitespace, got {line!r}", number
+            )
+        check_tag(columns[-1], types, source, number)
+        tokens.append(columns[0])
+        tags.append(columns[-1])
+        lines.append(number)
+    flush()
+    if not examples:
+        raise DataError(source, "no sentences found")
+    return examples
+
+
+def _jsonl_records(path: Path, encoding: str, source: str) -> list[tuple[int, dict[str, Any]]]:
+    records = []
+    for number, line in iter_lines(read_text(path, encoding, source)):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(source, f"invalid JSON: {err.msg}", number) from err
+        if not isinstance(record, dict):
+            raise DataError(source, "each line must be a JSON object", number)
+        records.append((number, record))
+    if not records:
+        raise DataError(source, "no records found")
+    return records
+
+
+def read_ner_jsonl(
+    path: Path, encoding: str = "utf-8", entity_types: Iterable[str] | None = None, label: str = ""
+) -> list[NerExample]:
+    """JSONL with `tokens` and `tags` (lists of equal length) per line."""
+    source = label or str(path)
+    types = set(entity_types) if entity_types is not None else None
+    examples = []
+    for number, record in _jsonl_records(path, encoding, source):
+        for key in ("tokens", "tags"):
+            if not isinstance(record.get(key), list):
+                raise DataError(source, f"field {key!r} missing or not a list", number)
+        tokens, tags = [str(t) for t in record["tokens"]], [str(t) for t in record["tags"]]
+        if len(tokens) != len(tags):
+            raise DataError(
+                source, f"{len(tokens)} tokens but {len(tags)} tags (field 'tags')", number
+            )
+        for tag in tags:
+            check_tag(tag, types, source, number)
+        bad = iob2_error(tags)
+        if bad is not None:
+            raise DataError(source, f"invalid IOB2 at tag {bad} ({tags[bad]!r})", number)
+        if tokens:
+            examples.append({"tokens": tokens, "tags": tags})
+    return examples
+
+
+def read_table(path: Path, fmt: str, encoding: str = "utf-8", label: str = "") -> pd.DataFrame:
+    """CSV/TSV as strings; the first row is the header."""
+    source = label or str(path)
+    text = read_text(path, encoding, source)
+    sep = "\t" if fmt == "tsv" else ","
+    try:
+        frame = pd.read_csv(
+            io.StringIO(text),
+            sep=sep,
+            dtype=str,
+            keep_default_na=False,
+            quoting=0 if sep == "," else 3,
+        )
+    except (pd.errors.ParserError, ValueError) as err:
+        raise DataError(source, f"cannot parse as {fmt.upper()}: {err}") from err
+    if frame.empty:
+        raise DataError(source, "no rows after the header")
+    return frame
+
+
+def require_columns(frame: pd.DataFrame, columns: Iterable[str], source: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(
+            source,
+            f"missing column(s) {missing}; the file has {list(frame.columns)} "
+            "(set data.<task>.text_column / label_column)",
+        )
+
+
+def map_labels(
+    rows: Iterable[tuple[int, str, str]],
+    label_map: Mapping[str, str] | None,
+    skip_labels: Iterable[str],
+    source: str,
+) -> tuple[list[TextExample], int]:
+    """Apply the label mapping; returns examples and the number of skipped rows."""
+    skip = set(skip_labels or [])
+    examples, skipped = [], 0
+    for line, text, raw in rows:
+        raw = raw.strip()
+        if raw in skip:
+            skipped += 1
+            continue
+        if label_map is not None:
+            if raw not in label_map:
+                raise DataError(
+                    source,
+                    f"label {raw!r} is not in data.<task>.label_map ({sorted(label_map)}) "
+                    "nor in skip_labels",
+                    line,
+                )
+            raw = str(label_map[raw])
+        if not raw:
+            raise DataError(source, "empty label", line)
+        examples.append({"text": text, "label": raw})
+    return examples, skipped
+
+
+def read_labeled_text(
+    path: Path,
+    fmt: str,
+    text_column: str = "text",
+    label_column: str = "label",
+    label_map: Mapping[str, str] | None = None,
+    skip_labels: Iterable[str] = (),
+    encoding: str = "utf-8",
+    label: str = "",
+) -> tuple[list[TextExample], int]:
+    """Text classification examples from CSV/TSV (configured columns) or JSONL (`text`/`label`)."""
+    source = label or str(path)
+    if fmt == "jsonl":
+        rows = []
+        for number, record in _jsonl_records(path, encoding, source):
+            for key in (text_column, label_column):
+                if key not in record:
+                    raise DataError(source, f"field {key!r} missing", number)
+            rows.append((number, str(record[text_column]), str(record[label_column])))
+    elif fmt in {"csv", "tsv"}:
+        frame = read_table(path, fmt, encoding, source)
+        require_columns(frame, [text_column, label_column], source)
+        # +2: 1-based lines and the header row (exact for files without multi-line fields).
+        rows = [
+            (i + 2, t, lab)
+            for i, (t, lab) in enumerate(zip(frame[text_column], frame[label_column], strict=True))
+        ]
+    else:
+        raise DataError(source, f"format {fmt!r} cannot hold labeled text (use csv, tsv, jsonl)")
+    return map_labels(rows, label_map, skip_labels, source)
+
+
+def read_unlabeled_text(
+    path: Path,
+    fmt: str,
+    text_column: str = "text",
+    where: Mapping[str, Any] | None = None,
+    encoding: str = "utf-8",
+    label: str = "",
+) -> list[str]:
+    """Unlabeled documents: TXT (one per line), CSV/TSV (a column, optionally filtered), JSONL."""
+    source = label or str(path)
+    if fmt == "txt":
+        return [line for _, line in iter_lines(read_text(path, encoding, source))]
+    if fmt == "jsonl":
+        return [
+            str(r[text_column])
+            for _, r in _jsonl_records(path, encoding, source)
+            if text_column in r and all(str(r.get(k)) == str(v) for k, v in (where or {}).items())
+        ]
+    if fmt == "conll":
+        return [" ".join(e["tokens"]) for e in read_conll(path, encoding, None, source)]
+    frame = read_table(path, fmt, encoding, source)
+    require_columns(frame, [text_column, *(where or {})], source)
+    for key, value in (where or {}).items():
+        frame = frame[frame[key] == str(value)]
+    return frame[text_column].tolist()

@@ -1,0 +1,318 @@
+"""Great Expectations (1.x) quality gate over `data/prepared/`.
+
+Each prepared dataset is turned into pandas frames with a few derived columns (token counts,
+IOB2 validity, overlap with train) and checked by an expectation suite per frame. Results are
+summarised per expectation with a handful of offending values — never whole datasets — and
+rendered as Data Docs HTML.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from emergent.data.formats import iob2_error
+from emergent.data.prepare import SPLITS, load_task_split
+
+log = logging.getLogger(__name__)
+
+EXAMPLES_PER_EXPECTATION = 5
+
+
+@dataclass
+class Check:
+    """One frame to validate against a list of expectations."""
+
+    dataset: str  # ner | sentiment | corpus
+    name: str  # e.g. ner_train, ner_tags
+    frame: pd.DataFrame
+    expectations: list[Any] = field(default_factory=list)
+
+
+def _text_frame(texts: Iterable[str]) -> pd.DataFrame:
+    frame = pd.DataFrame({"text": list(texts)})
+    frame["n_chars"] = frame["text"].str.len()
+    return frame
+
+
+def _bounds(cfg: Mapping[str, Any], split: str) -> int:
+    return int((cfg.get("min_rows") or {}).get(split, 1))
+
+
+def _share_check(dataset: str, labels: pd.Series, shares: Mapping[str, Any] | None) -> Check | None:
+    """Each configured label's share of all labels must stay within [min, max]."""
+    import great_expectations.expectations as gxe
+
+    if not shares:
+        return None
+    counts = labels.value_counts(normalize=True)
+    frame = pd.DataFrame(
+        {"label": list(shares), "share": [float(counts.get(k, 0.0)) for k in shares]}
+    )
+    expectations = [
+        gxe.ExpectColumnValuesToBeBetween(
+            column="share",
+            min_value=float(lo),
+            max_value=float(hi),
+            row_condition=f'label=="{label}"',
+            condition_parser="pandas",
+        )
+        for label, (lo, hi) in shares.items()
+    ]
+    return Check(dataset, f"{dataset}_label_share", frame, expectations)
+
+
+def _common(frame: pd.DataFrame, required: list[str], split: str, min_rows: int) -> list[Any]:
+    import great_expectations.expectations as gxe
+
+    expectations: list[Any] = []
+    for column in required:
+        expectations.append(gxe.ExpectColumnToExist(column=column))
+        expectations.append(gxe.ExpectColumnValuesToNotBeNull(column=column))
+    expectations.append(gxe.ExpectTableRowCountToBeBetween(min_value=min_rows))
+    expectations.append(gxe.ExpectColumnValuesToBeUnique(column="text"))
+    if split != "train":
+        expectations.append(gxe.ExpectColumnValuesToBeInSet(column="in_train", value_set=[False]))
+    return expectations
+
+
+def ner_checks(prepared: Path, cfg: DictConfig) -> list[Check]:
+    import great_expectations.expectations as gxe
+
+    splits = {s: load_task_split(prepared, "ner", s) for s in SPLITS}
+    train_texts = {" ".join(e["tokens"]) for e in splits["train"]}
+    types = cfg.get("entity_types")
+    checks = []
+    for split, rows in splits.items():
+        frame = pd.DataFrame(
+            {
+                "tokens": [r.get("tokens") for r in rows],
+                "tags": [r.get("tags") for r in rows],
+            }
+        )
+        frame["text"] = [" ".join(t or []) for t in frame["tokens"]]
+        frame["n_tokens"] = [len(t or []) for t in frame["tokens"]]
+        frame["lengths_match"] = [
+            len(t or []) == len(g or [])
+            for t, g in zip(frame["tokens"], frame["tags"], strict=True)
+        ]
+        frame["iob2_valid"] = [iob2_error(list(g or [])) is None for g in frame["tags"]]
+        frame["in_train"] = frame["text"].isin(train_texts) if split != "train" else False
+        expectations = _common(frame, ["tokens", "tags"], split, _bounds(cfg, split))
+        expectations += [
+            gxe.ExpectColumnValuesToBeBetween(
+                column="n_tokens", min_value=int(cfg.min_tokens), max_value=int(cfg.max_tokens)
+            ),
+            gxe.ExpectColumnValuesToBeInSet(column="lengths_match", value_set=[True]),
+            gxe.ExpectColumnValuesToBeInSet(column="iob2_valid", value_set=[True]),
+        ]
+        checks.append(Check("ner", f"ner_{split}", frame, expectations))
+
+    tags = pd.DataFrame(
+        {
+            "split": [s for s, rows in splits.items() for r in rows for _ in r.get("tags") or []],
+            "tag": [t for rows in splits.values() for r in rows for t in r.get("tags") or []],
+        }
+    )
+    tag_expectations: list[Any] = [gxe.ExpectColumnValuesToNotBeNull(column="tag")]
+    if types is not None:
+        allowed = ["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")]
+        tag_expectations.append(gxe.ExpectColumnValuesToBeInSet(column="tag", value_set=allowed))
+    checks.append(Check("ner", "ner_tags", tags, tag_expectations))
+    share = _share_check("ner", tags["tag"], _shares(cfg))
+    return checks + ([share] if share else [])
+
+
+def _shares(cfg: DictConfig) -> dict[str, Any] | None:
+    shares = cfg.get("label_share")
+    return OmegaConf.to_container(shares) if shares is not None else None  # type: ignore[return-value]
+
+
+def sentiment_checks(prepared: Path, cfg: DictConfig) -> list[Check]:
+    import great_expectations.expectations as gxe
+
+    splits = {s: load_task_split(prepared, "sentiment", s) for s in SPLITS}
+    train_texts = {r.get("text") for r in splits["train"]}
+    checks = []
+    for split, rows in splits.items():
+        frame = _text_frame(r.get("text") for r in rows)
+        frame["label"] = [r.get("label") for r in rows]
+        frame["in_train"] = frame["text"].isin(train_texts) if split != "train" else False
+        expectations = _common(frame, ["text", "label"], split, _bounds(cfg, split))
+        expectations.append(
+            gxe.ExpectColumnValuesToBeBetween(
+                column="n_chars", min_value=int(cfg.min_chars), max_value=int(cfg.max_chars)
+            )
+        )
+        if cfg.get("labels") is not None:
+            expectations.append(
+                gxe.ExpectColumnValuesToBeInSet(column="label", value_set=list(cfg.labels))
+            )
+        checks.append(Check("sentiment", f"sentiment_{split}", frame, expectations))
+    labels = pd.Series([r.get("label") for rows in splits.values() for r in rows])
+    share = _share_check("sentiment", labels, _shares(cfg))
+    return checks + ([share] if share else [])
+
+
+def corpus_checks(prepared: Path, cfg: DictConfig) -> list[Check]:
+    """The corpus must not contain any validation/test text of either task."""
+    import great_expectations.expectations as gxe
+
+    held_out = {
+        " ".join(r["tokens"]) if "tokens" in r else r["text"]
+        for task in ("ner", "sentiment")
+        for split in ("validation", "test")
+        for r in load_task_split(prepared, task, split)
+    }
+    checks = []
+    for split in ("train", "validation"):
+        path = prepared / "corpus" / f"{split}.txt"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: run the ingest stage first")
+        frame = _text_frame(path.read_text(encoding="utf-8").splitlines())
+        frame["in_heldout"] = frame["text"].isin(held_out)
+        expectations = [
+            gxe.ExpectColumnValuesToNotBeNull(column="text"),
+            gxe.ExpectTableRowCountToBeBetween(min_value=_bounds(cfg, split)),
+            gxe.ExpectColumnValuesToBeUnique(column="text"),
+            gxe.ExpectColumnValuesToBeBetween(column="n_chars", min_value=int(cfg.min_chars)),
+            gxe.ExpectColumnValuesToBeInSet(column="in_heldout", value_set=[False]),
+        ]
+        checks.append(Check("corpus", f"corpus_{split}", frame, expectations))
+    return checks
+
+
+def build_checks(prepared: Path, data_cfg: DictConfig) -> list[Check]:
+    return (
+        ner_checks(prepared, data_cfg.ner)
+        + sentiment_checks(prepared, data_cfg.sentiment)
+        + corpus_checks(prepared, data_cfg.corpus)
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and value != value:  # NaN
+        return None
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if hasattr(value, "item"):
+        return value.item()
+    return value if isinstance(value, str | int | float | bool | type(None)) else str(value)
+
+
+def summarize(result: Any, check: Check) -> list[dict[str, Any]]:
+    """One compact record per expectation: what, pass/fail, how many rows, a few examples."""
+    rows = []
+    for item in result.results:
+        config = item.expectation_config
+        kwargs = {k: v for k, v in config.kwargs.items() if k not in {"batch_id"}}
+        outcome = item.result or {}
+        examples = (outcome.get("partial_unexpected_list") or [])[:EXAMPLES_PER_EXPECTATION]
+        rows.append(
+            _jsonable(
+                {
+                    "check": check.name,
+                    "expectation": config.type,
+                    "kwargs": kwargs,
+                    "success": bool(item.success),
+                    "rows": len(check.frame),
+                    "unexpected_count": outcome.get("unexpected_count"),
+                    "unexpected_percent": outcome.get("unexpected_percent"),
+                    "observed_value": outcome.get("observed_value"),
+                    "examples": examples,
+                    "exception": (item.exception_info or {}).get("exception_message")
+                    if getattr(item, "exception_info", None)
+                    and item.exception_info.get("raised_exception")
+                    else None,
+                }
+            )
+        )
+    return rows
+
+
+def run_checks(checks: list[Check], docs_dir: Path | None) -> dict[str, list[dict[str, Any]]]:
+    """Validate every check with an ephemeral GX context; returns summaries per dataset."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+
+    context = gx.get_context(mode="ephemeral")
+    try:
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    except Exception:  # pragma: no cover - cosmetic only
+        log.debug("could not disable GX progress bars", exc_info=True)
+    actions = []
+    if docs_dir is not None:
+        context.add_data_docs_site(
+            site_name="quality",
+            site_config={
+                "class_name": "SiteBuilder",
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                "store_backend": {
+                    "class_name": "TupleFilesystemStoreBackend",
+                    "base_directory": str(docs_dir),
+                },
+            },
+        )
+        actions.append(gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["quality"]))
+    source = context.data_sources.add_pandas("prepared")
+    summaries: dict[str, list[dict[str, Any]]] = {}
+    for check in checks:
+        batch = source.add_dataframe_asset(check.name).add_batch_definition_whole_dataframe("all")
+        suite = context.suites.add(gx.ExpectationSuite(name=check.name))
+        for expectation in check.expectations:
+            suite.add_expectation(expectation)
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=check.name, data=batch, suite=suite)
+        )
+        checkpoint = context.checkpoints.add(
+            gx.Checkpoint(
+                name=check.name,
+                validation_definitions=[definition],
+                actions=actions,
+                result_format={
+                    "result_format": "SUMMARY",
+                    "partial_unexpected_count": EXAMPLES_PER_EXPECTATION,
+                },
+            )
+        )
+        result = checkpoint.run(batch_parameters={"dataframe": check.frame})
+        for run_result in result.run_results.values():
+            summaries.setdefault(check.dataset, []).extend(summarize(run_result, check))
+    return summaries
+
+
+def failures(summaries: Mapping[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    return [row for rows in summaries.values() for row in rows if not row["success"]]
+
+
+def format_failures(failed: list[dict[str, Any]]) -> str:
+    """A readable summary: which expectation, on what, how many rows, examples."""
+    lines = [f"{len(failed)} data quality expectation(s) failed:"]
+    for row in failed:
+        column = row["kwargs"].get("column")
+        what = f"{row['check']}: {row['expectation']}" + (
+            f" on column {column!r}" if column else ""
+        )
+        detail = []
+        if row.get("unexpected_count") is not None:
+            detail.append(f"{row['unexpected_count']} of {row['rows']} rows")
+        if row.get("observed_value") is not None:
+            detail.append(f"observed {row['observed_value']}")
+        if row.get("examples"):
+            detail.append(f"e.g. {row['examples'][:3]}")
+        if row.get("exception"):
+            detail.append(f"error: {row['exception']}")
+        bounds = {k: v for k, v in row["kwargs"].items() if k not in {"column", "row_condition"}}
+        lines.append(f"  - {what} {bounds}: " + "; ".join(detail))
+    return "\n".join(lines)

@@ -1,0 +1,39 @@
+"""One thin module per DVC stage: config in, library calls, outputs and an MLflow run out.
+
+Every stage module exposes `run(cfg, paths, task=None)`. The same function serves DVC
+(`python -m emergent.stages <stage>`, reading params.yaml) and the Hydra CLI
+(`python -m emergent <stage> key=value`).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from omegaconf import DictConfig
+
+from emergent.config import Paths
+
+STAGES: dict[str, str] = {
+    "ingest": "emergent.stages.ingest",
+    "validate": "emergent.stages.validate",
+}
+
+# Stages that run once per task (DVC `foreach`).
+TASK_STAGES: set[str] = set()
+
+
+class StageError(RuntimeError):
+    """A stage failed for a reason the user should read (no traceback needed)."""
+
+
+def run_stage(name: str, cfg: DictConfig, paths: Paths, task: str | None = None) -> None:
+    if name not in STAGES:
+        raise StageError(f"unknown stage {name!r}; choose one of {', '.join(STAGES)}")
+    module = importlib.import_module(STAGES[name])
+    if name in TASK_STAGES:
+        task = task or cfg.get("task")
+        if task not in cfg.tasks:
+            raise StageError(f"unknown task {task!r}; choose one of {list(cfg.tasks)}")
+        module.run(cfg, paths, task=task)
+    else:
+        module.run(cfg, paths)

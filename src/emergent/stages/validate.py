@@ -1,0 +1,63 @@
+"""Stage `validate`: Great Expectations quality gate over `data/prepared/`.
+
+Writes the reports and metrics first, then fails (exit 1) on any failed expectation so that
+nothing downstream runs on bad data.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from omegaconf import DictConfig
+
+from emergent.config import Paths
+from emergent.data.quality import build_checks, failures, format_failures, run_checks
+from emergent.io import atomic_dir, sha256_file, write_json
+from emergent.stages import StageError
+from emergent.tracking import stage_run
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: DictConfig, paths: Paths) -> None:
+    prepared = paths.inp(cfg.data.prepared_dir)
+    manifest = prepared / "manifest.json"
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{manifest} not found: run the ingest stage first")
+    with stage_run(cfg, "validate", "data", data_sha256=sha256_file(manifest)) as tracker:
+        checks = build_checks(prepared, cfg.data)
+        reports = paths.out("reports", "quality")
+        with atomic_dir(reports) as tmp:
+            summaries = run_checks(checks, tmp / "docs")
+            for dataset, rows in summaries.items():
+                write_json(
+                    tmp / f"{dataset}.json",
+                    {
+                        "dataset": dataset,
+                        "success": all(r["success"] for r in rows),
+                        "evaluated": len(rows),
+                        "failed": sum(not r["success"] for r in rows),
+                        "expectations": rows,
+                    },
+                )
+        failed = failures(summaries)
+        metrics = {
+            "success": not failed,
+            "evaluated": sum(len(rows) for rows in summaries.values()),
+            "failed": len(failed),
+            "datasets": {
+                dataset: {
+                    "evaluated": len(rows),
+                    "failed": sum(not r["success"] for r in rows),
+                }
+                for dataset, rows in summaries.items()
+            },
+        }
+        write_json(paths.out("metrics", "quality.json"), metrics)
+        tracker.log_metrics({**metrics, "success": int(not failed)})
+        for dataset in summaries:
+            tracker.log_artifact(reports / f"{dataset}.json", "quality")
+        tracker.set_tags({"quality": "passed" if not failed else "failed"})
+        if failed:
+            raise StageError(format_failures(failed))
+        log.info("quality gate passed: %d expectations", metrics["evaluated"])

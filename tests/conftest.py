@@ -1,0 +1,107 @@
+"""Shared fixtures: small CPU configs (`experiment=smoke`) and temporary project copies."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig, OmegaConf
+
+from emergent.config import compose
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Tests never reach a hub nor write to the developer's mlflow.db.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+PROJECT_FILES = [
+    "conf",
+    "src",
+    "dvc.yaml",
+    "params.yaml",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    ".dvcignore",
+    ".gitignore",
+    "requirements-data.txt",
+]
+
+
+def smoke_cfg(*overrides: str, tmp: Path | None = None) -> DictConfig:
+    """The smoke experiment, with MLflow pointed at a temporary sqlite file when `tmp` is given."""
+    cfg = compose(["experiment=smoke", *overrides], ROOT / "conf")
+    if tmp is not None:
+        cfg.mlflow.tracking_uri = f"sqlite:///{tmp / 'mlflow.db'}"
+        cfg.mlflow.artifact_dir = str(tmp / "mlartifacts")
+    return cfg
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> DictConfig:
+    return smoke_cfg(tmp=tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+@pytest.fixture(scope="session")
+def prepared_smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Smoke-sized prepared data, built once per session (read-only for tests)."""
+    from emergent.data.prepare import prepare_all
+
+    out = tmp_path_factory.mktemp("prepared") / "prepared"
+    cfg = smoke_cfg()
+    prepare_all(cfg.data, int(cfg.seed), out, base_dir=ROOT)
+    return out
+
+
+def git_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        GIT_AUTHOR_NAME="emergent tests",
+        GIT_AUTHOR_EMAIL="tests@emergent.invalid",
+        GIT_COMMITTER_NAME="emergent tests",
+        GIT_COMMITTER_EMAIL="tests@emergent.invalid",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+    )
+    return env
+
+
+@pytest.fixture
+def project_copy(tmp_path: Path) -> Path:
+    """A committed copy of the project in a temporary git repository (for DVC and the CLI)."""
+    dest = tmp_path / "project"
+    dest.mkdir()
+    for rel in PROJECT_FILES:
+        src = ROOT / rel
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            shutil.copy2(src, target)
+    env = git_env()
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "test copy"]):
+        subprocess.run(["git", *args], cwd=dest, env=env, check=True)
+    return dest
+
+
+def run_cmd(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run a command with the test venv first on PATH; fail with its output if it fails."""
+    result = subprocess.run(
+        args, cwd=cwd, env=git_env(), capture_output=True, text=True, timeout=timeout
+    )
+    return result
+
+
+def write_overrides_yaml(path: Path, cfg: DictConfig) -> None:
+    path.write_text(OmegaConf.to_yaml(cfg), encoding="utf-8")

@@ -1,0 +1,63 @@
+"""Quality gate: passes on good prepared data, and each kind of problem fails it visibly."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from emergent.data.quality import build_checks, failures, format_failures, run_checks
+from tests.conftest import smoke_cfg
+
+
+@pytest.fixture(scope="module")
+def gate_cfg():
+    return smoke_cfg()
+
+
+def run_gate(prepared: Path, cfg, docs: Path | None = None):
+    return run_checks(build_checks(prepared, cfg.data), docs)
+
+
+def test_clean_smoke_data_passes_and_docs_are_written(prepared_smoke, gate_cfg, tmp_path) -> None:
+    summaries = run_gate(prepared_smoke, gate_cfg, tmp_path / "docs")
+    assert set(summaries) == {"ner", "sentiment", "corpus"}
+    assert failures(summaries) == []
+    assert (tmp_path / "docs" / "index.html").is_file()
+
+
+def test_bad_prepared_data_fails_with_examples(prepared_smoke, gate_cfg, tmp_path) -> None:
+    bad = tmp_path / "prepared"
+    shutil.copytree(prepared_smoke, bad)
+    train = (bad / "ner" / "train.jsonl").read_text().splitlines()
+    first = json.loads(train[0])
+    # An invalid IOB2 sequence and an unknown tag in train, a train sentence copied into test.
+    broken = {"tokens": ["the", "York"], "tags": ["O", "I-geo-loc"]}
+    unknown = {"tokens": ["Zed"], "tags": ["B-city"]}
+    (bad / "ner" / "train.jsonl").write_text(
+        "\n".join([*train, json.dumps(broken), json.dumps(unknown)]) + "\n"
+    )
+    with (bad / "ner" / "test.jsonl").open("a") as fh:
+        fh.write(json.dumps(first) + "\n")
+    failed = failures(run_gate(bad, gate_cfg))
+    by_kind = {(f["check"], f["expectation"], f["kwargs"].get("column")): f for f in failed}
+    iob = by_kind[("ner_train", "expect_column_values_to_be_in_set", "iob2_valid")]
+    assert iob["unexpected_count"] == 1
+    tags = by_kind[("ner_tags", "expect_column_values_to_be_in_set", "tag")]
+    assert tags["examples"] == ["B-city"]
+    assert ("ner_test", "expect_column_values_to_be_in_set", "in_train") in by_kind
+    message = format_failures(failed)
+    assert "ner_tags: expect_column_values_to_be_in_set on column 'tag'" in message
+    assert "B-city" in message
+
+
+def test_label_share_and_row_count_bounds(prepared_smoke, tmp_path) -> None:
+    cfg = smoke_cfg(
+        "data.sentiment.label_share={negative:[0.9,1.0]}", "data.ner.min_rows.test=10000"
+    )
+    failed = failures(run_gate(prepared_smoke, cfg))
+    checks = {(f["check"], f["expectation"]) for f in failed}
+    assert ("sentiment_label_share", "expect_column_values_to_be_between") in checks
+    assert ("ner_test", "expect_table_row_count_to_be_between") in checks

@@ -79,7 +79,10 @@ class Paths:
     output_dir: Path
 
     def inp(self, *parts: str) -> Path:
-        return self.input_dir.joinpath(*parts)
+        """An input: from the output folder if an earlier run into it made one, else from
+        `input_dir` (so CLI runs sharing `hydra.run.dir` chain like the DVC pipeline)."""
+        own = self.output_dir.joinpath(*parts)
+        return own if own.exists() else self.input_dir.joinpath(*parts)
 
     def out(self, *parts: str) -> Path:
         return self.output_dir.joinpath(*parts)

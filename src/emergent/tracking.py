@@ -23,6 +23,11 @@ log = logging.getLogger(__name__)
 MAX_PARAM_CHARS = 6000
 
 
+def is_rank_zero() -> bool:
+    """True in the launching process; Lightning's DDP children get LOCAL_RANK/NODE_RANK > 0."""
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+
+
 def tracking_uri(cfg: DictConfig, root: Path | None = None) -> str:
     """The tracking URI, with a relative sqlite path anchored at the project root."""
     uri = os.environ.get("MLFLOW_TRACKING_URI") or str(cfg.mlflow.tracking_uri)
@@ -135,7 +140,7 @@ def stage_run(
 
     The run ends FAILED if the stage raises, so broken runs are visible in the UI.
     """
-    if not cfg.mlflow.get("enabled", True):
+    if not cfg.mlflow.get("enabled", True) or not is_rank_zero():
         yield Tracker()
         return
     import mlflow

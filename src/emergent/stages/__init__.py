@@ -16,6 +16,8 @@ from emergent.config import Paths
 STAGES: dict[str, str] = {
     "ingest": "emergent.stages.ingest",
     "validate": "emergent.stages.validate",
+    "tokenizer": "emergent.stages.tokenizer",
+    "pretrain": "emergent.stages.pretrain",
 }
 
 # Stages that run once per task (DVC `foreach`).

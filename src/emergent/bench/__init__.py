@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): variants measured side by side, interleaved, in one run."""

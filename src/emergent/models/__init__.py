@@ -1,0 +1,1 @@
+"""Models: backbone loading/building, tokenizers, LightningModules, freezing and optimizers."""

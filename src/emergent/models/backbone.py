@@ -1,0 +1,136 @@
+"""Backbones and tokenizers: the packaged pretrained MiniLM or a BERT built from config.
+
+Every loader returns a model in *train* mode: `from_pretrained` returns eval mode and Lightning
+keeps it, which would silently switch dropout off during training.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from emergent.data.sources import resolve
+
+log = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def backbone_dir(model_cfg: DictConfig) -> Path:
+    """Folder of a pretrained backbone (`model.source`, local path or pkg://)."""
+    if not model_cfg.get("source"):
+        raise ValueError(f"model {model_cfg.name!r} has no `source`: it is built from config")
+    return resolve(f"{model_cfg.source}/config.json").parent
+
+
+def config_overrides(model_cfg: DictConfig) -> dict[str, Any]:
+    overrides = model_cfg.get("config") or {}
+    return dict(OmegaConf.to_container(overrides)) if overrides else {}  # type: ignore[arg-type]
+
+
+def train_wordpiece(
+    texts: Iterable[str], vocab_size: int, min_frequency: int, lowercase: bool, max_length: int
+) -> Any:
+    """A BERT-style WordPiece tokenizer trained on `texts`, as a HF fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers.trainers import WordPieceTrainer
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
+    )
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = WordPieceTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    tokenizer.decoder = decoders.WordPiece(prefix="##")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        model_max_length=max_length,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        do_lower_case=lowercase,
+    )
+
+
+def load_tokenizer(path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if not tokenizer.is_fast:
+        raise ValueError(f"{path}: a fast tokenizer is required (word alignment for NER)")
+    return tokenizer
+
+
+def build_tokenizer(model_cfg: DictConfig, corpus: Iterable[str]) -> Any:
+    """The tokenizer a model preset asks for: trained on the corpus, or the backbone's own."""
+    if model_cfg.tokenizer.train:
+        return train_wordpiece(
+            corpus,
+            vocab_size=int(model_cfg.tokenizer.vocab_size),
+            min_frequency=int(model_cfg.tokenizer.min_frequency or 2),
+            lowercase=bool(model_cfg.tokenizer.lowercase),
+            max_length=int(model_cfg.max_length),
+        )
+    tokenizer = load_tokenizer(backbone_dir(model_cfg))
+    tokenizer.model_max_length = int(model_cfg.max_length)
+    return tokenizer
+
+
+def bert_config(model_cfg: DictConfig, tokenizer: Any, **extra: Any) -> Any:
+    """A `BertConfig` for a from-scratch preset, sized to the tokenizer."""
+    from transformers import BertConfig
+
+    return BertConfig(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        **{**config_overrides(model_cfg), **extra},
+    )
+
+
+def load_mlm_model(model_cfg: DictConfig, tokenizer: Any) -> Any:
+    """`BertForMaskedLM`: packaged pretrained weights (MLM head untrained) or random init."""
+    from transformers import BertForMaskedLM
+
+    if model_cfg.pretrained:
+        model = BertForMaskedLM.from_pretrained(
+            str(backbone_dir(model_cfg)), **config_overrides(model_cfg)
+        )
+        if model.config.vocab_size != len(tokenizer):
+            raise ValueError(
+                f"tokenizer has {len(tokenizer)} tokens but {model_cfg.name} expects "
+                f"{model.config.vocab_size}: use the backbone's own tokenizer "
+                "(model.tokenizer.train=false)"
+            )
+    else:
+        model = BertForMaskedLM(bert_config(model_cfg, tokenizer))
+    return model.train()
+
+
+def load_pretrained(
+    cls: Any, path: Path, overrides: Mapping[str, Any] | None = None, **kwargs: Any
+) -> Any:
+    """`cls.from_pretrained(path)` in train mode, with config overrides (dropout, labels)."""
+    model = cls.from_pretrained(str(path), **(dict(overrides or {})), **kwargs)
+    return model.train()
+
+
+def count_parameters(model: Any) -> dict[str, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"total": total, "trainable": trainable}

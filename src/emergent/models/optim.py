@@ -1,0 +1,45 @@
+"""Optimizers and schedules shared by pretraining and fine-tuning."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+NO_DECAY = ("bias", "LayerNorm.weight", "LayerNorm.bias", "layer_norm", "norm.weight")
+
+
+def param_groups(
+    named_params: Iterable[tuple[str, nn.Parameter]], weight_decay: float, lr: float | None = None
+) -> list[dict[str, Any]]:
+    """Two groups: weights with decay; biases and LayerNorm without (as in BERT)."""
+    decay, no_decay = [], []
+    for name, param in named_params:
+        if not param.requires_grad:
+            continue
+        (no_decay if any(nd in name for nd in NO_DECAY) else decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if lr is not None:
+        for group in groups:
+            group["lr"] = lr
+    return [g for g in groups if g["params"]]
+
+
+def linear_warmup_decay(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup to the peak lr over `warmup_ratio` of the steps, then linear decay to 0."""
+    total = max(1, int(total_steps))
+    warmup = int(total * float(warmup_ratio))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -1,0 +1,24 @@
+"""Stage `tokenizer`: train a WordPiece tokenizer on the corpus, or take the backbone's own."""
+
+from __future__ import annotations
+
+import logging
+
+from omegaconf import DictConfig
+
+from emergent.config import Paths
+from emergent.data.mlm import read_corpus
+from emergent.io import atomic_dir
+from emergent.models.backbone import build_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: DictConfig, paths: Paths) -> None:
+    corpus = paths.inp(cfg.data.prepared_dir, "corpus", "train.txt")
+    texts = read_corpus(corpus) if cfg.model.tokenizer.train else []
+    tokenizer = build_tokenizer(cfg.model, texts)
+    with atomic_dir(paths.out("models", "tokenizer")) as tmp:
+        tokenizer.save_pretrained(str(tmp))
+    how = "trained on the corpus" if cfg.model.tokenizer.train else "from the backbone"
+    log.info("tokenizer (%s): %d tokens, %s", cfg.model.name, len(tokenizer), how)

@@ -1,0 +1,122 @@
+"""Lightning plumbing shared by pretraining and fine-tuning: trainer, checkpoints, history."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from emergent.tracking import Tracker, tracking_uri
+
+log = logging.getLogger(__name__)
+
+
+def config_fingerprint(cfg: DictConfig, keys: list[str], extra: str = "") -> str:
+    """Short hash of the config sections that define a training run (for resumable folders)."""
+    text = OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, keys), resolve=True) + extra
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+class MetricHistory(Callback):
+    """Keeps every logged train step and validation result for plots and metrics files."""
+
+    def __init__(self, train_keys: tuple[str, ...] = ("train_loss",)) -> None:
+        self.train_keys = train_keys
+        self.train: list[dict[str, float]] = []
+        self.val: list[dict[str, float]] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        row = {k: float(v) for k, v in trainer.callback_metrics.items() if k in self.train_keys}
+        if row:
+            self.train.append({"step": trainer.global_step, **row})
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        row = {
+            k: float(v)
+            for k, v in trainer.callback_metrics.items()
+            if k.startswith("val") or k in {"perplexity", "masked_accuracy"}
+        }
+        if row:
+            self.val.append({"step": trainer.global_step, **row})
+
+
+def mlflow_logger(cfg: DictConfig, tracker: Tracker) -> Any:
+    """A Lightning MLFlowLogger writing into the stage's own run (per-step metrics)."""
+    if not tracker.enabled:
+        return False
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    return MLFlowLogger(
+        experiment_name=tracker.experiment,
+        tracking_uri=tracking_uri(cfg),
+        run_id=tracker.run_id,
+        log_model=False,
+    )
+
+
+def build_trainer(
+    trainer_cfg: DictConfig,
+    *,
+    max_steps: int = -1,
+    max_epochs: int | None = None,
+    val_check_interval: int | float | None = None,
+    limit_val_batches: int | float | None = None,
+    limit_train_batches: int | float | None = None,
+    gradient_clip_val: float | None = None,
+    callbacks: list[Callback] | None = None,
+    logger: Any = False,
+    default_root_dir: Path | None = None,
+    enable_checkpointing: bool = True,
+) -> L.Trainer:
+    settings = dict(OmegaConf.to_container(trainer_cfg, resolve=True))  # type: ignore[arg-type]
+    step_based = isinstance(val_check_interval, int) and max_steps and max_steps > 0
+    return L.Trainer(
+        **settings,
+        max_steps=max_steps,
+        max_epochs=max_epochs if max_epochs is not None else (-1 if step_based else None),
+        val_check_interval=val_check_interval,
+        check_val_every_n_epoch=None if step_based else 1,
+        limit_val_batches=limit_val_batches,
+        limit_train_batches=limit_train_batches,
+        gradient_clip_val=gradient_clip_val,
+        callbacks=callbacks or [],
+        logger=logger,
+        default_root_dir=str(default_root_dir) if default_root_dir else None,
+        enable_checkpointing=enable_checkpointing,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+    )
+
+
+def last_checkpoint(directory: Path) -> tuple[Path | None, int]:
+    """The resumable `last.ckpt` in `directory` and its global step; (None, 0) if there is none
+    or it cannot be read (a run killed while writing it starts over, with a warning)."""
+    import torch
+
+    path = Path(directory) / "last.ckpt"
+    if not path.is_file():
+        return None, 0
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        return path, int(state["global_step"])
+    except Exception as err:  # a truncated file from a killed writer
+        log.warning("ignoring unreadable checkpoint %s (%s); starting over", path, err)
+        return None, 0
+
+
+def periodic_checkpoint(directory: Path, every_n_steps: int) -> ModelCheckpoint:
+    """`last.ckpt` every N training steps, for resuming a killed run."""
+    return ModelCheckpoint(
+        dirpath=str(directory),
+        filename="step-{step}",
+        save_last=True,
+        save_top_k=0,
+        every_n_train_steps=max(1, int(every_n_steps)),
+    )

@@ -12,12 +12,19 @@ NO_DECAY = ("bias", "LayerNorm.weight", "LayerNorm.bias", "layer_norm", "norm.we
 
 
 def param_groups(
-    named_params: Iterable[tuple[str, nn.Parameter]], weight_decay: float, lr: float | None = None
+    named_params: Iterable[tuple[str, nn.Parameter]],
+    weight_decay: float,
+    lr: float | None = None,
+    include_frozen: bool = False,
 ) -> list[dict[str, Any]]:
-    """Two groups: weights with decay; biases and LayerNorm without (as in BERT)."""
+    """Two groups: weights with decay; biases and LayerNorm without (as in BERT).
+
+    `include_frozen` keeps frozen parameters in the groups (they get no gradient, so the
+    optimizer skips them) so that gradual unfreezing can train them later.
+    """
     decay, no_decay = [], []
     for name, param in named_params:
-        if not param.requires_grad:
+        if not param.requires_grad and not include_frozen:
             continue
         (no_decay if any(nd in name for nd in NO_DECAY) else decay).append(param)
     groups = [

@@ -18,10 +18,12 @@ STAGES: dict[str, str] = {
     "validate": "emergent.stages.validate",
     "tokenizer": "emergent.stages.tokenizer",
     "pretrain": "emergent.stages.pretrain",
+    "finetune": "emergent.stages.finetune",
+    "evaluate": "emergent.stages.evaluate",
 }
 
 # Stages that run once per task (DVC `foreach`).
-TASK_STAGES: set[str] = set()
+TASK_STAGES: set[str] = {"finetune", "evaluate"}
 
 
 class StageError(RuntimeError):
@@ -36,6 +38,8 @@ def run_stage(name: str, cfg: DictConfig, paths: Paths, task: str | None = None)
         task = task or cfg.get("task")
         if task not in cfg.tasks:
             raise StageError(f"unknown task {task!r}; choose one of {list(cfg.tasks)}")
+        cfg = cfg.copy()
+        cfg.task = task  # so the logged config says which task ran
         module.run(cfg, paths, task=task)
     else:
         module.run(cfg, paths)

@@ -1,0 +1,116 @@
+"""Fine-tuning and evaluation stages end to end on smoke data, for both tasks."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from emergent.config import Paths
+from emergent.stages import run_stage
+from tests.conftest import ROOT, run_cmd, smoke_cfg
+from tests.integration.test_pretrain import smoke_project
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A smoke project with prepared data, tokenizer and a pretrained model (built once)."""
+    root = smoke_project(tmp_path_factory.mktemp("ft") / "p")
+    run_stage("pretrain", smoke_cfg(), Paths.for_dvc(root))
+    return root
+
+
+@pytest.mark.parametrize("task", ["ner", "sentiment"])
+def test_finetune_then_evaluate_writes_the_contract(pretrained: Path, task: str) -> None:
+    cfg = smoke_cfg()
+    paths = Paths.for_dvc(pretrained)
+    run_stage("finetune", cfg, paths, task=task)
+    model_dir = pretrained / "models" / task
+    labels = json.loads((model_dir / "labels.json").read_text())
+    training = json.loads((model_dir / "training.json").read_text())
+    assert training["best_val_f1"] is not None and training["history"]["validation"]
+    assert (model_dir / "model.safetensors").is_file() and (model_dir / "tokenizer.json").is_file()
+
+    run_stage("evaluate", cfg, paths, task=task)
+    metrics = json.loads((pretrained / "metrics" / f"{task}.json").read_text())
+    if task == "ner":
+        assert labels[0] == "O" and all(t[:2] in {"B-", "I-"} for t in labels[1:])
+        assert {"precision", "recall", "f1", "accuracy", "per_type"} <= set(metrics)
+        assert 0.0 <= metrics["f1"] <= 1.0 and metrics["accuracy"] > 0.5  # mostly O tokens
+    else:
+        assert labels == ["negative", "positive"]
+        assert {"accuracy", "precision_macro", "recall_macro", "f1_macro", "per_class"} <= set(
+            metrics
+        )
+        assert set(metrics["per_class"]) == {"negative", "positive"}
+    support = sum(v["support"] for v in metrics.get("per_class", {}).values())
+    if task == "sentiment":
+        assert support == metrics["n_examples"]
+    confusion = (pretrained / "plots" / task / "confusion.csv").read_text().splitlines()
+    assert confusion[0] == "actual,predicted" and len(confusion) > 1
+    for png in ("confusion.png", "per_class.png", "training.png"):
+        assert (pretrained / "plots" / task / png).stat().st_size > 1000
+    errors = [
+        json.loads(line)
+        for line in (pretrained / "reports" / task / "errors.jsonl").read_text().splitlines()
+    ]
+    for row in errors:
+        if task == "sentiment":
+            assert row["gold"] != row["pred"]
+        else:
+            assert row["mistakes"] and all(m["gold"] != m["pred"] for m in row["mistakes"])
+
+
+def test_lora_adapters_are_merged_in_the_saved_model(pretrained: Path, tmp_path: Path) -> None:
+    cfg = smoke_cfg("finetune.strategy=lora", "finetune.lora.r=2")
+    paths = Paths(pretrained, tmp_path)
+    run_stage("finetune", cfg, paths, task="sentiment")
+    training = json.loads((tmp_path / "models/sentiment/training.json").read_text())
+    assert training["params_trainable"] < training["params_total"] / 2
+    weights = load_file(str(tmp_path / "models/sentiment/model.safetensors"))
+    assert not [k for k in weights if "lora" in k]
+    assert "bert.encoder.layer.0.attention.self.query.weight" in weights
+
+
+def test_random_init_and_frozen_encoder(pretrained: Path, tmp_path: Path) -> None:
+    cfg = smoke_cfg("finetune.init=random", "finetune.freeze.encoder=true")
+    run_stage("finetune", cfg, Paths(pretrained, tmp_path), task="ner")
+    training = json.loads((tmp_path / "models/ner/training.json").read_text())
+    assert training["init"] == "random"
+    assert training["params_trainable"] < 1000  # the linear head only
+
+
+def test_cli_evaluates_a_user_conll_file_without_retraining(pretrained: Path) -> None:
+    run_stage("finetune", smoke_cfg(), Paths.for_dvc(pretrained), task="ner")
+    test_file = pretrained / "user_test.conll"
+    test_file.write_text(
+        "Barack\tB-person\nObama\tI-person\nin\tO\nParis\tB-geo-loc\n\nhello\tO\n", encoding="utf-8"
+    )
+    (pretrained / "conf").mkdir(exist_ok=True)
+    for item in (ROOT / "conf").iterdir():
+        target = pretrained / "conf" / item.name
+        if not target.exists():
+            target.symlink_to(item)
+    result = run_cmd(
+        [
+            sys.executable,
+            "-m",
+            "emergent",
+            "evaluate",
+            "task=ner",
+            "experiment=smoke",
+            f"data.ner.test={test_file}",
+        ],
+        cwd=pretrained,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = next((pretrained / "outputs" / "runs").glob("*/*"))
+    metrics = json.loads((run_dir / "metrics" / "ner.json").read_text())
+    assert metrics["n_examples"] == 2
+    assert metrics["per_type"]["person"]["support"] == 1
+    assert metrics["per_type"]["geo-loc"]["support"] == 1

@@ -18,20 +18,28 @@ USAGE = f"""usage: python -m emergent [-m] <stage> [key=value ...]
 stages: {", ".join(STAGES)}
 examples:
   python -m emergent ingest data.sentiment.max_rows=500
+  python -m emergent predict task=ner "Barack Obama visited Paris"
   python -m emergent -m pretrain model=tiny_bert,minilm pretrain.max_steps=20
 """
 
 
-def split_stage(argv: list[str]) -> tuple[str | None, list[str]]:
-    """Take the stage name (first bare word) out of argv; the rest goes to Hydra."""
-    for index, arg in enumerate(argv):
-        if not arg.startswith("-") and "=" not in arg:
-            return arg, argv[:index] + argv[index + 1 :]
-    return None, argv
+def split_stage(argv: list[str]) -> tuple[str | None, list[str], list[str]]:
+    """Take the stage name (first bare word) out of argv. For `predict`, further bare words
+    are texts to predict; everything else goes to Hydra. Returns (stage, hydra args, texts)."""
+    stage, rest, texts = None, [], []
+    for arg in argv:
+        bare = not arg.startswith("-") and "=" not in arg
+        if bare and stage is None:
+            stage = arg
+        elif (bare and stage == "predict") or (stage == "predict" and " " in arg):
+            texts.append(arg)
+        else:
+            rest.append(arg)
+    return stage, rest, texts
 
 
 def main() -> None:
-    stage, rest = split_stage(sys.argv[1:])
+    stage, rest, texts = split_stage(sys.argv[1:])
     if stage is None or stage not in STAGES:
         if stage is not None:
             print(f"error: unknown stage {stage!r}", file=sys.stderr)
@@ -49,9 +57,11 @@ def main() -> None:
         configure_logging()
         output_dir = Path(HydraConfig.get().runtime.output_dir)
         OmegaConf.resolve(cfg)
+        extra = {"texts": texts} if stage == "predict" else {}
         with user_errors():
-            run_stage(stage, cfg, Paths.for_cli(cfg, output_dir), task=cfg.get("task"))
-        print(f"outputs: {output_dir}")
+            run_stage(stage, cfg, Paths.for_cli(cfg, output_dir), task=cfg.get("task"), **extra)
+        if stage != "predict":
+            print(f"outputs: {output_dir}", file=sys.stderr)
 
     sys.argv = [sys.argv[0], *rest]
     _run()

@@ -27,10 +27,11 @@ def configure_logging(level: int = logging.INFO) -> None:
 def user_errors() -> Iterator[None]:
     """Known failure kinds print one readable message and exit 1 instead of a traceback."""
     from emergent.data.sources import DataError
+    from emergent.serving.predictor import PredictionError
     from emergent.stages import StageError
 
     try:
         yield
-    except (DataError, StageError, FileNotFoundError) as err:
+    except (DataError, StageError, FileNotFoundError, PredictionError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)

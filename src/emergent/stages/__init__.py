@@ -20,17 +20,23 @@ STAGES: dict[str, str] = {
     "pretrain": "emergent.stages.pretrain",
     "finetune": "emergent.stages.finetune",
     "evaluate": "emergent.stages.evaluate",
+    "export": "emergent.stages.export",
+    # commands (not DVC stages)
+    "promote": "emergent.stages.promote",
+    "predict": "emergent.stages.predict",
 }
 
 # Stages that run once per task (DVC `foreach`).
-TASK_STAGES: set[str] = {"finetune", "evaluate"}
+TASK_STAGES: set[str] = {"finetune", "evaluate", "export", "promote", "predict"}
 
 
 class StageError(RuntimeError):
     """A stage failed for a reason the user should read (no traceback needed)."""
 
 
-def run_stage(name: str, cfg: DictConfig, paths: Paths, task: str | None = None) -> None:
+def run_stage(
+    name: str, cfg: DictConfig, paths: Paths, task: str | None = None, **kwargs: object
+) -> None:
     if name not in STAGES:
         raise StageError(f"unknown stage {name!r}; choose one of {', '.join(STAGES)}")
     module = importlib.import_module(STAGES[name])
@@ -40,6 +46,6 @@ def run_stage(name: str, cfg: DictConfig, paths: Paths, task: str | None = None)
             raise StageError(f"unknown task {task!r}; choose one of {list(cfg.tasks)}")
         cfg = cfg.copy()
         cfg.task = task  # so the logged config says which task ran
-        module.run(cfg, paths, task=task)
+        module.run(cfg, paths, task=task, **kwargs)
     else:
         module.run(cfg, paths)

@@ -1,0 +1,1 @@
+"""Export: ONNX, int8 quantization, parity checks, latency measurement and the model card."""

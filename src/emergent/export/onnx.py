@@ -1,0 +1,67 @@
+"""ONNX export with dynamic batch and sequence axes, and ONNX Runtime forward functions."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+INPUTS = ("input_ids", "attention_mask")
+
+
+class LogitsOnly(torch.nn.Module):
+    """(input_ids, attention_mask) -> logits: the exported graph's whole interface."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def export_onnx(model: Any, path: Path, opset: int = 18, seq_length: int = 16) -> Path:
+    """Export with torch.onnx.export (dynamo) into a single file (no external data)."""
+    model = model.eval()
+    ids = torch.randint(5, 100, (2, seq_length))
+    mask = torch.ones_like(ids)
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    dims = {0: batch, 1: seq}
+    with torch.inference_mode(False), torch.no_grad():
+        torch.onnx.export(
+            LogitsOnly(model),
+            (ids, mask),
+            str(path),
+            input_names=list(INPUTS),
+            output_names=["logits"],
+            dynamic_shapes={"input_ids": dims, "attention_mask": dims},
+            opset_version=opset,
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
+    return path
+
+
+def session(path: Path, threads: int | None = None) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def ort_forward(sess: Any) -> Callable[[dict[str, Any]], np.ndarray]:
+    def forward(batch: dict[str, Any]) -> np.ndarray:
+        feeds = {name: np.asarray(batch[name], dtype=np.int64) for name in INPUTS}
+        return sess.run(["logits"], feeds)[0]
+
+    return forward

@@ -1,0 +1,28 @@
+"""MLflow pyfunc wrapper around the int8 ONNX predictor, for the registry and `mlflow models
+serve`. Input: a DataFrame (or list) with a `text` column; output: one JSON object per text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow.pyfunc
+
+
+class OnnxTaskModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context: Any) -> None:
+        from pathlib import Path
+
+        from emergent.serving.predictor import Predictor
+
+        self.predictor = Predictor(
+            Path(context.artifacts["export_dir"]), task=context.model_config.get("task")
+        )
+
+    def predict(self, context: Any, model_input: Any, params: dict | None = None) -> list[dict]:
+        if hasattr(model_input, "columns"):
+            texts = model_input["text"].astype(str).tolist()
+        elif isinstance(model_input, dict):
+            texts = list(model_input["text"])
+        else:
+            texts = [str(t) for t in model_input]
+        return self.predictor.predict(texts)

@@ -1,0 +1,23 @@
+"""Command `promote`: move the registry alias `champion` to the current `candidate` of
+`emergent-{task}` when its test metric beats the champion's."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+from omegaconf import DictConfig
+
+from emergent.config import Paths
+from emergent.registry import promote
+from emergent.stages import StageError
+from emergent.tracking import tracking_uri
+
+
+def run(cfg: DictConfig, paths: Paths, task: str) -> None:
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    try:
+        result = promote(task)
+    except LookupError as err:
+        raise StageError(str(err)) from err
+    print(json.dumps(result))

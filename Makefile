@@ -17,13 +17,14 @@ export MLFLOW_ENABLE_TELEMETRY := false
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup repro test test-all ui params lint format lock clean
+.PHONY: help setup repro test test-all ui params lint format lock clean bench
 
 help:
 	@echo "make setup   create .venv and install the pinned lock (no-op when unchanged)"
 	@echo "make repro   setup + dvc repro (the whole pipeline on the default data)"
 	@echo "make test    setup + pytest (fast suite; 'make test-all' adds slow tests)"
 	@echo "make ui      MLflow UI on http://127.0.0.1:5000"
+	@echo "make bench   benchmarks (after make repro): Lightning vs plain loop, fp32/bf16, int8"
 	@echo "make params  rewrite params.yaml from conf/"
 	@echo "make lint    ruff"
 
@@ -51,6 +52,13 @@ test-all: setup
 ui: setup
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) \
 	  --default-artifact-root $(abspath mlartifacts) --host 127.0.0.1 --port 5000 --workers 1
+
+# Benchmarks: ratios measured side by side in one run (needs the pipeline's outputs:
+# `make repro` first). Results in reports/bench/*.json.
+bench: setup
+	$(BIN)/python -m emergent.bench pretrain model=tiny_bert pretrain.batch_size=8 --rounds 3 --steps 5
+	$(BIN)/python -m emergent.bench inference task=sentiment
+	$(BIN)/python -m emergent.bench inference task=ner
 
 params: setup
 	$(BIN)/python -m emergent.config

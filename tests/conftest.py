@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from emergent.config import compose
+from emergent.config import Paths, compose, params_text
+from emergent.stages import run_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,6 +65,41 @@ def prepared_smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def smoke_project(root: Path, *overrides: str) -> Path:
+    """A project folder with smoke params.yaml, prepared data and a trained tokenizer."""
+    (root / "conf").mkdir(parents=True, exist_ok=True)
+    cfg = smoke_cfg(*overrides)
+    (root / "params.yaml").write_text(params_text(cfg), encoding="utf-8")
+    paths = Paths.for_dvc(root)
+    for stage in ("ingest", "tokenizer"):
+        run_stage(stage, cfg, Paths(ROOT, root) if stage == "ingest" else paths)
+    return root
+
+
+@pytest.fixture(scope="session")
+def smoke_pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A smoke project with prepared data, tokenizer and a pretrained model (built once)."""
+    base = tmp_path_factory.mktemp("smoke")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{base / 'mlflow.db'}")
+        root = smoke_project(base / "p")
+        run_stage("pretrain", smoke_cfg(), Paths.for_dvc(root))
+    return root
+
+
+@pytest.fixture(scope="session")
+def exported(smoke_pretrained: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Both tasks fine-tuned and exported, registered in a module-local MLflow db."""
+    db = tmp_path_factory.mktemp("registry") / "mlflow.db"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+        paths = Paths.for_dvc(smoke_pretrained)
+        for task in ("ner", "sentiment"):
+            run_stage("finetune", smoke_cfg(), paths, task=task)
+            run_stage("export", smoke_cfg(), paths, task=task)
+    return db
+
+
 def git_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update(
@@ -101,7 +137,3 @@ def run_cmd(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.Comple
         args, cwd=cwd, env=git_env(), capture_output=True, text=True, timeout=timeout
     )
     return result
-
-
-def write_overrides_yaml(path: Path, cfg: DictConfig) -> None:
-    path.write_text(OmegaConf.to_yaml(cfg), encoding="utf-8")

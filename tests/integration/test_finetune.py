@@ -12,17 +12,13 @@ from safetensors.torch import load_file
 from emergent.config import Paths
 from emergent.stages import run_stage
 from tests.conftest import ROOT, run_cmd, smoke_cfg
-from tests.integration.test_pretrain import smoke_project
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A smoke project with prepared data, tokenizer and a pretrained model (built once)."""
-    root = smoke_project(tmp_path_factory.mktemp("ft") / "p")
-    run_stage("pretrain", smoke_cfg(), Paths.for_dvc(root))
-    return root
+def pretrained(smoke_pretrained: Path) -> Path:
+    return smoke_pretrained
 
 
 @pytest.mark.parametrize("task", ["ner", "sentiment"])

@@ -11,24 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from emergent.config import Paths, params_text
+from emergent.config import Paths
 from emergent.stages import run_stage
-from tests.conftest import git_env, smoke_cfg
+from tests.conftest import git_env, smoke_cfg, smoke_project
 
 pytestmark = pytest.mark.integration
-
-
-def smoke_project(root: Path, *overrides: str) -> Path:
-    """A project folder with smoke params.yaml, prepared data and a trained tokenizer."""
-    (root / "conf").mkdir(parents=True, exist_ok=True)
-    cfg = smoke_cfg(*overrides)
-    (root / "params.yaml").write_text(params_text(cfg), encoding="utf-8")
-    paths = Paths.for_dvc(root)
-    from tests.conftest import ROOT
-
-    for stage in ("ingest", "tokenizer"):
-        run_stage(stage, cfg, Paths(ROOT, root) if stage == "ingest" else paths)
-    return root
 
 
 def run_stage_process(root: Path, stage: str) -> subprocess.Popen:

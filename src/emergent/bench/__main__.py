@@ -1,7 +1,8 @@
-"""`python -m emergent.bench pretrain [key=value ...]`: run a benchmark, print ratios, write JSON.
+"""`python -m emergent.bench {pretrain,inference} [key=value ...]`: run a benchmark, print
+ratios, write `reports/bench/<name>.json`.
 
-Results go to `reports/bench/<name>.json`. Overrides compose `conf/` like the CLI, e.g.
-`python -m emergent.bench pretrain model=tiny_bert pretrain.batch_size=16`.
+Overrides compose `conf/` like the CLI, e.g. `python -m emergent.bench pretrain model=tiny_bert`
+or `python -m emergent.bench inference task=sentiment`.
 """
 
 from __future__ import annotations
@@ -14,29 +15,37 @@ from emergent.cli import configure_logging
 from emergent.config import Paths, compose
 from emergent.io import write_json
 
-BENCHES = ("pretrain",)
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m emergent.bench", description=__doc__)
-    parser.add_argument("bench", choices=BENCHES)
+    parser.add_argument("bench", choices=("pretrain", "inference"))
     parser.add_argument("overrides", nargs="*", help="Hydra overrides (key=value)")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=8, help="steps per round (2 are warm-up)")
+    parser.add_argument("--rounds", type=int, default=3, help="pretrain: interleaved rounds")
+    parser.add_argument("--steps", type=int, default=6, help="pretrain: steps per round")
     args = parser.parse_args(argv)
     configure_logging()
     cfg = compose(args.overrides)
     paths = Paths.for_dvc()
-    from emergent.bench import pretrain
+    if args.bench == "pretrain":
+        from emergent.bench import pretrain
 
-    result = pretrain.run(cfg, paths, rounds=args.rounds, steps=args.steps)
-    write_json(paths.out("reports", "bench", f"{args.bench}.json"), result)
+        result = pretrain.run(cfg, paths, rounds=args.rounds, steps=args.steps)
+        rates = result["tokens_per_second"]
+        unit = "tokens/s"
+    else:
+        from emergent.bench import inference
+
+        result = inference.run(cfg, paths, task=str(cfg.task))
+        rates = {k: v["throughput"] for k, v in result["variants"].items()}
+        unit = "sequences/s at batch 32"
+    name = args.bench if args.bench == "pretrain" else f"inference_{cfg.task}"
+    write_json(paths.out("reports", "bench", f"{name}.json"), result)
     print(json.dumps(result, indent=2))
-    print(f"\n{args.bench} ({result['model']}, {result['threads']} threads):")
-    for name, value in result["tokens_per_second"].items():
-        print(f"  {name:<16} {value:10.0f} tokens/s")
-    for name, value in result["ratios"].items():
-        print(f"  {name:<28} {value:6.3f}x")
+    print(f"\n{name} ({result['model']}, {result['threads']} threads):")
+    for key, value in rates.items():
+        print(f"  {key:<16} {value:10.1f} {unit}")
+    for key, value in result["ratios"].items():
+        print(f"  {key:<36} {value:6.3f}x")
     return 0
 
 

@@ -18,7 +18,8 @@ class OnnxTaskModel(mlflow.pyfunc.PythonModel):
             Path(context.artifacts["export_dir"]), task=context.model_config.get("task")
         )
 
-    def predict(self, context: Any, model_input: Any, params: dict | None = None) -> list[dict]:
+    # No type hints here on purpose: MLflow would try to infer a schema from them.
+    def predict(self, context, model_input, params=None):
         if hasattr(model_input, "columns"):
             texts = model_input["text"].astype(str).tolist()
         elif isinstance(model_input, dict):

@@ -1,0 +1,202 @@
+"""Export, parity gate, registry aliases, prediction and serving on smoke models."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from emergent.config import Paths
+from emergent.stages import StageError, run_stage
+from tests.conftest import ROOT, git_env, run_cmd, smoke_cfg
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def registry(exported: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{exported}")
+    mlflow.set_tracking_uri(f"sqlite:///{exported}")
+    return exported
+
+
+@pytest.mark.parametrize("task", ["ner", "sentiment"])
+def test_export_package_and_metrics(smoke_pretrained: Path, registry: Path, task: str) -> None:
+    package = smoke_pretrained / "models" / "export" / task
+    for name in (
+        "model.onnx",
+        "model.int8.onnx",
+        "tokenizer.json",
+        "labels.json",
+        "MODEL_CARD.md",
+        "export.json",
+    ):
+        assert (package / name).is_file(), name
+    metrics = json.loads((smoke_pretrained / "metrics" / f"export_{task}.json").read_text())
+    for variant in ("fp32_torch", "fp32_onnx", "int8_onnx"):
+        assert {"metric", "size_mb", "latency_ms_p50", "throughput"} <= set(metrics[variant])
+        assert metrics[variant]["throughput"] > 0
+    assert metrics["parity"]["max_abs_logit_diff"] < 1e-3
+    assert metrics["fp32_onnx"]["metric"] == pytest.approx(metrics["fp32_torch"]["metric"])
+    assert metrics["int8_onnx"]["size_mb"] < metrics["fp32_onnx"]["size_mb"]
+    card = (package / "MODEL_CARD.md").read_text()
+    assert "int8_onnx" in card and "Intended use" in card
+    version = mlflow.MlflowClient().get_model_version_by_alias(f"emergent-{task}", "candidate")
+    assert float(version.tags["test_metric"]) == pytest.approx(metrics["int8_onnx"]["metric"])
+
+
+def test_parity_gate_fails_and_keeps_the_previous_package(
+    smoke_pretrained: Path, registry: Path
+) -> None:
+    package = smoke_pretrained / "models" / "export" / "sentiment"
+    before = (package / "model.int8.onnx").read_bytes()
+    with pytest.raises(StageError, match="parity gate failed: fp32 ONNX logits differ"):
+        run_stage(
+            "export",
+            smoke_cfg("export.parity_atol=0.0"),
+            Paths.for_dvc(smoke_pretrained),
+            task="sentiment",
+        )
+    assert (package / "model.int8.onnx").read_bytes() == before
+
+
+def test_promote_moves_champion_only_on_improvement(smoke_pretrained: Path, registry: Path) -> None:
+    client = mlflow.MlflowClient()
+    name = "emergent-ner"
+    first = run_cmd(
+        [sys.executable, "-m", "emergent", "promote", "task=ner", "experiment=smoke"], cwd=ROOT
+    )
+    assert first.returncode == 0, first.stderr
+    champion = client.get_model_version_by_alias(name, "champion").version
+    # Same metric again: a new candidate that does not beat the champion stays candidate.
+    from emergent.registry import METRIC_TAG, promote
+
+    candidate = client.get_model_version_by_alias(name, "candidate")
+    metric = float(candidate.tags[METRIC_TAG])
+    new = client.create_model_version(name, candidate.source, run_id=candidate.run_id)
+    client.set_model_version_tag(name, new.version, METRIC_TAG, str(metric))
+    client.set_registered_model_alias(name, "candidate", new.version)
+    assert promote("ner")["promoted"] is False
+    assert client.get_model_version_by_alias(name, "champion").version == champion
+    client.set_model_version_tag(name, new.version, METRIC_TAG, str(metric + 1))
+    assert promote("ner")["promoted"] is True
+    assert client.get_model_version_by_alias(name, "champion").version == new.version
+
+
+def test_predict_cli_arguments_file_and_bad_input(
+    smoke_pretrained: Path, registry: Path, tmp_path: Path
+) -> None:
+    def predict(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+        env = git_env()
+        env["EMERGENT_ROOT"] = str(ROOT)
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "emergent",
+                "predict",
+                "experiment=smoke",
+                f"paths.input_dir={smoke_pretrained}",
+                *args,
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            input=stdin,
+            timeout=300,
+        )
+
+    result = predict("task=ner", "Barack Obama visited Paris", "hello there")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["text"] for r in rows] == ["Barack Obama visited Paris", "hello there"]
+    for entity in rows[0]["entities"]:
+        assert rows[0]["text"][entity["start"] : entity["end"]] == entity["text"]
+        assert 0.0 <= entity["score"] <= 1.0
+
+    result = predict("task=sentiment", stdin="a great movie\nawful\n")
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(rows) == 2 and rows[0]["label"] in {"negative", "positive"}
+    assert sum(rows[0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+
+    good = tmp_path / "in.jsonl"
+    good.write_text('{"text": "fine"}\n', encoding="utf-8")
+    assert len(predict("task=sentiment", f"predict.file={good}").stdout.splitlines()) == 1
+
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"ok\n\xff\xfe broken\n")
+    result = predict("task=sentiment", f"predict.file={bad}")
+    assert result.returncode == 1 and "bad.txt:2: invalid utf-8" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = predict("task=sentiment", "   ")
+    assert result.returncode == 1 and "empty text" in result.stderr
+    long_text = " ".join(["word"] * 500)
+    result = predict("task=sentiment", long_text)
+    assert result.returncode == 0 and "truncated" in result.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_mlflow_serves_the_champion_over_http(registry: Path) -> None:
+    from emergent.registry import promote
+
+    promote("sentiment")
+    port = free_port()
+    env = git_env()
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{registry}"
+    mlflow_bin = str(Path(sys.executable).parent / "mlflow")
+    server = subprocess.Popen(
+        [
+            mlflow_bin,
+            "models",
+            "serve",
+            "-m",
+            "models:/emergent-sentiment@champion",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        body = json.dumps(
+            {"dataframe_split": {"columns": ["text"], "data": [["a wonderful film"]]}}
+        ).encode()
+        deadline = time.time() + 120
+        response = None
+        while time.time() < deadline and server.poll() is None:
+            try:
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/invocations",
+                    data=body,
+                    headers={"Content-Type": "application/json"},
+                )
+                with urllib.request.urlopen(request, timeout=10) as reply:
+                    response = json.loads(reply.read())
+                break
+            except OSError:
+                time.sleep(1)
+        assert response is not None, server.stdout.read() if server.poll() is not None else ""
+        prediction = response["predictions"][0]
+        assert prediction["label"] in {"negative", "positive"}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

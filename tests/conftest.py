@@ -131,9 +131,11 @@ def project_copy(tmp_path: Path) -> Path:
     return dest
 
 
-def run_cmd(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run a command with the test venv first on PATH; fail with its output if it fails."""
-    result = subprocess.run(
-        args, cwd=cwd, env=git_env(), capture_output=True, text=True, timeout=timeout
-    )
-    return result
+def run_cmd(
+    args: list[str], cwd: Path, timeout: int = 600, root: Path | None = None
+) -> subprocess.CompletedProcess:
+    """Run a command with the test venv first on PATH (and `EMERGENT_ROOT=root` if given)."""
+    env = git_env()
+    if root is not None:
+        env["EMERGENT_ROOT"] = str(root)
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)

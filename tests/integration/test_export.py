@@ -67,11 +67,15 @@ def test_parity_gate_fails_and_keeps_the_previous_package(
     assert (package / "model.int8.onnx").read_bytes() == before
 
 
-def test_promote_moves_champion_only_on_improvement(smoke_pretrained: Path, registry: Path) -> None:
+def test_promote_moves_champion_only_on_improvement(
+    smoke_pretrained: Path, registry: Path, tmp_path: Path
+) -> None:
     client = mlflow.MlflowClient()
     name = "emergent-ner"
     first = run_cmd(
-        [sys.executable, "-m", "emergent", "promote", "task=ner", "experiment=smoke"], cwd=ROOT
+        [sys.executable, "-m", "emergent", "promote", "task=ner", "experiment=smoke"],
+        cwd=tmp_path,
+        root=ROOT,
     )
     assert first.returncode == 0, first.stderr
     champion = client.get_model_version_by_alias(name, "champion").version

@@ -155,10 +155,6 @@ class MLMDataModule(L.LightningDataModule):
         ]
         log.info("MLM blocks: %d train, %d validation", len(train), len(val))
 
-    @property
-    def tokens_per_block(self) -> int:
-        return self.block_size
-
     def train_dataloader(self) -> DataLoader:
         assert self.train_blocks is not None
         generator = torch.Generator().manual_seed(self.seed)

@@ -18,6 +18,23 @@ def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], fields: Sequence[st
             writer.writerow(row)
 
 
+def pyplot() -> Any:
+    """matplotlib.pyplot on the non-interactive Agg backend (no display here or in CI)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_png(fig: Any, path: Path) -> None:
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    pyplot().close(fig)
+
+
 def plot_curves(
     path: Path,
     series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
@@ -26,10 +43,7 @@ def plot_curves(
     log_y: Sequence[str] = (),
 ) -> None:
     """One panel per named series ({name: (x, y)}) in a single PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     series = {k: v for k, v in series.items() if v[0]}
     if not series:
@@ -43,21 +57,16 @@ def plot_curves(
         if name in log_y:
             ax.set_yscale("log")
     fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def plot_confusion(
     path: Path, labels: Sequence[str], matrix: Sequence[Sequence[int]], title: str
 ) -> None:
     """Row-normalised confusion matrix with counts annotated."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    plt = pyplot()
 
     counts = np.asarray(matrix, dtype=float)
     norm = counts / np.maximum(counts.sum(1, keepdims=True), 1)
@@ -82,21 +91,16 @@ def plot_confusion(
                 )
     fig.colorbar(image, ax=ax, fraction=0.046)
     ax.set_title(title)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def plot_bars(
     path: Path, scores: Mapping[str, Mapping[str, float]], keys: Sequence[str], title: str
 ) -> None:
     """Grouped bars per class (precision / recall / F1)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    plt = pyplot()
 
     names = list(scores)
     x = np.arange(len(names))
@@ -108,7 +112,4 @@ def plot_bars(
     ax.set_ylim(0, 1)
     ax.legend()
     ax.set_title(title)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, path)

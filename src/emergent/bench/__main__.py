@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from emergent.cli import configure_logging
+from emergent.cli import configure_logging, user_errors
 from emergent.config import Paths, compose
 from emergent.io import write_json
 
@@ -26,18 +26,19 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     cfg = compose(args.overrides)
     paths = Paths.for_dvc()
-    if args.bench == "pretrain":
-        from emergent.bench import pretrain
+    with user_errors():
+        if args.bench == "pretrain":
+            from emergent.bench import pretrain
 
-        result = pretrain.run(cfg, paths, rounds=args.rounds, steps=args.steps)
-        rates = result["tokens_per_second"]
-        unit = "tokens/s"
-    else:
-        from emergent.bench import inference
+            result = pretrain.run(cfg, paths, rounds=args.rounds, steps=args.steps)
+            rates = result["tokens_per_second"]
+            unit = "tokens/s"
+        else:
+            from emergent.bench import inference
 
-        result = inference.run(cfg, paths, task=str(cfg.task))
-        rates = {k: v["throughput"] for k, v in result["variants"].items()}
-        unit = "sequences/s at batch 32"
+            result = inference.run(cfg, paths, task=str(cfg.task))
+            rates = {k: v["throughput"] for k, v in result["variants"].items()}
+            unit = "sequences/s at batch 32"
     name = args.bench if args.bench == "pretrain" else f"inference_{cfg.task}"
     write_json(paths.out("reports", "bench", f"{name}.json"), result)
     print(json.dumps(result, indent=2))

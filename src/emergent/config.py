@@ -66,6 +66,19 @@ def load_params(path: Path | None = None) -> DictConfig:
     return cfg
 
 
+def finetune_config(cfg: DictConfig, task: str) -> DictConfig:
+    """`finetune` with the task's own section (`finetune.ner`, ...) merged over shared keys."""
+    shared = {k: v for k, v in cfg.finetune.items() if k not in cfg.tasks}
+    merged = OmegaConf.merge(OmegaConf.create(shared), cfg.finetune.get(task) or {})
+    assert isinstance(merged, DictConfig)
+    return merged
+
+
+def task_max_length(cfg: DictConfig, task: str) -> int:
+    """Sequence length a task model is trained, evaluated and exported with."""
+    return min(int(finetune_config(cfg, task).max_length), int(cfg.model.max_length))
+
+
 @dataclass(frozen=True)
 class Paths:
     """Where a stage reads inputs from and writes outputs to.

@@ -11,7 +11,7 @@ import logging
 
 from omegaconf import DictConfig
 
-from emergent.config import Paths
+from emergent.config import Paths, task_max_length
 from emergent.data.prepare import load_task_split, read_task_file
 from emergent.evaluation import plots
 from emergent.evaluation.report import predict, task_metrics, torch_forward
@@ -35,9 +35,7 @@ def run(cfg: DictConfig, paths: Paths, task: str) -> None:
     model_dir = paths.inp("models", task)
     model, tokenizer, labels = load_finetuned(task, model_dir)
     examples, source = test_examples(cfg, paths, task)
-    from emergent.stages.finetune import task_config
-
-    max_length = min(int(task_config(cfg, task).max_length), int(cfg.model.max_length))
+    max_length = task_max_length(cfg, task)
     training = json.loads((model_dir / "training.json").read_text(encoding="utf-8"))
     manifest = paths.inp(cfg.data.prepared_dir, "manifest.json")
     with stage_run(

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from emergent.config import Paths
+from emergent.config import Paths, task_max_length
 from emergent.data.prepare import load_task_split
 from emergent.data.tasks import Collator, encode
 from emergent.evaluation.report import predict, task_metrics, torch_forward
@@ -79,13 +79,11 @@ def gate_failures(parity: dict, metric_name: str) -> list[str]:
 
 
 def run(cfg: DictConfig, paths: Paths, task: str) -> None:
-    from emergent.stages.finetune import task_config
-
     ecfg = cfg.export
     model_dir = paths.inp("models", task)
     model, tokenizer, labels = load_finetuned(task, model_dir)
     examples = load_task_split(paths.inp(cfg.data.prepared_dir), task, "test")
-    max_length = min(int(task_config(cfg, task).max_length), int(cfg.model.max_length))
+    max_length = task_max_length(cfg, task)
     training = json.loads((model_dir / "training.json").read_text(encoding="utf-8"))
     metric_name = "entity F1" if task == "ner" else "accuracy"
     manifest = paths.inp(cfg.data.prepared_dir, "manifest.json")

@@ -17,7 +17,7 @@ import lightning as L
 from lightning.pytorch.callbacks import EarlyStopping
 from omegaconf import DictConfig, OmegaConf
 
-from emergent.config import Paths
+from emergent.config import Paths, finetune_config, task_max_length
 from emergent.data.tasks import TaskDataModule
 from emergent.io import atomic_dir, sha256_file, write_json
 from emergent.models.backbone import count_parameters, load_tokenizer
@@ -35,14 +35,6 @@ from emergent.training import MetricHistory, build_trainer, mlflow_logger
 log = logging.getLogger(__name__)
 
 
-def task_config(cfg: DictConfig, task: str) -> DictConfig:
-    """`finetune` with the task's own section merged over the shared keys."""
-    shared = {k: v for k, v in cfg.finetune.items() if k not in cfg.tasks}
-    merged = OmegaConf.merge(OmegaConf.create(shared), cfg.finetune.get(task) or {})
-    assert isinstance(merged, DictConfig)
-    return merged
-
-
 def dropout_overrides(fcfg: DictConfig) -> dict[str, Any]:
     return {
         "hidden_dropout_prob": float(fcfg.dropout.hidden),
@@ -52,7 +44,7 @@ def dropout_overrides(fcfg: DictConfig) -> dict[str, Any]:
 
 
 def run(cfg: DictConfig, paths: Paths, task: str) -> None:
-    fcfg = task_config(cfg, task)
+    fcfg = finetune_config(cfg, task)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     pretrained = paths.inp("models", "pretrained")
     if not (pretrained / "config.json").is_file():
@@ -64,7 +56,7 @@ def run(cfg: DictConfig, paths: Paths, task: str) -> None:
         prepared,
         tokenizer,
         batch_size=int(fcfg.batch_size),
-        max_length=min(int(fcfg.max_length), int(cfg.model.max_length)),
+        max_length=task_max_length(cfg, task),
         label_all_tokens=bool(fcfg.label_all_tokens),
         num_workers=int(fcfg.num_workers),
         seed=int(cfg.seed),

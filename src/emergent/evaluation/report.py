@@ -17,6 +17,30 @@ from emergent.evaluation.predict import align_to_words, run_batches
 ERRORS_KEPT = 50
 
 
+def labelled_batches(
+    task: str,
+    tokenizer: Any,
+    examples: list[dict],
+    labels: list[str],
+    max_length: int,
+    batch_size: int = 64,
+) -> DataLoader:
+    """Padded batches of labelled test examples for a trained model's label set.
+
+    NER gold tags the model never saw map to id 0 (`O`): predictions are scored against the
+    original tags, so they only need to encode. An unknown sentiment label is an error.
+    """
+    label2id = {label: i for i, label in enumerate(labels)}
+    if task == "ner":
+        label2id = {**{t: 0 for e in examples for t in e["tags"]}, **label2id}
+    else:
+        unknown = sorted({str(e["label"]) for e in examples} - set(labels))
+        if unknown:
+            raise DataError("test data", f"labels {unknown} unknown to the model ({labels})")
+    rows = encode(task, tokenizer, examples, label2id, max_length)
+    return DataLoader(rows, batch_size=batch_size, collate_fn=Collator(tokenizer.pad_token_id))
+
+
 def predict(
     task: str,
     forward: Callable[[dict[str, Any]], Any],
@@ -28,15 +52,7 @@ def predict(
 ) -> tuple[list, list, list]:
     """Word-level predictions (NER) or labels (sentiment) with probabilities, from any forward
     function (PyTorch, ONNX Runtime) that maps a padded batch to logits."""
-    label2id = {label: i for i, label in enumerate(labels)}
-    if task == "ner":
-        label2id = {**{t: 0 for e in examples for t in e["tags"]}, **label2id}
-    else:
-        unknown = sorted({str(e["label"]) for e in examples} - set(labels))
-        if unknown:
-            raise DataError("test data", f"labels {unknown} unknown to the model ({labels})")
-    rows = encode(task, tokenizer, examples, label2id, max_length)
-    loader = DataLoader(rows, batch_size=batch_size, collate_fn=Collator(tokenizer.pad_token_id))
+    loader = labelled_batches(task, tokenizer, examples, labels, max_length, batch_size)
     return run_batches(forward, loader, task)
 
 

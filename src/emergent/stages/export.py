@@ -16,8 +16,7 @@ from omegaconf import DictConfig
 
 from emergent.config import Paths, task_max_length
 from emergent.data.prepare import load_task_split
-from emergent.data.tasks import Collator, encode
-from emergent.evaluation.report import predict, task_metrics, torch_forward
+from emergent.evaluation.report import labelled_batches, predict, task_metrics, torch_forward
 from emergent.export import bench
 from emergent.export.card import model_card
 from emergent.export.onnx import export_onnx, ort_forward, session
@@ -46,14 +45,9 @@ def max_logit_diff(
     labels: list[str],
     max_length: int,
 ) -> float:
-    label2id = {label: i for i, label in enumerate(labels)}
-    if task == "ner":
-        label2id = {**{t: 0 for e in examples for t in e["tags"]}, **label2id}
-    rows = encode(task, tokenizer, examples[:PARITY_EXAMPLES], label2id, max_length)
-    collate = Collator(tokenizer.pad_token_id)
+    batches = labelled_batches(task, tokenizer, examples[:PARITY_EXAMPLES], labels, max_length, 32)
     worst = 0.0
-    for start in range(0, len(rows), 32):
-        batch = collate(rows[start : start + 32])
+    for batch in batches:
         with torch.inference_mode():
             ref = torch_forward(model)(batch).numpy()
         out = ort_forward(sess)(batch)

@@ -26,7 +26,7 @@ help:
 	@echo "make ui      MLflow UI on http://127.0.0.1:5000"
 	@echo "make bench   benchmarks (after make repro): Lightning vs plain loop, fp32/bf16, int8"
 	@echo "make params  rewrite params.yaml from conf/"
-	@echo "make lint    ruff"
+	@echo "make lint    ruff and the import-layer contracts (import-linter)"
 
 setup: $(STAMP)
 
@@ -66,6 +66,7 @@ params: setup
 lint: setup
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
+	$(BIN)/lint-imports
 
 format: setup
 	$(BIN)/ruff check --fix src tests

@@ -20,7 +20,6 @@ from lightning.pytorch.callbacks import ThroughputMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from emergent.config import Paths, finetune_config, task_max_length
-from emergent.data.tasks import TaskDataModule
 from emergent.errors import ConfigError, StageError
 from emergent.io import atomic_dir, sha256_file, write_json
 from emergent.models.backbone import count_parameters, load_tokenizer
@@ -70,16 +69,15 @@ def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
     prepared = paths.inp(cfg.data.prepared_dir)
     tokenizer = load_tokenizer(pretrained)
     max_length = task_max_length(cfg, task.name)
-    datamodule = TaskDataModule(
-        task,
-        prepared,
-        tokenizer,
+    datamodule = instantiate(
+        fcfg.datamodule,
+        task=task,
+        prepared_dir=prepared,
+        tokenizer=tokenizer,
         batch_size=int(fcfg.batch_size),
         max_length=max_length,
         label_all_tokens=bool(fcfg.label_all_tokens),
-        num_workers=int(fcfg.num_workers),
         seed=int(cfg.seed),
-        group_by_length=bool(fcfg.group_by_length),
     )
     datamodule.setup()
     model = load_task_model(

@@ -24,10 +24,17 @@ STAGES: dict[str, str] = {
     # commands (not DVC stages)
     "promote": "emergent.stages.promote",
     "predict": "emergent.stages.predict",
+    "serve": "emergent.stages.serve",
+    "keys": "emergent.stages.keys",
+    "monitor": "emergent.stages.monitor",
 }
 
 # Stages that run once per task (DVC `foreach`).
 TASK_STAGES: set[str] = {"finetune", "evaluate", "export", "promote", "predict"}
+
+# Commands taking their own arguments (`keys add --scope predict`, `monitor export`): words and
+# flags that are not `key=value` overrides reach them as `argv`.
+ARGV_STAGES: set[str] = {"keys", "monitor"}
 
 
 class StageError(RuntimeError):
@@ -48,4 +55,4 @@ def run_stage(
         cfg.task = task  # so the logged config says which task ran
         module.run(cfg, paths, task=task, **kwargs)
     else:
-        module.run(cfg, paths)
+        module.run(cfg, paths, **kwargs)

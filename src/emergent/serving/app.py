@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import re
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -337,6 +338,7 @@ def create_app(settings: Settings) -> FastAPI:
         return {
             "ready": service.ready,
             "auth": service.keys.enabled,
+            "torch_loaded": "torch" in sys.modules,  # the serving path must stay torch-free
             "models": [
                 service.slots[t].current.info() for t in service.tasks if t in service.slots
             ],

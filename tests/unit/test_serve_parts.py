@@ -155,3 +155,19 @@ def test_masking_is_offline_and_replaces_personal_data(monkeypatch: pytest.Monke
     for secret in ("Alice", "alice.smith", "10.0.0.1", "555-0199", "4111 1111 1111 1111 not"):
         assert secret not in masked
     assert json.dumps(masked)
+
+
+def test_token_features_ignore_padding_left_on_the_shared_tokenizer() -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from emergent.serving.features import token_features
+
+    vocab = {"[UNK]": 0, "[PAD]": 1, "a": 2, "b": 3}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.enable_padding(pad_id=1, pad_token="[PAD]", length=10)  # as a batched call leaves it
+    rows = token_features(tok, ["a b zzz", "a"])
+    assert rows == [
+        {"n_tokens": 3, "unk_share": pytest.approx(1 / 3)},
+        {"n_tokens": 1, "unk_share": 0.0},
+    ]

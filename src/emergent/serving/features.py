@@ -14,6 +14,24 @@ def backend_tokenizer(tokenizer: Any) -> Any:
     return getattr(tokenizer, "backend_tokenizer", tokenizer)
 
 
+_PLAIN: dict[int, tuple[Any, Any]] = {}
+
+
+def plain_tokenizer(tokenizer: Any) -> Any:
+    """A private copy of the backend tokenizer without padding or truncation, made once per
+    tokenizer: the predictor's batched calls leave padding enabled on the shared backend, which
+    would count pad tokens (and mutating the shared one would race with inference)."""
+    hit = _PLAIN.get(id(tokenizer))
+    if hit is None or hit[0] is not tokenizer:
+        from tokenizers import Tokenizer
+
+        plain = Tokenizer.from_str(backend_tokenizer(tokenizer).to_str())
+        plain.no_padding()
+        plain.no_truncation()
+        hit = _PLAIN[id(tokenizer)] = (tokenizer, plain)
+    return hit[1]
+
+
 def unk_id(tokenizer: Any) -> int | None:
     backend = backend_tokenizer(tokenizer)
     token = getattr(backend.model, "unk_token", None)
@@ -22,7 +40,7 @@ def unk_id(tokenizer: Any) -> int | None:
 
 def token_features(tokenizer: Any, texts: list[str]) -> list[dict[str, float]]:
     """Tokens per text (no special tokens, before truncation) and the share that are unknown."""
-    backend = backend_tokenizer(tokenizer)
+    backend = plain_tokenizer(tokenizer)
     unk = unk_id(tokenizer)
     rows = []
     for enc in backend.encode_batch(texts, add_special_tokens=False):

@@ -28,10 +28,17 @@ STAGES: dict[str, str] = {
     # commands (not DVC stages)
     "promote": "emergent.stages.promote",
     "predict": "emergent.stages.predict",
+    "serve": "emergent.stages.serve",
+    "keys": "emergent.stages.keys",
+    "monitor": "emergent.stages.monitor",
 }
 
 # Stages that run once per task (DVC `foreach`).
 TASK_STAGES: set[str] = {"finetune", "evaluate", "export", "promote", "predict"}
+
+# Commands taking their own arguments (`keys add --scope predict`, `monitor export`): words and
+# flags that are not `key=value` overrides reach them as `argv`.
+ARGV_STAGES: set[str] = {"keys", "monitor"}
 
 
 def run_stage(

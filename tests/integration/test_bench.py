@@ -32,7 +32,6 @@ def test_pretrain_bench_reports_lightning_manual_and_precision_ratios(
 
 def test_inference_bench_on_the_exported_package(smoke_pretrained: Path, exported: Path) -> None:
     from emergent.bench import inference
-
     from emergent.tasks import get_task
 
     cfg = smoke_cfg()

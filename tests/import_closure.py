@@ -52,3 +52,16 @@ def closure(module: str) -> set[Path]:
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         todo += sorted(imported_modules(path, package))
     return seen
+
+
+def stage_deps(stage: str) -> list[str]:
+    """The source files `python -m emergent.stages <stage>` imports, as dvc.yaml lists them."""
+    files = closure("emergent.stages.__main__") | closure(f"emergent.stages.{stage}")
+    return sorted(str(p.relative_to(SRC.parent)) for p in files)
+
+
+if __name__ == "__main__":  # `python tests/import_closure.py <stage>`: the deps to paste
+    import sys
+
+    for path in stage_deps(sys.argv[1]):
+        print(f"      - {path}")

@@ -24,6 +24,8 @@ from emergent.tracking import stage_run
 
 log = logging.getLogger(__name__)
 
+TRAINING_FIGURES = ("train_seconds", "padding_share", "real_tokens_per_second")
+
 
 def test_examples(cfg: DictConfig, paths: Paths, task: Task) -> tuple[list[dict], str]:
     """The prepared test split; in a CLI run with `data.<task>.test` set, that file instead."""
@@ -55,7 +57,12 @@ def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
     ) as tracker:
         pred, conf = predict(task, torch_forward(model), tokenizer, examples, labels, max_length)
         result = task.evaluate(examples, labels, pred, conf)
-        metrics = {**result.metrics, "n_examples": len(examples)}
+        metrics = {
+            **result.metrics,
+            "n_examples": len(examples),
+            # how the model was trained, so `dvc metrics show` compares cost beside quality
+            **{k: training[k] for k in TRAINING_FIGURES if training.get(k) is not None},
+        }
         write_json(paths.out("metrics", f"{task.name}.json"), metrics)
         write_task_plots(paths, task, result, training)
         with atomic_dir(paths.out("reports", task.name)) as tmp:

@@ -22,13 +22,15 @@ def pretrained(smoke_pretrained: Path) -> Path:
 
 
 @pytest.mark.parametrize("task", ["ner", "sentiment", "debate"])
-def test_finetune_then_evaluate_writes_the_contract(pretrained: Path, task: str) -> None:
+def test_finetune_then_evaluate_writes_the_contract(
+    pretrained: Path, task: str, tmp_path: Path
+) -> None:
     from seqeval.metrics.sequence_labeling import get_entities
 
     cfg = smoke_cfg()
-    paths = Paths.for_dvc(pretrained)
+    paths = Paths(pretrained, tmp_path)  # read the shared fixture, write only here
     run_stage("finetune", cfg, paths, task=task)
-    model_dir = pretrained / "models" / task
+    model_dir = tmp_path / "models" / task
     labels = json.loads((model_dir / "labels.json").read_text())
     training = json.loads((model_dir / "training.json").read_text())
     headline = training["headline"]
@@ -39,8 +41,8 @@ def test_finetune_then_evaluate_writes_the_contract(pretrained: Path, task: str)
     assert (model_dir / "model.safetensors").is_file() and (model_dir / "tokenizer.json").is_file()
 
     run_stage("evaluate", cfg, paths, task=task)
-    metrics = json.loads((pretrained / "metrics" / f"{task}.json").read_text())
-    details = json.loads((pretrained / "reports" / task / "details.json").read_text())
+    metrics = json.loads((tmp_path / "metrics" / f"{task}.json").read_text())
+    details = json.loads((tmp_path / "reports" / task / "details.json").read_text())
     test_rows = [
         json.loads(line)
         for line in (pretrained / "data/prepared" / task / "test.jsonl").read_text().splitlines()
@@ -55,13 +57,13 @@ def test_finetune_then_evaluate_writes_the_contract(pretrained: Path, task: str)
     else:
         assert labels == sorted({r["label"] for r in test_rows} | set(labels))
         assert support == len(test_rows)
-    confusion = (pretrained / "plots" / task / "confusion.csv").read_text().splitlines()
+    confusion = (tmp_path / "plots" / task / "confusion.csv").read_text().splitlines()
     assert confusion[0] == "actual,predicted"
     for png in ("confusion.png", "per_class.png", "training.png"):
-        assert (pretrained / "plots" / task / png).stat().st_size > 1000
+        assert (tmp_path / "plots" / task / png).stat().st_size > 1000
     errors = [
         json.loads(line)
-        for line in (pretrained / "reports" / task / "errors.jsonl").read_text().splitlines()
+        for line in (tmp_path / "reports" / task / "errors.jsonl").read_text().splitlines()
     ]
     for row in errors:
         if task == "ner":
@@ -89,17 +91,16 @@ def test_random_init_and_frozen_encoder(pretrained: Path, tmp_path: Path) -> Non
     assert training["params_trainable"] < 1000  # the linear head only
 
 
-def test_cli_evaluates_a_user_conll_file_without_retraining(pretrained: Path) -> None:
-    run_stage("finetune", smoke_cfg(), Paths.for_dvc(pretrained), task="ner")
-    test_file = pretrained / "user_test.conll"
+def test_cli_evaluates_a_user_conll_file_without_retraining(
+    pretrained: Path, tmp_path: Path
+) -> None:
+    project = tmp_path / "p"
+    run_stage("finetune", smoke_cfg(), Paths(pretrained, project), task="ner")
+    test_file = tmp_path / "user_test.conll"
     test_file.write_text(
         "Barack\tB-person\nObama\tI-person\nin\tO\nParis\tB-geo-loc\n\nhello\tO\n", encoding="utf-8"
     )
-    (pretrained / "conf").mkdir(exist_ok=True)
-    for item in (ROOT / "conf").iterdir():
-        target = pretrained / "conf" / item.name
-        if not target.exists():
-            target.symlink_to(item)
+    (project / "conf").symlink_to(ROOT / "conf")
     result = run_cmd(
         [
             sys.executable,
@@ -110,10 +111,10 @@ def test_cli_evaluates_a_user_conll_file_without_retraining(pretrained: Path) ->
             "experiment=smoke",
             f"data.ner.test={test_file}",
         ],
-        cwd=pretrained,
+        cwd=project,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    run_dir = next((pretrained / "outputs" / "runs").glob("*/*"))
+    run_dir = next((project / "outputs" / "runs").glob("*/*"))
     metrics = json.loads((run_dir / "metrics" / "ner.json").read_text())
     details = json.loads((run_dir / "reports" / "ner" / "details.json").read_text())
     assert metrics["n_examples"] == 2

@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 
 from omegaconf import DictConfig
-from tests.conftest import ROOT, smoke_cfg
 
 from emergent.config import Paths, params_text
 from emergent.stages import run_stage
+from tests.conftest import ROOT, smoke_cfg
 
 TASKS = ("ner", "sentiment")
 LEARNING_RATES = ("1e-3", "3e-3")

@@ -17,21 +17,27 @@ export MLFLOW_ENABLE_TELEMETRY := false
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup repro test test-all ui params lint format lock clean bench serve loadtest browser
+.PHONY: help setup repro test test-all ui params lint format lock clean bench serve loadtest \
+  assets plots browser-deps
+
+# Root only where the Debian packages are installed (browser-deps).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 help:
 	@echo "make setup   create .venv and install the pinned lock (no-op when unchanged)"
 	@echo "make repro   setup + dvc repro (the whole pipeline on the default data)"
 	@echo "make test    setup + pytest (fast suite; 'make test-all' adds slow tests)"
 	@echo "make ui      MLflow UI on http://127.0.0.1:5000"
+	@echo "make plots   DVC plots page (offline) in reports/plots/index.html"
+	@echo "make assets  offline copies of the reports' JS/CSS (npm; part of setup)"
+	@echo "make browser-deps  chromium + chromedriver (Debian) for tests/browser/"
 	@echo "make bench   benchmarks (after make repro): Lightning vs plain loop, fp32/bf16, int8"
 	@echo "make serve   the inference service on http://127.0.0.1:8000 (ARGS='serve.port=8080 ...')"
 	@echo "make loadtest  service load test, batching vs none -> reports/bench/serve.json"
-	@echo "make browser install chromium + chromium-driver (apt-get) for tests/browser"
 	@echo "make params  rewrite params.yaml from conf/"
 	@echo "make lint    ruff and the import-layer contracts (import-linter)"
 
-setup: $(STAMP)
+setup: $(STAMP) assets
 
 # Re-runs only when the lock, the data pins or the package metadata change.
 $(STAMP): requirements.lock requirements-data.txt pyproject.toml
@@ -52,7 +58,10 @@ test: setup
 test-all: setup
 	$(BIN)/python -m pytest -m ""
 
+# MLflow 3.17's UI picks GenAI or model-training pages from a global switch (top left), not from
+# the experiments' `mlflow.experimentKind` tag; the printed link opens the model-training view.
 ui: setup
+	@echo "MLflow UI: http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) \
 	  --default-artifact-root $(abspath mlartifacts) --host 127.0.0.1 --port 5000 --workers 1
 
@@ -73,9 +82,24 @@ serve: setup
 loadtest: setup
 	$(BIN)/python -m emergent.serving.loadtest $(LOADTEST_ARGS)
 
-# Headless browser for tests/browser (skipped without it). Debian/Ubuntu, needs root.
-browser:
-	apt-get update && apt-get install -y chromium chromium-driver
+
+# Offline copies of the JavaScript/CSS the HTML reports load from CDNs (Data Docs, DVC plots),
+# pinned with their sha256 in vendor/assets.json, fetched with `npm pack` into vendor/files/.
+# Without npm this prints a note and the reports keep their CDN links.
+assets:
+	@$(PYTHON) vendor/fetch.py
+
+# The DVC plots page with vega inlined (opens without a network).
+plots: assets
+	@t=vendor/files/dvc_plots.html; \
+	  $(BIN)/dvc plots show $$( [ -f $$t ] && echo --html-template $$t ) -o reports/plots
+	@echo "open reports/plots/index.html"
+
+# Headless chromium and its driver for tests/browser/ (they skip without them).
+browser-deps:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+	  echo "chromium and chromedriver already installed"; \
+	else $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium chromium-driver; fi
 
 params: setup
 	$(BIN)/python -m emergent.config

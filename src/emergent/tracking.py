@@ -2,14 +2,22 @@
 
 Backend: `sqlite:///mlflow.db` at the project root unless `MLFLOW_TRACKING_URI` is set (MLflow 3
 refuses the plain file store); artifacts go to `mlartifacts/<experiment>/`.
+
+What the UI shows is what users compare, so: experiments carry `mlflow.experimentKind` (the UI
+otherwise opens them as GenAI experiments, on the traces tab), runs are named by what they are
+(stage, task, model, and the DVC experiment or the Hydra overrides that made them), prepared
+splits are logged as dataset inputs (the Dataset column), and evaluation can add its test
+figures to the run that trained the model, so one row holds config, validation and test.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,6 +29,9 @@ from emergent.config import project_root
 log = logging.getLogger(__name__)
 
 MAX_PARAM_CHARS = 6000
+MAX_RUN_NAME_CHARS = 250  # MLflow's run name column
+DIGEST_CHARS = 12  # shown in the Dataset column (MLflow allows 36); the full sha256 is a tag
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 
 
 def is_rank_zero() -> bool:
@@ -64,6 +75,88 @@ def git_info(root: Path) -> dict[str, str]:
     return {"git_commit": commit or "unknown", "git_dirty": str(bool(dirty)).lower()}
 
 
+def ensure_experiment(name: str, artifact_root: Path, kind: str = "") -> str:
+    """The experiment's id, created on first use; `kind` becomes its `mlflow.experimentKind`
+    tag (set on experiments made before the tag existed too, never overwriting a user's)."""
+    import mlflow
+
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        tags = {EXPERIMENT_KIND_TAG: kind} if kind else None
+        return mlflow.create_experiment(
+            name, artifact_location=(artifact_root / name).as_uri(), tags=tags
+        )
+    if kind and EXPERIMENT_KIND_TAG not in experiment.tags:
+        mlflow.MlflowClient().set_experiment_tag(
+            experiment.experiment_id, EXPERIMENT_KIND_TAG, kind
+        )
+    return experiment.experiment_id
+
+
+def hydra_overrides() -> list[str]:
+    """The command-line overrides of a Hydra CLI run (`python -m emergent <stage> k=v`), if any."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+    except ImportError:  # pragma: no cover - hydra is a dependency
+        return []
+    if not HydraConfig.initialized():
+        return []
+    return [str(o) for o in HydraConfig.get().overrides.task if not str(o).startswith("task=")]
+
+
+def run_origin() -> dict[str, str]:
+    """What launched this run: the DVC experiment (`DVC_EXP_NAME`, set by `dvc exp run`) or the
+    Hydra overrides of a CLI run; empty for a plain `dvc repro`."""
+    origin = {}
+    if os.environ.get("DVC_EXP_NAME"):
+        origin["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
+    overrides = hydra_overrides()
+    if overrides:
+        origin["hydra_overrides"] = " ".join(overrides)
+    return origin
+
+
+def run_name(stage: str, task: str | None, model: str | None, origin: Mapping[str, str]) -> str:
+    """`finetune ner · tiny_bert · exp-1a2b3`: what the run is, readable in the runs table."""
+    head = " ".join(p for p in (stage, task) if p)
+    parts = [head, model, origin.get("dvc_exp_name") or origin.get("hydra_overrides")]
+    name = " · ".join(p for p in parts if p)
+    return name if len(name) <= MAX_RUN_NAME_CHARS else name[: MAX_RUN_NAME_CHARS - 1] + "…"
+
+
+def split_inputs(prepared: Path, task: str, splits: Iterable[str]) -> list[Any]:
+    """MLflow dataset inputs for prepared splits: name `<task>/<split>`, context the split,
+    digest from `manifest.json`'s sha256 of the file (so equal data shows an equal digest)."""
+    import mlflow.data
+    import pandas as pd
+    from mlflow.data.sources import LocalArtifactDatasetSource
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    from emergent.io import read_jsonl
+
+    manifest = prepared / "manifest.json"
+    files = (
+        json.loads(manifest.read_text(encoding="utf-8")).get("files", {})
+        if manifest.is_file()
+        else {}
+    )
+    inputs = []
+    for split in splits:
+        rel = f"{task}/{split}.jsonl"
+        path = (prepared / rel).resolve()
+        sha = str(files.get(rel, ""))
+        dataset = mlflow.data.from_pandas(
+            pd.DataFrame(read_jsonl(path)),
+            source=LocalArtifactDatasetSource(str(path)),
+            name=f"{task}/{split}",
+            digest=sha[:DIGEST_CHARS] or None,
+        )
+        tags = [InputTag(MLFLOW_DATASET_CONTEXT, split), InputTag("sha256", sha or "unknown")]
+        inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=tags))
+    return inputs
+
+
 class Tracker:
     """Handle on the active stage run; a no-op when tracking is disabled."""
 
@@ -80,9 +173,7 @@ class Tracker:
             return
         import mlflow
 
-        numeric = {
-            k: float(v) for k, v in flatten(metrics).items() if _is_number(v) and k != "step"
-        }
+        numeric = numeric_metrics(metrics)
         if numeric:
             mlflow.log_metrics(numeric, step=step)
 
@@ -110,6 +201,51 @@ class Tracker:
             for start in range(0, len(items), 100):
                 mlflow.log_params(dict(items[start : start + 100]))
 
+    def log_datasets(self, prepared: Path, task: str, splits: Iterable[str]) -> None:
+        """Log prepared splits as this run's dataset inputs (see `split_inputs`)."""
+        if self.enabled:
+            import mlflow
+
+            mlflow.MlflowClient().log_inputs(self.run_id, split_inputs(prepared, task, splits))
+
+    def log_to_run(
+        self,
+        run_id: str | None,
+        metrics: Mapping[str, Any],
+        tags: Mapping[str, Any] | None = None,
+        splits: tuple[Path, str, Iterable[str]] | None = None,
+    ) -> bool:
+        """Add metrics, tags and dataset inputs (`splits`: prepared folder, task, split names)
+        to ANOTHER run of this tracking store: the run that trained the model being evaluated.
+        False, with a warning, when that run is not in this store (a model trained against
+        another MLFLOW_TRACKING_URI)."""
+        if not self.enabled or not run_id:
+            return False
+        import mlflow
+        from mlflow.entities import Metric, RunTag
+        from mlflow.exceptions import MlflowException
+
+        client = mlflow.MlflowClient()
+        try:
+            client.get_run(run_id)
+        except MlflowException:
+            log.warning("run %s is not in this tracking store; not adding test metrics", run_id)
+            return False
+        now = int(time.time() * 1000)
+        client.log_batch(
+            run_id,
+            metrics=[Metric(k, v, now, 0) for k, v in numeric_metrics(metrics).items()],
+            tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+        )
+        if splits is not None:
+            client.log_inputs(run_id, split_inputs(*splits))
+        return True
+
+
+def numeric_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Flattened numeric entries (nested dicts become `a.b`); text and `step` are skipped."""
+    return {k: float(v) for k, v in flatten(metrics).items() if _is_number(v) and k != "step"}
+
 
 def _is_number(value: str) -> bool:
     try:
@@ -117,15 +253,6 @@ def _is_number(value: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def ensure_experiment(name: str, artifact_root: Path) -> str:
-    import mlflow
-
-    experiment = mlflow.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    return mlflow.create_experiment(name, artifact_location=(artifact_root / name).as_uri())
 
 
 @contextmanager
@@ -150,18 +277,25 @@ def stage_run(
     # Per-task experiments are named after the task unless `mlflow.experiments` maps them.
     experiment = str(cfg.mlflow.experiments.get(experiment_key, experiment_key))
     artifact_root = root / str(cfg.mlflow.artifact_dir)
-    mlflow.set_experiment(experiment_id=ensure_experiment(experiment, artifact_root))
+    kind = str(cfg.mlflow.get("experiment_kind") or "")
+    mlflow.set_experiment(experiment_id=ensure_experiment(experiment, artifact_root, kind))
+    origin = run_origin()
+    task = (extra_tags or {}).get("task")
+    # Data stages do not depend on the model; naming one there would mislead.
+    model = None if experiment_key == "data" else str(cfg.model.name)
     tags = {
         **git_info(root),
         "dvc_stage": stage,
         "data_sha256": data_sha256 or "unknown",
+        **origin,
         **(extra_tags or {}),
     }
-    with mlflow.start_run(run_name=stage, tags={k: str(v) for k, v in tags.items()}) as run:
+    name = run_name(stage, str(task) if task else None, model, origin)
+    with mlflow.start_run(run_name=name, tags={k: str(v) for k, v in tags.items()}) as run:
         tracker = Tracker(run.info.run_id, experiment)
         container = OmegaConf.to_container(cfg, resolve=True)
         assert isinstance(container, dict)
         tracker.log_params(container)
         mlflow.log_text(OmegaConf.to_yaml(cfg), "config.yaml")
-        log.info("MLflow run %s in experiment %r", run.info.run_id, experiment)
+        log.info("MLflow run %r (%s) in experiment %r", name, run.info.run_id, experiment)
         yield tracker

@@ -1,5 +1,5 @@
 """The try-it page at `/` in a real headless Chromium (skipped where the browser is absent:
-`make browser` installs chromium and chromium-driver with apt-get)."""
+`make browser-deps` installs chromium and chromium-driver with apt-get)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(
         not (CHROMIUM and DRIVER),
-        reason="needs Debian chromium + chromium-driver (run `make browser`)",
+        reason="needs Debian chromium + chromium-driver (run `make browser-deps`)",
     ),
 ]
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import mlflow
 import pytest
 
-from emergent.tracking import flatten, stage_run, tracking_uri
+from emergent.tracking import ensure_experiment, flatten, run_name, stage_run, tracking_uri
 from tests.conftest import ROOT
 
 
@@ -46,3 +47,72 @@ def test_failed_stage_marks_the_run_failed(cfg) -> None:
         run_id = tracker.run_id
         raise RuntimeError("boom")
     assert mlflow.get_run(run_id).info.status == "FAILED"
+
+
+def test_kind_is_added_to_old_experiments_but_never_overrides_a_users(cfg, tmp_path) -> None:
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    old = ensure_experiment("old", tmp_path)
+    chosen = mlflow.create_experiment("chosen", tags={"mlflow.experimentKind": "finetuning"})
+    assert ensure_experiment("old", tmp_path, "custom_model_development") == old
+    ensure_experiment("chosen", tmp_path, "custom_model_development")
+    client = mlflow.MlflowClient()
+    assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert client.get_experiment(chosen).tags["mlflow.experimentKind"] == "finetuning"
+
+
+def test_runs_are_named_by_stage_task_model_and_dvc_experiment(cfg, monkeypatch) -> None:
+    """...in experiments that the UI opens as model training (not as a GenAI app)."""
+    monkeypatch.setenv("DVC_EXP_NAME", "lr-sweep-1")
+    with stage_run(cfg, "finetune", "ner", extra_tags={"task": "ner"}) as tracker:
+        run_id = tracker.run_id
+    run = mlflow.get_run(run_id)
+    assert run.info.run_name == "finetune ner · tiny_bert · lr-sweep-1"
+    assert run.data.tags["dvc_exp_name"] == "lr-sweep-1"
+    experiment = mlflow.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    monkeypatch.delenv("DVC_EXP_NAME")
+    with stage_run(cfg, "validate", "data") as tracker:  # data stages: no model in the name
+        run_id = tracker.run_id
+    assert mlflow.get_run(run_id).info.run_name == "validate"
+
+
+def test_hydra_overrides_name_a_cli_run() -> None:
+    origin = {"hydra_overrides": "finetune.shared.lr=3e-5 model=minilm"}
+    name = run_name("finetune", "ner", "minilm", origin)
+    assert name == "finetune ner · minilm · finetune.shared.lr=3e-5 model=minilm"
+    assert len(run_name("evaluate", "ner", "m", {"hydra_overrides": "x=" + "1" * 400})) == 250
+
+
+def test_evaluation_lands_on_the_training_run_with_its_data(cfg, prepared_smoke: Path) -> None:
+    """Test figures and the splits' lineage on the run that trained the model: one row holds
+    config, validation and test metrics (what the compare view compares)."""
+    with stage_run(cfg, "finetune", "ner", extra_tags={"task": "ner"}) as train:
+        train.log_metrics({"val_f1": 0.5})
+    with stage_run(cfg, "evaluate", "ner", extra_tags={"task": "ner"}) as evaluate:
+        evaluate.log_datasets(prepared_smoke, "ner", ["test"])
+        for _ in range(2):  # evaluating again does not duplicate the inputs
+            assert evaluate.log_to_run(
+                train.run_id,
+                {"test_f1": 0.25, "test_n_examples": 7},
+                tags={"evaluate_run_id": evaluate.run_id},
+                splits=(prepared_smoke, "ner", ("train", "validation", "test")),
+            )
+        assert not evaluate.log_to_run("0" * 32, {"test_f1": 0.25})
+    run = mlflow.get_run(train.run_id)
+    assert run.data.metrics == {"val_f1": 0.5, "test_f1": 0.25, "test_n_examples": 7.0}
+    assert run.data.tags["evaluate_run_id"] == evaluate.run_id
+    files = json.loads((prepared_smoke / "manifest.json").read_text())["files"]
+    inputs = {
+        i.dataset.name: (i.dataset.digest, {t.key: t.value for t in i.tags})
+        for i in run.inputs.dataset_inputs
+    }
+    assert len(run.inputs.dataset_inputs) == 3
+    for split in ("train", "validation", "test"):
+        digest, tags = inputs[f"ner/{split}"]
+        assert tags["mlflow.data.context"] == split
+        assert tags["sha256"] == files[f"ner/{split}.jsonl"]
+        assert digest == files[f"ner/{split}.jsonl"][:12]
+    profile = json.loads(run.inputs.dataset_inputs[0].dataset.profile)
+    assert profile["num_rows"] > 0
+    test_inputs = mlflow.get_run(evaluate.run_id).inputs.dataset_inputs
+    assert [i.dataset.name for i in test_inputs] == ["ner/test"]

@@ -238,8 +238,16 @@ def summarize(result: Any, check: Check) -> list[dict[str, Any]]:
     return rows
 
 
-def run_checks(checks: list[Check], docs_dir: Path | None) -> dict[str, list[dict[str, Any]]]:
-    """Validate every check with an ephemeral GX context; returns summaries per dataset."""
+def run_checks(
+    checks: list[Check], docs_dir: Path | None, assets_dir: Path | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """Validate every check with an ephemeral GX context; returns summaries per dataset.
+
+    With `docs_dir`, Data Docs are rendered there. GX links its JavaScript/CSS from CDNs, so
+    offline the index is an empty page: with `assets_dir` (vendor/, filled by `make assets`)
+    the CDN URLs are rewritten to copies in `<docs_dir>/static/vendor/`, so the docs open
+    anywhere without a network. URLs without a local copy keep their CDN link.
+    """
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
 
@@ -288,6 +296,33 @@ def run_checks(checks: list[Check], docs_dir: Path | None) -> dict[str, list[dic
         result = checkpoint.run(batch_parameters={"dataframe": check.frame})
         for run_result in result.run_results.values():
             summaries.setdefault(check.dataset, []).extend(summarize(run_result, check))
+
+    def offline_docs(docs: Path, assets: Path) -> None:
+        import json
+        import re
+        import shutil
+
+        manifest = assets / "assets.json"
+        urls = (
+            json.loads(manifest.read_text(encoding="utf-8"))["urls"] if manifest.is_file() else {}
+        )
+        local = {url: rel for url, rel in urls.items() if (assets / "files" / rel).is_file()}
+        if len(local) < len(urls) or not urls:
+            log.warning("Data Docs keep some CDN links: run `make assets` for offline copies")
+        static = docs / "static" / "vendor"
+        for folder in sorted({rel.split("/")[0] for rel in local.values()}):
+            shutil.copytree(assets / "files" / folder, static / folder, dirs_exist_ok=True)
+        logo = re.compile(r"https://great-expectations-web-assets\.[^\"']*/logo-long\.png[^\"']*")
+        for page in docs.rglob("*.html"):
+            text = page.read_text(encoding="utf-8")
+            up = os.path.relpath(docs / "static", page.parent).replace(os.sep, "/")
+            for url, rel in local.items():
+                text = text.replace(f'"{url}"', f'"{up}/vendor/{rel}"')
+            text = logo.sub(f"{up}/images/logo-long.png", text)  # GX ships the logo itself
+            page.write_text(text, encoding="utf-8")
+
+    if docs_dir is not None and assets_dir is not None and docs_dir.is_dir():
+        offline_docs(docs_dir, assets_dir)
     return summaries
 
 

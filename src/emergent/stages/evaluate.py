@@ -14,7 +14,7 @@ import logging
 from omegaconf import DictConfig
 
 from emergent.config import Paths
-from emergent.data.prepare import load_task_split, read_task_file
+from emergent.data.prepare import SPLITS, load_task_split, read_task_file
 from emergent.evaluation import plots
 from emergent.evaluation.predict import predict, torch_forward
 from emergent.io import atomic_dir, sha256_file, write_json, write_jsonl
@@ -25,6 +25,7 @@ from emergent.tracking import stage_run
 log = logging.getLogger(__name__)
 
 TRAINING_FIGURES = ("train_seconds", "padding_share", "real_tokens_per_second")
+PREPARED_TEST = "prepared test split"
 
 
 def test_examples(cfg: DictConfig, paths: Paths, task: Task) -> tuple[list[dict], str]:
@@ -34,7 +35,7 @@ def test_examples(cfg: DictConfig, paths: Paths, task: Task) -> tuple[list[dict]
         examples, _ = read_task_file(task, str(source), cfg.data[task.name], paths.input_dir)
         return examples, str(source)
     prepared = paths.inp(cfg.data.prepared_dir)
-    return load_task_split(prepared, task.name, "test"), "prepared test split"
+    return load_task_split(prepared, task.name, "test"), PREPARED_TEST
 
 
 def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
@@ -80,6 +81,17 @@ def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
                 if key == "f1"
             }
         )
+        if source == PREPARED_TEST:
+            # One row per trained model in the task's experiment: config, validation AND test
+            # figures and the data lineage on the training run, so runs compare in one view.
+            prepared = paths.inp(cfg.data.prepared_dir)
+            tracker.log_datasets(prepared, task.name, ["test"])
+            tracker.log_to_run(
+                training.get("mlflow_run_id"),
+                {f"test_{k}": v for k, v in metrics.items()},
+                tags={"evaluate_run_id": tracker.run_id},
+                splits=(prepared, task.name, SPLITS),
+            )
         tracker.log_artifact(paths.out("plots", task.name), "plots")
         tracker.log_artifact(paths.out("reports", task.name), "reports")
         log.info(

@@ -51,7 +51,9 @@ def test_export_package_and_metrics(smoke_pretrained: Path, registry: Path, task
     # Smoke levels [0, 0.5] with max_metric_drop 100: the most pruned level ships (1 of 2
     # heads, half the FFN), every layer fused, the curve has one row per level.
     assert pruned["level"] == 0.5 and pruned["heads_per_layer"] == 1
-    assert pruned["fused_ops"]["Attention"] == 2 and pruned["fused_ops"]["SkipLayerNormalization"] == 4
+    assert (
+        pruned["fused_ops"]["Attention"] == 2 and pruned["fused_ops"]["SkipLayerNormalization"] == 4
+    )
     curve = (smoke_pretrained / "plots" / "export" / f"{task}_prune.csv").read_text().splitlines()
     assert curve[0].startswith("level,heads_per_layer") and len(curve) == 3
     assert json.loads((package / "export.json").read_text())["pruning"]["level"] == 0.5

@@ -133,8 +133,6 @@ def export_package(
     chosen, curve = choose(
         cfg, model, tokenizer, baseline, evaluate, importance_batches, vocab_texts, texts, work
     )
-    if curve:
-        write_csv(paths.out("plots", "export", f"{task}_prune.csv"), curve, CURVE_FIELDS)
     shutil.move(str(chosen.fp32_path), tmp / "model.onnx")
     fp32_sess = session(tmp / "model.onnx")
     scores = {
@@ -184,6 +182,17 @@ def export_package(
         "int8_onnx": bench.size_mb(tmp / "model.int8.onnx"),
     }
     variants = {v: {"metric": scores[v], "size_mb": sizes[v], **timings[v]} for v in timings}
+    if not curve:  # no pruning: the curve is the one shipped model (DVC expects the file)
+        chosen.row.update(
+            metric=scores["int8_onnx"],
+            drop=parity["int8_drop"],
+            throughput=timings["int8_onnx"]["throughput"],
+            latency_ms_p50=timings["int8_onnx"]["latency_ms_p50"],
+            size_mb=sizes["int8_onnx"],
+        )
+    write_csv(
+        paths.out("plots", "export", f"{task}_prune.csv"), curve or [chosen.row], CURVE_FIELDS
+    )
     pruned = {**chosen.row, "metric_torch": scores["pruned_torch"], "fused_ops": chosen.fused_ops}
     result = {
         **variants,

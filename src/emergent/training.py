@@ -11,6 +11,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from emergent.hardware import resolve_precision
 from emergent.tracking import Tracker, tracking_uri
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,10 @@ def build_trainer(
     enable_checkpointing: bool = True,
 ) -> L.Trainer:
     settings = dict(OmegaConf.to_container(trainer_cfg, resolve=True))  # type: ignore[arg-type]
+    # `auto` picks bf16-mixed on CPUs with native bf16; the choice goes into the stage's run.
+    settings["precision"] = resolve_precision(settings.get("precision", "32-true"))
+    if logger:
+        logger.log_hyperparams({"precision_resolved": settings["precision"]})
     step_based = isinstance(val_check_interval, int) and max_steps and max_steps > 0
     return L.Trainer(
         **settings,

@@ -44,8 +44,23 @@ def test_export_package_and_metrics(smoke_pretrained: Path, registry: Path, task
         assert {"metric", "size_mb", "latency_ms_p50", "throughput"} <= set(metrics[variant])
         assert metrics[variant]["throughput"] > 0
     assert metrics["parity"]["max_abs_logit_diff"] < 1e-3
-    assert metrics["fp32_onnx"]["metric"] == pytest.approx(metrics["fp32_torch"]["metric"])
+    # The exported model is the pruned one: its ONNX twin scores what it scores in PyTorch.
+    pruned = metrics["pruning"]
+    assert metrics["fp32_onnx"]["metric"] == pytest.approx(pruned["metric_torch"])
     assert metrics["int8_onnx"]["size_mb"] < metrics["fp32_onnx"]["size_mb"]
+    # Smoke levels [0, 0.5] with max_metric_drop 100: the most pruned level ships (1 of 2
+    # heads, half the FFN), every layer fused, the curve has one row per level.
+    assert pruned["level"] == 0.5 and pruned["heads_per_layer"] == 1
+    assert (
+        pruned["fused_ops"]["Attention"] == 2 and pruned["fused_ops"]["SkipLayerNormalization"] == 4
+    )
+    curve = (smoke_pretrained / "plots" / "export" / f"{task}_prune.csv").read_text().splitlines()
+    assert curve[0].startswith("level,heads_per_layer") and len(curve) == 3
+    assert json.loads((package / "export.json").read_text())["pruning"]["level"] == 0.5
+    from transformers import AutoTokenizer
+
+    vocab = AutoTokenizer.from_pretrained(str(package)).vocab_size
+    assert vocab == pruned["vocab_size"] < 1000
     card = (package / "MODEL_CARD.md").read_text()
     assert "int8_onnx" in card and "Intended use" in card
     version = mlflow.MlflowClient().get_model_version_by_alias(f"emergent-{task}", "candidate")

@@ -13,15 +13,21 @@ import sys
 
 from emergent.cli import configure_logging, user_errors
 from emergent.config import Paths, compose
+from emergent.hardware import cpu_facts
 from emergent.io import write_json
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m emergent.bench", description=__doc__)
-    parser.add_argument("bench", choices=("pretrain", "inference"))
+    parser.add_argument("bench", choices=("pretrain", "finetune", "inference"))
     parser.add_argument("overrides", nargs="*", help="Hydra overrides (key=value)")
     parser.add_argument("--rounds", type=int, default=3, help="pretrain: interleaved rounds")
-    parser.add_argument("--steps", type=int, default=6, help="pretrain: steps per round")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="pretrain: steps per round (6); finetune: steps (40)",
+    )
     args = parser.parse_args(argv)
     configure_logging()
     cfg = compose(args.overrides)
@@ -30,7 +36,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.bench == "pretrain":
             from emergent.bench import pretrain
 
-            result = pretrain.run(cfg, paths, rounds=args.rounds, steps=args.steps)
+            result = pretrain.run(cfg, paths, rounds=args.rounds, steps=args.steps or 6)
+            rates = result["tokens_per_second"]
+            unit = "tokens/s"
+        elif args.bench == "finetune":
+            from emergent.bench import finetune
+            from emergent.tasks import get_task
+
+            result = finetune.run(cfg, paths, get_task(cfg, str(cfg.task)), steps=args.steps or 40)
             rates = result["tokens_per_second"]
             unit = "tokens/s"
         else:
@@ -40,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             result = inference.run(cfg, paths, task=get_task(cfg, str(cfg.task)))
             rates = {k: v["throughput"] for k, v in result["variants"].items()}
             unit = "sequences/s at batch 32"
-    name = args.bench if args.bench == "pretrain" else f"inference_{cfg.task}"
+    result["cpu"] = cpu_facts()  # figures from different machines stay apart
+    name = args.bench if args.bench == "pretrain" else f"{args.bench}_{cfg.task}"
     write_json(paths.out("reports", "bench", f"{name}.json"), result)
     print(json.dumps(result, indent=2))
     print(f"\n{name} ({result['model']}, {result['threads']} threads):")

@@ -1,10 +1,14 @@
-"""Latency and throughput of forward functions, measured interleaved in one run."""
+"""Latency, throughput and file sizes of model variants, measured interleaved in one run.
+
+Shared by the export stage (its metrics and model card) and `make bench` (bench/inference).
+"""
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,44 +29,52 @@ def synthetic_batch(
     }
 
 
+def size_mb(path: Path) -> float:
+    return Path(path).stat().st_size / 2**20
+
+
 def measure(
     forwards: Mapping[str, Callable[[dict], Any]],
-    batch1: dict,
-    batch32: dict,
+    tokenizers: Mapping[str, Any],
+    texts: Sequence[str],
+    seq_length: int,
     runs1: int,
     runs32: int,
     warmup: int,
 ) -> dict[str, dict[str, float]]:
     """Per variant: latency p50/p95 (ms) at batch 1, throughput (sequences/s) at batch 32.
 
-    Variants take turns run by run, so a change in machine load hits all of them alike.
+    Each variant gets the same texts through its own tokenizer (a vocabulary-pruned model has
+    its own ids). Variants take turns run by run, so a change in machine load hits all of them
+    alike. Variants named `*torch` get torch tensors, the others numpy arrays.
     """
-    torch_batches = {
-        key: {k: torch.as_tensor(v) for k, v in b.items()}
-        for key, b in (("b1", batch1), ("b32", batch32))
-    }
+    batches: dict[str, dict[str, Any]] = {}
+    for name in forwards:
+        for key, size in (("b1", 1), ("b32", 32)):
+            batch: dict[str, Any] = synthetic_batch(tokenizers[name], list(texts), size, seq_length)
+            if name.endswith("torch"):
+                batch = {k: torch.as_tensor(v) for k, v in batch.items()}
+            batches[f"{name}/{key}"] = batch
     lat: dict[str, list[float]] = {k: [] for k in forwards}
     thr: dict[str, list[float]] = {k: [] for k in forwards}
 
-    def call(name: str, fn: Callable, key: str) -> float:
-        batch = (
-            torch_batches[key] if name.endswith("torch") else (batch1 if key == "b1" else batch32)
-        )
+    def call(name: str, key: str) -> float:
+        batch = batches[f"{name}/{key}"]
         start = time.perf_counter()
         with torch.inference_mode():
-            fn(batch)
+            forwards[name](batch)
         return time.perf_counter() - start
 
-    for name, fn in forwards.items():
+    for name in forwards:
         for _ in range(warmup):
-            call(name, fn, "b1")
-            call(name, fn, "b32")
+            call(name, "b1")
+            call(name, "b32")
     for _ in range(runs1):
-        for name, fn in forwards.items():
-            lat[name].append(call(name, fn, "b1") * 1000)
+        for name in forwards:
+            lat[name].append(call(name, "b1") * 1000)
     for _ in range(runs32):
-        for name, fn in forwards.items():
-            thr[name].append(len(batch32["input_ids"]) / call(name, fn, "b32"))
+        for name in forwards:
+            thr[name].append(32 / call(name, "b32"))
     return {
         name: {
             "latency_ms_p50": float(np.percentile(lat[name], 50)),
@@ -70,4 +82,16 @@ def measure(
             "throughput": float(statistics.median(thr[name])),
         }
         for name in forwards
+    }
+
+
+def ratios(variants: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """The speed and size ratios the issue's targets are stated in (int8 ONNX vs fp32)."""
+    torch_, fp32, int8 = variants["fp32_torch"], variants["fp32_onnx"], variants["int8_onnx"]
+    return {
+        "int8_vs_torch_throughput_b32": int8["throughput"] / torch_["throughput"],
+        "fp32_onnx_vs_torch_throughput_b32": fp32["throughput"] / torch_["throughput"],
+        "torch_vs_int8_latency_b1": torch_["latency_ms_p50"] / int8["latency_ms_p50"],
+        "fp32_vs_int8_size": fp32["size_mb"] / int8["size_mb"],
+        "torch_vs_int8_size": torch_["size_mb"] / int8["size_mb"],
     }

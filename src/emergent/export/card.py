@@ -12,7 +12,17 @@ def model_card(
     labels: list[str],
     training: dict[str, Any],
     parity: dict[str, Any],
+    pruning: dict[str, Any] | None = None,
 ) -> str:
+    pruned = (
+        f"Pruned before quantization (level {pruning['level']:.2f}): "
+        f"{pruning['heads_per_layer']} attention heads per layer, FFN width "
+        f"{pruning['intermediate_size']}, vocabulary {pruning['vocab_size']} tokens "
+        "(text outside it splits into single characters or [UNK]); the trade-off curve is "
+        "in the export stage's `plots/export/`."
+        if pruning
+        else "Not pruned."
+    )
     card = task.card
     data = card.data or str(cfg.data[task.name].train)
     metric_name = task.headline.label
@@ -46,7 +56,7 @@ project corpus, fine-tuned, exported to ONNX and quantized to int8 (dynamic, wei
 
 Parity: max |logit difference| fp32 ONNX vs PyTorch = {parity["max_abs_logit_diff"]:.2e}
 (tolerance {parity["atol"]}); int8 {metric_name} drop = {parity["int8_drop"]:.2f} points
-(allowed {parity["max_metric_drop"]}). Latency measured at sequence length
+(allowed {parity["max_metric_drop"]}). {pruned} Latency measured at sequence length
 {cfg.export.seq_length} on {parity["threads"]} CPU threads.
 
 ## Training

@@ -1,7 +1,18 @@
-"""ONNX export with dynamic batch and sequence axes (sessions: `emergent.serving.runtime`)."""
+"""ONNX export with dynamic batch and sequence axes, operator fusion for ONNX Runtime, and ONNX
+Runtime forward functions.
+
+Why the TorchScript exporter: ONNX Runtime's BERT fusion (Attention, EmbedLayerNormalization,
+SkipLayerNormalization, BiasGelu) recognises the graph TorchScript emits for eager attention.
+The dynamo exporter's graph for transformers 5 (boolean mask building, SDPA) fuses only
+LayerNorm/Gelu; onnxscript's rewriter fuses its attention into an `Attention` with an additive
+bias and `qkv_hidden_sizes`, which the int8 quantizer cannot turn into QAttention. With the
+fused graph every attention block becomes one QAttention after dynamic quantization.
+"""
 
 from __future__ import annotations
 
+import collections
+import copy
 import logging
 from pathlib import Path
 from typing import Any
@@ -11,6 +22,7 @@ import torch
 log = logging.getLogger(__name__)
 
 INPUTS = ("input_ids", "attention_mask")
+FUSED_OPS = ("Attention", "EmbedLayerNormalization", "SkipLayerNormalization", "BiasGelu", "Gelu")
 
 
 class LogitsOnly(torch.nn.Module):
@@ -24,13 +36,16 @@ class LogitsOnly(torch.nn.Module):
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
 
-def export_onnx(model: Any, path: Path, opset: int = 18, seq_length: int = 16) -> Path:
-    """Export with torch.onnx.export (dynamo) into a single file (no external data)."""
-    model = model.eval()
+def export_onnx(model: Any, path: Path, opset: int = 17, seq_length: int = 16) -> Path:
+    """Export with the TorchScript exporter and eager attention into a single file.
+
+    The model is copied so the caller's attention implementation is left alone.
+    """
+    model = copy.deepcopy(model).eval()
+    model.set_attn_implementation("eager")
     ids = torch.randint(5, 100, (2, seq_length))
     mask = torch.ones_like(ids)
-    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    dims = {0: batch, 1: seq}
+    axes = {0: "batch", 1: "sequence"}
     with torch.inference_mode(False), torch.no_grad():
         torch.onnx.export(
             LogitsOnly(model),
@@ -38,10 +53,39 @@ def export_onnx(model: Any, path: Path, opset: int = 18, seq_length: int = 16) -
             str(path),
             input_names=list(INPUTS),
             output_names=["logits"],
-            dynamic_shapes={"input_ids": dims, "attention_mask": dims},
+            dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": {0: "batch"}},
             opset_version=opset,
-            dynamo=True,
+            dynamo=False,
             external_data=False,
-            verbose=False,
         )
     return path
+
+
+def fuse(src: Path, dst: Path, config: Any) -> dict[str, int]:
+    """ONNX Runtime's transformer optimizer (BERT fusions) from `src` into `dst`.
+
+    Heads and hidden size come from the model: after head pruning the attention width
+    (heads x head size) is smaller than the hidden size. Returns the fused-operator counts.
+    """
+    from onnxruntime.transformers import optimizer
+
+    head_size = config.hidden_size // config.num_attention_heads
+    heads = int(getattr(config, "emergent_attention_heads", config.num_attention_heads))
+    optimized = optimizer.optimize_model(
+        str(src),
+        model_type="bert",
+        num_heads=heads,
+        hidden_size=heads * head_size,
+        opt_level=0,  # fusions only: graph-level optimizations happen when the session loads
+    )
+    optimized.save_model_to_file(str(dst))
+    counts = op_counts(dst)
+    log.info("fused operators: %s", {op: counts.get(op, 0) for op in FUSED_OPS})
+    return counts
+
+
+def op_counts(path: Path) -> dict[str, int]:
+    """How many nodes of each operator type the graph in `path` has."""
+    import onnx
+
+    return dict(collections.Counter(node.op_type for node in onnx.load(str(path)).graph.node))

@@ -1,0 +1,141 @@
+"""The pruning trade-off of the export stage: for each pruning level, prune a copy of the
+fine-tuned model, export it fused, quantize it int8, and measure size, speed and the test
+metric; the smallest model within the allowed metric drop is the one that ships."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from emergent.export import bench
+from emergent.export.onnx import export_onnx, fuse
+from emergent.export.quantize import quantize
+from emergent.models import pruning
+from emergent.serving.runtime import ort_forward, session
+
+log = logging.getLogger(__name__)
+
+CURVE_FIELDS = [
+    "level",
+    "heads_per_layer",
+    "intermediate_size",
+    "vocab_size",
+    "params_m",
+    "size_mb",
+    "throughput",
+    "latency_ms_p50",
+    "metric",
+    "drop",
+]
+
+
+@dataclass
+class Candidate:
+    """One pruning level: the pruned torch model, its tokenizer and its ONNX files."""
+
+    level: float | None
+    model: Any
+    tokenizer: Any
+    fp32_path: Path
+    int8_path: Path
+    fused_ops: dict[str, int]
+    row: dict[str, Any] = field(default_factory=dict)
+
+
+def build_candidate(
+    model: Any,
+    tokenizer: Any,
+    level: float | None,
+    scores: tuple[Any, Any] | None,
+    keep_ids: set[int] | None,
+    out_dir: Path,
+    opset: int,
+    per_channel: bool,
+) -> Candidate:
+    """Prune a copy of `model` at `level` (None: no pruning), export it fused and quantize it."""
+    model = copy.deepcopy(model)
+    if keep_ids is not None:
+        tokenizer = pruning.prune_vocabulary(model, tokenizer, keep_ids)
+    kept = {}
+    if level is not None and scores is not None:
+        kept = pruning.prune_structure(model, scores[0], scores[1], level)
+    tag = "full" if level is None else f"p{round(100 * level):02d}"
+    raw = export_onnx(model, out_dir / f"{tag}.raw.onnx", opset)
+    fp32 = out_dir / f"{tag}.fp32.onnx"
+    ops = fuse(raw, fp32, model.config)
+    raw.unlink()
+    int8 = quantize(fp32, out_dir / f"{tag}.int8.pc{int(per_channel)}.onnx", per_channel)
+    row = {
+        "level": 0.0 if level is None else level,
+        "heads_per_layer": pruning.heads_per_layer(model),
+        "intermediate_size": model.config.intermediate_size,
+        "vocab_size": model.config.vocab_size,
+        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "size_mb": bench.size_mb(int8),
+        **kept,
+    }
+    return Candidate(level, model.eval(), tokenizer, fp32, int8, ops, row)
+
+
+def choose(
+    cfg: DictConfig,
+    model: Any,
+    tokenizer: Any,
+    baseline: float,
+    evaluate: Callable[[Any, Any], float],
+    importance_batches: Callable[[], Any],
+    vocab_texts: Callable[[], list[str]],
+    bench_texts: list[str],
+    out_dir: Path,
+) -> tuple[Candidate, list[dict[str, Any]]]:
+    """The candidate that ships and the trade-off curve (empty without `export.prune`).
+
+    `evaluate(forward, tokenizer)` gives the test metric in points; `baseline` is the
+    unpruned fp32 model's. The smallest int8 model whose drop is within
+    `export.max_metric_drop` wins; if none is, the least pruned level ships (and the parity
+    gate reports the drop).
+    """
+    ecfg = cfg.export
+    pcfg = ecfg.get("prune")
+    per_channel = ecfg.per_channel is True
+    if not pcfg:
+        return build_candidate(
+            model, tokenizer, None, None, None, out_dir, int(ecfg.opset), per_channel
+        ), []
+    scores = pruning.importance(model, importance_batches())
+    keep_ids = pruning.used_token_ids(tokenizer, vocab_texts()) if pcfg.vocab else None
+    if keep_ids is not None:
+        log.info("vocabulary: keeping %d of %d tokens", len(keep_ids), len(tokenizer))
+    candidates = []
+    for level in sorted(float(x) for x in pcfg.levels):
+        cand = build_candidate(
+            model, tokenizer, level, scores, keep_ids, out_dir, int(ecfg.opset), per_channel
+        )
+        forward = ort_forward(session(cand.int8_path))
+        cand.row["metric"] = evaluate(forward, cand.tokenizer)
+        cand.row["drop"] = baseline - cand.row["metric"]
+        timing = bench.measure(
+            {"int8_onnx": forward},
+            {"int8_onnx": cand.tokenizer},
+            bench_texts,
+            int(ecfg.seq_length),
+            int(pcfg.bench.batch1_runs),
+            int(pcfg.bench.batch32_runs),
+            int(pcfg.bench.warmup),
+        )["int8_onnx"]
+        cand.row.update(throughput=timing["throughput"], latency_ms_p50=timing["latency_ms_p50"])
+        log.info("prune level %.2f: %s", level, cand.row)
+        candidates.append(cand)
+    within = [c for c in candidates if c.row["drop"] <= float(ecfg.max_metric_drop)]
+    chosen = min(within, key=lambda c: c.row["size_mb"]) if within else candidates[0]
+    for cand in candidates:
+        if cand is not chosen:
+            cand.fp32_path.unlink(missing_ok=True)
+            cand.int8_path.unlink(missing_ok=True)
+    return chosen, [c.row for c in candidates]

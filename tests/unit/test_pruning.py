@@ -1,0 +1,93 @@
+"""Structured pruning of a small BERT: importance, head/FFN/vocabulary pruning, reload."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from emergent.export.pipeline import gate_failures
+from emergent.models import pruning
+from emergent.models.backbone import load_tokenizer, train_wordpiece
+
+TEXTS = [
+    "the film was a delight from start to finish",
+    "a dull and lifeless script",
+    "great acting but a weak plot",
+    "i would watch it again tomorrow",
+] * 8
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> object:
+    corpus = TEXTS + ["zebra quokka xylophone marvellous abysmal"] * 4
+    return train_wordpiece(corpus, vocab_size=200, min_frequency=1, lowercase=True, max_length=32)
+
+
+def small_model(vocab: int) -> object:
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_labels=2,
+    )
+    return BertForSequenceClassification(config).eval()
+
+
+def encode(tokenizer: object, texts: list[str]) -> dict:
+    return dict(tokenizer(texts, padding=True, return_tensors="pt"))
+
+
+def test_prune_level_zero_keeps_logits_and_reloads(tokenizer: object, tmp_path: Path) -> None:
+    model = small_model(len(tokenizer))
+    batch = encode(tokenizer, TEXTS[:4])
+    reference = model(**batch).logits
+    heads, neurons = pruning.importance(model, [{**batch, "labels": torch.tensor([1, 0, 0, 1])}])
+    assert heads.shape == (2, 4) and neurons.shape == (2, 64) and heads.sum() > 0
+
+    keep = pruning.used_token_ids(tokenizer, TEXTS)
+    new_tokenizer = pruning.prune_vocabulary(model, tokenizer, keep)
+    assert pruning.prune_structure(model, heads, neurons, 0.0) == {
+        "heads_per_layer": 4,
+        "intermediate_size": 64,
+    }
+    assert model.config.vocab_size == len(keep) < len(tokenizer)
+    new_batch = encode(new_tokenizer, TEXTS[:4])
+    assert torch.allclose(model(**new_batch).logits, reference, atol=1e-5)
+    # Words outside the kept vocabulary still split into characters, not [UNK].
+    ids = new_tokenizer("zebra")["input_ids"]
+    assert new_tokenizer.unk_token_id not in ids
+
+    pruning.prune_structure(model, heads, neurons, 0.5)
+    model.save_pretrained(tmp_path)
+    new_tokenizer.save_pretrained(tmp_path)
+    from transformers import BertForSequenceClassification
+
+    reloaded = pruning.load_pruned(BertForSequenceClassification, tmp_path)
+    layer = reloaded.bert.encoder.layer[0]
+    assert layer.attention.self.query.out_features == 2 * 8  # 2 of 4 heads of size 8
+    assert layer.intermediate.dense.out_features == 32
+    assert reloaded.get_input_embeddings().num_embeddings == len(keep)
+    saved_batch = encode(load_tokenizer(tmp_path), TEXTS[:4])
+    assert torch.equal(saved_batch["input_ids"], new_batch["input_ids"])
+    assert torch.allclose(reloaded(**saved_batch).logits, model(**new_batch).logits, atol=1e-6)
+
+
+def test_pruned_heads_are_the_least_important() -> None:
+    scores = torch.tensor([[0.1, 0.9, 0.5, 0.2], [0.7, 0.1, 0.2, 0.8]])
+    kept = pruning.keep_top(scores, 2)
+    assert [k.tolist() for k in kept] == [[1, 2], [0, 3]]
+
+
+def test_gate_fails_on_int8_drop_and_on_logit_difference() -> None:
+    parity = {"max_abs_logit_diff": 1e-5, "atol": 1e-3, "int8_drop": 0.4, "max_metric_drop": 1.0}
+    assert gate_failures(parity, "accuracy") == []
+    failures = gate_failures({**parity, "int8_drop": 1.5}, "accuracy")
+    assert failures == ["int8 accuracy drops 1.50 points (> export.max_metric_drop=1.0)"]
+    assert len(gate_failures({**parity, "int8_drop": 2.0, "max_abs_logit_diff": 0.1}, "F1")) == 2

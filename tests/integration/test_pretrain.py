@@ -56,15 +56,16 @@ def test_pretrain_writes_hf_model_metrics_and_plots(tmp_path: Path) -> None:
     assert not list((root / "checkpoints" / "pretrain").glob("*/last.ckpt")), "cleaned on success"
 
 
-def test_pretrain_skip_and_snapshots(tmp_path: Path) -> None:
-    root = smoke_project(tmp_path / "p")
-    run_stage("pretrain", smoke_cfg("pretrain.max_steps=0"), Paths.for_dvc(root))
+def test_pretrain_skip_and_snapshots(smoke_pretrained: Path, tmp_path: Path) -> None:
+    root = tmp_path  # outputs here; prepared data and tokenizer from the session project
+    paths = Paths(smoke_pretrained, root)
+    run_stage("pretrain", smoke_cfg("pretrain.max_steps=0", tmp=tmp_path), paths)
     metrics = json.loads((root / "metrics/pretrain.json").read_text())
     assert metrics["skipped"] is True and metrics["global_step"] == 0
     assert (root / "models/pretrained/model.safetensors").is_file()
 
-    cfg = smoke_cfg("pretrain.snapshots=[0.0,0.5]")
-    run_stage("pretrain", cfg, Paths.for_dvc(root))
+    cfg = smoke_cfg("pretrain.snapshots=[0.0,0.5]", tmp=tmp_path)
+    run_stage("pretrain", cfg, paths)
     metrics = json.loads((root / "metrics/pretrain.json").read_text())
     assert metrics["skipped"] is False and metrics["global_step"] == cfg.pretrain.max_steps
     snapshots = root / "models/pretrained/snapshots"

@@ -232,13 +232,18 @@ def _plots(tables: Mapping[str, Any], models: Mapping[str, Any], out: Path) -> N
                 size_rows.append(
                     {
                         "params": models.get(model, {}).get("params", 0),
+                        "pretrain_tokens": models.get(model, {}).get("pretrain_tokens") or 0,
                         "accuracy": cells[k]["mean"],
                         "k": int(k),
                         "model": model,
                     }
                 )
-        size_rows.sort(key=lambda r: r["params"])
-        write_csv(out / f"size_{method}.csv", size_rows, ["params", "accuracy", "k", "model"])
+        size_rows.sort(key=lambda r: (r["params"], r["pretrain_tokens"]))
+        write_csv(
+            out / f"size_{method}.csv",
+            size_rows,
+            ["params", "pretrain_tokens", "accuracy", "k", "model"],
+        )
     plt = pyplot()
     fig, axes = plt.subplots(1, len(tables), figsize=(5.5 * len(tables), 4), squeeze=False)
     for ax, (model, table) in zip(axes[0], tables.items(), strict=True):

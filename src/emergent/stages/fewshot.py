@@ -129,6 +129,31 @@ def nested_runs(tracker: Tracker, model: str, tags: dict[str, str]) -> Callable[
     return log_row
 
 
+def make_lab(cfg: DictConfig, entry: dict[str, Any], data: FewShotData, labels: list[str]) -> Lab:
+    """The protocol's view of one backbone; checks template and verbalizer against its vocab."""
+    fcfg = cfg.fewshot
+    task = str(fcfg.task)
+    tcfg = fcfg.tasks[task]
+    tokenizer = load_tokenizer(entry["path"])
+    config = json.loads((entry["path"] / "config.json").read_text())
+    return Lab(
+        path=entry["path"],
+        tokenizer=tokenizer,
+        template=Template.parse(str(tcfg.template), f"fewshot.tasks.{task}.template"),
+        verbalizer=build_verbalizer(
+            tokenizer, tcfg.verbalizer, labels, f"fewshot.tasks.{task}.verbalizer"
+        ),
+        data=data,
+        max_length=min(int(fcfg.max_length), int(config.get("max_position_embeddings", 512))),
+        query_tokens=int(fcfg.query_tokens),
+        demo_tokens=int(fcfg.demonstrations.max_tokens),
+        demos_per_class=int(fcfg.demonstrations.per_class),
+        content_free=list(fcfg.content_free),
+        train=OmegaConf.to_container(fcfg.train),  # type: ignore[arg-type]
+        batch_size=int(fcfg.batch_size),
+    )
+
+
 def run(cfg: DictConfig, paths: Paths) -> None:
     fcfg = cfg.fewshot
     task = str(fcfg.task)
@@ -153,6 +178,10 @@ def run(cfg: DictConfig, paths: Paths) -> None:
     manifest = prepared / "manifest.json"
     data_sha = sha256_file(manifest) if manifest.is_file() else ""
     models = backbones(cfg, paths)
+    try:  # every config error surfaces before any run starts
+        labs = [(entry, make_lab(cfg, entry, data, labels)) for entry in models]
+    except FewShotConfigError as err:
+        raise StageError(str(err)) from None
     start = time.perf_counter()
     rows: list[dict] = []
     with stage_run(cfg, "fewshot", "fewshot", data_sha256=data_sha) as tracker:
@@ -161,30 +190,9 @@ def run(cfg: DictConfig, paths: Paths) -> None:
             "dvc_stage": "fewshot",
             "data_sha256": data_sha or "unknown",
         }
-        try:
-            for entry in models:
-                tokenizer = load_tokenizer(entry["path"])
-                verbalizer = build_verbalizer(
-                    tokenizer, tcfg.verbalizer, labels, f"fewshot.tasks.{task}.verbalizer"
-                )
-                config = json.loads((entry["path"] / "config.json").read_text())
-                lab = Lab(
-                    path=entry["path"],
-                    tokenizer=tokenizer,
-                    template=Template.parse(str(tcfg.template), f"fewshot.tasks.{task}.template"),
-                    verbalizer=verbalizer,
-                    data=data,
-                    max_length=min(
-                        int(fcfg.max_length), int(config.get("max_position_embeddings", 512))
-                    ),
-                    query_tokens=int(fcfg.query_tokens),
-                    demo_tokens=int(fcfg.demonstrations.max_tokens),
-                    demos_per_class=int(fcfg.demonstrations.per_class),
-                    content_free=list(fcfg.content_free),
-                    train=OmegaConf.to_container(fcfg.train),  # type: ignore[arg-type]
-                    batch_size=int(fcfg.batch_size),
-                )
-                log.info("fewshot: %s (%d parameters)", entry["name"], entry["params"])
+        for entry, lab in labs:
+            log.info("fewshot: %s (%d parameters)", entry["name"], entry["params"])
+            try:
                 results = run_protocol(
                     lab,
                     list(fcfg.methods),
@@ -193,9 +201,9 @@ def run(cfg: DictConfig, paths: Paths) -> None:
                     bool(fcfg.prompt_demonstrations),
                     on_result=nested_runs(tracker, entry["name"], tags),
                 )
-                rows += [{"model": entry["name"], **r} for r in results]
-        except FewShotConfigError as err:
-            raise StageError(str(err)) from None
+            except FewShotConfigError as err:
+                raise StageError(str(err)) from None
+            rows += [{"model": entry["name"], **r} for r in results]
         seconds = time.perf_counter() - start
         info = {
             e["name"]: {

@@ -17,7 +17,7 @@ export MLFLOW_ENABLE_TELEMETRY := false
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup repro test test-all ui params lint format lock clean bench
+.PHONY: help setup repro test test-all ui params lint format lock clean bench serve loadtest browser
 
 help:
 	@echo "make setup   create .venv and install the pinned lock (no-op when unchanged)"
@@ -25,8 +25,11 @@ help:
 	@echo "make test    setup + pytest (fast suite; 'make test-all' adds slow tests)"
 	@echo "make ui      MLflow UI on http://127.0.0.1:5000"
 	@echo "make bench   benchmarks (after make repro): Lightning vs plain loop, fp32/bf16, int8"
+	@echo "make serve   the inference service on http://127.0.0.1:8000 (ARGS='serve.port=8080 ...')"
+	@echo "make loadtest  service load test, batching vs none -> reports/bench/serve.json"
+	@echo "make browser install chromium + chromium-driver (apt-get) for tests/browser"
 	@echo "make params  rewrite params.yaml from conf/"
-	@echo "make lint    ruff"
+	@echo "make lint    ruff and the import-layer contracts (import-linter)"
 
 setup: $(STAMP)
 
@@ -60,12 +63,27 @@ bench: setup
 	$(BIN)/python -m emergent.bench inference task=sentiment
 	$(BIN)/python -m emergent.bench inference task=ner
 
+# The inference service: every exported task from models/export/ (serve.source=registry for
+# the MLflow aliases). Overrides: make serve ARGS="serve.port=8080 serve.threads=2".
+serve: setup
+	$(BIN)/python -m emergent serve $(ARGS)
+
+# Load test on 127.0.0.1 (needs models/export/<task>): concurrency 1/8/32, 30 s each, with and
+# without micro-batching in one run. LOADTEST_ARGS="--seconds 10 serve.threads=2" to vary.
+loadtest: setup
+	$(BIN)/python -m emergent.serving.loadtest $(LOADTEST_ARGS)
+
+# Headless browser for tests/browser (skipped without it). Debian/Ubuntu, needs root.
+browser:
+	apt-get update && apt-get install -y chromium chromium-driver
+
 params: setup
 	$(BIN)/python -m emergent.config
 
 lint: setup
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
+	$(BIN)/lint-imports
 
 format: setup
 	$(BIN)/ruff check --fix src tests

@@ -58,10 +58,11 @@ def _isolated_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def prepared_smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Smoke-sized prepared data, built once per session (read-only for tests)."""
     from emergent.data.prepare import prepare_all
+    from emergent.tasks import all_tasks
 
     out = tmp_path_factory.mktemp("prepared") / "prepared"
     cfg = smoke_cfg()
-    prepare_all(cfg.data, int(cfg.seed), out, base_dir=ROOT)
+    prepare_all(cfg.data, all_tasks(cfg), int(cfg.seed), out, base_dir=ROOT)
     return out
 
 

@@ -6,12 +6,15 @@ a fresh Hydra run folder (`outputs/runs/...`) so DVC-tracked outputs are never t
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
 from emergent.cli import configure_logging, user_errors
 from emergent.config import CONFIG_NAME, Paths, project_root
-from emergent.stages import STAGES, run_stage
+from emergent.stages import ARGV_STAGES, STAGES, run_stage
+
+OVERRIDE = re.compile(r"^[+~]{0,2}\w[\w.@/-]*=")
 
 USAGE = f"""usage: python -m emergent [-m] <stage> [key=value ...]
 
@@ -23,15 +26,24 @@ examples:
 """
 
 
+def is_command_arg(stage: str | None, arg: str, bare: bool) -> bool:
+    """A text for `predict`, or an own argument of an ARGV_STAGES command (not an override)."""
+    if stage == "predict":
+        return bare or " " in arg
+    return stage in ARGV_STAGES and not OVERRIDE.match(arg)
+
+
 def split_stage(argv: list[str]) -> tuple[str | None, list[str], list[str]]:
     """Take the stage name (first bare word) out of argv. For `predict`, further bare words
-    are texts to predict; everything else goes to Hydra. Returns (stage, hydra args, texts)."""
+    are texts to predict; for ARGV_STAGES (`keys add --scope predict`) every argument that is
+    not a `key=value` override is the command's own; everything else goes to Hydra.
+    Returns (stage, hydra args, texts or command arguments)."""
     stage, rest, texts = None, [], []
     for arg in argv:
         bare = not arg.startswith("-") and "=" not in arg
         if bare and stage is None:
             stage = arg
-        elif (bare and stage == "predict") or (stage == "predict" and " " in arg):
+        elif is_command_arg(stage, arg, bare):
             texts.append(arg)
         else:
             rest.append(arg)
@@ -57,7 +69,11 @@ def main() -> None:
         configure_logging()
         output_dir = Path(HydraConfig.get().runtime.output_dir)
         OmegaConf.resolve(cfg)
-        extra = {"texts": texts} if stage == "predict" else {}
+        extra: dict[str, object] = {}
+        if stage == "predict":
+            extra = {"texts": texts}
+        elif stage in ARGV_STAGES:
+            extra = {"argv": texts}
         with user_errors():
             run_stage(stage, cfg, Paths.for_cli(cfg, output_dir), task=cfg.get("task"), **extra)
         if stage != "predict":

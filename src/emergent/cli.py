@@ -26,12 +26,10 @@ def configure_logging(level: int = logging.INFO) -> None:
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Known failure kinds print one readable message and exit 1 instead of a traceback."""
-    from emergent.data.sources import DataError
-    from emergent.serving.predictor import PredictionError
-    from emergent.stages import StageError
+    from emergent.errors import UserError
 
     try:
         yield
-    except (DataError, StageError, FileNotFoundError, PredictionError) as err:
+    except (UserError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)

@@ -67,9 +67,8 @@ def load_params(path: Path | None = None) -> DictConfig:
 
 
 def finetune_config(cfg: DictConfig, task: str) -> DictConfig:
-    """`finetune` with the task's own section (`finetune.ner`, ...) merged over shared keys."""
-    shared = {k: v for k, v in cfg.finetune.items() if k not in cfg.tasks}
-    merged = OmegaConf.merge(OmegaConf.create(shared), cfg.finetune.get(task) or {})
+    """`finetune.shared` with the task's own section (`finetune.ner`, ...) merged over it."""
+    merged = OmegaConf.merge(cfg.finetune.shared, cfg.finetune.get(task) or {})
     assert isinstance(merged, DictConfig)
     return merged
 

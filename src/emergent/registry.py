@@ -42,8 +42,9 @@ def register(task: str, export_dir: Path, metric: float, example_texts: list[str
     return version
 
 
-def promote(task: str) -> dict[str, Any]:
-    """Move `champion` to the candidate only when its test metric beats the champion's."""
+def promote(task: str, headline: Any) -> dict[str, Any]:
+    """Move `champion` to the candidate only when its test headline metric beats the
+    champion's (`headline.improved`: higher or lower is better, as the task says)."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -66,7 +67,9 @@ def promote(task: str) -> dict[str, Any]:
     if champion is not None:
         champ_metric = float(champion.tags.get(METRIC_TAG, "nan"))
         result.update(champion=champion.version, champion_metric=champ_metric)
-        if champion.version == candidate.version or not cand_metric > champ_metric:
+        if champion.version == candidate.version or not headline.improved(
+            cand_metric, champ_metric
+        ):
             result["promoted"] = False
             return result
     client.set_registered_model_alias(name, "champion", candidate.version)

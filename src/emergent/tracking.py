@@ -147,7 +147,8 @@ def stage_run(
 
     root = project_root()
     mlflow.set_tracking_uri(tracking_uri(cfg, root))
-    experiment = str(cfg.mlflow.experiments[experiment_key])
+    # Per-task experiments are named after the task unless `mlflow.experiments` maps them.
+    experiment = str(cfg.mlflow.experiments.get(experiment_key, experiment_key))
     artifact_root = root / str(cfg.mlflow.artifact_dir)
     mlflow.set_experiment(experiment_id=ensure_experiment(experiment, artifact_root))
     tags = {

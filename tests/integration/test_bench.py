@@ -32,9 +32,11 @@ def test_pretrain_bench_reports_lightning_manual_and_precision_ratios(
 
 def test_inference_bench_on_the_exported_package(smoke_pretrained: Path, exported: Path) -> None:
     from emergent.bench import inference
+    from emergent.tasks import get_task
 
+    cfg = smoke_cfg()
     result = inference.run(
-        smoke_cfg(), Paths.for_dvc(smoke_pretrained), "sentiment", runs1=3, runs32=2
+        cfg, Paths.for_dvc(smoke_pretrained), get_task(cfg, "sentiment"), runs1=3, runs32=2
     )
     assert set(result["variants"]) == {"fp32_torch", "fp32_onnx", "int8_onnx"}
     assert result["ratios"]["fp32_vs_int8_size"] == pytest.approx(

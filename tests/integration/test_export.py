@@ -81,16 +81,18 @@ def test_promote_moves_champion_only_on_improvement(
     champion = client.get_model_version_by_alias(name, "champion").version
     # Same metric again: a new candidate that does not beat the champion stays candidate.
     from emergent.registry import METRIC_TAG, promote
+    from emergent.tasks import Headline
 
     candidate = client.get_model_version_by_alias(name, "candidate")
     metric = float(candidate.tags[METRIC_TAG])
     new = client.create_model_version(name, candidate.source, run_id=candidate.run_id)
     client.set_model_version_tag(name, new.version, METRIC_TAG, str(metric))
     client.set_registered_model_alias(name, "candidate", new.version)
-    assert promote("ner")["promoted"] is False
+    headline = Headline("f1", "entity F1")
+    assert promote("ner", headline)["promoted"] is False
     assert client.get_model_version_by_alias(name, "champion").version == champion
     client.set_model_version_tag(name, new.version, METRIC_TAG, str(metric + 1))
-    assert promote("ner")["promoted"] is True
+    assert promote("ner", headline)["promoted"] is True
     assert client.get_model_version_by_alias(name, "champion").version == new.version
 
 
@@ -155,8 +157,9 @@ def free_port() -> int:
 
 def test_mlflow_serves_the_champion_over_http(registry: Path) -> None:
     from emergent.registry import promote
+    from emergent.tasks import Headline
 
-    promote("sentiment")
+    promote("sentiment", Headline("accuracy", "accuracy"))
     port = free_port()
     env = git_env()
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{registry}"

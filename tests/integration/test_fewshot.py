@@ -49,7 +49,7 @@ def test_fewshot_stage_outputs(smoke_pretrained: Path, tmp_path: Path) -> None:
 
 
 def test_fewshot_rejects_a_multi_token_verbalizer(smoke_pretrained: Path, tmp_path: Path) -> None:
-    cfg = smoke_cfg("fewshot.tasks.sentiment.verbalizer.positive=marvellous", tmp=tmp_path)
-    with pytest.raises(StageError, match=r"fewshot\.tasks\.sentiment\.verbalizer\.positive"):
+    cfg = smoke_cfg("fewshot.prompts.sentiment.verbalizer.positive=marvellous", tmp=tmp_path)
+    with pytest.raises(StageError, match=r"fewshot\.prompts\.sentiment\.verbalizer\.positive"):
         run_stage("fewshot", cfg, Paths(smoke_pretrained, tmp_path))
     assert not (tmp_path / "metrics/fewshot.json").exists()

@@ -32,7 +32,7 @@ def test_verbalizer_maps_labels_to_single_tokens(tokenizer) -> None:
 
 
 def test_verbalizer_rejects_multi_token_words_naming_the_key(tokenizer) -> None:
-    key = "fewshot.tasks.sentiment.verbalizer"
+    key = "fewshot.prompts.sentiment.verbalizer"
     with pytest.raises(FewShotConfigError, match=rf"^{key}\.positive='marvellous' is not a single"):
         build_verbalizer(
             tokenizer, {"negative": "bad", "positive": "marvellous"}, ["negative", "positive"], key
@@ -42,8 +42,8 @@ def test_verbalizer_rejects_multi_token_words_naming_the_key(tokenizer) -> None:
 
 
 def test_template_needs_text_and_mask() -> None:
-    with pytest.raises(FewShotConfigError, match=r"fewshot\.tasks\.x\.template"):
-        Template.parse("It was {mask}.", "fewshot.tasks.x.template")
+    with pytest.raises(FewShotConfigError, match=r"fewshot\.prompts\.x\.template"):
+        Template.parse("It was {mask}.", "fewshot.prompts.x.template")
 
 
 def test_prompt_encoding_demonstrations_truncation_and_mask(tokenizer) -> None:

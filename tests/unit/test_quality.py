@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from emergent.data.quality import build_checks, failures, format_failures, run_checks
+from emergent.tasks import all_tasks
 from tests.conftest import smoke_cfg
 
 
@@ -18,12 +19,12 @@ def gate_cfg():
 
 
 def run_gate(prepared: Path, cfg, docs: Path | None = None):
-    return run_checks(build_checks(prepared, cfg.data), docs)
+    return run_checks(build_checks(prepared, cfg.data, all_tasks(cfg)), docs)
 
 
 def test_clean_smoke_data_passes_and_docs_are_written(prepared_smoke, gate_cfg, tmp_path) -> None:
     summaries = run_gate(prepared_smoke, gate_cfg, tmp_path / "docs")
-    assert set(summaries) == {"ner", "sentiment", "corpus"}
+    assert set(summaries) == {"ner", "sentiment", "debate", "corpus"}
     assert failures(summaries) == []
     assert (tmp_path / "docs" / "index.html").is_file()
 

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from transformers import BertConfig, BertForTokenClassification
 
-from emergent.data.tasks import IGNORE, encode_ner, label_list, pad_batch
+from emergent.config import compose
 from emergent.models.backbone import train_wordpiece
 from emergent.models.freezing import freeze, unfreeze_encoder
+from emergent.tasks import SequenceClassificationTask, TokenClassificationTask, get_task
+from emergent.tasks.base import Window
+from emergent.tasks.token_classification import IGNORE
+from emergent.tasks.windows import owned_positions
+from tests.conftest import ROOT
 
 TEXTS = ["Empire State Building is in New York .", "Barack Obama visited Paris ."] * 10
+NER = TokenClassificationTask("ner", {"metric": "f1", "label": "entity F1"}, stride=4)
+SENT = SequenceClassificationTask("sentiment", {"metric": "accuracy", "label": "accuracy"})
 
 
 @pytest.fixture(scope="module")
@@ -19,40 +27,108 @@ def tokenizer():
     return train_wordpiece(TEXTS, vocab_size=60, min_frequency=1, lowercase=False, max_length=32)
 
 
-def test_label_list_from_data() -> None:
+def test_tasks_come_from_config_with_their_headline() -> None:
+    cfg = compose([], ROOT / "conf")
+    ner, sentiment, debate = (get_task(cfg, n) for n in ("ner", "sentiment", "debate"))
+    assert isinstance(ner, TokenClassificationTask) and ner.headline.metric == "f1"
+    assert isinstance(sentiment, SequenceClassificationTask)
+    assert sentiment.headline.metric == "accuracy"
+    assert isinstance(debate, SequenceClassificationTask)
+    assert debate.headline.metric == "f1_macro"
+
+
+def test_label_set_from_data() -> None:
     examples = [{"tags": ["B-person", "O", "I-person"]}, {"tags": ["B-geo-loc"]}]
-    assert label_list("ner", examples) == ["O", "B-geo-loc", "I-geo-loc", "B-person", "I-person"]
-    assert label_list("sentiment", [{"label": "pos"}, {"label": "neg"}]) == ["neg", "pos"]
+    assert NER.labels(examples) == ["O", "B-geo-loc", "I-geo-loc", "B-person", "I-person"]
+    assert SENT.labels([{"label": "pos"}, {"label": "neg"}]) == ["neg", "pos"]
 
 
 def test_first_subtoken_carries_the_label(tokenizer) -> None:
     example = {"tokens": ["Empire", "State"], "tags": ["B-facility", "I-facility"]}
-    label2id = {"O": 0, "B-facility": 1, "I-facility": 2}
-    enc = encode_ner(tokenizer, example, label2id, max_length=32)
+    labels = ["O", "B-facility", "I-facility"]
+    (row,) = NER.encode(tokenizer, [example], labels, max_length=32)
     words = tokenizer(example["tokens"], is_split_into_words=True).word_ids()
     assert words.count(0) > 1, "test needs a word split into several sub-tokens"
     expected, previous = [], None
     for w in words:
-        expected.append(IGNORE if w is None or w == previous else label2id[example["tags"][w]])
+        expected.append(IGNORE if w is None or w == previous else labels.index(example["tags"][w]))
         previous = w
-    assert enc["labels"] == expected
-    assert sum(enc["first"]) == 2
-    all_tokens = encode_ner(tokenizer, example, label2id, 32, label_all_tokens=True)
+    assert row["labels"] == expected
+    assert row["_words"] == [0, 1]
+    (all_tokens,) = NER.encode(tokenizer, [example], labels, 32, label_all_tokens=True)
     first_word = [lab for lab, w in zip(all_tokens["labels"], words, strict=True) if w == 0]
     assert first_word == [1] + [2] * (len(first_word) - 1), "B- then I- on later sub-tokens"
 
 
-def test_pad_batch_pads_token_labels_with_ignore(tokenizer) -> None:
-    label2id = {"O": 0}
-    rows = [
-        encode_ner(tokenizer, {"tokens": t.split(), "tags": ["O"] * len(t.split())}, label2id, 32)
-        for t in TEXTS[:2]
-    ]
-    batch = pad_batch(rows, tokenizer.pad_token_id)
+def test_collator_pads_token_labels_with_ignore(tokenizer) -> None:
+    examples = [{"tokens": t.split(), "tags": ["O"] * len(t.split())} for t in TEXTS[:2]]
+    rows = NER.encode(tokenizer, examples, ["O"], 32)
+    batch = NER.collator(tokenizer)(rows)
     short = min(range(2), key=lambda i: len(rows[i]["input_ids"]))
     n = len(rows[short]["input_ids"])
+    assert n < batch["input_ids"].shape[1]
     assert (batch["labels"][short, n:] == IGNORE).all()
     assert (batch["attention_mask"][short, n:] == 0).all()
+    assert batch["example"].tolist() == [0, 1]
+
+
+def test_long_sentence_is_windowed_and_every_word_scored(tokenizer) -> None:
+    """A 500-word sentence: every word is owned by exactly one window, every gold entity is
+    scored (a perfect predictor gets F1 1.0, not the recall of a truncated prefix)."""
+    words = ("Barack Obama visited Paris . " * 100).split()
+    tags = ["B-person", "I-person", "O", "B-geo-loc", "O"] * 100
+    example = {"tokens": words, "tags": tags}
+    labels = NER.labels([example])
+    rows = NER.encode(tokenizer, [example], labels, max_length=32)
+    assert len(rows) > 10 and all(len(r["input_ids"]) <= 32 for r in rows)
+    owned = sorted(w for r in rows for w in r["_words"])
+    assert owned == list(range(500)), "each word predicted exactly once"
+    gold = {r: [] for r in range(len(rows))}
+    for r, row in enumerate(rows):  # a perfect predictor: one-hot gold at owned positions
+        probs = np.zeros((len(row["input_ids"]), len(labels)))
+        for pos, word in zip(row["_positions"], row["_words"], strict=True):
+            probs[pos, labels.index(tags[word])] = 1.0
+        gold[r] = NER.row_output(probs, row)
+    pred, _ = NER.assemble([example], labels, gold, rows)
+    result = NER.evaluate([example], labels, pred, [[1.0] * 500])
+    assert result.metrics["f1"] == 1.0
+    assert result.per_class["person"]["support"] == 100
+    assert result.per_class["geo-loc"]["support"] == 100
+
+
+def test_window_ownership_prefers_the_most_central_window() -> None:
+    # two windows overlapping on words 3 and 4; word 3 is more central in window 0
+    # (margin 1 vs 0), word 4 more central in window 1.
+    windows = [[None, 0, 1, 2, 3, 4, None], [None, 3, 4, 5, 6, 7, None]]
+    owned = owned_positions(windows)
+    assert [w for _, w in owned[0]] == [0, 1, 2, 3]
+    assert [w for _, w in owned[1]] == [4, 5, 6, 7]
+
+
+def test_served_entities_have_character_offsets() -> None:
+    text = "Barack Obama visited Paris"
+    labels = ["O", "B-person", "I-person", "B-geo-loc", "I-geo-loc"]
+    tags = [1, 2, 0, 3]
+    probs = np.zeros((6, 5))
+    for pos, tag in zip(range(1, 5), tags, strict=True):
+        probs[pos, tag] = 0.9
+    window = Window(
+        probs, [None, 0, 1, 2, 3, None], [(0, 0), (0, 6), (7, 12), (13, 20), (21, 26), (0, 0)]
+    )
+    answer = NER.respond(text, [window], labels)
+    assert answer["entities"] == [
+        {"type": "person", "start": 0, "end": 12, "text": "Barack Obama", "score": 0.9},
+        {"type": "geo-loc", "start": 21, "end": 26, "text": "Paris", "score": 0.9},
+    ]
+    sentiment = SENT.respond("fine", [Window(np.array([0.25, 0.75]), [], [])], ["neg", "pos"])
+    assert sentiment == {"label": "pos", "probabilities": {"neg": 0.25, "pos": 0.75}}
+
+
+def test_unknown_label_is_an_error_for_sequence_tasks(tokenizer) -> None:
+    from emergent.errors import DataError
+
+    with pytest.raises(DataError, match=r"labels \['maybe'\] unknown to the model"):
+        SENT.encode(tokenizer, [{"text": "x", "label": "maybe"}], ["neg", "pos"], 16)
 
 
 def tiny_model() -> BertForTokenClassification:
@@ -111,7 +187,7 @@ def test_loaded_task_model_trains_with_dropout(tmp_path) -> None:
     from emergent.models.classifier import load_task_model
 
     tiny_model().save_pretrained(str(tmp_path))
-    model = load_task_model("ner", str(tmp_path), ["O", "B-x", "I-x"], {"hidden_dropout_prob": 0.5})
+    model = load_task_model(NER, str(tmp_path), ["O", "B-x", "I-x"], {"hidden_dropout_prob": 0.5})
     assert model.training, "from_pretrained returns eval mode; dropout must be on"
     ids = torch.randint(5, 60, (2, 10))
     assert not torch.equal(model(input_ids=ids).logits, model(input_ids=ids).logits)

@@ -35,8 +35,9 @@ def main(argv: list[str] | None = None) -> int:
             unit = "tokens/s"
         else:
             from emergent.bench import inference
+            from emergent.tasks import get_task
 
-            result = inference.run(cfg, paths, task=str(cfg.task))
+            result = inference.run(cfg, paths, task=get_task(cfg, str(cfg.task)))
             rates = {k: v["throughput"] for k, v in result["variants"].items()}
             unit = "sequences/s at batch 32"
     name = args.bench if args.bench == "pretrain" else f"inference_{cfg.task}"

@@ -11,22 +11,25 @@ from omegaconf import DictConfig
 
 from emergent.config import Paths
 from emergent.data.prepare import load_task_split
-from emergent.evaluation.report import torch_forward
+from emergent.evaluation.predict import torch_forward
 from emergent.export import bench
-from emergent.export.onnx import ort_forward, session
 from emergent.models.classifier import load_finetuned
+from emergent.serving.runtime import ort_forward, session
+from emergent.tasks import Task
 
 TARGETS = {"int8_vs_torch_throughput_b32": 3.0, "fp32_vs_int8_size": 3.5, "max_metric_drop": 1.0}
 
 
-def run(cfg: DictConfig, paths: Paths, task: str, runs1: int = 30, runs32: int = 8) -> dict:
-    model_dir = paths.inp("models", task)
-    package = paths.inp("models", "export", task)
+def run(cfg: DictConfig, paths: Paths, task: Task, runs1: int = 30, runs32: int = 8) -> dict:
+    model_dir = paths.inp("models", task.name)
+    package = paths.inp("models", "export", task.name)
     if not (package / "model.int8.onnx").is_file():
-        raise FileNotFoundError(f"{package} has no export: run `dvc repro export@{task}` first")
+        raise FileNotFoundError(
+            f"{package} has no export: run `dvc repro export@{task.name}` first"
+        )
     model, tokenizer, _ = load_finetuned(task, model_dir)
-    examples = load_task_split(paths.inp(cfg.data.prepared_dir), task, "test")
-    texts = [" ".join(e["tokens"]) if task == "ner" else e["text"] for e in examples]
+    examples = load_task_split(paths.inp(cfg.data.prepared_dir), task.name, "test")
+    texts = [task.text(e) for e in examples]
     seq = int(cfg.export.seq_length)
     results = bench.measure(
         {
@@ -46,7 +49,7 @@ def run(cfg: DictConfig, paths: Paths, task: str, runs1: int = 30, runs32: int =
         "int8_onnx": (package / "model.int8.onnx").stat().st_size / 2**20,
     }
     exported: dict[str, Any] = {}
-    metrics_file = paths.inp("metrics", f"export_{task}.json")
+    metrics_file = paths.inp("metrics", f"export_{task.name}.json")
     if metrics_file.is_file():
         exported = json.loads(metrics_file.read_text(encoding="utf-8"))
     drop = exported["fp32_torch"]["metric"] - exported["int8_onnx"]["metric"] if exported else None
@@ -60,7 +63,7 @@ def run(cfg: DictConfig, paths: Paths, task: str, runs1: int = 30, runs32: int =
         "fp32_vs_int8_size": sizes["fp32_onnx"] / sizes["int8_onnx"],
     }
     return {
-        "task": task,
+        "task": task.name,
         "model": cfg.model.name,
         "seq_length": seq,
         "threads": torch.get_num_threads(),

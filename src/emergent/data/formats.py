@@ -32,8 +32,9 @@ CONLL_SUFFIXES = {
 }
 
 
-def detect_format(path: Path, configured: str = "auto", kind: str = "ner") -> str:
-    """Pick a format from config or the file suffix (`kind` disambiguates `.txt`)."""
+def detect_format(path: Path, configured: str = "auto", tokens: bool = False) -> str:
+    """Pick a format from config or the file suffix (`tokens`: the data is tagged tokens,
+    which disambiguates `.tsv` and `.txt`)."""
     if configured and configured != "auto":
         return configured
     suffix = data_suffix(path)
@@ -42,14 +43,16 @@ def detect_format(path: Path, configured: str = "auto", kind: str = "ner") -> st
     if suffix == ".csv":
         return "csv"
     if suffix == ".tsv":
-        return "conll" if kind == "ner" else "tsv"
-    if kind == "ner":
+        return "conll" if tokens else "tsv"
+    if tokens:
         # CoNLL files come with many names (eng.train, wnut17train.conll, ner.txt ...).
         return "conll"
     return "txt"
 
 
-def check_tag(tag: str, entity_types: set[str] | None, source: str, line: int) -> None:
+def check_tag(
+    tag: str, entity_types: set[str] | None, source: str, line: int, task: str = "<task>"
+) -> None:
     """Tags must be `O`, `B-<type>` or `I-<type>` with a known type."""
     if tag == "O":
         return
@@ -60,7 +63,8 @@ def check_tag(tag: str, entity_types: set[str] | None, source: str, line: int) -
         known = ", ".join(sorted(entity_types))
         raise DataError(
             source,
-            f"unknown tag {tag!r}: entity type {etype!r} is not in data.ner.entity_types ({known})",
+            f"unknown tag {tag!r}: entity type {etype!r} is not in "
+            f"data.{task}.entity_types ({known})",
             line,
         )
 
@@ -76,7 +80,11 @@ def iob2_error(tags: list[str]) -> int | None:
 
 
 def read_conll(
-    path: Path, encoding: str = "utf-8", entity_types: Iterable[str] | None = None, label: str = ""
+    path: Path,
+    encoding: str = "utf-8",
+    entity_types: Iterable[str] | None = None,
+    label: str = "",
+    task: str = "<task>",
 ) -> list[NerExample]:
     """One token per line, tag in the last column, sentences separated by blank lines.
 
@@ -118,7 +126,7 @@ def read_conll(
             raise DataError(
                 source, f"expected a token and a tag separated by whitespace, got {line!r}", number
             )
-        check_tag(columns[-1], types, source, number)
+        check_tag(columns[-1], types, source, number, task)
         tokens.append(columns[0])
         tags.append(columns[-1])
         lines.append(number)
@@ -146,7 +154,11 @@ def _jsonl_records(path: Path, encoding: str, source: str) -> list[tuple[int, di
 
 
 def read_ner_jsonl(
-    path: Path, encoding: str = "utf-8", entity_types: Iterable[str] | None = None, label: str = ""
+    path: Path,
+    encoding: str = "utf-8",
+    entity_types: Iterable[str] | None = None,
+    label: str = "",
+    task: str = "<task>",
 ) -> list[NerExample]:
     """JSONL with `tokens` and `tags` (lists of equal length) per line."""
     source = label or str(path)
@@ -162,7 +174,7 @@ def read_ner_jsonl(
                 source, f"{len(tokens)} tokens but {len(tags)} tags (field 'tags')", number
             )
         for tag in tags:
-            check_tag(tag, types, source, number)
+            check_tag(tag, types, source, number, task)
         bad = iob2_error(tags)
         if bad is not None:
             raise DataError(source, f"invalid IOB2 at tag {bad} ({tags[bad]!r})", number)
@@ -191,13 +203,15 @@ def read_table(path: Path, fmt: str, encoding: str = "utf-8", label: str = "") -
     return frame
 
 
-def require_columns(frame: pd.DataFrame, columns: Iterable[str], source: str) -> None:
+def require_columns(
+    frame: pd.DataFrame, columns: Iterable[str], source: str, task: str = "<task>"
+) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise DataError(
             source,
             f"missing column(s) {missing}; the file has {list(frame.columns)} "
-            "(set data.<task>.text_column / label_column)",
+            f"(set data.{task}.text_column / label_column)",
         )
 
 
@@ -206,6 +220,7 @@ def map_labels(
     label_map: Mapping[str, str] | None,
     skip_labels: Iterable[str],
     source: str,
+    task: str = "<task>",
 ) -> tuple[list[TextExample], int]:
     """Apply the label mapping; returns examples and the number of skipped rows."""
     skip = set(skip_labels or [])
@@ -219,7 +234,7 @@ def map_labels(
             if raw not in label_map:
                 raise DataError(
                     source,
-                    f"label {raw!r} is not in data.<task>.label_map ({sorted(label_map)}) "
+                    f"label {raw!r} is not in data.{task}.label_map ({sorted(label_map)}) "
                     "nor in skip_labels",
                     line,
                 )
@@ -239,6 +254,7 @@ def read_labeled_text(
     skip_labels: Iterable[str] = (),
     encoding: str = "utf-8",
     label: str = "",
+    task: str = "<task>",
 ) -> tuple[list[TextExample], int]:
     """Text classification examples from CSV/TSV (configured columns) or JSONL (`text`/`label`)."""
     source = label or str(path)
@@ -251,7 +267,7 @@ def read_labeled_text(
             rows.append((number, str(record[text_column]), str(record[label_column])))
     elif fmt in {"csv", "tsv"}:
         frame = read_table(path, fmt, encoding, source)
-        require_columns(frame, [text_column, label_column], source)
+        require_columns(frame, [text_column, label_column], source, task)
         # +2: 1-based lines and the header row (exact for files without multi-line fields).
         rows = [
             (i + 2, t, lab)
@@ -259,7 +275,7 @@ def read_labeled_text(
         ]
     else:
         raise DataError(source, f"format {fmt!r} cannot hold labeled text (use csv, tsv, jsonl)")
-    return map_labels(rows, label_map, skip_labels, source)
+    return map_labels(rows, label_map, skip_labels, source, task)
 
 
 def read_unlabeled_text(

@@ -43,6 +43,15 @@ def pack_blocks(tokenizer: Any, texts: list[str], block_size: int) -> torch.Tens
     return out
 
 
+def masking_settings(pretrain_cfg: Any) -> dict[str, float]:
+    """The masking keys of `pretrain` (what `DataCollatorForLanguageModeling` takes)."""
+    return {
+        "mlm_probability": float(pretrain_cfg.mlm_probability),
+        "mask_replace_prob": float(pretrain_cfg.mask_replace_prob),
+        "random_replace_prob": float(pretrain_cfg.random_replace_prob),
+    }
+
+
 class BlockDataset(Dataset):
     def __init__(self, blocks: torch.Tensor) -> None:
         self.blocks = blocks

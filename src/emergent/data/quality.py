@@ -83,11 +83,12 @@ def _common(frame: pd.DataFrame, required: list[str], split: str, min_rows: int)
     return expectations
 
 
-def ner_checks(prepared: Path, cfg: DictConfig) -> list[Check]:
+def token_checks(task: Any, splits: Mapping[str, list[dict]], cfg: DictConfig) -> list[Check]:
+    """Tagged-token data: columns, lengths, IOB2 validity, the tag set and tag shares."""
     import great_expectations.expectations as gxe
 
-    splits = {s: load_task_split(prepared, "ner", s) for s in SPLITS}
-    train_texts = {" ".join(e["tokens"]) for e in splits["train"]}
+    name = task.name
+    train_texts = {task.text(e) for e in splits["train"]}
     types = cfg.get("entity_types")
     checks = []
     for split, rows in splits.items():
@@ -113,7 +114,7 @@ def ner_checks(prepared: Path, cfg: DictConfig) -> list[Check]:
             gxe.ExpectColumnValuesToBeInSet(column="lengths_match", value_set=[True]),
             gxe.ExpectColumnValuesToBeInSet(column="iob2_valid", value_set=[True]),
         ]
-        checks.append(Check("ner", f"ner_{split}", frame, expectations))
+        checks.append(Check(name, f"{name}_{split}", frame, expectations))
 
     tags = pd.DataFrame(
         {
@@ -125,8 +126,8 @@ def ner_checks(prepared: Path, cfg: DictConfig) -> list[Check]:
     if types is not None:
         allowed = ["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")]
         tag_expectations.append(gxe.ExpectColumnValuesToBeInSet(column="tag", value_set=allowed))
-    checks.append(Check("ner", "ner_tags", tags, tag_expectations))
-    share = _share_check("ner", tags["tag"], _shares(cfg))
+    checks.append(Check(name, f"{name}_tags", tags, tag_expectations))
+    share = _share_check(name, tags["tag"], _shares(cfg))
     return checks + ([share] if share else [])
 
 
@@ -135,10 +136,11 @@ def _shares(cfg: DictConfig) -> dict[str, Any] | None:
     return OmegaConf.to_container(shares) if shares is not None else None  # type: ignore[return-value]
 
 
-def sentiment_checks(prepared: Path, cfg: DictConfig) -> list[Check]:
+def text_checks(task: Any, splits: Mapping[str, list[dict]], cfg: DictConfig) -> list[Check]:
+    """Labelled-text data: columns, text lengths, the label set and label shares."""
     import great_expectations.expectations as gxe
 
-    splits = {s: load_task_split(prepared, "sentiment", s) for s in SPLITS}
+    name = task.name
     train_texts = {r.get("text") for r in splits["train"]}
     checks = []
     for split, rows in splits.items():
@@ -155,22 +157,16 @@ def sentiment_checks(prepared: Path, cfg: DictConfig) -> list[Check]:
             expectations.append(
                 gxe.ExpectColumnValuesToBeInSet(column="label", value_set=list(cfg.labels))
             )
-        checks.append(Check("sentiment", f"sentiment_{split}", frame, expectations))
+        checks.append(Check(name, f"{name}_{split}", frame, expectations))
     labels = pd.Series([r.get("label") for rows in splits.values() for r in rows])
-    share = _share_check("sentiment", labels, _shares(cfg))
+    share = _share_check(name, labels, _shares(cfg))
     return checks + ([share] if share else [])
 
 
-def corpus_checks(prepared: Path, cfg: DictConfig) -> list[Check]:
-    """The corpus must not contain any validation/test text of either task."""
+def corpus_checks(prepared: Path, cfg: DictConfig, held_out: set[str]) -> list[Check]:
+    """The corpus must not contain any validation/test text of any task."""
     import great_expectations.expectations as gxe
 
-    held_out = {
-        " ".join(r["tokens"]) if "tokens" in r else r["text"]
-        for task in ("ner", "sentiment")
-        for split in ("validation", "test")
-        for r in load_task_split(prepared, task, split)
-    }
     checks = []
     for split in ("train", "validation"):
         path = prepared / "corpus" / f"{split}.txt"
@@ -189,12 +185,15 @@ def corpus_checks(prepared: Path, cfg: DictConfig) -> list[Check]:
     return checks
 
 
-def build_checks(prepared: Path, data_cfg: DictConfig) -> list[Check]:
-    return (
-        ner_checks(prepared, data_cfg.ner)
-        + sentiment_checks(prepared, data_cfg.sentiment)
-        + corpus_checks(prepared, data_cfg.corpus)
-    )
+def build_checks(prepared: Path, data_cfg: DictConfig, tasks: list[Any]) -> list[Check]:
+    """Every task's checks (the task picks its kind's checks) and the corpus checks."""
+    checks: list[Check] = []
+    held_out: set[str] = set()
+    for task in tasks:
+        splits = {s: load_task_split(prepared, task.name, s) for s in SPLITS}
+        checks += task.quality_checks(splits, data_cfg[task.name])
+        held_out |= {task.text(e) for s in ("validation", "test") for e in splits[s]}
+    return checks + corpus_checks(prepared, data_cfg.corpus, held_out)
 
 
 def _jsonable(value: Any) -> Any:

@@ -12,17 +12,9 @@ import importlib.metadata
 from collections.abc import Iterator
 from pathlib import Path
 
+from emergent.errors import DataError
+
 PKG_SCHEME = "pkg://"
-
-
-class DataError(ValueError):
-    """Bad input data. The message always names the file and, where known, the line or column."""
-
-    def __init__(self, source: str | Path, message: str, line: int | None = None) -> None:
-        self.source = str(source)
-        self.line = line
-        where = f"{source}:{line}" if line is not None else str(source)
-        super().__init__(f"{where}: {message}")
 
 
 def resolve(source: str | Path, base_dir: Path | None = None) -> Path:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 
-def ner_errors(
+def token_errors(
     examples: Sequence[dict],
     pred_tags: Sequence[Sequence[str]],
     confidences: Sequence[Sequence[float]],

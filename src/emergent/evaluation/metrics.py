@@ -1,20 +1,19 @@
-"""Task metrics: entity-level NER scores (seqeval, strict IOB2) and classification scores.
-
-The same functions serve validation during fine-tuning, the evaluate stage and the export
-parity gate, so a number means the same thing everywhere.
-"""
+"""Metric glue over the field's libraries: seqeval for entities (strict IOB2), scikit-learn
+for classification. The same functions serve validation during fine-tuning, the evaluate
+stage and the export parity gate (through the task), so a number means the same thing
+everywhere."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 
-
-def ner_metrics(true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequence[str]]) -> dict:
-    """Micro precision/recall/F1 over entities (strict IOB2), per-type scores, token accuracy."""
-    from seqeval.metrics import classification_report
+def entity_metrics(
+    true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequence[str]]
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Micro precision/recall/F1 over entities (strict IOB2) and token accuracy; per type."""
+    from seqeval.metrics import accuracy_score, classification_report
     from seqeval.scheme import IOB2
 
     y_true = [list(t) for t in true_tags]
@@ -22,10 +21,6 @@ def ner_metrics(true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequence
     for index, (t, p) in enumerate(zip(y_true, y_pred, strict=True)):
         if len(t) != len(p):
             raise ValueError(f"sentence {index}: {len(t)} gold tags but {len(p)} predicted")
-    tokens = sum(len(t) for t in y_true)
-    correct = sum(
-        a == b for t, p in zip(y_true, y_pred, strict=True) for a, b in zip(t, p, strict=True)
-    )
     report = classification_report(
         y_true, y_pred, mode="strict", scheme=IOB2, output_dict=True, zero_division=0
     )
@@ -40,54 +35,44 @@ def ner_metrics(true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequence
         for name, scores in sorted(report.items())
         if not name.endswith(" avg")
     }
-    return {
+    metrics = {
         "precision": float(micro["precision"]),
         "recall": float(micro["recall"]),
         "f1": float(micro["f1-score"]),
-        "accuracy": correct / tokens if tokens else 0.0,
-        "per_type": per_type,
+        "accuracy": float(accuracy_score(y_true, y_pred)) if any(y_true) else 0.0,
     }
-
-
-def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], n: int) -> np.ndarray:
-    matrix = np.zeros((n, n), dtype=np.int64)
-    for t, p in zip(y_true, y_pred, strict=True):
-        matrix[t, p] += 1
-    return matrix
+    return metrics, per_type
 
 
 def classification_metrics(
-    y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str]
-) -> dict[str, Any]:
-    """Accuracy, macro precision/recall/F1, per-class scores and the confusion matrix."""
-    n = len(labels)
-    matrix = confusion_matrix(y_true, y_pred, n)
-    tp = np.diag(matrix).astype(float)
-    predicted = matrix.sum(0).astype(float)
-    actual = matrix.sum(1).astype(float)
-    precision = np.divide(tp, predicted, out=np.zeros(n), where=predicted > 0)
-    recall = np.divide(tp, actual, out=np.zeros(n), where=actual > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros(n), where=denom > 0)
-    total = int(matrix.sum())
-    return {
-        "accuracy": float(tp.sum() / total) if total else 0.0,
-        "precision_macro": float(precision.mean()),
-        "recall_macro": float(recall.mean()),
-        "f1_macro": float(f1.mean()),
-        "per_class": {
-            label: {
-                "precision": float(precision[i]),
-                "recall": float(recall[i]),
-                "f1": float(f1[i]),
-                "support": int(actual[i]),
-            }
-            for i, label in enumerate(labels)
-        },
-        "confusion_matrix": {"labels": list(labels), "matrix": matrix.tolist()},
+    y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]
+) -> tuple[dict[str, float], dict[str, dict[str, float]], dict[str, Any]]:
+    """Accuracy and macro precision/recall/F1; per-class scores; the confusion matrix."""
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        precision_recall_fscore_support,
+    )
+
+    labels = list(labels)
+    if not y_true:
+        zeros = {"accuracy": 0.0, "precision_macro": 0.0, "recall_macro": 0.0, "f1_macro": 0.0}
+        return zeros, {}, {"labels": labels, "matrix": [[0] * len(labels) for _ in labels]}
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    metrics = {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "precision_macro": float(p.mean()),
+        "recall_macro": float(r.mean()),
+        "f1_macro": float(f.mean()),
     }
-
-
-def headline(task: str, metrics: dict[str, Any]) -> float:
-    """The one number a task is judged by (early stopping, parity gate, promotion)."""
-    return float(metrics["f1"] if task == "ner" else metrics["f1_macro"])
+    per_class = {
+        label: {
+            "precision": float(p[i]),
+            "recall": float(r[i]),
+            "f1": float(f[i]),
+            "support": int(s[i]),
+        }
+        for i, label in enumerate(labels)
+    }
+    matrix = confusion_matrix(y_true, y_pred, labels=labels)
+    return metrics, per_class, {"labels": labels, "matrix": matrix.tolist()}

@@ -1,86 +1,80 @@
-"""Turning model outputs into task predictions and scores (shared by training, evaluate and
-export): word-level tags for NER (first sub-token of each word), a label for sentiment."""
+"""Predictions of any forward function (PyTorch, ONNX Runtime) over a task's examples.
+
+Rows are batched by length (sorted), so a batch pads to its own longest row instead of the
+longest of a shuffled mix; the task puts row outputs back together per example.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
-from emergent.evaluation.metrics import classification_metrics, headline, ner_metrics
+from emergent.tasks import Task
+from emergent.tasks.base import Example, Row, RowOutput, softmax
 
-
-def word_positions(batch: dict[str, Any], row: int) -> np.ndarray:
-    """Token positions that carry a word's prediction (first sub-token of each word)."""
-    if "first" in batch:
-        return np.flatnonzero(np.asarray(batch["first"][row]))
-    return np.flatnonzero(np.asarray(batch["labels"][row]) != -100)
+Forward = Callable[[dict[str, Any]], Any]
 
 
-def decode(
-    task: str, logits: torch.Tensor | np.ndarray, batch: dict[str, Any]
-) -> tuple[list[list[int]], list[list[int]], list[list[float]]]:
-    """Gold ids, predicted ids and probabilities, one list per example.
-
-    Probabilities: NER, the predicted tag's probability per word; sentiment, the full class
-    distribution (so error reports can show it).
-    """
-    scores = (
-        torch.as_tensor(np.asarray(logits, dtype=np.float32))
-        if not isinstance(logits, torch.Tensor)
-        else logits.detach().float()
-    )
-    probs = scores.softmax(-1).numpy()
-    labels = np.asarray(batch["labels"])
-    gold, pred, conf = [], [], []
-    for row in range(len(probs)):
-        if task == "ner":
-            pos = word_positions(batch, row)
-            p = probs[row, pos]
-            gold.append(labels[row, pos].tolist())
-        else:
-            p = probs[row][None, :]
-            gold.append([int(labels[row])])
-        pred.append(p.argmax(-1).tolist())
-        conf.append(p.max(-1).tolist() if task == "ner" else p[0].tolist())
-    return gold, pred, conf
+def length_sorted(rows: Sequence[Row], batch_size: int) -> list[list[int]]:
+    """Row indices in batches of similar length (stable: ties keep their order)."""
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def score(
-    task: str, labels: Sequence[str], gold: Sequence[Sequence[int]], pred: Sequence[Sequence[int]]
-) -> dict[str, Any]:
-    """Task metrics from id sequences, plus `headline` (entity F1 / macro F1)."""
-    if task == "ner":
-        metrics = ner_metrics(
-            [[labels[i] for i in g] for g in gold], [[labels[i] for i in p] for p in pred]
-        )
-    else:
-        metrics = classification_metrics([g[0] for g in gold], [p[0] for p in pred], labels)
-    metrics["headline"] = headline(task, metrics)
-    return metrics
+def batches(
+    task: Task, tokenizer: Any, rows: Sequence[Row], batch_size: int
+) -> Iterator[tuple[list[int], dict[str, Any]]]:
+    """(row indices, padded batch) in length order."""
+    collate = task.collator(tokenizer)
+    for chunk in length_sorted(rows, batch_size):
+        yield chunk, collate([rows[i] for i in chunk])
 
 
-def run_batches(
-    forward: Callable[[dict[str, Any]], Any], batches: Iterable[dict[str, Any]], task: str
-) -> tuple[list[list[int]], list[list[int]], list[list[float]]]:
-    """Apply a forward function (torch or ONNX) over batches and decode every example."""
-    gold: list[list[int]] = []
-    pred: list[list[int]] = []
-    conf: list[list[float]] = []
+def encode_for_scoring(
+    task: Task, tokenizer: Any, examples: Sequence[Example], labels: Sequence[str], max_length: int
+) -> list[Row]:
+    """Rows of labelled examples for a trained model's label set (gold labels the model
+    never saw still encode; they are scored against the original labels)."""
+    return task.encode(tokenizer, examples, labels, max_length, unknown_labels="ignore")
+
+
+def run_rows(
+    task: Task, forward: Forward, tokenizer: Any, rows: Sequence[Row], batch_size: int = 64
+) -> dict[int, RowOutput]:
+    import torch
+
+    outputs: dict[int, RowOutput] = {}
     with torch.inference_mode():
-        for batch in batches:
-            g, p, c = decode(task, forward(batch), batch)
-            gold += g
-            pred += p
-            conf += c
-    return gold, pred, conf
+        for chunk, batch in batches(task, tokenizer, rows, batch_size):
+            logits = forward(batch)
+            logits = logits.float().numpy() if isinstance(logits, torch.Tensor) else logits
+            probs = softmax(np.asarray(logits, dtype=np.float64))
+            for j, i in enumerate(chunk):
+                outputs[i] = task.row_output(probs[j], rows[i])
+    return outputs
 
 
-def align_to_words(
-    gold_words: Sequence[Sequence[int]], pred: Sequence[Sequence[int]], outside: int = 0
-) -> list[list[int]]:
-    """Predictions for every word of the original sentences: words cut off by truncation are
-    predicted `O` (so truncation costs recall instead of silently shrinking the test set)."""
-    return [list(p) + [outside] * (len(g) - len(p)) for g, p in zip(gold_words, pred, strict=True)]
+def predict(
+    task: Task,
+    forward: Forward,
+    tokenizer: Any,
+    examples: Sequence[Example],
+    labels: Sequence[str],
+    max_length: int,
+    batch_size: int = 64,
+) -> tuple[list[list[int]], list[Any]]:
+    """Per example: predicted label ids (one per word, or one per text) and confidences."""
+    rows = encode_for_scoring(task, tokenizer, examples, labels, max_length)
+    outputs = run_rows(task, forward, tokenizer, rows, batch_size)
+    return task.assemble(examples, labels, outputs, rows)
+
+
+def torch_forward(model: Any) -> Forward:
+    """(padded batch) -> logits, for a transformers model."""
+
+    def forward(batch: dict[str, Any]) -> Any:
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+    return forward

@@ -1,13 +1,11 @@
-"""ONNX export with dynamic batch and sequence axes, and ONNX Runtime forward functions."""
+"""ONNX export with dynamic batch and sequence axes (sessions: `emergent.serving.runtime`)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 log = logging.getLogger(__name__)
@@ -47,21 +45,3 @@ def export_onnx(model: Any, path: Path, opset: int = 18, seq_length: int = 16) -
             verbose=False,
         )
     return path
-
-
-def session(path: Path, threads: int | None = None) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def ort_forward(sess: Any) -> Callable[[dict[str, Any]], np.ndarray]:
-    def forward(batch: dict[str, Any]) -> np.ndarray:
-        feeds = {name: np.asarray(batch[name], dtype=np.int64) for name in INPUTS}
-        return sess.run(["logits"], feeds)[0]
-
-    return forward

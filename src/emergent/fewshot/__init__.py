@@ -8,6 +8,8 @@ k x seed x method grid) and report (metrics file, plots, summary).
 
 from __future__ import annotations
 
+from emergent.errors import UserError
 
-class FewShotConfigError(ValueError):
+
+class FewShotConfigError(UserError, ValueError):
     """Bad few-shot configuration: one line naming the config key."""

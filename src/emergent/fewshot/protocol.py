@@ -65,6 +65,7 @@ class Lab:
     demos_per_class: int
     content_free: Sequence[str]
     train: Mapping[str, Any]
+    classifier_class: Any  # the task's AutoModelFor... class (head fine-tuning)
     batch_size: int = 32
     _gold: torch.Tensor = field(init=False)
 
@@ -152,7 +153,7 @@ class Lab:
         return {**metrics, **best}
 
     def head(self, shots: list[dict], dev: list[dict], seed: int) -> dict:
-        model, new = load_classifier(self.path, self.data.labels)
+        model, new = load_classifier(self.path, self.data.labels, self.classifier_class)
 
         def rows(examples: Sequence[dict]) -> list[dict]:
             texts = [e["text"] for e in examples]

@@ -105,12 +105,11 @@ def load_masked_lm(path: Path) -> Any:
     return AutoModelForMaskedLM.from_pretrained(str(path)).train()
 
 
-def load_classifier(path: Path, labels: Sequence[str]) -> tuple[Any, set[str]]:
-    """A sequence-classification model on the backbone at `path` and the names of its new
-    parameters (classifier, and pooler when the checkpoint had none)."""
-    from transformers import AutoModelForSequenceClassification
-
-    model, info = AutoModelForSequenceClassification.from_pretrained(
+def load_classifier(path: Path, labels: Sequence[str], model_class: Any) -> tuple[Any, set[str]]:
+    """The task's classification model (`model_class`, an `AutoModelFor...`) on the backbone
+    at `path` and the names of its new parameters (classifier, pooler if the checkpoint had
+    none)."""
+    model, info = model_class.from_pretrained(
         str(path),
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),

@@ -1,35 +1,34 @@
-"""Fine-tuning LightningModule shared by token classification (NER) and sequence
-classification (sentiment): the losses, decoding and metrics differ only through `task`."""
+"""Fine-tuning LightningModule for any task: the task supplies the model class, decoding and
+metrics, so this module holds only the training loop's parts (loss, gathering, optimizer)."""
 
 from __future__ import annotations
 
-import copy
+import json
+from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback
 
-from emergent.evaluation.predict import decode, score
-from emergent.models.optim import linear_warmup_decay, param_groups
+from emergent.errors import ConfigError, StageError
+from emergent.models.optim import param_groups
+from emergent.tasks import Task
+from emergent.tasks.base import RowOutput, softmax
 
 HEAD_PREFIXES = ("classifier", "score", "base_model.model.classifier")
 
 
 def load_task_model(
-    task: str, path: str, labels: list[str], overrides: dict[str, Any], init: str = "pretrained"
+    task: Task, path: str, labels: list[str], overrides: dict[str, Any], init: str = "pretrained"
 ) -> Any:
-    """Token/sequence classification model from `path`, or the same architecture randomly
-    initialised (`init=random`, to measure what pretraining buys). Returned in train mode."""
-    from transformers import (
-        AutoConfig,
-        AutoModelForSequenceClassification,
-        AutoModelForTokenClassification,
-    )
+    """The task's model from `path`, or the same architecture randomly initialised
+    (`init=random`, to measure what pretraining buys). Returned in train mode."""
+    from transformers import AutoConfig
 
-    cls = AutoModelForTokenClassification if task == "ner" else AutoModelForSequenceClassification
+    cls = task.model_class()
     settings = {
         "num_labels": len(labels),
         "id2label": dict(enumerate(labels)),
@@ -41,15 +40,15 @@ def load_task_model(
     elif init == "pretrained":
         model = cls.from_pretrained(path, **settings)
     else:
-        raise ValueError(f"finetune.init must be 'pretrained' or 'random', got {init!r}")
+        raise ConfigError("finetune.init", f"must be 'pretrained' or 'random', got {init!r}")
     return model.train()
 
 
-def apply_lora(task: str, model: Any, lora_cfg: dict[str, Any]) -> Any:
+def apply_lora(task: Task, model: Any, lora_cfg: dict[str, Any]) -> Any:
     from peft import LoraConfig, TaskType, get_peft_model
 
     config = LoraConfig(
-        task_type=TaskType.TOKEN_CLS if task == "ner" else TaskType.SEQ_CLS,
+        task_type=getattr(TaskType, task.lora_task_type),
         r=int(lora_cfg["r"]),
         lora_alpha=int(lora_cfg["alpha"]),
         lora_dropout=float(lora_cfg["dropout"]),
@@ -63,13 +62,36 @@ def mergeable(model: Any) -> Any:
     return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
 
 
+def gather_outputs(outputs: dict[int, RowOutput]) -> dict[int, RowOutput]:
+    """Every process's row outputs, merged by row id (the distributed sampler repeats a few
+    rows to even out the shards: the same row id then carries the same prediction)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return outputs
+    shards: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(shards, outputs)
+    merged: dict[int, RowOutput] = {}
+    for shard in shards:
+        merged.update(shard)
+    return merged
+
+
 class TaskModule(L.LightningModule):
+    """Loss, validation metrics gathered across processes, optimizer and schedule.
+
+    Validation metrics are the task's own (`task.evaluate`) over the whole validation set:
+    predictions of every process are gathered before scoring, so early stopping and best-weight
+    selection see all the data under DDP. Logged as `val_<metric>` (the headline among them).
+    """
+
     def __init__(
         self,
         model: Any,
-        task: str,
+        task: Task,
         labels: list[str],
         optimizer: dict[str, Any],
+        scheduler: dict[str, Any],
         lr: float,
         weight_decay: float,
         warmup_ratio: float,
@@ -82,11 +104,15 @@ class TaskModule(L.LightningModule):
         self.task = task
         self.labels = labels
         self.optimizer_cfg = optimizer
-        self.save_hyperparameters(ignore=["model", "class_weights", "optimizer"])
+        self.scheduler_cfg = scheduler
+        self.save_hyperparameters(
+            ignore=["model", "task", "class_weights", "optimizer", "scheduler"]
+        )
         self.register_buffer("class_weights", class_weights, persistent=False)
-        self._gold: list[list[int]] = []
-        self._pred: list[list[int]] = []
-        self._val_loss: list[float] = []
+        self._outputs: dict[int, RowOutput] = {}
+        self.last_scored_rows: list[int] = []  # rows scored in the last validation (all ranks)
+        self.real_tokens = 0
+        self.padded_tokens = 0
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model(
@@ -102,39 +128,49 @@ class TaskModule(L.LightningModule):
         )
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        mask = batch["attention_mask"]
+        self.real_tokens += int(mask.sum())
+        self.padded_tokens += int(mask.numel())
         loss = self.loss(self(batch), batch["labels"])
         self.log(
-            "train_loss",
-            loss,
-            prog_bar=True,
-            on_step=True,
-            on_epoch=False,
-            batch_size=len(batch["labels"]),
+            "train_loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(mask)
         )
         return loss
 
+    @property
+    def padding_share(self) -> float:
+        """Share of processed token positions that were padding (this process)."""
+        return 1.0 - self.real_tokens / self.padded_tokens if self.padded_tokens else 0.0
+
     def on_validation_epoch_start(self) -> None:
-        self._gold, self._pred, self._val_loss = [], [], []
+        self._outputs = {}
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         logits = self(batch)
-        self._val_loss.append(float(self.loss(logits, batch["labels"])))
-        gold, pred, _ = decode(self.task, logits, batch)
-        self._gold += gold
-        self._pred += pred
+        self.log(
+            "val_loss",
+            self.loss(logits, batch["labels"]),
+            batch_size=len(batch["labels"]),
+            sync_dist=True,
+        )
+        probs = softmax(logits.detach().float().cpu().numpy().astype(np.float64))
+        rows = self.trainer.datamodule.encoded["validation"]
+        for j, r in enumerate(batch["row"].tolist()):
+            self._outputs[r] = self.task.row_output(probs[j], rows[r])
 
     def on_validation_epoch_end(self) -> None:
-        if not self._gold:
+        outputs = gather_outputs(self._outputs)
+        data = self.trainer.datamodule
+        rows, examples = data.encoded["validation"], data.raw["validation"]
+        if len(outputs) < len(rows):  # a partial validation (limit_val_batches) is not scored
             return
-        metrics = score(self.task, self.labels, self._gold, self._pred)
-        self.log_dict(
-            {
-                "val_loss": sum(self._val_loss) / len(self._val_loss),
-                "val_f1": metrics["headline"],
-                "val_accuracy": metrics["accuracy"],
-            },
-            prog_bar=True,
-        )
+        self.last_scored_rows = sorted(outputs)
+        pred, conf = self.task.assemble(examples, self.labels, outputs, rows)
+        metrics = self.task.evaluate(examples, self.labels, pred, conf).metrics
+        # Every process holds the same gathered metrics, so no further reduction is needed.
+        headline = self.task.headline.metric
+        self.log_dict({f"val_{k}": float(v) for k, v in metrics.items() if k != headline})
+        self.log(f"val_{headline}", float(metrics[headline]), prog_bar=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
@@ -154,48 +190,25 @@ class TaskModule(L.LightningModule):
             weight_decay=hp.weight_decay,
             _convert_="all",
         )
-        scheduler = linear_warmup_decay(optimizer, hp.total_steps, hp.warmup_ratio)
+        scheduler = instantiate(
+            self.scheduler_cfg,
+            optimizer=optimizer,
+            num_warmup_steps=int(hp.warmup_ratio * hp.total_steps),
+            num_training_steps=hp.total_steps,
+        )
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
 
 
-class BestWeights(Callback):
-    """Keeps the weights of the best validation score in memory and restores them at the end."""
-
-    def __init__(self, monitor: str = "val_f1") -> None:
-        self.monitor = monitor
-        self.best: float | None = None
-        self.best_step = 0
-        self.state: dict[str, torch.Tensor] | None = None
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        value = trainer.callback_metrics.get(self.monitor)
-        if value is None or trainer.sanity_checking:
-            return
-        if self.best is None or float(value) > self.best:
-            self.best = float(value)
-            self.best_step = trainer.global_step
-            self.state = copy.deepcopy(pl_module.model.state_dict())
-
-    def restore(self, pl_module: L.LightningModule) -> None:
-        if self.state is not None:
-            pl_module.model.load_state_dict(self.state)
-
-
-def load_finetuned(task: str, model_dir: Any) -> tuple[Any, Any, list[str]]:
+def load_finetuned(task: Task, model_dir: Path | str) -> tuple[Any, Any, list[str]]:
     """A fine-tuned task model (eval mode), its tokenizer and its labels from `models/{task}/`."""
-    import json
-    from pathlib import Path
-
-    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
-
     from emergent.models.backbone import load_tokenizer
 
     model_dir = Path(model_dir)
     if not (model_dir / "labels.json").is_file():
-        raise FileNotFoundError(f"{model_dir} has no fine-tuned model: run finetune@{task} first")
-    cls = AutoModelForTokenClassification if task == "ner" else AutoModelForSequenceClassification
+        raise StageError(f"{model_dir} has no fine-tuned model: run finetune@{task.name} first")
     labels = json.loads((model_dir / "labels.json").read_text(encoding="utf-8"))
-    return cls.from_pretrained(str(model_dir)).eval(), load_tokenizer(model_dir), labels
+    model = task.model_class().from_pretrained(str(model_dir)).eval()
+    return model, load_tokenizer(model_dir), labels

@@ -1,8 +1,11 @@
-"""Prediction from an exported package (`models/{task}/export/`): int8 ONNX + tokenizer + labels.
+"""Prediction from an exported package (`models/export/<task>/`): int8 ONNX, the tokenizer,
+the labels and the task's definition. Loaded once per process; no torch, no transformers:
+the tokenizer is the `tokenizers` library's own (tokenizer.json).
 
-Loaded once per process. NER returns entities with type, character offsets into the original
-text and a score (sub-tokens merged into words, words into B-/I- spans); sentiment returns the
-label and class probabilities.
+The task turns probabilities into answers: NER gives entities with type, character offsets
+into the original text and a score; sequence tasks give the label and class probabilities.
+Long texts of windowed tasks (NER) are split into overlapping windows so every word is
+predicted; other tasks truncate, with a warning.
 """
 
 from __future__ import annotations
@@ -14,113 +17,102 @@ from typing import Any
 
 import numpy as np
 
-from emergent.export.onnx import session
+from emergent.errors import PredictionError, StageError
+from emergent.serving.runtime import session
+from emergent.tasks import Task, Window, task_from_spec
+from emergent.tasks.base import softmax
+from emergent.tasks.windows import clamp_stride
 
 log = logging.getLogger(__name__)
 
-
-class PredictionError(ValueError):
-    """Input the model cannot take (empty text, ...): a message for the user, not a crash."""
+MODEL_FILE = "model.int8.onnx"
 
 
-def softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
-
-
-def spans(labels: list[str], words: list[tuple[int, int, str, float]], text: str) -> list[dict]:
-    """Word tags -> entity spans. An I- tag that does not continue its type starts a new span."""
-    entities: list[dict] = []
-    current: dict | None = None
-    for start, end, tag, prob in words:
-        kind = tag[2:] if tag != "O" else None
-        if kind is None:
-            current = None
-            continue
-        if tag.startswith("B-") or current is None or current["type"] != kind:
-            current = {"type": kind, "start": start, "end": end, "probs": [prob]}
-            entities.append(current)
-        else:
-            current["end"] = end
-            current["probs"].append(prob)
-    return [
-        {
-            "type": e["type"],
-            "start": e["start"],
-            "end": e["end"],
-            "text": text[e["start"] : e["end"]],
-            "score": round(float(np.mean(e["probs"])), 4),
-        }
-        for e in entities
-    ]
+def load_package(export_dir: Path) -> tuple[dict[str, Any], list[str], Task]:
+    """export.json, labels.json and the task of an export package, or a clear error."""
+    export_dir = Path(export_dir)
+    meta_path = export_dir / "export.json"
+    if not meta_path.is_file():
+        raise StageError(f"{export_dir} is not an export package: run export@<task> first")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        labels = json.loads((export_dir / "labels.json").read_text(encoding="utf-8"))
+        task = task_from_spec(meta["task_spec"])
+    except (OSError, ValueError, KeyError) as err:
+        raise StageError(f"{export_dir}: unreadable export package ({err})") from err
+    return meta, labels, task
 
 
 class Predictor:
+    """Predictions of one exported task model."""
+
     def __init__(self, export_dir: Path, task: str | None = None, threads: int | None = None):
-        from emergent.models.backbone import load_tokenizer
+        from tokenizers import Tokenizer
 
-        export_dir = Path(export_dir)
-        meta_path = export_dir / "export.json"
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"{export_dir} is not an export package: run export@<task>")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        self.task = task or meta["task"]
+        self.export_dir = Path(export_dir)
+        meta, self.labels, self.task = load_package(self.export_dir)
+        if task is not None and task != self.task.name:
+            raise StageError(
+                f"{self.export_dir} holds a {self.task.name!r} model, not {task!r}: "
+                f"pass task={self.task.name} or point predict.export_dir at a {task} package"
+            )
+        self.meta = meta
         self.max_length = int(meta["max_length"])
-        self.labels: list[str] = json.loads((export_dir / "labels.json").read_text())
-        self.tokenizer = load_tokenizer(export_dir)
-        self.session = session(export_dir / "model.int8.onnx", threads)
+        for required in (MODEL_FILE, "tokenizer.json"):
+            if not (self.export_dir / required).is_file():
+                raise StageError(f"{self.export_dir} has no {required}: re-run export")
+        self.tokenizer = Tokenizer.from_file(str(self.export_dir / "tokenizer.json"))
+        self.tokenizer.no_padding()
+        stride = clamp_stride(getattr(self.task, "stride", 0), self.max_length)
+        self.tokenizer.enable_truncation(
+            self.max_length, stride=stride if self.task.windowed else 0
+        )
+        self.pad_id = int(meta.get("pad_token_id", 0))
+        self.session = session(self.export_dir / MODEL_FILE, threads)
 
-    def predict(self, texts: list[str]) -> list[dict[str, Any]]:
+    def encode(self, texts: list[str]) -> list[list[Any]]:
+        """Per text, its windows (`tokenizers` Encodings): one, or several for long texts of
+        windowed tasks."""
         for index, text in enumerate(texts):
             if not isinstance(text, str) or not text.strip():
                 raise PredictionError(f"input {index}: empty text; nothing to predict")
-        lengths = self.tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]
-        for index, ids in enumerate(lengths):
-            if len(ids) > self.max_length:
+        encodings = self.tokenizer.encode_batch(texts)
+        windows = []
+        for index, enc in enumerate(encodings):
+            if enc.overflowing and not self.task.windowed:
                 log.warning(
-                    "input %d has %d tokens; truncated to max_length=%d (the rest is not analysed)",
+                    "input %d is longer than max_length=%d tokens; truncated (the rest is not "
+                    "analysed)",
                     index,
-                    len(ids),
                     self.max_length,
                 )
-        enc = self.tokenizer(
-            texts,
-            truncation=True,
-            max_length=self.max_length,
-            padding=True,
-            return_offsets_mapping=self.task == "ner",
-            return_tensors="np",
-        )
-        logits = self.session.run(
-            ["logits"],
-            {
-                "input_ids": enc["input_ids"].astype(np.int64),
-                "attention_mask": enc["attention_mask"].astype(np.int64),
-            },
-        )[0]
+            windows.append([enc, *enc.overflowing] if self.task.windowed else [enc])
+        return windows
+
+    def probabilities(self, encodings: list[Any]) -> list[np.ndarray]:
+        """One ONNX Runtime call over all windows, padded to the longest of them."""
+        width = max(len(e.ids) for e in encodings)
+        ids = np.full((len(encodings), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(encodings), width), dtype=np.int64)
+        for i, e in enumerate(encodings):
+            ids[i, : len(e.ids)] = e.ids
+            mask[i, : len(e.ids)] = 1
+        logits = self.session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]
         probs = softmax(logits.astype(np.float64))
-        if self.task != "ner":
-            return [
-                {
-                    "label": self.labels[int(p.argmax())],
-                    "probabilities": {
-                        lab: round(float(x), 4) for lab, x in zip(self.labels, p, strict=True)
-                    },
-                }
-                for p in probs
-            ]
-        results = []
-        for row, text in enumerate(texts):
-            words: dict[int, list] = {}
-            for pos, word in enumerate(enc.word_ids(row)):
-                if word is None:
-                    continue
-                start, end = (int(x) for x in enc["offset_mapping"][row][pos])
-                if word not in words:
-                    tag = int(probs[row, pos].argmax())
-                    words[word] = [start, end, self.labels[tag], float(probs[row, pos, tag])]
-                else:
-                    words[word][1] = end
-            ordered = [tuple(words[w]) for w in sorted(words)]
-            results.append({"text": text, "entities": spans(self.labels, ordered, text)})
+        return [
+            probs[i, : len(e.ids)] if probs.ndim == 3 else probs[i] for i, e in enumerate(encodings)
+        ]
+
+    def predict(self, texts: list[str]) -> list[dict[str, Any]]:
+        """One answer per text (the task's shape), with the text echoed."""
+        if not texts:
+            return []
+        per_text = self.encode(texts)
+        flat = [e for windows in per_text for e in windows]
+        probs = self.probabilities(flat)
+        results, k = [], 0
+        for text, windows in zip(texts, per_text, strict=True):
+            ws = [Window(probs[k + j], e.word_ids, e.offsets) for j, e in enumerate(windows)]
+            k += len(windows)
+            results.append({"text": text, **self.task.respond(text, ws, self.labels)})
         return results

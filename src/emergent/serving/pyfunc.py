@@ -14,9 +14,7 @@ class OnnxTaskModel(mlflow.pyfunc.PythonModel):
 
         from emergent.serving.predictor import Predictor
 
-        self.predictor = Predictor(
-            Path(context.artifacts["export_dir"]), task=context.model_config.get("task")
-        )
+        self.predictor = Predictor(Path(context.artifacts["export_dir"]))
 
     # No type hints here on purpose: MLflow would try to infer a schema from them.
     def predict(self, context, model_input, params=None):

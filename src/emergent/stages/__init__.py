@@ -12,6 +12,10 @@ import importlib
 from omegaconf import DictConfig
 
 from emergent.config import Paths
+from emergent.errors import StageError
+from emergent.tasks import get_task
+
+__all__ = ["STAGES", "TASK_STAGES", "StageError", "run_stage"]
 
 STAGES: dict[str, str] = {
     "ingest": "emergent.stages.ingest",
@@ -25,28 +29,31 @@ STAGES: dict[str, str] = {
     # commands (not DVC stages)
     "promote": "emergent.stages.promote",
     "predict": "emergent.stages.predict",
+    "serve": "emergent.stages.serve",
+    "keys": "emergent.stages.keys",
+    "monitor": "emergent.stages.monitor",
 }
 
 # Stages that run once per task (DVC `foreach`).
 TASK_STAGES: set[str] = {"finetune", "evaluate", "export", "promote", "predict"}
 
-
-class StageError(RuntimeError):
-    """A stage failed for a reason the user should read (no traceback needed)."""
+# Commands taking their own arguments (`keys add --scope predict`, `monitor export`): words and
+# flags that are not `key=value` overrides reach them as `argv`.
+ARGV_STAGES: set[str] = {"keys", "monitor"}
 
 
 def run_stage(
     name: str, cfg: DictConfig, paths: Paths, task: str | None = None, **kwargs: object
 ) -> None:
+    """Run a stage; per-task stages get the `Task` object named by `task` (or `cfg.task`)."""
     if name not in STAGES:
         raise StageError(f"unknown stage {name!r}; choose one of {', '.join(STAGES)}")
     module = importlib.import_module(STAGES[name])
     if name in TASK_STAGES:
         task = task or cfg.get("task")
-        if task not in cfg.tasks:
-            raise StageError(f"unknown task {task!r}; choose one of {list(cfg.tasks)}")
+        task_obj = get_task(cfg, str(task))
         cfg = cfg.copy()
-        cfg.task = task  # so the logged config says which task ran
-        module.run(cfg, paths, task=task, **kwargs)
+        cfg.task = task_obj.name  # so the logged config says which task ran
+        module.run(cfg, paths, task=task_obj, **kwargs)
     else:
-        module.run(cfg, paths)
+        module.run(cfg, paths, **kwargs)

@@ -1,5 +1,7 @@
 """Stage `evaluate@{task}`: test-split metrics, plots, error report, logged to MLflow.
 
+Headline figures go to `metrics/<task>.json` (what `dvc metrics show` prints); per-class
+scores, the confusion matrix and the worst errors go to `reports/<task>/`.
 Outside DVC, `python -m emergent evaluate task=ner data.ner.test=<file>` evaluates the trained
 model on any CoNLL/JSONL/CSV file without retraining.
 """
@@ -11,68 +13,91 @@ import logging
 
 from omegaconf import DictConfig
 
-from emergent.config import Paths, task_max_length
+from emergent.config import Paths
 from emergent.data.prepare import load_task_split, read_task_file
 from emergent.evaluation import plots
-from emergent.evaluation.report import predict, task_metrics, torch_forward
+from emergent.evaluation.predict import predict, torch_forward
 from emergent.io import atomic_dir, sha256_file, write_json, write_jsonl
 from emergent.models.classifier import load_finetuned
+from emergent.tasks import Evaluation, Task
 from emergent.tracking import stage_run
 
 log = logging.getLogger(__name__)
 
+TRAINING_FIGURES = ("train_seconds", "padding_share", "real_tokens_per_second")
 
-def test_examples(cfg: DictConfig, paths: Paths, task: str) -> tuple[list[dict], str]:
+
+def test_examples(cfg: DictConfig, paths: Paths, task: Task) -> tuple[list[dict], str]:
     """The prepared test split; in a CLI run with `data.<task>.test` set, that file instead."""
-    source = cfg.data[task].get("test")
+    source = cfg.data[task.name].get("test")
     if not paths.is_dvc and source:
-        examples, _ = read_task_file(task, str(source), cfg.data[task], paths.input_dir)
+        examples, _ = read_task_file(task, str(source), cfg.data[task.name], paths.input_dir)
         return examples, str(source)
-    return load_task_split(paths.inp(cfg.data.prepared_dir), task, "test"), "prepared test split"
+    prepared = paths.inp(cfg.data.prepared_dir)
+    return load_task_split(prepared, task.name, "test"), "prepared test split"
 
 
-def run(cfg: DictConfig, paths: Paths, task: str) -> None:
-    model_dir = paths.inp("models", task)
+def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
+    model_dir = paths.inp("models", task.name)
     model, tokenizer, labels = load_finetuned(task, model_dir)
     examples, source = test_examples(cfg, paths, task)
-    max_length = task_max_length(cfg, task)
     training = json.loads((model_dir / "training.json").read_text(encoding="utf-8"))
+    max_length = int(training["max_length"])
     manifest = paths.inp(cfg.data.prepared_dir, "manifest.json")
     with stage_run(
         cfg,
         "evaluate",
-        task,
+        task.name,
         data_sha256=sha256_file(manifest) if manifest.is_file() else "",
         extra_tags={
-            "task": task,
+            "task": task.name,
             "finetune_run_id": training.get("mlflow_run_id"),
             "test_source": source,
         },
     ) as tracker:
-        _, pred, conf = predict(task, torch_forward(model), tokenizer, examples, labels, max_length)
-        metrics, report, confusion = task_metrics(task, examples, labels, pred, conf)
-        metrics["n_examples"] = len(examples)
-        write_json(paths.out("metrics", f"{task}.json"), metrics)
-        write_task_plots(paths, task, metrics, confusion, training)
-        with atomic_dir(paths.out("reports", task)) as tmp:
-            write_jsonl(tmp / "errors.jsonl", report)
+        pred, conf = predict(task, torch_forward(model), tokenizer, examples, labels, max_length)
+        result = task.evaluate(examples, labels, pred, conf)
+        metrics = {
+            **result.metrics,
+            "n_examples": len(examples),
+            # how the model was trained, so `dvc metrics show` compares cost beside quality
+            **{k: training[k] for k in TRAINING_FIGURES if training.get(k) is not None},
+        }
+        write_json(paths.out("metrics", f"{task.name}.json"), metrics)
+        write_task_plots(paths, task, result, training)
+        with atomic_dir(paths.out("reports", task.name)) as tmp:
+            write_jsonl(tmp / "errors.jsonl", result.errors)
+            write_json(
+                tmp / "details.json",
+                {"metrics": metrics, "per_class": result.per_class, "confusion": result.confusion},
+            )
         tracker.log_metrics({f"test_{k}": v for k, v in metrics.items()})
-        tracker.log_artifact(paths.out("plots", task), "plots")
-        tracker.log_artifact(paths.out("reports", task, "errors.jsonl"), "reports")
-        headline = metrics["f1"] if task == "ner" else metrics["f1_macro"]
+        tracker.log_metrics(
+            {
+                f"test_{name}_{key}": value
+                for name, scores in result.per_class.items()
+                for key, value in scores.items()
+                if key == "f1"
+            }
+        )
+        tracker.log_artifact(paths.out("plots", task.name), "plots")
+        tracker.log_artifact(paths.out("reports", task.name), "reports")
         log.info(
-            "evaluate %s on %s (%d examples): headline %.4f", task, source, len(examples), headline
+            "evaluate %s on %s (%d examples): %s %.4f",
+            task.name,
+            source,
+            len(examples),
+            task.headline.label,
+            task.headline.value(metrics),
         )
 
 
-def write_task_plots(
-    paths: Paths, task: str, metrics: dict, confusion: dict, training: dict
-) -> None:
+def write_task_plots(paths: Paths, task: Task, result: Evaluation, training: dict) -> None:
     """DVC plot data (confusion rows, per-class scores, training curves) and PNG figures."""
-    labels, matrix = confusion["labels"], confusion["matrix"]
-    per_class = metrics["per_type"] if task == "ner" else metrics["per_class"]
+    labels, matrix = result.confusion["labels"], result.confusion["matrix"]
     history = training.get("history", {})
-    with atomic_dir(paths.out("plots", task)) as tmp:
+    headline = f"val_{task.headline.metric}"
+    with atomic_dir(paths.out("plots", task.name)) as tmp:
         pairs = [
             {"actual": labels[i], "predicted": labels[j]}
             for i, row in enumerate(matrix)
@@ -82,29 +107,35 @@ def write_task_plots(
         plots.write_csv(tmp / "confusion.csv", pairs, ["actual", "predicted"])
         plots.write_csv(
             tmp / "per_class.csv",
-            [{"class": k, **v} for k, v in per_class.items()],
+            [{"class": k, **v} for k, v in result.per_class.items()],
             ["class", "precision", "recall", "f1", "support"],
         )
         plots.write_csv(tmp / "train.csv", history.get("train", []), ["step", "train_loss"])
-        plots.write_csv(
-            tmp / "validation.csv",
-            history.get("validation", []),
-            ["step", "val_loss", "val_f1", "val_accuracy"],
-        )
-        plots.plot_confusion(tmp / "confusion.png", labels, matrix, f"{task}: test confusion")
+        validation = [
+            {"step": r["step"], "val_loss": r.get("val_loss"), "val_headline": r.get(headline)}
+            for r in history.get("validation", [])
+        ]
+        plots.write_csv(tmp / "validation.csv", validation, ["step", "val_loss", "val_headline"])
+        plots.plot_confusion(tmp / "confusion.png", labels, matrix, f"{task.name}: test confusion")
         plots.plot_bars(
             tmp / "per_class.png",
-            per_class,
+            result.per_class,
             ["precision", "recall", "f1"],
-            f"{task}: per-class test scores",
+            f"{task.name}: per-class test scores",
         )
-        train, val = history.get("train", []), history.get("validation", [])
+        train = history.get("train", [])
         plots.plot_curves(
             tmp / "training.png",
             {
                 "train loss": ([r["step"] for r in train], [r["train_loss"] for r in train]),
-                "validation loss": ([r["step"] for r in val], [r["val_loss"] for r in val]),
-                "validation F1": ([r["step"] for r in val], [r["val_f1"] for r in val]),
+                "validation loss": (
+                    [r["step"] for r in validation],
+                    [r["val_loss"] for r in validation],
+                ),
+                f"validation {task.headline.label}": (
+                    [r["step"] for r in validation],
+                    [r["val_headline"] for r in validation],
+                ),
             },
-            title=f"{task}: fine-tuning",
+            title=f"{task.name}: fine-tuning",
         )

@@ -14,16 +14,18 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from emergent.config import Paths, task_max_length
+from emergent.config import Paths
 from emergent.data.prepare import load_task_split
-from emergent.evaluation.report import labelled_batches, predict, task_metrics, torch_forward
+from emergent.errors import StageError
+from emergent.evaluation.predict import batches, encode_for_scoring, predict, torch_forward
 from emergent.export import bench
 from emergent.export.card import model_card
-from emergent.export.onnx import export_onnx, ort_forward, session
+from emergent.export.onnx import export_onnx
 from emergent.export.quantize import quantize
 from emergent.io import atomic_dir, atomic_write_text, sha256_file, write_json
 from emergent.models.classifier import load_finetuned
-from emergent.stages import StageError
+from emergent.serving.runtime import ort_forward, session
+from emergent.tasks import Task, task_spec
 from emergent.tracking import stage_run
 
 log = logging.getLogger(__name__)
@@ -31,13 +33,8 @@ log = logging.getLogger(__name__)
 PARITY_EXAMPLES = 256
 
 
-def gate_metric(task: str, metrics: dict) -> float:
-    """Entity F1 (NER) or accuracy (sentiment), in points."""
-    return 100.0 * float(metrics["f1"] if task == "ner" else metrics["accuracy"])
-
-
 def max_logit_diff(
-    task: str,
+    task: Task,
     model: torch.nn.Module,
     sess: object,
     tokenizer: object,
@@ -45,15 +42,16 @@ def max_logit_diff(
     labels: list[str],
     max_length: int,
 ) -> float:
-    batches = labelled_batches(task, tokenizer, examples[:PARITY_EXAMPLES], labels, max_length, 32)
+    rows = encode_for_scoring(task, tokenizer, examples[:PARITY_EXAMPLES], labels, max_length)
     worst = 0.0
-    for batch in batches:
+    for _, batch in batches(task, tokenizer, rows, 32):
         with torch.inference_mode():
             ref = torch_forward(model)(batch).numpy()
         out = ort_forward(sess)(batch)
-        mask = batch["attention_mask"].numpy().astype(bool)
         diff = np.abs(out - ref)
-        worst = max(worst, float((diff[mask] if task == "ner" else diff).max()))
+        if diff.ndim == 3:  # per-token logits: padding positions carry no prediction
+            diff = diff[batch["attention_mask"].numpy().astype(bool)]
+        worst = max(worst, float(diff.max()))
     return worst
 
 
@@ -72,31 +70,31 @@ def gate_failures(parity: dict, metric_name: str) -> list[str]:
     return failures
 
 
-def run(cfg: DictConfig, paths: Paths, task: str) -> None:
+def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
     ecfg = cfg.export
-    model_dir = paths.inp("models", task)
+    model_dir = paths.inp("models", task.name)
     model, tokenizer, labels = load_finetuned(task, model_dir)
-    examples = load_task_split(paths.inp(cfg.data.prepared_dir), task, "test")
-    max_length = task_max_length(cfg, task)
+    examples = load_task_split(paths.inp(cfg.data.prepared_dir), task.name, "test")
     training = json.loads((model_dir / "training.json").read_text(encoding="utf-8"))
-    metric_name = "entity F1" if task == "ner" else "accuracy"
+    max_length = int(training["max_length"])
+    metric_name = task.headline.label
     manifest = paths.inp(cfg.data.prepared_dir, "manifest.json")
-    out_dir = paths.out("models", "export", task)
+    out_dir = paths.out("models", "export", task.name)
     with stage_run(
         cfg,
         "export",
-        task,
+        task.name,
         data_sha256=sha256_file(manifest) if manifest.is_file() else "",
-        extra_tags={"task": task},
+        extra_tags={"task": task.name},
     ) as tracker:
         with atomic_dir(out_dir) as tmp:
             fp32_path = export_onnx(model, tmp / "model.onnx", int(ecfg.opset))
             fp32_sess = session(fp32_path)
 
             def evaluate(forward: object) -> tuple[float, dict]:
-                _, pred, conf = predict(task, forward, tokenizer, examples, labels, max_length)
-                metrics = task_metrics(task, examples, labels, pred, conf)[0]
-                return gate_metric(task, metrics), metrics
+                pred, conf = predict(task, forward, tokenizer, examples, labels, max_length)
+                metrics = task.evaluate(examples, labels, pred, conf).metrics
+                return task.headline.points(metrics), metrics
 
             scores = {
                 "fp32_torch": evaluate(torch_forward(model))[0],
@@ -127,12 +125,12 @@ def run(cfg: DictConfig, paths: Paths, task: str) -> None:
                     task, model, fp32_sess, tokenizer, examples, labels, max_length
                 ),
                 "atol": float(ecfg.parity_atol),
-                "int8_drop": scores["fp32_torch"] - scores["int8_onnx"],
+                "int8_drop": task.headline.drop(scores["fp32_torch"], scores["int8_onnx"]),
                 "max_metric_drop": float(ecfg.max_metric_drop),
                 "per_channel": per_channel,
                 "threads": torch.get_num_threads(),
             }
-            texts = [" ".join(e["tokens"]) if task == "ner" else e["text"] for e in examples]
+            texts = [task.text(e) for e in examples]
             seq = int(ecfg.seq_length)
             timings = bench.measure(
                 {
@@ -172,7 +170,9 @@ def run(cfg: DictConfig, paths: Paths, task: str) -> None:
             write_json(
                 tmp / "export.json",
                 {
-                    "task": task,
+                    "task": task.name,
+                    "task_spec": task_spec(cfg, task.name),
+                    "pad_token_id": int(tokenizer.pad_token_id or 0),
                     "max_length": max_length,
                     "opset": int(ecfg.opset),
                     "per_channel": per_channel,
@@ -181,9 +181,9 @@ def run(cfg: DictConfig, paths: Paths, task: str) -> None:
             )
             atomic_write_text(
                 tmp / "MODEL_CARD.md",
-                model_card(task, cfg, variants, metric_name, labels, training, parity),
+                model_card(task, cfg, variants, labels, training, parity),
             )
-            write_json(paths.out("metrics", f"export_{task}.json"), result)
+            write_json(paths.out("metrics", f"export_{task.name}.json"), result)
             tracker.log_metrics({k: v for k, v in result.items() if k not in {"parity"}})
             tracker.log_metrics(
                 {f"parity.{k}": v for k, v in parity.items() if isinstance(v, float)}
@@ -196,5 +196,5 @@ def run(cfg: DictConfig, paths: Paths, task: str) -> None:
         if tracker.enabled:
             from emergent.registry import register
 
-            register(task, out_dir, scores["int8_onnx"], texts[:2])
-    log.info("export %s: %s", task, json.dumps(result["ratios"]))
+            register(task.name, out_dir, scores["int8_onnx"], texts[:2])
+    log.info("export %s: %s", task.name, json.dumps(result["ratios"]))

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from emergent.config import Paths, project_root
 from emergent.data.prepare import load_task_split
+from emergent.errors import StageError
 from emergent.fewshot import FewShotConfigError
 from emergent.fewshot.demonstrations import fixed_subset
 from emergent.fewshot.protocol import FewShotData, Lab, run_protocol
@@ -30,7 +31,8 @@ from emergent.fewshot.templates import Template
 from emergent.fewshot.verbalizers import build_verbalizer
 from emergent.io import sha256_file
 from emergent.models.backbone import load_tokenizer
-from emergent.stages import StageError
+from emergent.tasks import get_task
+from emergent.tasks.sequence_classification import SequenceClassificationTask
 from emergent.tracking import Tracker, git_info, stage_run
 
 log = logging.getLogger(__name__)
@@ -129,19 +131,21 @@ def nested_runs(tracker: Tracker, model: str, tags: dict[str, str]) -> Callable[
     return log_row
 
 
-def make_lab(cfg: DictConfig, entry: dict[str, Any], data: FewShotData, labels: list[str]) -> Lab:
+def make_lab(
+    cfg: DictConfig, entry: dict[str, Any], data: FewShotData, classifier_class: Any
+) -> Lab:
     """The protocol's view of one backbone; checks template and verbalizer against its vocab."""
     fcfg = cfg.fewshot
     task = str(fcfg.task)
-    tcfg = fcfg.tasks[task]
+    tcfg = fcfg.prompts[task]
     tokenizer = load_tokenizer(entry["path"])
     config = json.loads((entry["path"] / "config.json").read_text())
     return Lab(
         path=entry["path"],
         tokenizer=tokenizer,
-        template=Template.parse(str(tcfg.template), f"fewshot.tasks.{task}.template"),
+        template=Template.parse(str(tcfg.template), f"fewshot.prompts.{task}.template"),
         verbalizer=build_verbalizer(
-            tokenizer, tcfg.verbalizer, labels, f"fewshot.tasks.{task}.verbalizer"
+            tokenizer, tcfg.verbalizer, data.labels, f"fewshot.prompts.{task}.verbalizer"
         ),
         data=data,
         max_length=min(int(fcfg.max_length), int(config.get("max_position_embeddings", 512))),
@@ -150,6 +154,7 @@ def make_lab(cfg: DictConfig, entry: dict[str, Any], data: FewShotData, labels: 
         demos_per_class=int(fcfg.demonstrations.per_class),
         content_free=list(fcfg.content_free),
         train=OmegaConf.to_container(fcfg.train),  # type: ignore[arg-type]
+        classifier_class=classifier_class,
         batch_size=int(fcfg.batch_size),
     )
 
@@ -157,18 +162,28 @@ def make_lab(cfg: DictConfig, entry: dict[str, Any], data: FewShotData, labels: 
 def run(cfg: DictConfig, paths: Paths) -> None:
     fcfg = cfg.fewshot
     task = str(fcfg.task)
-    if task not in fcfg.tasks:
+    if task not in fcfg.prompts:
         raise StageError(
-            f"fewshot.tasks has no entry for fewshot.task={task!r} (template, verbalizer)"
+            f"fewshot.prompts has no entry for fewshot.task={task!r} (template, verbalizer)"
         )
-    tcfg = fcfg.tasks[task]
+    tcfg = fcfg.prompts[task]
     seed = int(cfg.seed)
     L.seed_everything(seed, verbose=False)
     prepared = paths.inp(cfg.data.prepared_dir)
-    splits = {s: load_task_split(prepared, task, s) for s in ("train", "validation", "test")}
-    if any("label" not in e or "text" not in e for e in splits["train"][:1]):
-        raise StageError(f"fewshot.task={task!r}: its data has no text/label fields")
-    labels = sorted({str(e["label"]) for e in splits["train"]})
+    spec = get_task(cfg, task)
+    if not isinstance(spec, SequenceClassificationTask):
+        raise StageError(
+            f"fewshot.task={task!r} is a {spec.kind} task; the few-shot lab needs a "
+            "sequence-classification task (one label per text)"
+        )
+    splits = {
+        name: [
+            {"text": spec.text(e), "label": str(e["label"])}
+            for e in load_task_split(prepared, task, name)
+        ]
+        for name in ("train", "validation", "test")
+    }
+    labels = spec.labels(splits["train"])
     data = FewShotData(
         labels,
         splits["train"],
@@ -179,7 +194,7 @@ def run(cfg: DictConfig, paths: Paths) -> None:
     data_sha = sha256_file(manifest) if manifest.is_file() else ""
     models = backbones(cfg, paths)
     try:  # every config error surfaces before any run starts
-        labs = [(entry, make_lab(cfg, entry, data, labels)) for entry in models]
+        labs = [(entry, make_lab(cfg, entry, data, spec.model_class())) for entry in models]
     except FewShotConfigError as err:
         raise StageError(str(err)) from None
     start = time.perf_counter()
@@ -218,6 +233,11 @@ def run(cfg: DictConfig, paths: Paths) -> None:
         }
         settings = {
             "test examples": len(data.test),
+            "majority-class accuracy": round(
+                max(sum(e["label"] == lab for e in data.test) for lab in labels)
+                / max(len(data.test), 1),
+                4,
+            ),
             "k per class": list(fcfg.k),
             "seeds": list(fcfg.seeds),
             "template": f"`{tcfg.template}`",

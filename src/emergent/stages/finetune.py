@@ -1,8 +1,9 @@
-"""Stage `finetune@{task}`: fine-tune the pretrained encoder for NER or sentiment.
+"""Stage `finetune@{task}`: fine-tune the pretrained encoder for one task.
 
-Regularisation (weight decay, dropout), freezing, LoRA, warmup/decay and early stopping on the
-validation headline metric (entity F1 / macro F1) all come from `conf/finetune/`. The best
-weights are restored and saved to `models/{task}/` in HF format with `labels.json`.
+Regularisation (weight decay, dropout), freezing, LoRA, warmup/decay, early stopping and best
+weights on the task's headline metric all come from `conf/finetune/` (`shared` merged with the
+task's section). The best weights are saved to `models/{task}/` in HF format with `labels.json`
+and `training.json` (history, padding share, real tokens per second).
 """
 
 from __future__ import annotations
@@ -14,21 +15,17 @@ import time
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import EarlyStopping
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ThroughputMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from emergent.config import Paths, finetune_config, task_max_length
-from emergent.data.tasks import TaskDataModule
+from emergent.errors import ConfigError, StageError
 from emergent.io import atomic_dir, sha256_file, write_json
 from emergent.models.backbone import count_parameters, load_tokenizer
-from emergent.models.classifier import (
-    BestWeights,
-    TaskModule,
-    apply_lora,
-    load_task_model,
-    mergeable,
-)
+from emergent.models.classifier import TaskModule, apply_lora, load_task_model, mergeable
 from emergent.models.freezing import GradualUnfreezing, freeze
+from emergent.tasks import Task
 from emergent.tracking import is_rank_zero, stage_run
 from emergent.training import MetricHistory, build_trainer, mlflow_logger
 
@@ -43,22 +40,43 @@ def dropout_overrides(fcfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def run(cfg: DictConfig, paths: Paths, task: str) -> None:
-    fcfg = finetune_config(cfg, task)
+def real_tokens(batch: dict[str, Any]) -> int:
+    """Non-padding tokens of a batch (what ThroughputMonitor counts as items)."""
+    return int(batch["attention_mask"].sum())
+
+
+def callbacks(fcfg: DictConfig, task: Task, ckpt_dir: Any) -> dict[str, Any]:
+    """The configured callbacks, watching the task's headline metric."""
+    watch = {"monitor": f"val_{task.headline.metric}", "mode": task.headline.mode}
+    built = {
+        "early_stopping": instantiate(fcfg.callbacks.early_stopping, **watch),
+        "best_weights": instantiate(fcfg.callbacks.best_weights, **watch, dirpath=str(ckpt_dir)),
+        "throughput": ThroughputMonitor(
+            batch_size_fn=lambda b: len(b["input_ids"]), length_fn=real_tokens
+        ),
+    }
+    if fcfg.freeze.unfreeze_at_epoch is not None:
+        built["unfreeze"] = GradualUnfreezing(int(fcfg.freeze.unfreeze_at_epoch))
+    return built
+
+
+def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
+    fcfg = finetune_config(cfg, task.name)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     pretrained = paths.inp("models", "pretrained")
     if not (pretrained / "config.json").is_file():
-        raise FileNotFoundError(f"{pretrained} has no model: run the pretrain stage first")
+        raise StageError(f"{pretrained} has no model: run the pretrain stage first")
     prepared = paths.inp(cfg.data.prepared_dir)
     tokenizer = load_tokenizer(pretrained)
-    datamodule = TaskDataModule(
-        task,
-        prepared,
-        tokenizer,
+    max_length = task_max_length(cfg, task.name)
+    datamodule = instantiate(
+        fcfg.datamodule,
+        task=task,
+        prepared_dir=prepared,
+        tokenizer=tokenizer,
         batch_size=int(fcfg.batch_size),
-        max_length=task_max_length(cfg, task),
+        max_length=max_length,
         label_all_tokens=bool(fcfg.label_all_tokens),
-        num_workers=int(fcfg.num_workers),
         seed=int(cfg.seed),
     )
     datamodule.setup()
@@ -74,17 +92,18 @@ def run(cfg: DictConfig, paths: Paths, task: str) -> None:
     if fcfg.strategy == "lora":
         model = apply_lora(task, model, OmegaConf.to_container(fcfg.lora))  # type: ignore[arg-type]
     elif fcfg.strategy != "full":
-        raise ValueError(f"finetune.strategy must be 'full' or 'lora', got {fcfg.strategy!r}")
+        raise ConfigError("finetune.strategy", f"must be 'full' or 'lora', got {fcfg.strategy!r}")
     counts = count_parameters(model)
     log.info(
         "%s: %d/%d parameters trainable (%d frozen tensors)",
-        task,
+        task.name,
         counts["trainable"],
         counts["total"],
         len(frozen),
     )
 
-    batches = math.ceil(len(datamodule.encoded["train"]) / int(fcfg.batch_size))
+    world = int(cfg.trainer.devices or 1) * int(cfg.trainer.get("num_nodes") or 1)
+    batches = math.ceil(len(datamodule.encoded["train"]) / (int(fcfg.batch_size) * world))
     if fcfg.limit_train_batches:
         batches = min(batches, int(fcfg.limit_train_batches))
     max_steps = int(fcfg.max_steps or -1)
@@ -94,30 +113,25 @@ def run(cfg: DictConfig, paths: Paths, task: str) -> None:
         task,
         datamodule.labels,
         optimizer=OmegaConf.to_container(fcfg.optimizer),  # type: ignore[arg-type]
+        scheduler=OmegaConf.to_container(fcfg.scheduler),  # type: ignore[arg-type]
         lr=float(fcfg.lr),
         head_lr=fcfg.head_lr,
         weight_decay=float(fcfg.weight_decay),
         warmup_ratio=float(fcfg.warmup_ratio),
         total_steps=total_steps,
-        class_weights=datamodule.class_weights() if task != "ner" and fcfg.class_weights else None,
+        class_weights=datamodule.class_weights() if fcfg.class_weights else None,
     )
     manifest = prepared / "manifest.json"
     data_sha = sha256_file(manifest) if manifest.is_file() else ""
+    ckpt_dir = paths.out("checkpoints", "finetune", task.name)
     with stage_run(
-        cfg, "finetune", task, data_sha256=data_sha, extra_tags={"task": task}
+        cfg, "finetune", task.name, data_sha256=data_sha, extra_tags={"task": task.name}
     ) as tracker:
         tracker.log_params(
             {"params_total": counts["total"], "params_trainable": counts["trainable"]}
         )
         history = MetricHistory(("train_loss",))
-        best = BestWeights("val_f1")
-        callbacks = [
-            history,
-            best,
-            EarlyStopping("val_f1", mode="max", patience=int(fcfg.early_stopping_patience)),
-        ]
-        if fcfg.freeze.unfreeze_at_epoch is not None:
-            callbacks.append(GradualUnfreezing(int(fcfg.freeze.unfreeze_at_epoch)))
+        built = callbacks(fcfg, task, ckpt_dir)
         trainer = build_trainer(
             cfg.trainer,
             max_steps=max_steps,
@@ -125,24 +139,34 @@ def run(cfg: DictConfig, paths: Paths, task: str) -> None:
             val_check_interval=fcfg.val_check_interval,
             limit_train_batches=fcfg.limit_train_batches,
             gradient_clip_val=float(fcfg.gradient_clip_val),
-            callbacks=callbacks,
+            callbacks=[history, *built.values()],
             logger=mlflow_logger(cfg, tracker),
-            enable_checkpointing=False,
-            default_root_dir=paths.out("checkpoints", "finetune", task),
+            default_root_dir=paths.out("checkpoints", "finetune", task.name),
         )
         start = time.perf_counter()
         trainer.fit(module, datamodule=datamodule)
         train_seconds = time.perf_counter() - start
         if not trainer.is_global_zero or not is_rank_zero():
             return
-        best.restore(module)
+        best = built["best_weights"]
+        if best.best_model_path:
+            import torch
+
+            state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
+            module.load_state_dict(state["state_dict"])
+        best_score = best.best_model_score
         summary = {
-            "task": task,
-            "best_val_f1": best.best,
-            "best_step": best.best_step,
+            "task": task.name,
+            "headline": task.headline.metric,
+            "max_length": max_length,  # evaluate and export encode with the same window
+            "best_val": float(best_score) if best_score is not None else None,
+            "best_step": _best_step(history, f"val_{task.headline.metric}", task),
             "global_step": trainer.global_step,
             "epochs_completed": trainer.current_epoch,
             "train_seconds": train_seconds,
+            "padding_share": module.padding_share,
+            "real_tokens": module.real_tokens,
+            "real_tokens_per_second": module.real_tokens / train_seconds * trainer.world_size,
             "params_total": counts["total"],
             "params_trainable": counts["trainable"],
             "frozen_tensors": len(frozen),
@@ -151,16 +175,40 @@ def run(cfg: DictConfig, paths: Paths, task: str) -> None:
             "mlflow_run_id": tracker.run_id,
             "history": {"train": history.train, "validation": history.val},
         }
-        with atomic_dir(paths.out("models", task)) as tmp:
+        with atomic_dir(paths.out("models", task.name)) as tmp:
             mergeable(module.model).save_pretrained(str(tmp), safe_serialization=True)
             tokenizer.save_pretrained(str(tmp))
             write_json(tmp / "labels.json", datamodule.labels)
             write_json(tmp / "training.json", summary)
         tracker.log_metrics(
-            {k: v for k, v in summary.items() if k in {"best_val_f1", "best_step", "train_seconds"}}
+            {
+                k: v
+                for k, v in summary.items()
+                if k
+                in {
+                    "best_val",
+                    "best_step",
+                    "train_seconds",
+                    "padding_share",
+                    "real_tokens_per_second",
+                }
+                and v is not None
+            }
         )
+        import shutil
+
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
         log.info(
             "finetune %s: %s",
-            task,
+            task.name,
             json.dumps({k: v for k, v in summary.items() if k != "history"}),
         )
+
+
+def _best_step(history: MetricHistory, key: str, task: Task) -> int | None:
+    """The step of the best validation headline (ties: the earliest)."""
+    best: tuple[float, int] | None = None
+    for row in history.val:
+        if key in row and (best is None or task.headline.improved(row[key], best[0])):
+            best = (row[key], row["step"])
+    return best[1] if best else None

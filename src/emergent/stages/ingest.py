@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from emergent.config import Paths
 from emergent.data.prepare import prepare_all
 from emergent.io import sha256_file
+from emergent.tasks import all_tasks
 from emergent.tracking import stage_run
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,8 @@ def run(cfg: DictConfig, paths: Paths) -> None:
     prepared = paths.out(cfg.data.prepared_dir)
     with stage_run(cfg, "ingest", "data") as tracker:
         start = time.perf_counter()
-        manifest = prepare_all(cfg.data, int(cfg.seed), prepared, base_dir=paths.input_dir)
+        tasks = all_tasks(cfg)
+        manifest = prepare_all(cfg.data, tasks, int(cfg.seed), prepared, base_dir=paths.input_dir)
         seconds = time.perf_counter() - start
         metrics = {"ingest_seconds": seconds}
         for task, stats in manifest["tasks"].items():

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from emergent.config import Paths
 from emergent.data.sources import DataError, data_suffix, iter_lines, read_text, resolve
 from emergent.serving.predictor import Predictor
+from emergent.tasks import Task
 
 
 def read_inputs(cfg: DictConfig, texts: list[str] | None, paths: Paths) -> list[str]:
@@ -49,9 +50,9 @@ def read_inputs(cfg: DictConfig, texts: list[str] | None, paths: Paths) -> list[
     return [line for line in data.splitlines() if line.strip()]
 
 
-def run(cfg: DictConfig, paths: Paths, task: str, texts: list[str] | None = None) -> None:
-    export_dir = cfg.predict.get("export_dir") or paths.inp("models", "export", task)
-    predictor = Predictor(export_dir, task=task)
+def run(cfg: DictConfig, paths: Paths, task: Task, texts: list[str] | None = None) -> None:
+    export_dir = cfg.predict.get("export_dir") or paths.inp("models", "export", task.name)
+    predictor = Predictor(export_dir, task=task.name)
     inputs = read_inputs(cfg, texts, paths)
     for start in range(0, len(inputs), 32):
         for row in predictor.predict(inputs[start : start + 32]):

@@ -19,7 +19,8 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 
 from emergent.config import Paths
-from emergent.data.mlm import MLMDataModule
+from emergent.data.mlm import MLMDataModule, masking_settings
+from emergent.errors import StageError
 from emergent.evaluation.plots import plot_curves, write_csv
 from emergent.io import atomic_dir, sha256_file, write_json
 from emergent.models.backbone import count_parameters, load_mlm_model, load_tokenizer
@@ -29,7 +30,6 @@ from emergent.models.mlm import (
     init_output_bias,
     tie_decoder,
 )
-from emergent.stages import StageError
 from emergent.tracking import is_rank_zero, stage_run
 from emergent.training import (
     MetricHistory,
@@ -43,12 +43,7 @@ from emergent.training import (
 log = logging.getLogger(__name__)
 
 
-def masking(cfg: DictConfig) -> dict[str, float]:
-    return {
-        "mlm_probability": float(cfg.mlm_probability),
-        "mask_replace_prob": float(cfg.mask_replace_prob),
-        "random_replace_prob": float(cfg.random_replace_prob),
-    }
+masking = masking_settings  # kept for emergent.bench.pretrain (which should import the library)
 
 
 def run(cfg: DictConfig, paths: Paths) -> None:
@@ -64,7 +59,7 @@ def run(cfg: DictConfig, paths: Paths) -> None:
         tokenizer,
         block_size=block_size,
         batch_size=int(pcfg.batch_size),
-        masking=masking(pcfg),
+        masking=masking_settings(pcfg),
         seed=int(cfg.seed),
         num_workers=int(pcfg.num_workers),
         max_train_blocks=pcfg.get("max_train_blocks"),

@@ -9,15 +9,16 @@ import mlflow
 from omegaconf import DictConfig
 
 from emergent.config import Paths
+from emergent.errors import StageError
 from emergent.registry import promote
-from emergent.stages import StageError
+from emergent.tasks import Task
 from emergent.tracking import tracking_uri
 
 
-def run(cfg: DictConfig, paths: Paths, task: str) -> None:
+def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
     mlflow.set_tracking_uri(tracking_uri(cfg))
     try:
-        result = promote(task)
+        result = promote(task.name, task.headline)
     except LookupError as err:
         raise StageError(str(err)) from err
     print(json.dumps(result))

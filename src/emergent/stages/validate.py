@@ -12,8 +12,9 @@ from omegaconf import DictConfig
 
 from emergent.config import Paths
 from emergent.data.quality import build_checks, failures, format_failures, run_checks
+from emergent.errors import StageError
 from emergent.io import atomic_dir, sha256_file, write_json
-from emergent.stages import StageError
+from emergent.tasks import all_tasks
 from emergent.tracking import stage_run
 
 log = logging.getLogger(__name__)
@@ -23,9 +24,10 @@ def run(cfg: DictConfig, paths: Paths) -> None:
     prepared = paths.inp(cfg.data.prepared_dir)
     manifest = prepared / "manifest.json"
     if not manifest.is_file():
-        raise FileNotFoundError(f"{manifest} not found: run the ingest stage first")
+        raise StageError(f"{manifest} not found: run the ingest stage first")
     with stage_run(cfg, "validate", "data", data_sha256=sha256_file(manifest)) as tracker:
-        checks = build_checks(prepared, cfg.data)
+        tasks = all_tasks(cfg)
+        checks = build_checks(prepared, cfg.data, tasks)
         reports = paths.out("reports", "quality")
         with atomic_dir(reports) as tmp:
             summaries = run_checks(checks, tmp / "docs")

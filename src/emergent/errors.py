@@ -1,0 +1,40 @@
+"""Errors a user should read as one line, without a traceback.
+
+Every command line (`python -m emergent ...`, `python -m emergent.stages ...`) catches
+`UserError` and prints `error: <message>`; anything else is a bug and keeps its traceback.
+Library code raises the specific subclass that says where the problem is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad input, missing upstream output, bad config)."""
+
+
+class DataError(UserError, ValueError):
+    """Bad input data. The message always names the file and, where known, the line or column."""
+
+    def __init__(self, source: str | Path, message: str, line: int | None = None) -> None:
+        self.source = str(source)
+        self.line = line
+        where = f"{source}:{line}" if line is not None else str(source)
+        super().__init__(f"{where}: {message}")
+
+
+class ConfigError(UserError, ValueError):
+    """A configuration value that cannot work; the message names the config key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        super().__init__(f"{key}: {message}")
+
+
+class StageError(UserError, RuntimeError):
+    """A stage failed for a reason the user should read (a failed gate, a missing input)."""
+
+
+class PredictionError(UserError, ValueError):
+    """Input the model cannot take (empty text, ...): a message for the user, not a crash."""

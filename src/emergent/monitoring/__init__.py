@@ -1,0 +1,1 @@
+"""Monitoring: drift of the service's logged traffic against the test-set reference."""

@@ -1,0 +1,83 @@
+"""`conf/serve/` -> the service's Settings (resolved paths, one resolver per task)."""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from emergent.serving.app import Settings
+from emergent.serving.models import ModelLoadError, resolve_local, resolve_registry
+
+
+def under(root: Path, path: str | Path) -> Path:
+    path = Path(path)
+    return path if path.is_absolute() else root / path
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        try:
+            return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+        except OSError:
+            return False
+
+
+def build(serve: Any, tasks: list[str], root: Path, **overrides: Any) -> Settings:
+    """Settings from the `serve` config node. Raises ModelLoadError naming what is missing."""
+    source = str(serve.source)
+    export_root = under(root, serve.export_root or "models/export")
+    if serve.tasks:
+        chosen = list(serve.tasks)
+    elif source == "local":
+        chosen = [t for t in tasks if (export_root / t / "model.int8.onnx").is_file()]
+        if not chosen:
+            raise ModelLoadError(
+                f"no model package under {export_root} for any of {tasks}: run `dvc repro` "
+                "(export@<task>) or set serve.export_root / serve.source=registry"
+            )
+    else:
+        chosen = list(tasks)
+    if source == "local":
+        sources = {t: functools.partial(resolve_local, t, export_root) for t in chosen}
+        for resolve in sources.values():
+            resolve()  # fail now, with a clear message, when a package is missing
+    elif source == "registry":
+        cache = Path(tempfile.mkdtemp(prefix="emergent-serve-"))
+        sources = {
+            t: functools.partial(resolve_registry, t, str(serve.alias), cache) for t in chosen
+        }
+    else:
+        raise ModelLoadError(f"serve.source={source!r}: choose local or registry")
+    limits, batching, store = serve.limits, serve.batching, serve.store
+    masking = dict(serve.masking)
+    masking["entity_map"] = dict(masking.get("entity_map") or {})
+    masking["placeholders"] = dict(masking.get("placeholders") or {})
+    values: dict[str, Any] = {
+        "sources": sources,
+        "keys_file": under(root, serve.keys_file),
+        "store_path": under(root, store.path),
+        "threads": int(serve.threads),
+        "warmup_batches": int(serve.warmup_batches),
+        "max_batch_size": int(batching.max_batch_size),
+        "max_wait_ms": float(batching.max_wait_ms),
+        "max_body_bytes": int(limits.max_body_bytes),
+        "max_texts": int(limits.max_texts),
+        "max_chars": int(limits.max_chars),
+        "rate_per_second": float(limits.rate_per_second),
+        "rate_burst": float(limits.rate_burst),
+        "max_queue": int(limits.max_queue),
+        "retry_after_s": float(limits.retry_after_s),
+        "sample_rate": float(store.sample_rate),
+        "max_pending": int(store.max_pending),
+        "masking": masking,
+    }
+    values.update(overrides)
+    return Settings(**values)

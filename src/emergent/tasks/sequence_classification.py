@@ -1,0 +1,161 @@
+"""Sequence classification (sentiment, debate party, any labelled text file): one label per
+text, accuracy and macro scores with scikit-learn."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from emergent.errors import DataError
+from emergent.tasks.base import Evaluation, Example, Row, RowOutput, Task, Window
+
+
+class SequenceClassificationTask(Task):
+    kind: ClassVar[str] = "sequence classification"
+    example_fields: ClassVar[tuple[str, ...]] = ("text", "label")
+    lora_task_type: ClassVar[str] = "SEQ_CLS"
+
+    # --- data ------------------------------------------------------------------------------
+    def detect_format(self, path: Path, configured: str) -> str:
+        from emergent.data.formats import detect_format
+
+        return detect_format(path, configured, tokens=False)
+
+    def read(
+        self, path: Path, fmt: str, data_cfg: Mapping[str, Any], source: str
+    ) -> tuple[list[Example], int]:
+        from emergent.data import formats
+
+        label_map = data_cfg.get("label_map")
+        if label_map is not None and not isinstance(label_map, dict):
+            label_map = OmegaConf.to_container(label_map)
+        return formats.read_labeled_text(
+            path,
+            fmt,
+            text_column=data_cfg.get("text_column", "text"),
+            label_column=data_cfg.get("label_column", "label"),
+            label_map=label_map,
+            skip_labels=list(data_cfg.get("skip_labels") or []),
+            encoding=data_cfg.get("encoding", "utf-8"),
+            label=source,
+            task=self.name,
+        )
+
+    def normalize(self, example: Example, normalize_text: Callable[[str], str]) -> Example | None:
+        text = normalize_text(example["text"])
+        return {"text": text, "label": str(example["label"])} if text else None
+
+    def text(self, example: Example) -> str:
+        return example["text"]
+
+    def stratify(self, example: Example) -> Any:
+        return str(example["label"])
+
+    def label_counts(self, examples: Sequence[Example]) -> dict[str, int]:
+        return dict(sorted(Counter(str(e["label"]) for e in examples).items()))
+
+    def labels(self, examples: Sequence[Example]) -> list[str]:
+        return sorted({str(e["label"]) for e in examples})
+
+    def quality_checks(self, splits: Mapping[str, list[Example]], data_cfg: Any) -> list[Any]:
+        from emergent.data.quality import text_checks
+
+        return text_checks(self, splits, data_cfg)
+
+    def model_class(self) -> Any:
+        from transformers import AutoModelForSequenceClassification
+
+        return AutoModelForSequenceClassification
+
+    # --- encoding --------------------------------------------------------------------------
+    def encode(
+        self,
+        tokenizer: Any,
+        examples: Sequence[Example],
+        labels: Sequence[str],
+        max_length: int,
+        *,
+        unknown_labels: str = "error",
+        label_all_tokens: bool = False,
+    ) -> list[Row]:
+        label2id = {label: i for i, label in enumerate(labels)}
+        unknown = sorted({str(e["label"]) for e in examples} - set(label2id))
+        if unknown:  # a class the model cannot output cannot be scored either
+            raise DataError(
+                f"{self.name} data", f"labels {unknown} unknown to the model ({list(labels)})"
+            )
+        if not examples:
+            return []
+        enc = tokenizer([e["text"] for e in examples], truncation=True, max_length=max_length)
+        return [
+            {
+                "input_ids": ids,
+                "attention_mask": mask,
+                "labels": label2id[str(e["label"])],
+                "example": i,
+            }
+            for i, (ids, mask, e) in enumerate(
+                zip(enc["input_ids"], enc["attention_mask"], examples, strict=True)
+            )
+        ]
+
+    def library_collator(self, tokenizer: Any) -> Any:
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(tokenizer)
+
+    # --- decoding and metrics --------------------------------------------------------------
+    def row_output(self, probs: np.ndarray, row: Row) -> RowOutput:
+        return [(0, int(probs.argmax()), probs.tolist())]
+
+    def assemble(
+        self,
+        examples: Sequence[Example],
+        labels: Sequence[str],
+        outputs: Mapping[int, RowOutput],
+        rows: Sequence[Row],
+    ) -> tuple[list[list[int]], list[Any]]:
+        pred: list[list[int]] = [[] for _ in examples]
+        conf: list[Any] = [None for _ in examples]
+        for r, row in enumerate(rows):
+            ((_, label, probs),) = outputs[r]
+            pred[row["example"]] = [int(label)]
+            conf[row["example"]] = probs
+        return pred, conf
+
+    def evaluate(
+        self,
+        examples: Sequence[Example],
+        labels: Sequence[str],
+        pred: Sequence[Sequence[int]],
+        conf: Sequence[Any],
+    ) -> Evaluation:
+        from emergent.evaluation import errors
+        from emergent.evaluation.metrics import classification_metrics
+
+        gold = [str(e["label"]) for e in examples]
+        predicted = [labels[p[0]] for p in pred]
+        metrics, per_class, confusion = classification_metrics(gold, predicted, list(labels))
+        return Evaluation(
+            metrics=metrics,
+            per_class=per_class,
+            confusion=confusion,
+            errors=errors.classification_errors(
+                examples, labels, [p[0] for p in pred], conf, self.errors_kept
+            ),
+        )
+
+    # --- serving ---------------------------------------------------------------------------
+    def respond(self, text: str, windows: Sequence[Window], labels: Sequence[str]) -> dict:
+        probs = windows[0].probs
+        return {
+            "label": labels[int(probs.argmax())],
+            "probabilities": {
+                label: round(float(x), 4) for label, x in zip(labels, probs, strict=True)
+            },
+        }

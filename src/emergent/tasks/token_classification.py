@@ -1,0 +1,234 @@
+"""Token classification (NER): IOB2 tags per word, entity-level scores with seqeval.
+
+Labels are aligned to sub-words as in HF `run_ner.py`, through `word_ids`: the first
+sub-token of a word carries the word's label and the rest are ignored (-100), or with
+`label_all_tokens` every sub-token gets it (B- turned into I- after the first).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from emergent.errors import DataError
+from emergent.tasks.base import Evaluation, Example, Row, RowOutput, Task, Window
+from emergent.tasks.windows import clamp_stride, owned_positions
+
+IGNORE = -100
+OUTSIDE = "O"
+
+
+class TokenClassificationTask(Task):
+    kind: ClassVar[str] = "token classification"
+    example_fields: ClassVar[tuple[str, ...]] = ("tokens", "tags")
+    lora_task_type: ClassVar[str] = "TOKEN_CLS"
+    windowed: ClassVar[bool] = True
+
+    def __init__(self, name: str, headline: Mapping[str, Any], stride: int = 32, **kw: Any):
+        super().__init__(name, headline, **kw)
+        self.stride = int(stride)
+
+    # --- data ------------------------------------------------------------------------------
+    def detect_format(self, path: Path, configured: str) -> str:
+        from emergent.data.formats import detect_format
+
+        return detect_format(path, configured, tokens=True)
+
+    def read(
+        self, path: Path, fmt: str, data_cfg: Mapping[str, Any], source: str
+    ) -> tuple[list[Example], int]:
+        from emergent.data import formats
+
+        if fmt not in {"jsonl", "conll"}:
+            raise DataError(
+                source, f"format {fmt!r} is not supported for {self.kind} (conll, jsonl)"
+            )
+        types = data_cfg.get("entity_types")
+        types = list(types) if types is not None else None
+        reader = formats.read_ner_jsonl if fmt == "jsonl" else formats.read_conll
+        encoding = data_cfg.get("encoding", "utf-8")
+        return reader(path, encoding, types, label=source, task=self.name), 0
+
+    def normalize(self, example: Example, normalize_text: Callable[[str], str]) -> Example | None:
+        tokens = [normalize_text(t) for t in example["tokens"]]
+        return {"tokens": tokens, "tags": list(example["tags"])} if tokens else None
+
+    def text(self, example: Example) -> str:
+        return " ".join(example["tokens"])
+
+    def key(self, example: Example) -> Any:
+        return tuple(example["tokens"])
+
+    def label_counts(self, examples: Sequence[Example]) -> dict[str, int]:
+        return dict(sorted(Counter(t for e in examples for t in e["tags"]).items()))
+
+    def labels(self, examples: Sequence[Example]) -> list[str]:
+        """`O` first, then B-/I- of every entity type seen, sorted by type."""
+        types = sorted({t[2:] for e in examples for t in e["tags"] if t != OUTSIDE})
+        return [OUTSIDE] + [f"{p}-{t}" for t in types for p in ("B", "I")]
+
+    def quality_checks(self, splits: Mapping[str, list[Example]], data_cfg: Any) -> list[Any]:
+        from emergent.data.quality import token_checks
+
+        return token_checks(self, splits, data_cfg)
+
+    def model_class(self) -> Any:
+        from transformers import AutoModelForTokenClassification
+
+        return AutoModelForTokenClassification
+
+    # --- encoding --------------------------------------------------------------------------
+    def encode(
+        self,
+        tokenizer: Any,
+        examples: Sequence[Example],
+        labels: Sequence[str],
+        max_length: int,
+        *,
+        unknown_labels: str = "error",
+        label_all_tokens: bool = False,
+    ) -> list[Row]:
+        label2id = {label: i for i, label in enumerate(labels)}
+        if not examples:
+            return []
+        enc = tokenizer(
+            [list(e["tokens"]) for e in examples],
+            is_split_into_words=True,
+            truncation=True,
+            max_length=max_length,
+            stride=clamp_stride(self.stride, max_length),
+            return_overflowing_tokens=True,
+        )
+        windows_of: dict[int, list[int]] = {}
+        for r, ex in enumerate(enc["overflow_to_sample_mapping"]):
+            windows_of.setdefault(int(ex), []).append(r)
+        rows: list[Row] = []
+        for ex, window_rows in sorted(windows_of.items()):
+            tags = examples[ex]["tags"]
+            word_ids = [enc.word_ids(r) for r in window_rows]
+            for r, ids, owned in zip(window_rows, word_ids, owned_positions(word_ids), strict=True):
+                owner = dict(owned)
+                mine = set(owner.values())
+                out = [IGNORE] * len(ids)
+                for pos, word in enumerate(ids):
+                    if word is None or word not in mine:
+                        continue
+                    if pos in owner:
+                        out[pos] = self._label_id(tags[word], label2id, unknown_labels, ex)
+                    elif label_all_tokens:
+                        tag = tags[word]
+                        inside = "I-" + tag[2:]
+                        if tag.startswith("B-") and inside in label2id:
+                            tag = inside
+                        out[pos] = self._label_id(tag, label2id, unknown_labels, ex)
+                rows.append(
+                    {
+                        "input_ids": enc["input_ids"][r],
+                        "attention_mask": enc["attention_mask"][r],
+                        "labels": out,
+                        "example": ex,
+                        "_positions": [p for p, _ in owned],
+                        "_words": [w for _, w in owned],
+                    }
+                )
+        return rows
+
+    def _label_id(self, tag: str, label2id: Mapping[str, int], unknown: str, ex: int) -> int:
+        if tag in label2id:
+            return label2id[tag]
+        if unknown == "error":
+            raise DataError(f"{self.name} example {ex}", f"tag {tag!r} unknown to the model")
+        return label2id[OUTSIDE]  # scored against the original tags, only encoded here
+
+    def library_collator(self, tokenizer: Any) -> Any:
+        from transformers import DataCollatorForTokenClassification
+
+        return DataCollatorForTokenClassification(tokenizer, label_pad_token_id=IGNORE)
+
+    # --- decoding and metrics --------------------------------------------------------------
+    def row_output(self, probs: np.ndarray, row: Row) -> RowOutput:
+        pos = np.asarray(row["_positions"], dtype=np.int64)
+        p = probs[pos]
+        return list(zip(row["_words"], p.argmax(-1).tolist(), p.max(-1).tolist(), strict=True))
+
+    def assemble(
+        self,
+        examples: Sequence[Example],
+        labels: Sequence[str],
+        outputs: Mapping[int, RowOutput],
+        rows: Sequence[Row],
+    ) -> tuple[list[list[int]], list[Any]]:
+        """Word-level ids and confidences; a word no window saw (it tokenized to nothing)
+        is predicted `O` with confidence 1."""
+        outside = list(labels).index(OUTSIDE)
+        pred = [[outside] * len(e["tokens"]) for e in examples]
+        conf = [[1.0] * len(e["tokens"]) for e in examples]
+        for r, row in enumerate(rows):
+            for word, label, c in outputs[r]:
+                pred[row["example"]][word] = int(label)
+                conf[row["example"]][word] = float(c)
+        return pred, conf
+
+    def evaluate(
+        self,
+        examples: Sequence[Example],
+        labels: Sequence[str],
+        pred: Sequence[Sequence[int]],
+        conf: Sequence[Any],
+    ) -> Evaluation:
+        from emergent.evaluation import errors
+        from emergent.evaluation.metrics import classification_metrics, entity_metrics
+
+        gold_tags = [list(e["tags"]) for e in examples]
+        pred_tags = [[labels[i] for i in p] for p in pred]
+        metrics, per_type = entity_metrics(gold_tags, pred_tags)
+        tag_set = sorted(
+            {t for s in gold_tags + pred_tags for t in s}, key=lambda t: (t != OUTSIDE, t[2:], t)
+        )
+        flat_gold = [t for s in gold_tags for t in s]
+        flat_pred = [t for s in pred_tags for t in s]
+        confusion = classification_metrics(flat_gold, flat_pred, tag_set)[2]
+        return Evaluation(
+            metrics=metrics,
+            per_class=per_type,
+            confusion=confusion,
+            errors=errors.token_errors(examples, pred_tags, conf, self.errors_kept),
+        )
+
+    # --- serving ---------------------------------------------------------------------------
+    def respond(self, text: str, windows: Sequence[Window], labels: Sequence[str]) -> dict:
+        """Entities with character offsets into `text`, type and mean word probability."""
+        from seqeval.metrics.sequence_labeling import get_entities
+
+        owned = owned_positions([w.word_ids for w in windows])
+        words: dict[int, tuple[int, int, str, float]] = {}
+        for window, pairs in zip(windows, owned, strict=True):
+            for pos, word in pairs:
+                p = window.probs[pos]
+                tag = int(p.argmax())
+                start = int(window.offsets[pos][0])
+                # the word ends where its last sub-token in this window ends
+                end = max(
+                    int(window.offsets[q][1]) for q, w in enumerate(window.word_ids) if w == word
+                )
+                words[word] = (start, end, labels[tag], float(p[tag]))
+        order = sorted(words)
+        spans = [words[w] for w in order]
+        entities = []
+        for kind, first, last in get_entities([s[2] for s in spans]):
+            chunk = spans[first : last + 1]
+            start, end = chunk[0][0], chunk[-1][1]
+            entities.append(
+                {
+                    "type": kind,
+                    "start": start,
+                    "end": end,
+                    "text": text[start:end],
+                    "score": round(float(np.mean([s[3] for s in chunk])), 4),
+                }
+            )
+        return {"entities": entities}

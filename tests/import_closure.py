@@ -1,0 +1,67 @@
+"""Static import closure of a module inside `src/emergent` (for the DVC dependency test)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def module_file(name: str) -> Path | None:
+    base = SRC.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imported_modules(path: Path, package: str) -> set[str]:
+    """Every `emergent...` module a file imports, at any depth (lazy imports included)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("emergent")}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, base] if base else parts)
+            if base.startswith("emergent"):
+                found.add(base)
+                found |= {f"{base}.{a.name}" for a in node.names}
+    return found
+
+
+def closure(module: str) -> set[Path]:
+    """Files of `module` and everything it imports inside `emergent`, transitively, plus the
+    `__init__.py` of every package on the way (Python runs them on import)."""
+    seen: set[Path] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        for i in range(1, len(parts)):
+            init = module_file(".".join(parts[:i]))
+            if init is not None and init.name == "__init__.py" and init not in seen:
+                todo.append(".".join(parts[:i]))
+        path = module_file(name)
+        if path is None or path in seen:
+            continue
+        seen.add(path)
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        todo += sorted(imported_modules(path, package))
+    return seen
+
+
+def stage_deps(stage: str) -> list[str]:
+    """The source files `python -m emergent.stages <stage>` imports, as dvc.yaml lists them."""
+    files = closure("emergent.stages.__main__") | closure(f"emergent.stages.{stage}")
+    return sorted(str(p.relative_to(SRC.parent)) for p in files)
+
+
+if __name__ == "__main__":  # `python tests/import_closure.py <stage>`: the deps to paste
+    import sys
+
+    for path in stage_deps(sys.argv[1]):
+        print(f"      - {path}")

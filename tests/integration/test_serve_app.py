@@ -1,0 +1,196 @@
+"""The service in-process (TestClient) on the smoke exports of both tasks."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from emergent.serving.app import Settings, create_app
+from emergent.serving.keys import KeyStore
+from emergent.serving.models import resolve_local
+from emergent.serving.store import RequestStore
+
+pytestmark = pytest.mark.integration
+
+
+def settings(root: Path, tmp: Path, **overrides: object) -> Settings:
+    export_root = root / "models" / "export"
+    values: dict = {
+        "sources": {t: (lambda t=t: resolve_local(t, export_root)) for t in ("ner", "sentiment")},
+        "keys_file": tmp / "keys.json",
+        "store_path": tmp / "requests.db",
+        "warmup_batches": 1,
+        "max_texts": 4,
+        "max_chars": 50,
+        "max_body_bytes": 2000,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def ready(client: TestClient, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while client.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline, client.get("/readyz").json()
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def root(exported: Path, smoke_pretrained: Path) -> Path:
+    return smoke_pretrained
+
+
+@pytest.fixture
+def client(root: Path, tmp_path: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(settings(root, tmp_path, rate_per_second=0))) as c:
+        ready(c)
+        yield c
+
+
+def test_predicts_every_task_with_model_version_and_offsets(client: TestClient) -> None:
+    models = client.get("/v1/models").json()["models"]
+    assert {m["task"]: m["kind"] for m in models} == {"ner": "entities", "sentiment": "classes"}
+    text = "Barack Obama visited Paris"
+    body = client.post("/v1/ner/predict", json={"texts": [text, "hello"]}).json()
+    assert body["model"] == "emergent-ner" and body["version"].startswith("sha256:")
+    assert len(body["predictions"]) == 2
+    for ent in body["predictions"][0]["entities"]:
+        assert text[ent["start"] : ent["end"]] == ent["text"] and 0 <= ent["score"] <= 1
+    body = client.post("/v1/sentiment/predict", json={"texts": ["a fine film"]}).json()
+    row = body["predictions"][0]
+    assert row["label"] in row["probabilities"]
+    assert sum(row["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert client.get("/healthz").json() == {"status": "alive"}
+    assert "<script>" in client.get("/").text and "/docs" not in client.get("/").text
+    assert "/v1/{task}/predict" in client.get("/openapi.json").json()["paths"]
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "needle"),
+    [
+        (b'{"texts": ["a", ', 400, "malformed JSON"),
+        (b'{"texts": ["\xff\xfe"]}', 400, "UTF-8"),
+        (b'["a"]', 422, "expected a JSON object"),
+        (b'{"texts": "a"}', 422, "must be a list"),
+        (b'{"texts": []}', 422, "empty"),
+        (b'{"texts": ["a", 3]}', 422, "texts[1] must be a string"),
+        (b'{"texts": ["a", "  "]}', 422, "texts[1] is empty"),
+        (json.dumps({"texts": ["x" * 51]}).encode(), 422, "texts[0] has 51 characters"),
+        (json.dumps({"texts": ["a"] * 5}).encode(), 422, "at most 4 per request"),
+        (json.dumps({"texts": ["a" * 40] * 60}).encode(), 413, "exceeds 2000"),
+    ],
+)
+def test_bad_requests_get_a_clear_4xx(
+    client: TestClient, content: bytes, status: int, needle: str
+) -> None:
+    response = client.post(
+        "/v1/sentiment/predict", content=content, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == status, response.text
+    assert needle in response.json()["detail"]
+
+
+def test_unknown_task_is_404_naming_the_served_tasks(client: TestClient) -> None:
+    response = client.post("/v1/nope/predict", json={"texts": ["a"]})
+    assert response.status_code == 404 and "ner, sentiment" in response.json()["detail"]
+
+
+def test_keys_scopes_rate_limit_and_logs(
+    root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    keys = KeyStore.load(tmp_path / "keys.json")
+    predict_rec, predict_key = keys.add(["predict"])
+    _, admin_key = keys.add(["admin"])
+    app = create_app(settings(root, tmp_path, rate_per_second=0.5, rate_burst=2))
+    with caplog.at_level(logging.INFO), TestClient(app) as client:
+        ready(client)
+        url, body = "/v1/sentiment/predict", {"texts": ["good"]}
+        assert client.post(url, json=body).status_code == 401
+        assert client.post(url, json=body, headers={"X-API-Key": "em_x_y"}).status_code == 401
+        assert client.post(url, json=body, headers={"X-API-Key": admin_key}).status_code == 403
+        assert client.post("/admin/reload", headers={"X-API-Key": predict_key}).status_code == 403
+        ok = client.post(
+            url, json=body, headers={"X-API-Key": predict_key, "X-Request-ID": "req-42"}
+        )
+        assert ok.status_code == 200 and ok.headers["X-Request-ID"] == "req-42"
+        client.post(url, json=body, headers={"X-API-Key": predict_key})
+        limited = client.post(url, json=body, headers={"X-API-Key": predict_key})
+        assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+    access = [r for r in caplog.records if r.name == "emergent.access"]
+    entry = next(r.fields for r in access if r.fields["request_id"] == "req-42")
+    assert entry["task"] == "sentiment" and entry["status"] == 200
+    assert entry["key_id"] == predict_rec.id and entry["batch_size"] == 1
+    everything = caplog.text + " ".join(json.dumps(r.fields) for r in access)
+    assert predict_key not in everything and admin_key not in everything
+    assert "good" not in json.dumps([r.fields for r in access])
+
+
+def test_full_queue_is_503_with_retry_after(root: Path, tmp_path: Path) -> None:
+    with TestClient(create_app(settings(root, tmp_path, max_queue=2))) as client:
+        ready(client)
+        response = client.post("/v1/ner/predict", json={"texts": ["a", "b", "c"]})
+        assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+
+
+def test_metrics_and_request_store_hold_features_not_text(root: Path, tmp_path: Path) -> None:
+    secret = "Zyxwvut Qwerty lives at 12 Unique Street"
+    with TestClient(create_app(settings(root, tmp_path))) as client:
+        ready(client)
+        for task in ("ner", "sentiment"):
+            assert client.post(f"/v1/{task}/predict", json={"texts": [secret]}).status_code == 200
+        deadline = time.monotonic() + 10
+        store = RequestStore(tmp_path / "requests.db")
+        while store.count() < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        metrics = client.get("/metrics").text
+    rows = list(store.rows())
+    assert {r["task"] for r in rows} == {"ner", "sentiment"}
+    for r in rows:
+        assert r["n_chars"] == len(secret) and r["n_tokens"] > 0 and 0 <= r["unk_share"] <= 1
+        assert 0 < r["confidence"] <= 1 and r["label"] and r["masked_text"] is None
+    raw = (tmp_path / "requests.db").read_bytes()
+    assert b"Zyxwvut" not in raw
+    for name in (
+        'emergent_requests_total{status="200",task="sentiment"} 1.0',
+        "emergent_batch_size_bucket",
+        "emergent_queue_wait_seconds_bucket",
+        "emergent_tokens_per_text_bucket",
+        "emergent_unknown_token_share_bucket",
+        "emergent_prediction_confidence_bucket",
+        "emergent_predicted_labels_total",
+    ):
+        assert name in metrics, name
+    assert "Zyxwvut" not in metrics
+
+
+def test_reload_under_load_fails_no_request(client: TestClient) -> None:
+    service = client.app.state.service
+    before = service.slots["sentiment"].current
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            r = client.post("/v1/sentiment/predict", json={"texts": ["a good film", "bad"]})
+            statuses.append(r.status_code)
+
+    workers = [threading.Thread(target=hammer) for _ in range(4)]
+    for w in workers:
+        w.start()
+    time.sleep(0.3)
+    for _ in range(2):
+        reply = client.post("/admin/reload", params={"task": "sentiment"})
+        assert reply.status_code == 200, reply.text
+    time.sleep(0.3)
+    stop.set()
+    for w in workers:
+        w.join()
+    assert service.slots["sentiment"].current is not before  # swapped
+    assert len(statuses) > 10 and set(statuses) == {200}

@@ -1,0 +1,48 @@
+"""Serving runs on ONNX Runtime alone: predicting from an export package never loads torch
+(nor transformers), and long NER inputs are predicted word by word through windows."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+SCRIPT = """
+import json, sys
+from emergent.serving.predictor import Predictor
+from emergent.tasks.windows import owned_positions
+long_text = " ".join(["Paris"] * 300)
+out = {}
+for task in ("ner", "sentiment"):
+    p = Predictor(sys.argv[1] + "/" + task)
+    out[task] = p.predict(["Barack Obama visited Paris", long_text])
+    windows = p.encode([long_text])[0]
+    owned = owned_positions([w.word_ids for w in windows])
+    out[task + "_windows"] = [len(windows), sorted(w for ws in owned for _, w in ws)]
+heavy = sorted(m for m in ("torch", "transformers", "lightning") if m in sys.modules)
+print(json.dumps({"heavy": heavy, "out": out}))
+"""
+
+
+def test_predictor_never_imports_torch(smoke_pretrained: Path, exported: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(smoke_pretrained / "models" / "export")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["heavy"] == [], f"serving loaded {report['heavy']}"
+    ner, sentiment = report["out"]["ner"], report["out"]["sentiment"]
+    assert ner[0]["text"] == "Barack Obama visited Paris" and "entities" in ner[0]
+    n_windows, owned = report["out"]["ner_windows"]
+    assert n_windows > 1 and owned == list(range(300)), "every word of a long text predicted"
+    assert report["out"]["sentiment_windows"][0] == 1, "sequence tasks truncate to one window"
+    assert set(sentiment[0]["probabilities"]) == {"negative", "positive"}
+    assert sum(sentiment[0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)

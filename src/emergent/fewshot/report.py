@@ -247,21 +247,25 @@ def _plots(tables: Mapping[str, Any], models: Mapping[str, Any], out: Path) -> N
     plt = pyplot()
     fig, axes = plt.subplots(1, len(tables), figsize=(5.5 * len(tables), 4), squeeze=False)
     for ax, (model, table) in zip(axes[0], tables.items(), strict=True):
-        for method, cells in table.items():
+        all_ks = sorted({int(k) for cells in table.values() for k in cells})
+        for index, (method, cells) in enumerate(table.items()):
+            color = f"C{index}"  # axhline does not advance the colour cycle
             ks = sorted(int(k) for k in cells)
             mean = [cells[str(k)]["mean"] for k in ks]
             std = [cells[str(k)]["std"] for k in ks]
             if len(ks) == 1:
-                ax.axhline(mean[0], linestyle="--", linewidth=1, label=method)
+                ax.axhline(mean[0], linestyle="--", linewidth=1, label=method, color=color)
                 continue
-            ax.plot(ks, mean, marker="o", label=method)
+            ax.plot(ks, mean, marker="o", label=method, color=color)
             ax.fill_between(
                 ks,
                 [m - s for m, s in zip(mean, std, strict=True)],
                 [m + s for m, s in zip(mean, std, strict=True)],
                 alpha=0.2,
+                color=color,
             )
         ax.set_xscale("symlog", linthresh=1)
+        ax.set_xticks(all_ks, [str(k) for k in all_ks])
         ax.set_xlabel("k (examples per class)")
         ax.set_ylabel("accuracy")
         ax.set_title(model)

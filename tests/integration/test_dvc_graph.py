@@ -70,10 +70,15 @@ def test_a_task_param_reruns_only_that_task(project_copy: Path) -> None:
                     (path / "placeholder.txt").write_text("x\n")
     committed = run_cmd(["dvc", "commit", "-f", "-q"], cwd=project_copy)
     assert committed.returncode == 0, committed.stdout + committed.stderr
-    clean = run_cmd(["dvc", "status", "--json"], cwd=project_copy)
-    assert json.loads(clean.stdout or "{}") == {}, clean.stdout
+    def changed() -> dict:
+        """`dvc status`, without stages that run every time by design (monitor)."""
+        result = run_cmd(["dvc", "status", "--json"], cwd=project_copy)
+        status = json.loads(result.stdout or "{}")
+        return {k: v for k, v in status.items() if v != ["always changed"]}
+
+    assert changed() == {}
 
     params["finetune"]["ner"]["lr"] = 3.0e-5
     (project_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    status = json.loads(run_cmd(["dvc", "status", "--json"], cwd=project_copy).stdout)
+    status = changed()
     assert sorted(status) == ["finetune@ner"], status

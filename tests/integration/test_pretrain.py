@@ -56,6 +56,29 @@ def test_pretrain_writes_hf_model_metrics_and_plots(tmp_path: Path) -> None:
     assert not list((root / "checkpoints" / "pretrain").glob("*/last.ckpt")), "cleaned on success"
 
 
+def test_pretrain_skip_and_snapshots(smoke_pretrained: Path, tmp_path: Path) -> None:
+    root = tmp_path  # outputs here; prepared data and tokenizer from the session project
+    paths = Paths(smoke_pretrained, root)
+    run_stage("pretrain", smoke_cfg("pretrain.max_steps=0", tmp=tmp_path), paths)
+    metrics = json.loads((root / "metrics/pretrain.json").read_text())
+    assert metrics["skipped"] is True and metrics["global_step"] == 0
+    assert (root / "models/pretrained/model.safetensors").is_file()
+
+    cfg = smoke_cfg("pretrain.snapshots=[0.0,0.5]", tmp=tmp_path)
+    run_stage("pretrain", cfg, paths)
+    metrics = json.loads((root / "metrics/pretrain.json").read_text())
+    assert metrics["skipped"] is False and metrics["global_step"] == cfg.pretrain.max_steps
+    snapshots = root / "models/pretrained/snapshots"
+    assert sorted(p.name for p in snapshots.iterdir()) == ["step-0", "step-3"]
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    AutoTokenizer.from_pretrained(str(snapshots / "step-3"))
+    early = AutoModelForMaskedLM.from_pretrained(str(snapshots / "step-0"))
+    final = AutoModelForMaskedLM.from_pretrained(str(root / "models/pretrained"))
+    name = "bert.encoder.layer.0.attention.self.query.weight"
+    assert not early.state_dict()[name].equal(final.state_dict()[name]), "trained in between"
+
+
 def test_killed_run_resumes_from_last_checkpoint(tmp_path: Path) -> None:
     steps = 400
     root = smoke_project(

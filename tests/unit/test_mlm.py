@@ -6,9 +6,14 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM
 
-from emergent.data.mlm import MaskingCollator, mask_tokens, pack_blocks
+from emergent.data.mlm import MaskingCollator, pack_blocks
 from emergent.models.backbone import train_wordpiece
-from emergent.models.mlm import masked_lm_loss
+from emergent.models.mlm import (
+    head_parameter_names,
+    init_output_bias,
+    masked_lm_loss,
+    tie_decoder,
+)
 from emergent.models.optim import linear_warmup_decay, param_groups
 
 TEXTS = [
@@ -37,23 +42,35 @@ def test_trained_wordpiece_is_cased_and_has_bert_specials(tokenizer, tmp_path) -
     assert loaded.pad_token_id == 0 and loaded.mask_token == "[MASK]"
 
 
-def test_mask_tokens_proportions_and_labels() -> None:
+def test_masking_proportions_and_labels(tokenizer) -> None:
+    """transformers' collator behind ours: 15% of non-special tokens, 80/10/10 split."""
     generator = torch.Generator().manual_seed(0)
-    ids = torch.randint(10, 1000, (64, 128))
-    special = torch.zeros_like(ids, dtype=torch.bool)
-    special[:, 0] = special[:, -1] = True
-    inputs, labels = mask_tokens(
-        ids, special, mask_token_id=4, vocab_size=1000, generator=generator
+    ids = torch.randint(
+        len(tokenizer.all_special_ids), len(tokenizer), (64, 128), generator=generator
     )
+    ids[:, 0], ids[:, -1] = tokenizer.cls_token_id, tokenizer.sep_token_id
+    masking = {"mlm_probability": 0.15, "mask_replace_prob": 0.8, "random_replace_prob": 0.1}
+    batch = MaskingCollator(tokenizer, masking, seed=0)(list(ids))
+    inputs, labels = batch["input_ids"], batch["labels"]
     selected = labels.ne(-100)
-    assert not selected[special].any(), "special tokens must never be masked"
+    assert not selected[:, [0, -1]].any(), "special tokens must never be masked"
     assert selected.float().mean().item() == pytest.approx(0.15 * 126 / 128, abs=0.01)
     assert torch.equal(labels[selected], ids[selected])
-    masked = inputs[selected].eq(4).float().mean().item()
+    masked = inputs[selected].eq(tokenizer.mask_token_id).float().mean().item()
     unchanged = inputs[selected].eq(ids[selected]).float().mean().item()
     assert masked == pytest.approx(0.8, abs=0.03)
     assert unchanged == pytest.approx(0.1, abs=0.03)  # 10% kept (+ rare random hits)
     assert torch.equal(inputs[~selected], ids[~selected])
+    assert batch["attention_mask"].all()
+
+
+def test_collator_trims_padding_and_masks_no_pad(tokenizer) -> None:
+    blocks = pack_blocks(tokenizer, TEXTS[:3], block_size=64)
+    batch = MaskingCollator(tokenizer, {"mlm_probability": 0.9}, seed=0)(list(blocks))
+    lengths = blocks.ne(tokenizer.pad_token_id).sum(1)
+    assert batch["input_ids"].shape[1] == int(lengths.max())
+    assert batch["attention_mask"].sum(1).tolist() == lengths.tolist()
+    assert not batch["labels"][batch["attention_mask"].eq(0)].ne(-100).any()
 
 
 def test_pack_blocks_and_collator(tokenizer) -> None:
@@ -103,6 +120,7 @@ def test_param_groups_exclude_bias_and_layernorm() -> None:
 
 
 def test_linear_warmup_then_decay() -> None:
+    """transformers' linear schedule: 0 -> peak over the warmup steps, then linear to 0."""
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     sched = linear_warmup_decay(opt, total_steps=10, warmup_ratio=0.2)
     lrs = []
@@ -110,7 +128,51 @@ def test_linear_warmup_then_decay() -> None:
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
-    assert lrs[:3] == pytest.approx([0.5, 1.0, 1.0])
-    assert lrs[-1] == pytest.approx(0.125) and lrs == sorted(lrs[:2]) + sorted(
-        lrs[2:], reverse=True
+    assert lrs[:3] == pytest.approx([0.0, 0.5, 1.0])
+    assert lrs[-1] == pytest.approx(0.125) and lrs[2:] == sorted(lrs[2:], reverse=True)
+
+
+def test_mlm_head_is_tied_and_only_transform_and_bias_are_new(tokenizer) -> None:
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        tie_word_embeddings=False,
     )
+    model = BertForMaskedLM(config)
+    assert model.get_output_embeddings().weight is not model.get_input_embeddings().weight
+    tie_decoder(model)
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    names = head_parameter_names(model) - {"cls.predictions.decoder.bias"}  # untied config
+    assert "cls.predictions.decoder.weight" not in head_parameter_names(model)
+    assert names == {
+        "cls.predictions.bias",
+        "cls.predictions.transform.dense.weight",
+        "cls.predictions.transform.dense.bias",
+        "cls.predictions.transform.LayerNorm.weight",
+        "cls.predictions.transform.LayerNorm.bias",
+    }
+
+
+def test_output_bias_starts_at_log_unigram_frequencies(tokenizer) -> None:
+    model = BertForMaskedLM(
+        BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+        )
+    )
+    blocks = pack_blocks(tokenizer, TEXTS, block_size=16)
+    init_output_bias(model, blocks, tokenizer.all_special_ids)
+    bias = model.get_output_embeddings().bias
+    counts = torch.bincount(blocks.flatten(), minlength=len(tokenizer)).float()
+    frequent = int(counts[len(tokenizer.all_special_ids) :].argmax()) + len(
+        tokenizer.all_special_ids
+    )
+    assert int(bias.argmax()) == frequent
+    assert float(bias.exp().sum()) == pytest.approx(1.0, abs=1e-4)
+    assert float(bias[tokenizer.pad_token_id]) == pytest.approx(float(bias.min()))

@@ -43,34 +43,13 @@ def pack_blocks(tokenizer: Any, texts: list[str], block_size: int) -> torch.Tens
     return out
 
 
-def mask_tokens(
-    input_ids: torch.Tensor,
-    special_mask: torch.Tensor,
-    mask_token_id: int,
-    vocab_size: int,
-    mlm_probability: float = 0.15,
-    mask_replace_prob: float = 0.8,
-    random_replace_prob: float = 0.1,
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Select `mlm_probability` of the non-special tokens; of those, replace `mask_replace_prob`
-    with [MASK], `random_replace_prob` with a random token, and keep the rest. Labels are -100
-    everywhere except at selected positions."""
-    inputs = input_ids.clone()
-    labels = input_ids.clone()
-    probs = torch.full(inputs.shape, mlm_probability)
-    probs.masked_fill_(special_mask, 0.0)
-    selected = torch.bernoulli(probs, generator=generator).bool()
-    labels[~selected] = -100
-    draw = torch.rand(inputs.shape, generator=generator)
-    to_mask = selected & (draw < mask_replace_prob)
-    to_random = (
-        selected & (draw >= mask_replace_prob) & (draw < mask_replace_prob + random_replace_prob)
-    )
-    inputs[to_mask] = mask_token_id
-    random_tokens = torch.randint(vocab_size, inputs.shape, generator=generator)
-    inputs[to_random] = random_tokens[to_random]
-    return inputs, labels
+def masking_settings(pretrain_cfg: Any) -> dict[str, float]:
+    """The masking keys of `pretrain` (what `DataCollatorForLanguageModeling` takes)."""
+    return {
+        "mlm_probability": float(pretrain_cfg.mlm_probability),
+        "mask_replace_prob": float(pretrain_cfg.mask_replace_prob),
+        "random_replace_prob": float(pretrain_cfg.random_replace_prob),
+    }
 
 
 class BlockDataset(Dataset):
@@ -85,26 +64,33 @@ class BlockDataset(Dataset):
 
 
 class MaskingCollator:
-    """Dynamic padding (trim to the longest block) and fresh masking per batch."""
+    """Dynamic padding (trim to the longest block) and fresh BERT-style masking per batch.
+
+    The masking itself is transformers' `DataCollatorForLanguageModeling`: of the non-special
+    tokens it selects `mlm_probability`, replaces `mask_replace_prob` of those with [MASK] and
+    `random_replace_prob` with a random token, and labels only the selected positions.
+    """
 
     def __init__(self, tokenizer: Any, masking: dict[str, float], seed: int | None = None) -> None:
+        from transformers import DataCollatorForLanguageModeling
+
         self.pad_id = tokenizer.pad_token_id
-        self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)))
-        self.mask_id = tokenizer.mask_token_id
-        self.vocab_size = len(tokenizer)
-        self.masking = masking
-        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.collator = DataCollatorForLanguageModeling(
+            tokenizer, mlm=True, seed=seed, return_tensors="pt", **masking
+        )
 
     def __call__(self, rows: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        batch = torch.stack(rows)
-        attention = batch.ne(self.pad_id)
-        width = int(attention.sum(1).max())
-        batch, attention = batch[:, :width], attention[:, :width]
-        special = torch.isin(batch, self.special_ids)
-        inputs, labels = mask_tokens(
-            batch, special, self.mask_id, self.vocab_size, generator=self.generator, **self.masking
+        # Blocks are right-padded: hand the collator each block without its padding, it pads
+        # to the longest one and builds the attention mask.
+        lengths = [int(row.ne(self.pad_id).sum()) for row in rows]
+        out = self.collator(
+            [{"input_ids": row[:n].tolist()} for row, n in zip(rows, lengths, strict=True)]
         )
-        return {"input_ids": inputs, "attention_mask": attention.long(), "labels": labels}
+        return {
+            "input_ids": out["input_ids"],
+            "attention_mask": out["attention_mask"].long(),
+            "labels": out["labels"],
+        }
 
 
 class MLMDataModule(L.LightningDataModule):

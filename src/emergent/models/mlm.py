@@ -1,9 +1,17 @@
-"""LightningModule for masked-language-model pretraining of a `BertForMaskedLM`."""
+"""LightningModule for masked-language-model pretraining of a `BertForMaskedLM`.
+
+A sentence-encoder checkpoint (the packaged MiniLM) has no MLM head. Its decoder is tied to the
+word embeddings, so only the head's transform (dense + LayerNorm) and output bias are new: those
+get their own (higher) learning rate, an optional head-only warm-up with the encoder frozen, and
+an output bias started at the corpus' log unigram frequencies instead of zeros.
+"""
 
 from __future__ import annotations
 
+import logging
 import math
 import time
+from collections.abc import Collection
 from typing import Any
 
 import lightning as L
@@ -12,18 +20,56 @@ import torch.nn.functional as F
 
 from emergent.models.optim import linear_warmup_decay, param_groups
 
+log = logging.getLogger(__name__)
 
-def masked_lm_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+
+def tie_decoder(model: Any) -> None:
+    """Make sure the MLM decoder weight IS the input embedding matrix (BERT's tying).
+
+    transformers ties them when `config.tie_word_embeddings` holds; a config that says
+    otherwise would leave a randomly initialised vocab x hidden decoder to learn from scratch.
+    """
+    if model.get_output_embeddings().weight is model.get_input_embeddings().weight:
+        return
+    log.warning("MLM decoder was not tied to the word embeddings: tying it")
+    model.config.tie_word_embeddings = True
+    model.get_output_embeddings().weight = model.get_input_embeddings().weight
+
+
+def head_parameter_names(model: Any) -> set[str]:
+    """Names of the MLM head's own parameters (transform and bias; the tied decoder weight is
+    the embedding matrix and is listed under the encoder)."""
+    return {name for name, _ in model.named_parameters() if name.startswith("cls.")}
+
+
+def init_output_bias(model: Any, token_ids: torch.Tensor, special_ids: Collection[int]) -> None:
+    """Start the decoder bias at log unigram frequencies of `token_ids` (add-one smoothed).
+
+    A zero bias makes the untrained head predict rare and frequent tokens alike; the unigram
+    prior is what the bias learns first anyway, so this skips those steps.
+    """
+    bias = model.get_output_embeddings().bias
+    counts = torch.bincount(token_ids.flatten(), minlength=bias.numel())[: bias.numel()].float()
+    counts[list(special_ids)] = 0.0
+    with torch.no_grad():
+        bias.copy_(torch.log((counts + 1.0) / (counts.sum() + bias.numel())))
+
+
+def masked_lm_loss(
+    model: Any, batch: dict[str, torch.Tensor], freeze_encoder: bool = False
+) -> tuple[torch.Tensor, dict]:
     """MLM loss computed only at masked positions.
 
     The vocabulary projection is applied to the ~15% masked hidden states instead of every
     position: on a CPU that head (hidden x vocab) would otherwise dominate the step time.
+    `freeze_encoder` runs the encoder without autograd (head-only warm-up: ~3x cheaper steps).
     Returns the mean loss and sums for exact aggregation (loss sum, correct, count).
     """
     labels = batch["labels"]
-    hidden = model.bert(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-    ).last_hidden_state
+    with torch.set_grad_enabled(torch.is_grad_enabled() and not freeze_encoder):
+        hidden = model.bert(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).last_hidden_state
     selected = labels.ne(-100)
     logits = model.cls(hidden[selected])
     targets = labels[selected]
@@ -47,10 +93,14 @@ class MaskedLMModule(L.LightningModule):
         eps: float = 1e-6,
         warmup_ratio: float = 0.06,
         total_steps: int = 1000,
+        head_params: Collection[str] = (),
+        head_lr: float | None = None,
+        head_warmup_steps: int = 0,
     ) -> None:
         super().__init__()
         self.model = model
-        self.save_hyperparameters(ignore=["model"])
+        self.save_hyperparameters(ignore=["model", "head_params"])
+        self.head_params = set(head_params)
         self._val: dict[str, float] = {}
         self._tokens = 0
         self._train_time = 0.0
@@ -64,7 +114,8 @@ class MaskedLMModule(L.LightningModule):
         self._step_start = time.perf_counter()
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, _ = masked_lm_loss(self.model, batch)
+        frozen = self.global_step < self.hparams.head_warmup_steps
+        loss, _ = masked_lm_loss(self.model, batch, freeze_encoder=frozen)
         self._tokens += int(batch["attention_mask"].sum())
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         return loss
@@ -111,8 +162,12 @@ class MaskedLMModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
+        named = list(self.model.named_parameters())
+        encoder = [(n, p) for n, p in named if n not in self.head_params]
+        head = [(n, p) for n, p in named if n in self.head_params]
         optimizer = torch.optim.AdamW(
-            param_groups(self.model.named_parameters(), hp.weight_decay),
+            param_groups(encoder, hp.weight_decay)
+            + param_groups(head, hp.weight_decay, lr=hp.head_lr or hp.lr),
             lr=hp.lr,
             betas=tuple(hp.betas),
             eps=hp.eps,

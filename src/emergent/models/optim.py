@@ -40,13 +40,9 @@ def param_groups(
 def linear_warmup_decay(
     optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warmup to the peak lr over `warmup_ratio` of the steps, then linear decay to 0."""
+    """Linear warmup to each group's peak lr over `warmup_ratio` of the steps, then linear
+    decay to 0 (transformers' `get_linear_schedule_with_warmup`, sized by a ratio)."""
+    from transformers import get_linear_schedule_with_warmup
+
     total = max(1, int(total_steps))
-    warmup = int(total * float(warmup_ratio))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / max(1, warmup)
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return get_linear_schedule_with_warmup(optimizer, int(total * float(warmup_ratio)), total)

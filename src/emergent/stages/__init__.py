@@ -25,6 +25,7 @@ STAGES: dict[str, str] = {
     "finetune": "emergent.stages.finetune",
     "evaluate": "emergent.stages.evaluate",
     "export": "emergent.stages.export",
+    "fewshot": "emergent.stages.fewshot",
     # commands (not DVC stages)
     "promote": "emergent.stages.promote",
     "predict": "emergent.stages.predict",

@@ -11,16 +11,25 @@ import json
 import logging
 import shutil
 import time
+from pathlib import Path
+from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 
 from emergent.config import Paths
-from emergent.data.mlm import MLMDataModule
+from emergent.data.mlm import MLMDataModule, masking_settings
+from emergent.errors import StageError
 from emergent.evaluation.plots import plot_curves, write_csv
 from emergent.io import atomic_dir, sha256_file, write_json
 from emergent.models.backbone import count_parameters, load_mlm_model, load_tokenizer
-from emergent.models.mlm import MaskedLMModule
+from emergent.models.mlm import (
+    MaskedLMModule,
+    head_parameter_names,
+    init_output_bias,
+    tie_decoder,
+)
 from emergent.tracking import is_rank_zero, stage_run
 from emergent.training import (
     MetricHistory,
@@ -34,12 +43,7 @@ from emergent.training import (
 log = logging.getLogger(__name__)
 
 
-def masking(cfg: DictConfig) -> dict[str, float]:
-    return {
-        "mlm_probability": float(cfg.mlm_probability),
-        "mask_replace_prob": float(cfg.mask_replace_prob),
-        "random_replace_prob": float(cfg.random_replace_prob),
-    }
+masking = masking_settings  # kept for emergent.bench.pretrain (which should import the library)
 
 
 def run(cfg: DictConfig, paths: Paths) -> None:
@@ -55,19 +59,26 @@ def run(cfg: DictConfig, paths: Paths) -> None:
         tokenizer,
         block_size=block_size,
         batch_size=int(pcfg.batch_size),
-        masking=masking(pcfg),
+        masking=masking_settings(pcfg),
         seed=int(cfg.seed),
         num_workers=int(pcfg.num_workers),
         max_train_blocks=pcfg.get("max_train_blocks"),
     )
     datamodule.setup("fit")
-    max_steps = int(pcfg.max_steps or -1)
-    if max_steps <= 0:
+    max_steps = -1 if pcfg.max_steps is None else int(pcfg.max_steps)
+    if max_steps < 0:
         per_epoch = len(datamodule.train_dataloader()) // int(cfg.trainer.devices or 1)
         max_steps = per_epoch * int(pcfg.max_epochs or 1)
+    head = pcfg.get("head") or {}
 
     with stage_run(cfg, "pretrain", "pretrain", data_sha256=data_sha) as tracker:
         model = load_mlm_model(cfg.model, tokenizer)
+        tie_decoder(model)
+        if head.get("init_bias", "unigram") == "unigram":
+            assert datamodule.train_blocks is not None
+            init_output_bias(model, datamodule.train_blocks, tokenizer.all_special_ids)
+        # Only a pretrained encoder has an old body and a new head; from scratch all is new.
+        new_head = head_parameter_names(model) if cfg.model.pretrained else set()
         module = MaskedLMModule(
             model,
             lr=float(pcfg.optimizer.lr),
@@ -75,7 +86,10 @@ def run(cfg: DictConfig, paths: Paths) -> None:
             betas=tuple(pcfg.optimizer.betas),
             eps=float(pcfg.optimizer.eps),
             warmup_ratio=float(pcfg.warmup_ratio),
-            total_steps=max_steps,
+            total_steps=max(max_steps, 1),
+            head_params=new_head,
+            head_lr=head.get("lr"),
+            head_warmup_steps=int(head.get("warmup_steps") or 0) if new_head else 0,
         )
         counts = count_parameters(model)
         tracker.log_params(
@@ -87,13 +101,20 @@ def run(cfg: DictConfig, paths: Paths) -> None:
             config_fingerprint(cfg, ["model", "pretrain", "trainer", "seed"], data_sha),
         )
         history = MetricHistory(("train_loss", "tok_s", "lr"))
+        snapshots = HFSnapshots(
+            ckpt_dir / "snapshots", snapshot_steps(pcfg.get("snapshots") or [], max_steps)
+        )
         trainer = build_trainer(
             cfg.trainer,
-            max_steps=max_steps,
+            max_steps=max(max_steps, 1),
             val_check_interval=int(pcfg.val_check_interval),
             limit_val_batches=pcfg.limit_val_batches,
             gradient_clip_val=float(pcfg.gradient_clip_val),
-            callbacks=[history, periodic_checkpoint(ckpt_dir, int(pcfg.checkpoint_every_n_steps))],
+            callbacks=[
+                history,
+                snapshots,
+                periodic_checkpoint(ckpt_dir, int(pcfg.checkpoint_every_n_steps)),
+            ],
             logger=mlflow_logger(cfg, tracker),
             default_root_dir=paths.out("checkpoints", "pretrain"),
         )
@@ -101,13 +122,17 @@ def run(cfg: DictConfig, paths: Paths) -> None:
         if resume:
             log.info("resuming from %s (step %d)", resume, resumed_from)
         start = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
+        if max_steps > 0:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
+        else:
+            log.info("pretrain.max_steps=0: skipping training, saving the initialised MLM")
         train_seconds = time.perf_counter() - start
         final = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
         if not trainer.is_global_zero or not is_rank_zero():
             return
 
         metrics = {
+            "skipped": max_steps == 0,
             "val_loss": float(final["val_loss"]),
             "perplexity": float(final["perplexity"]),
             "masked_accuracy": float(final["masked_accuracy"]),
@@ -122,6 +147,10 @@ def run(cfg: DictConfig, paths: Paths) -> None:
         with atomic_dir(paths.out("models", "pretrained")) as tmp:
             model.save_pretrained(str(tmp), safe_serialization=True)
             tokenizer.save_pretrained(str(tmp))
+            if snapshots.saved:
+                shutil.copytree(snapshots.directory, tmp / "snapshots")
+                for snapshot in (tmp / "snapshots").iterdir():
+                    tokenizer.save_pretrained(str(snapshot))
         write_json(paths.out("metrics", "pretrain.json"), metrics)
         write_plots(paths, history)
         tracker.log_metrics({k: v for k, v in metrics.items() if k != "global_step"})
@@ -129,6 +158,34 @@ def run(cfg: DictConfig, paths: Paths) -> None:
         tracker.log_artifact(paths.out("models", "pretrained", "config.json"), "model")
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         log.info("pretrain: %s", json.dumps(metrics))
+
+
+def snapshot_steps(fractions: list[float], max_steps: int) -> list[int]:
+    """Global steps at which to keep a snapshot: `fractions` of `max_steps`, in [0, 1)."""
+    if any(not 0 <= float(f) < 1 for f in fractions):
+        raise StageError(f"pretrain.snapshots: fractions must lie in [0, 1), got {list(fractions)}")
+    return sorted({round(float(f) * max_steps) for f in fractions}) if max_steps > 0 else []
+
+
+class HFSnapshots(Callback):
+    """Saves the HF model (`save_pretrained`) at chosen global steps, for scale-axis studies."""
+
+    def __init__(self, directory: Path, steps: list[int]) -> None:
+        self.directory = Path(directory)
+        self.steps = set(steps)
+
+    @property
+    def saved(self) -> bool:
+        return self.directory.is_dir() and any(self.directory.iterdir())
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+        self.on_train_batch_end(trainer, pl_module)  # step 0: before any update
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
+        step = trainer.global_step
+        if step in self.steps and trainer.is_global_zero:
+            with atomic_dir(self.directory / f"step-{step}") as tmp:
+                pl_module.model.save_pretrained(str(tmp), safe_serialization=True)
 
 
 def write_plots(paths: Paths, history: MetricHistory) -> None:

@@ -1,0 +1,55 @@
+"""The fewshot stage end to end on the smoke model: metrics shape, plots, report, MLflow runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from emergent.config import Paths
+from emergent.stages import StageError, run_stage
+from tests.conftest import smoke_cfg
+
+pytestmark = pytest.mark.integration
+
+METHODS = {"zero_shot", "zero_shot_calibrated", "in_context", "head", "prompt"}
+
+
+def test_fewshot_stage_outputs(smoke_pretrained: Path, tmp_path: Path) -> None:
+    cfg = smoke_cfg(tmp=tmp_path)
+    run_stage("fewshot", cfg, Paths(smoke_pretrained, tmp_path))
+    metrics = json.loads((tmp_path / "metrics/fewshot.json").read_text())
+    assert set(metrics) == {cfg.model.name}
+    table = metrics[cfg.model.name]
+    assert set(table) == METHODS
+    assert set(table["zero_shot"]) == {"0"} and set(table["prompt"]) == {"4"}
+    for cells in table.values():
+        for cell in cells.values():
+            assert set(cell) == {"mean", "std", "n_seeds"} and 0.0 <= cell["mean"] <= 1.0
+            assert cell["n_seeds"] == 1
+    rows = (tmp_path / "reports/fewshot/results.csv").read_text().splitlines()
+    assert rows[0].startswith("model,method,k,seed,accuracy") and len(rows) == 1 + 5
+    assert "brier" in rows[0] and "ece" in rows[0] and "gold_word_logprob" in rows[0]
+    summary = (tmp_path / "reports/fewshot/summary.md").read_text()
+    assert "| prompt |" in summary and "Data advantage" in summary and "92.7" in summary
+    k_prompt = (tmp_path / "plots/fewshot/k_prompt.csv").read_text().splitlines()
+    assert k_prompt[0] == "k,accuracy,low,high,model" and k_prompt[1].startswith("4,")
+    assert (tmp_path / "plots/fewshot/accuracy_vs_k.png").stat().st_size > 1000
+
+    import mlflow
+
+    runs = mlflow.search_runs(experiment_names=["fewshot"])
+    parent = runs[runs["tags.mlflow.parentRunId"].isna()]
+    nested = runs[runs["tags.mlflow.parentRunId"].notna()]
+    assert len(parent) == 1 and len(nested) == 5
+    assert set(nested["tags.method"]) == METHODS
+    assert (nested["tags.dvc_stage"] == "fewshot").all()
+    assert (nested["tags.mlflow.parentRunId"] == parent["run_id"].iloc[0]).all()
+
+
+def test_fewshot_rejects_a_multi_token_verbalizer(smoke_pretrained: Path, tmp_path: Path) -> None:
+    cfg = smoke_cfg("fewshot.prompts.sentiment.verbalizer.positive=marvellous", tmp=tmp_path)
+    with pytest.raises(StageError, match=r"fewshot\.prompts\.sentiment\.verbalizer\.positive"):
+        run_stage("fewshot", cfg, Paths(smoke_pretrained, tmp_path))
+    assert not (tmp_path / "metrics/fewshot.json").exists()

@@ -1,0 +1,133 @@
+"""Few-shot library pieces on known inputs: verbalizers, templates, calibration, sampling,
+metrics, aggregation and the data advantage."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from emergent.fewshot import FewShotConfigError
+from emergent.fewshot.calibration import calibrate, content_free_prior
+from emergent.fewshot.demonstrations import fixed_subset, sample_per_class
+from emergent.fewshot.metrics import classification_metrics
+from emergent.fewshot.report import aggregate, data_advantage, headline, matching_k
+from emergent.fewshot.templates import Template, encode_prompt
+from emergent.fewshot.verbalizers import build_verbalizer
+from emergent.models.backbone import train_wordpiece
+
+TEXTS = ["the movie was great fun and a joy", "a terrible waste of time , it was bad"] * 30
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_wordpiece(TEXTS, vocab_size=200, min_frequency=1, lowercase=True, max_length=64)
+
+
+def test_verbalizer_maps_labels_to_single_tokens(tokenizer) -> None:
+    verbalizer = build_verbalizer(
+        tokenizer, {"negative": "terrible", "positive": "great"}, ["negative", "positive"], "k"
+    )
+    assert verbalizer.token_ids == tuple(tokenizer.convert_tokens_to_ids(["terrible", "great"]))
+    assert verbalizer.index("positive") == 1
+
+
+def test_verbalizer_rejects_multi_token_words_naming_the_key(tokenizer) -> None:
+    key = "fewshot.prompts.sentiment.verbalizer"
+    with pytest.raises(FewShotConfigError, match=rf"^{key}\.positive='marvellous' is not a single"):
+        build_verbalizer(
+            tokenizer, {"negative": "bad", "positive": "marvellous"}, ["negative", "positive"], key
+        )
+    with pytest.raises(FewShotConfigError, match="no word for label"):
+        build_verbalizer(tokenizer, {"negative": "bad"}, ["negative", "positive"], key)
+
+
+def test_template_needs_text_and_mask() -> None:
+    with pytest.raises(FewShotConfigError, match=r"fewshot\.prompts\.x\.template"):
+        Template.parse("It was {mask}.", "fewshot.prompts.x.template")
+
+
+def test_prompt_encoding_demonstrations_truncation_and_mask(tokenizer) -> None:
+    template = Template.parse("{text} it was {mask} .", "t")
+    long_text = " ".join(["great fun"] * 40)
+    demos = [("a terrible waste", "bad"), ("great fun", "great")]
+    row = encode_prompt(tokenizer, template, long_text, 48, demos, demo_tokens=10, query_tokens=30)
+    ids = row["input_ids"]
+    assert len(ids) <= 48 and ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
+    assert (
+        ids[row["mask_pos"]] == tokenizer.mask_token_id and ids.count(tokenizer.mask_token_id) == 1
+    )
+    assert ids.count(tokenizer.sep_token_id) == 3, "two demonstrations, then the query"
+    assert tokenizer.convert_tokens_to_ids("bad") in ids[: row["mask_pos"]]
+    # No room: demonstrations are dropped, the query stays whole.
+    tight = encode_prompt(
+        tokenizer, template, long_text, 30, demos, demo_tokens=10, query_tokens=30
+    )
+    assert tight["input_ids"].count(tokenizer.sep_token_id) == 1
+    # A content-free "[MASK]" input: the slot is the template's mask, not the text's.
+    free = encode_prompt(tokenizer, template, tokenizer.mask_token, 48)
+    assert free["input_ids"].count(tokenizer.mask_token_id) == 2
+    assert free["mask_pos"] == len(free["input_ids"]) - 3  # ... [MASK] . [SEP]
+
+
+def test_contextual_calibration_removes_the_content_free_bias() -> None:
+    prior = content_free_prior(torch.tensor([[0.8, 0.2], [0.6, 0.4]]))
+    assert prior.tolist() == pytest.approx([0.7, 0.3])
+    probs = torch.tensor([[0.7, 0.3], [0.6, 0.4]])
+    calibrated = calibrate(probs, prior)
+    assert calibrated[0].tolist() == pytest.approx([0.5, 0.5])
+    assert calibrated[1].argmax() == 1, "0.4/0.3 > 0.6/0.7: the bias flips this prediction"
+    assert calibrated.sum(-1).tolist() == pytest.approx([1.0, 1.0])
+
+
+def test_k_shot_samples_are_per_class_nested_and_seeded() -> None:
+    data = [{"text": f"t{i}", "label": "a" if i % 3 else "b"} for i in range(60)]
+    four = sample_per_class(data, ["a", "b"], 4, seed=1)
+    two = sample_per_class(data, ["a", "b"], 2, seed=1)
+    assert sorted(e["label"] for e in four) == ["a"] * 4 + ["b"] * 4
+    assert {e["text"] for e in two} <= {e["text"] for e in four}
+    assert {e["text"] for e in sample_per_class(data, ["a", "b"], 4, seed=2)} != {
+        e["text"] for e in four
+    }
+    assert (
+        fixed_subset(data, 10, 0) == fixed_subset(data, 10, 0)
+        and len(fixed_subset(data, 10, 0)) == 10
+    )
+
+
+def test_classification_metrics_on_known_inputs() -> None:
+    probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    gold = torch.tensor([0, 1, 1, 1])
+    m = classification_metrics(probs, gold, torch.tensor([-1.0, -3.0, -2.0, -2.0]))
+    assert m["accuracy"] == pytest.approx(0.75)
+    assert m["brier"] == pytest.approx((0.02 + 0.08 + 0.72 + 0.18) / 4)
+    assert m["gold_logprob"] == pytest.approx(
+        float(torch.tensor([0.9, 0.8, 0.4, 0.7]).log().mean())
+    )
+    assert m["gold_word_logprob"] == pytest.approx(-2.0)
+    assert 0.0 < m["ece"] < 1.0
+
+
+def test_aggregate_and_data_advantage() -> None:
+    rows = [
+        {"method": "head", "k": 4, "accuracy": 0.5},
+        {"method": "head", "k": 4, "accuracy": 0.7},
+        {"method": "head", "k": 16, "accuracy": 0.7},
+        {"method": "head", "k": 64, "accuracy": 0.8},
+        {"method": "prompt", "k": 4, "accuracy": 0.75},
+        {"method": "prompt", "k": 16, "accuracy": 0.9},
+    ]
+    table = aggregate(rows)
+    assert table["head"]["4"]["mean"] == pytest.approx(0.6)
+    assert table["head"]["4"]["std"] == pytest.approx(0.1414, abs=1e-4)
+    assert headline(table)["head"]["4"] == {"mean": 0.6, "std": 0.1414, "n_seeds": 2}
+    assert matching_k({4: 0.6, 16: 0.7, 64: 0.8}, 0.75) == pytest.approx(40.0)
+    assert matching_k({4: 0.6, 16: 0.7, 64: 0.8}, 0.5) == 4.0
+    advantage = data_advantage(table)
+    assert advantage[0] == {
+        "k": 4,
+        "prompt": 0.75,
+        "head_k_equivalent": 40.0,
+        "advantage": 36.0,
+        "head_max_k": 64,
+    }
+    assert advantage[1]["head_k_equivalent"] is None, "0.9 is beyond the head curve"

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from emergent.config import Paths
+from emergent.tasks import get_task
 from tests.conftest import smoke_cfg
 
 pytestmark = pytest.mark.integration
@@ -25,33 +26,30 @@ def test_pretrain_bench_reports_lightning_manual_and_precision_ratios(
         "manual_bf16",
     }
     assert all(v > 0 for v in result["tokens_per_second"].values())
-    ratio = result["ratios"]["lightning_vs_manual_fp32"]
-    tps = result["tokens_per_second"]
-    assert ratio == pytest.approx(tps["lightning_fp32"] / tps["manual_fp32"])
 
 
 def test_inference_bench_on_the_exported_package(smoke_pretrained: Path, exported: Path) -> None:
     from emergent.bench import inference
 
+    cfg = smoke_cfg()
     result = inference.run(
-        smoke_cfg(), Paths.for_dvc(smoke_pretrained), "sentiment", runs1=3, runs32=2
+        cfg, Paths.for_dvc(smoke_pretrained), get_task(cfg, "sentiment"), runs1=3, runs32=2
     )
     assert set(result["variants"]) == {"fp32_torch", "fp32_onnx", "int8_onnx"}
     assert {"cpu_model", "avx2", "avx512_vnni", "avx512_bf16", "amx"} <= set(result["cpu"])
     assert result["cpu"]["torch_cpu_capability"]
-    assert result["ratios"]["fp32_vs_int8_size"] == pytest.approx(
-        result["variants"]["fp32_onnx"]["size_mb"] / result["variants"]["int8_onnx"]["size_mb"]
-    )
+    package = smoke_pretrained / "models/export/sentiment"
+    on_disk = (package / "model.int8.onnx").stat().st_size / 2**20
+    assert result["variants"]["int8_onnx"]["size_mb"] == pytest.approx(on_disk)
+    assert result["ratios"]["fp32_vs_int8_size"] > 1.5, "int8 weights are smaller than fp32"
     assert set(result["targets_met"]) == set(result["targets"])
 
 
 def test_finetune_bench_reports_fp32_bf16_speed_and_metric_change(smoke_pretrained: Path) -> None:
     from emergent.bench import finetune
 
-    result = finetune.run(smoke_cfg(), Paths.for_dvc(smoke_pretrained), "sentiment", steps=2)
+    cfg = smoke_cfg()
+    result = finetune.run(cfg, Paths.for_dvc(smoke_pretrained), get_task(cfg, "sentiment"), steps=2)
     fp32, bf16 = result["variants"]["fp32"], result["variants"]["bf16"]
     assert fp32["steps"] == bf16["steps"] == 2
     assert 0.0 <= fp32["test_metric"] <= 100.0 and fp32["tokens_per_second"] > 0
-    assert result["bf16_metric_change_points"] == pytest.approx(
-        bf16["test_metric"] - fp32["test_metric"]
-    )

@@ -70,6 +70,7 @@ def test_a_task_param_reruns_only_that_task(project_copy: Path) -> None:
                     (path / "placeholder.txt").write_text("x\n")
     committed = run_cmd(["dvc", "commit", "-f", "-q"], cwd=project_copy)
     assert committed.returncode == 0, committed.stdout + committed.stderr
+
     def changed() -> dict:
         """`dvc status`, without stages that run every time by design (monitor)."""
         result = run_cmd(["dvc", "status", "--json"], cwd=project_copy)

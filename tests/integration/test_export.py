@@ -27,6 +27,9 @@ def registry(exported: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return exported
 
 
+VARIANTS = ("fp32_torch", "fp32_onnx", "int8_onnx")
+
+
 @pytest.mark.parametrize("task", ["ner", "sentiment"])
 def test_export_package_and_metrics(smoke_pretrained: Path, registry: Path, task: str) -> None:
     package = smoke_pretrained / "models" / "export" / task
@@ -40,12 +43,14 @@ def test_export_package_and_metrics(smoke_pretrained: Path, registry: Path, task
     ):
         assert (package / name).is_file(), name
     metrics = json.loads((smoke_pretrained / "metrics" / f"export_{task}.json").read_text())
-    for variant in ("fp32_torch", "fp32_onnx", "int8_onnx"):
+    for variant in VARIANTS:
         assert {"metric", "size_mb", "latency_ms_p50", "throughput"} <= set(metrics[variant])
         assert metrics[variant]["throughput"] > 0
-    assert metrics["parity"]["max_abs_logit_diff"] < 1e-3
+    assert not any(isinstance(v, dict) for k, v in metrics.items() if k not in VARIANTS)
+    details = json.loads((package / "export.json").read_text())
+    assert details["parity"]["max_abs_logit_diff"] < 1e-3
     # The exported model is the pruned one: its ONNX twin scores what it scores in PyTorch.
-    pruned = metrics["pruning"]
+    pruned = details["pruning"]
     assert metrics["fp32_onnx"]["metric"] == pytest.approx(pruned["metric_torch"])
     assert metrics["int8_onnx"]["size_mb"] < metrics["fp32_onnx"]["size_mb"]
     # Smoke levels [0, 0.5] with max_metric_drop 100: the most pruned level ships (1 of 2

@@ -336,6 +336,34 @@ def prepare_all(
     return manifest
 
 
+def verify_prepared(prepared_dir: Path) -> dict[str, Any]:
+    """The manifest of `prepared_dir`, after checking that every file it lists still has the
+    sha256 ingest recorded: an edited, truncated or missing prepared file is a DataError
+    naming it, so the quality gate never passes data ingest did not write."""
+    import json
+
+    prepared_dir = Path(prepared_dir)
+    manifest_path = prepared_dir / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        files = dict(manifest["files"])
+    except FileNotFoundError as err:
+        raise DataError(manifest_path, "not found: run the ingest stage first") from err
+    except (ValueError, KeyError, TypeError) as err:
+        raise DataError(manifest_path, f"unreadable manifest ({err}): re-run ingest") from err
+    for name, digest in files.items():
+        path = prepared_dir / name
+        if not path.is_file():
+            raise DataError(path, "listed in manifest.json but missing: re-run ingest")
+        if sha256_file(path) != digest:
+            raise DataError(
+                path,
+                "changed since ingest wrote it (its sha256 differs from manifest.json): "
+                "re-run ingest rather than editing prepared data",
+            )
+    return manifest
+
+
 def load_task_split(prepared_dir: Path, task: str, split: str) -> list[dict]:
     from emergent.io import read_jsonl
 

@@ -193,3 +193,18 @@ def test_empty_prepared_split_names_task_and_split(tmp_path: Path) -> None:
     cfg = smoke_cfg()
     with pytest.raises(DataError, match=r"validation split of task 'sentiment' is empty"):
         build_checks(tmp_path, cfg.data, [SENT])
+
+
+def test_predict_prints_every_record_then_fails_naming_empty_inputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from emergent.errors import PredictionError
+
+    monkeypatch.setattr(predict, "Predictor", lambda *a, **k: FakePredictor())
+    with pytest.raises(PredictionError, match=r"empty text at index 1 \(1 of 3 inputs\)"):
+        predict.run(predict_cfg(), Paths(tmp_path, tmp_path), SENT, texts=["a", " ", "b"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["index"] for r in lines] == [0, 1, 2] and lines[1] == {
+        "index": 1,
+        "error": "empty text",
+    }

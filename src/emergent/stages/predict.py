@@ -5,7 +5,8 @@ Text comes from command-line arguments (after `--`, any argument is a text), els
 with one text per line), else standard input (one text per line). Every input gets exactly one
 output line carrying its `index` (0-based position: argument order, or line of the file or
 stdin), so output lines align with input lines; an empty text gets
-`{"index": i, "error": "empty text"}` instead of a prediction. The model is loaded once.
+`{"index": i, "error": "empty text"}` instead of a prediction, and the command then exits 1
+naming the empty inputs. The model is loaded once.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from omegaconf import DictConfig, ListConfig
 
 from emergent.config import Paths
 from emergent.data.sources import DataError, data_suffix, iter_lines, read_text, resolve
-from emergent.errors import ConfigError
+from emergent.errors import ConfigError, PredictionError
 from emergent.serving.predictor import Predictor
 from emergent.tasks import Task
 
@@ -97,7 +98,19 @@ def records(predictor: Any, inputs: list[str]) -> Iterator[dict[str, Any]]:
 
 
 def run(cfg: DictConfig, paths: Paths, task: Task, texts: list[str] | None = None) -> None:
+    """Print every record; then, if any input was empty, fail (exit 1) saying which, so a
+    script notices even though every other input was answered."""
     export_dir = cfg.predict.get("export_dir") or paths.inp("models", "export", task.name)
     predictor = Predictor(export_dir, task=task.name)
-    for record in records(predictor, read_inputs(cfg, texts, paths)):
-        print(json.dumps(record, ensure_ascii=False))
+    inputs = read_inputs(cfg, texts, paths)
+    empty = []
+    for record in records(predictor, inputs):
+        print(json.dumps(record, ensure_ascii=False), flush=True)
+        if "error" in record:
+            empty.append(record["index"])
+    if empty:
+        shown = ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else "")
+        raise PredictionError(
+            f"empty text at index {shown} ({len(empty)} of {len(inputs)} inputs): "
+            "their output lines are error records, the other inputs were predicted"
+        )

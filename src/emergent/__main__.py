@@ -12,41 +12,51 @@ from pathlib import Path
 
 from emergent.cli import configure_logging, user_errors
 from emergent.config import CONFIG_NAME, Paths, project_root
+from emergent.schema import validate_config
 from emergent.stages import ARGV_STAGES, STAGES, run_stage
 
-OVERRIDE = re.compile(r"^[+~]{0,2}\w[\w.@/-]*=")
-
-USAGE = f"""usage: python -m emergent [-m] <stage> [key=value ...]
+USAGE = f"""usage: python -m emergent [-m] <stage> [key=value ...] [-- text ...]
 
 stages: {", ".join(STAGES)}
 examples:
   python -m emergent ingest data.sentiment.max_rows=500
   python -m emergent predict task=ner "Barack Obama visited Paris"
+  python -m emergent predict task=sentiment -- "-5 stars" "rating=awful"
   python -m emergent -m pretrain model=tiny_bert,minilm pretrain.max_steps=20
 """
 
-
-def is_command_arg(stage: str | None, arg: str, bare: bool) -> bool:
-    """A text for `predict`, or an own argument of an ARGV_STAGES command (not an override)."""
-    if stage == "predict":
-        return bare or " " in arg
-    return stage in ARGV_STAGES and not OVERRIDE.match(arg)
+# A Hydra override: `key=value`, `+key=value`, `++key=value` or `~key[=value]`, where the key
+# is a dotted config path (group@package and group/option allowed). Anything else after the
+# stage is a text for `predict` ("x = 1" is a text: its key part has a space).
+_OVERRIDE = re.compile(r"^(?:\+\+|\+|~)?[A-Za-z_][\w.@/\-]*=|^~[A-Za-z_][\w.@/\-]*$")
 
 
 def split_stage(argv: list[str]) -> tuple[str | None, list[str], list[str]]:
-    """Take the stage name (first bare word) out of argv. For `predict`, further bare words
-    are texts to predict; for ARGV_STAGES (`keys add --scope predict`) every argument that is
-    not a `key=value` override is the command's own; everything else goes to Hydra.
-    Returns (stage, hydra args, texts or command arguments)."""
-    stage, rest, texts = None, [], []
+    """Take the stage name (first bare word) out of argv; returns (stage, hydra args, texts).
+
+    Flags (`-m`, ...) and `key=value` overrides go to Hydra; any other word after the stage is
+    a text (for `predict`) or, for ARGV_STAGES (`keys add --scope predict`), the command's own
+    argument. `--` ends the overrides: every argument after it is a text, so a text may start
+    with `-` or look like `key=value`."""
+    stage: str | None = None
+    rest: list[str] = []
+    texts: list[str] = []
+    only_texts = False
     for arg in argv:
-        bare = not arg.startswith("-") and "=" not in arg
-        if bare and stage is None:
-            stage = arg
-        elif is_command_arg(stage, arg, bare):
+        if only_texts:
             texts.append(arg)
-        else:
+        elif arg == "--":
+            only_texts = True
+        elif _OVERRIDE.match(arg):
             rest.append(arg)
+        elif stage in ARGV_STAGES:
+            texts.append(arg)  # the command's own arguments, flags included
+        elif arg.startswith("-"):
+            rest.append(arg)
+        elif stage is None:
+            stage = arg
+        else:
+            texts.append(arg)
     return stage, rest, texts
 
 
@@ -56,6 +66,13 @@ def main() -> None:
         if stage is not None:
             print(f"error: unknown stage {stage!r}", file=sys.stderr)
         print(USAGE, file=sys.stderr)
+        sys.exit(2)
+    if texts and stage != "predict" and stage not in ARGV_STAGES:
+        print(
+            f"error: {stage} takes key=value overrides, not {texts[0]!r} "
+            "(quote a value with spaces inside the override: 'key=a b')",
+            file=sys.stderr,
+        )
         sys.exit(2)
 
     import hydra
@@ -75,6 +92,7 @@ def main() -> None:
         elif stage in ARGV_STAGES:
             extra = {"argv": texts}
         with user_errors():
+            validate_config(cfg)
             run_stage(stage, cfg, Paths.for_cli(cfg, output_dir), task=cfg.get("task"), **extra)
         if stage != "predict":
             print(f"outputs: {output_dir}", file=sys.stderr)

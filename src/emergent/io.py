@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from emergent.errors import DataError
+
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
@@ -45,8 +47,25 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every JSON object of a JSONL file; a truncated or corrupted line is a `DataError`
+    naming the file and line (never a bare JSONDecodeError traceback)."""
+    rows = []
     with Path(path).open(encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+        try:
+            for number, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise DataError(
+                        path,
+                        f"invalid JSON ({err.msg}); the file is truncated or corrupted",
+                        number,
+                    ) from err
+        except UnicodeDecodeError as err:
+            raise DataError(path, f"not UTF-8 text ({err.reason})") from err
+    return rows
 
 
 @contextmanager

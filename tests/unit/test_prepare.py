@@ -34,19 +34,122 @@ def test_split_is_deterministic_stratified_and_complete() -> None:
     assert sorted(texts) == sorted(e["text"] for e in examples)
 
 
-def test_dedupe_and_leak_removal_counts() -> None:
-    text = SENT.key
-    kept, removed = prepare.dedupe([{"text": "a"}, {"text": "b"}, {"text": "a"}], text)
+def write_tsv(path: Path, rows: list[tuple[str, str]]) -> Path:
+    path.write_text("text\tlabel\n" + "".join(f"{t}\t{lab}\n" for t, lab in rows), "utf-8")
+    return path
+
+
+@pytest.fixture
+def explicit_files(tmp_path: Path):
+    """Train, validation and test files with every kind of overlap: a duplicate inside each
+    file, train examples that are in validation/test, and a validation example in test."""
+    train = write_tsv(
+        tmp_path / "train.tsv", [("a", "pos"), ("b", "neg"), ("c", "pos"), ("a", "pos")]
+    )
+    validation = write_tsv(
+        tmp_path / "dev.tsv", [("b", "neg"), ("d", "pos"), ("e", "neg"), ("e", "neg")]
+    )
+    test = write_tsv(
+        tmp_path / "test.tsv", [("c", "pos"), ("d", "pos"), ("f", "neg"), ("f", "neg")]
+    )
+    return OmegaConf.create(
+        {"train": str(train), "validation": str(validation), "test": str(test), "format": "tsv"}
+    )
+
+
+def test_dedupe_counts() -> None:
+    kept, removed = prepare.dedupe([{"text": "a"}, {"text": "b"}, {"text": "a"}], SENT.key)
     assert [e["text"] for e in kept] == ["a", "b"] and removed == 1
-    splits = {
-        "train": [{"text": "a"}, {"text": "b"}, {"text": "c"}],
-        "validation": [{"text": "b"}, {"text": "d"}],
-        "test": [{"text": "c"}, {"text": "d"}],
+
+
+def test_explicit_heldout_files_are_kept_whole_and_overlaps_counted(
+    explicit_files, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING"):
+        splits, stats = prepare.prepare_task(SENT, explicit_files, {}, 0, tmp_path)
+    texts = {s: [e["text"] for e in rows] for s, rows in splits.items()}
+    assert texts == {
+        "train": ["a"],
+        "validation": ["b", "d", "e", "e"],
+        "test": ["c", "d", "f", "f"],
     }
-    counts = prepare.remove_leaks(splits, text)
-    assert counts == {"train_overlapping_heldout": 2, "validation_overlapping_test": 1}
-    assert [e["text"] for e in splits["train"]] == ["a"]
-    assert [e["text"] for e in splits["test"]] == ["c", "d"]
+    assert stats["duplicates_removed"] == {"train": 1}
+    assert stats["leaks_removed"] == {
+        "train_overlapping_heldout": 2,
+        "validation_overlapping_test": 0,
+    }
+    assert stats["heldout_overlaps"] == {
+        "validation_duplicates_kept": 1,
+        "test_duplicates_kept": 1,
+        "validation_test_overlap_kept": 1,
+    }
+    assert "held-out files are kept whole" in caplog.text
+    assert "removed 2 train example(s)" in caplog.text
+
+
+def test_dedupe_heldout_switch_deduplicates_them(explicit_files, tmp_path: Path) -> None:
+    explicit_files.dedupe_heldout = True
+    splits, stats = prepare.prepare_task(SENT, explicit_files, {}, 0, tmp_path)
+    texts = {s: [e["text"] for e in rows] for s, rows in splits.items()}
+    assert texts == {"train": ["a"], "validation": ["b", "e"], "test": ["c", "d", "f"]}
+    assert stats["duplicates_removed"] == {"train": 1, "validation": 1, "test": 1}
+    assert stats["leaks_removed"]["validation_overlapping_test"] == 1
+    assert set(stats["heldout_overlaps"].values()) == {0}
+
+
+def test_test_file_via_ingest_equals_the_evaluate_reader(explicit_files, tmp_path: Path) -> None:
+    """One test set, one number: the evaluate CLI reads `data.<task>.test` with
+    read_task_file; ingest must prepare exactly those examples."""
+    splits, _ = prepare.prepare_task(SENT, explicit_files, {}, 0, tmp_path)
+    direct, _ = prepare.read_task_file(SENT, explicit_files.test, explicit_files, tmp_path)
+    assert splits["test"] == direct and len(direct) == 4
+
+
+def test_validation_is_carved_out_of_train_when_only_test_is_given(tmp_path: Path) -> None:
+    rows = [(f"text {i}", "pos" if i % 2 else "neg") for i in range(40)]
+    cfg = OmegaConf.create(
+        {
+            "train": str(write_tsv(tmp_path / "train.tsv", rows)),
+            "test": str(write_tsv(tmp_path / "dev.tsv", [("other", "pos"), ("text 3", "pos")])),
+        }
+    )
+    splits, stats = prepare.prepare_task(SENT, cfg, {"validation": 0.25, "test": 0.5}, 0, tmp_path)
+    assert {s: len(v) for s, v in splits.items()} == {"train": 29, "validation": 10, "test": 2}
+    assert stats["carved_from_train"] == {"validation": 0.25}
+    train = {e["text"] for e in splits["train"]}
+    assert not train & {e["text"] for e in splits["validation"]}
+    assert "text 3" not in train  # it is in the test file
+    assert sorted(e["label"] for e in splits["validation"]).count("pos") == 5  # stratified
+
+
+def test_empty_split_names_task_split_and_setting(tmp_path: Path) -> None:
+    cfg = OmegaConf.create(
+        {
+            "train": str(write_tsv(tmp_path / "train.tsv", [("a", "pos"), ("b", "neg")])),
+            "test": str(write_tsv(tmp_path / "dev.tsv", [("c", "pos")])),
+        }
+    )
+    with pytest.raises(
+        DataError,
+        match=r"data\.split\.validation: the validation split of task "
+        r"'sentiment' is empty: it is carved out of 2 train examples",
+    ):
+        prepare.prepare_task(SENT, cfg, {"validation": 0.1}, 0, tmp_path)
+
+
+def test_empty_texts_are_counted_in_the_manifest(tmp_path: Path) -> None:
+    rows = [("a", "pos"), ("  ", "neg"), ("b", "neg"), ("\u00a0", "pos")]
+    cfg = OmegaConf.create(
+        {
+            "train": str(write_tsv(tmp_path / "train.tsv", rows * 1)),
+            "validation": str(write_tsv(tmp_path / "v.tsv", [("c", "pos")])),
+            "test": str(write_tsv(tmp_path / "t.tsv", [("d", "pos"), (" ", "pos")])),
+        }
+    )
+    _, stats = prepare.prepare_task(SENT, cfg, {}, 0, tmp_path)
+    assert stats["empty_dropped"] == 3
+    assert stats["sources"]["train"]["empty_dropped"] == 2
+    assert stats["sources"]["test"]["empty_dropped"] == 1
 
 
 def test_prepare_all_writes_splits_corpus_and_manifest(prepared_smoke: Path) -> None:
@@ -89,7 +192,16 @@ def test_given_splits_are_used_and_leaks_removed(tmp_path: Path) -> None:
     test = tmp_path / "test.conll"
     train.write_text("Bob\tB-person\n\nAlice\tB-person\n\nBob\tB-person\n", encoding="utf-8")
     test.write_text("Alice\tB-person\n", encoding="utf-8")
-    cfg = OmegaConf.create({"train": str(train), "test": str(test), "entity_types": ["person"]})
+    validation = tmp_path / "validation.conll"
+    validation.write_text("Carol\tB-person\n", encoding="utf-8")
+    cfg = OmegaConf.create(
+        {
+            "train": str(train),
+            "validation": str(validation),
+            "test": str(test),
+            "entity_types": ["person"],
+        }
+    )
     splits, stats = prepare.prepare_task(NER, cfg, {}, 0, tmp_path)
     assert splits["train"] == [{"tokens": ["Bob"], "tags": ["B-person"]}]
     assert stats["duplicates_removed"]["train"] == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -62,3 +63,43 @@ def test_label_share_and_row_count_bounds(prepared_smoke, tmp_path) -> None:
     checks = {(f["check"], f["expectation"]) for f in failed}
     assert ("sentiment_label_share", "expect_column_values_to_be_between") in checks
     assert ("ner_test", "expect_table_row_count_to_be_between") in checks
+
+
+def test_share_failure_says_which_label_has_which_share(prepared_smoke) -> None:
+    cfg = smoke_cfg("data.sentiment.label_share={negative:[0.9,1.0]}")
+    failed = [f for f in failures(run_gate(prepared_smoke, cfg)) if "label_share" in f["check"]]
+    message = format_failures(failed)
+    assert re.search(r"label 'negative' has share 0\.\d+, outside \[0\.9, 1\.0\]", message), message
+
+
+def test_labels_and_shares_follow_the_label_map() -> None:
+    from emergent.data.quality import label_expectations
+    from emergent.errors import ConfigError
+
+    # Numeric labels kept as they are (label_map=null labels=null): no set, no share check.
+    cfg = smoke_cfg("data.sentiment.label_map=null", "data.sentiment.labels=null")
+    assert label_expectations("sentiment", cfg.data.sentiment, {"0", "1"}) == (None, {})
+    # A label map with integer keys (from the command line): the labels are its values, and
+    # the default shares of those labels are checked.
+    cfg = smoke_cfg(
+        "~data.sentiment.label_map",
+        "+data.sentiment.label_map={0: negative, 1: positive}",
+        "data.sentiment.labels=null",
+    )
+    labels, shares = label_expectations("sentiment", cfg.data.sentiment, {"negative"})
+    assert labels == ["negative", "positive"] and set(shares) == {"negative", "positive"}
+    # Configured labels that do not hold the shares' labels: a config error naming the key.
+    cfg = smoke_cfg("data.sentiment.labels=[0,1]")
+    with pytest.raises(ConfigError, match=r"data\.sentiment\.label_share: label\(s\)"):
+        label_expectations("sentiment", cfg.data.sentiment, {"0", "1"})
+
+
+def test_label_map_with_integer_keys_maps_a_files_text_labels(tmp_path) -> None:
+    from emergent.data import formats
+
+    path = tmp_path / "sst.tsv"
+    path.write_text("sentence\tlabel\ngood\t1\nbad\t0\n", encoding="utf-8")
+    examples, _ = formats.read_labeled_text(
+        path, "tsv", "sentence", "label", label_map={0: "negative", 1: "positive"}
+    )
+    assert [e["label"] for e in examples] == ["positive", "negative"]

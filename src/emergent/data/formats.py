@@ -6,8 +6,11 @@ Every reader returns plain Python records and raises `DataError` naming the file
 
 from __future__ import annotations
 
+import csv
 import io
 import json
+import re
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,21 @@ from emergent.data.sources import DataError, data_suffix, iter_lines, read_text
 
 NerExample = dict[str, list[str]]  # {"tokens": [...], "tags": [...]}
 TextExample = dict[str, str]  # {"text": ..., "label": ...}
+
+# A column separator of CoNLL lines without a tab: runs of ASCII spaces. A no-break space
+# (U+00A0) or any other Unicode space stays inside its token.
+_SPACES = re.compile(r" +")
+
+
+def setting(task: str | None, key: str) -> str:
+    """Where a data setting lives in the config, for error messages: `data.<task>.<key>`
+    when the task is known, else a description without a placeholder."""
+    return f"data.{task}.{key}" if task else f"the data source's `{key}` setting"
+
+
+def encoding_hint(task: str | None) -> str:
+    return f"set {setting(task, 'encoding')} if the file uses another encoding"
+
 
 CONLL_SUFFIXES = {
     ".conll",
@@ -51,7 +69,7 @@ def detect_format(path: Path, configured: str = "auto", tokens: bool = False) ->
 
 
 def check_tag(
-    tag: str, entity_types: set[str] | None, source: str, line: int, task: str = "<task>"
+    tag: str, entity_types: set[str] | None, source: str, line: int, task: str | None = None
 ) -> None:
     """Tags must be `O`, `B-<type>` or `I-<type>` with a known type."""
     if tag == "O":
@@ -64,9 +82,16 @@ def check_tag(
         raise DataError(
             source,
             f"unknown tag {tag!r}: entity type {etype!r} is not in "
-            f"data.{task}.entity_types ({known})",
+            f"{setting(task, 'entity_types')} ({known})",
             line,
         )
+
+
+def conll_columns(line: str) -> list[str]:
+    """A CoNLL line's columns: split on tabs when it has one, else on runs of ASCII spaces."""
+    if "\t" in line:
+        return [c.strip(" \r") for c in line.strip(" \r\t").split("\t")]
+    return _SPACES.split(line.strip())
 
 
 def iob2_error(tags: list[str]) -> int | None:
@@ -84,11 +109,16 @@ def read_conll(
     encoding: str = "utf-8",
     entity_types: Iterable[str] | None = None,
     label: str = "",
-    task: str = "<task>",
+    task: str | None = None,
 ) -> list[NerExample]:
     """One token per line, tag in the last column, sentences separated by blank lines.
 
     Reads WNUT (`token<TAB>tag`) and CoNLL-2003 (`token POS chunk tag`, `-DOCSTART-` lines).
+    A line with a tab is split on tabs only, so a token may contain spaces or no-break spaces
+    (`New York<TAB>B-geo-loc` is the token `New York`); a line without a tab is split on runs of
+    ASCII spaces. The token is the first column and the tag the last. Every token line of a file
+    must have the same number of columns: a line with more (a space inside a token of a
+    space-separated file) is an error naming the line, never a silently cut token.
     """
     source = label or str(path)
     types = set(entity_types) if entity_types is not None else None
@@ -114,17 +144,27 @@ def read_conll(
         tags.clear()
         lines.clear()
 
-    for number, line in iter_lines(read_text(path, encoding, source)):
+    width: tuple[int, int] | None = None  # (columns, line) of the first token line
+    for number, line in iter_lines(read_text(path, encoding, source, encoding_hint(task))):
         if not line.strip():
             flush()
             continue
-        columns = line.split()
+        columns = conll_columns(line)
         if columns[0] == "-DOCSTART-":
             flush()
             continue
-        if len(columns) < 2:
+        if len(columns) < 2 or not columns[0].strip():
             raise DataError(
                 source, f"expected a token and a tag separated by whitespace, got {line!r}", number
+            )
+        if width is None:
+            width = (len(columns), number)
+        elif len(columns) != width[0]:
+            raise DataError(
+                source,
+                f"{len(columns)} columns but line {width[1]} has {width[0]} ({line!r}); "
+                "a token containing a space needs tab-separated columns (token<TAB>tag)",
+                number,
             )
         check_tag(columns[-1], types, source, number, task)
         tokens.append(columns[0])
@@ -136,9 +176,11 @@ def read_conll(
     return examples
 
 
-def _jsonl_records(path: Path, encoding: str, source: str) -> list[tuple[int, dict[str, Any]]]:
+def _jsonl_records(
+    path: Path, encoding: str, source: str, task: str | None = None
+) -> list[tuple[int, dict[str, Any]]]:
     records = []
-    for number, line in iter_lines(read_text(path, encoding, source)):
+    for number, line in iter_lines(read_text(path, encoding, source, encoding_hint(task))):
         if not line.strip():
             continue
         try:
@@ -158,13 +200,13 @@ def read_ner_jsonl(
     encoding: str = "utf-8",
     entity_types: Iterable[str] | None = None,
     label: str = "",
-    task: str = "<task>",
+    task: str | None = None,
 ) -> list[NerExample]:
     """JSONL with `tokens` and `tags` (lists of equal length) per line."""
     source = label or str(path)
     types = set(entity_types) if entity_types is not None else None
     examples = []
-    for number, record in _jsonl_records(path, encoding, source):
+    for number, record in _jsonl_records(path, encoding, source, task):
         for key in ("tokens", "tags"):
             if not isinstance(record.get(key), list):
                 raise DataError(source, f"field {key!r} missing or not a list", number)
@@ -183,35 +225,76 @@ def read_ner_jsonl(
     return examples
 
 
-def read_table(path: Path, fmt: str, encoding: str = "utf-8", label: str = "") -> pd.DataFrame:
-    """CSV/TSV as strings; the first row is the header."""
+def read_table(
+    path: Path, fmt: str, encoding: str = "utf-8", label: str = "", task: str | None = None
+) -> pd.DataFrame:
+    """CSV/TSV as strings; the first row is the header. The index holds each row's 1-based
+    line number in the file (where the row starts), so errors point at the right line even
+    after a quoted field spanning several lines."""
     source = label or str(path)
-    text = read_text(path, encoding, source)
+    text = read_text(path, encoding, source, encoding_hint(task))
     sep = "\t" if fmt == "tsv" else ","
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    reader = csv.reader(
+        io.StringIO(text, newline=""),
+        delimiter=sep,
+        quoting=csv.QUOTE_MINIMAL if sep == "," else csv.QUOTE_NONE,
+        strict=True,
+    )
+    header: list[str] | None = None
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    start = 1
     try:
-        frame = pd.read_csv(
-            io.StringIO(text),
-            sep=sep,
-            dtype=str,
-            keep_default_na=False,
-            quoting=0 if sep == "," else 3,
-        )
-    except (pd.errors.ParserError, ValueError) as err:
-        raise DataError(source, f"cannot parse as {fmt.upper()}: {err}") from err
-    if frame.empty:
+        for row in reader:
+            if any(field.strip() for field in row):
+                if header is None:
+                    header = row
+                    _check_header(header, fmt, source, task, start)
+                elif len(row) != len(header):
+                    raise DataError(
+                        source,
+                        f"{len(row)} fields but the header has {len(header)} "
+                        f"({', '.join(header)})"
+                        + (" (quote fields that contain a comma)" if sep == "," else ""),
+                        start,
+                    )
+                else:
+                    rows.append(row)
+                    lines.append(start)
+            start = reader.line_num + 1
+    except csv.Error as err:
+        raise DataError(source, f"cannot parse as {fmt.upper()}: {err}", start) from err
+    if header is None or not rows:
         raise DataError(source, "no rows after the header")
-    return frame
+    return pd.DataFrame(rows, columns=header, index=pd.Index(lines, name="line"), dtype=str)
+
+
+def _check_header(header: list[str], fmt: str, source: str, task: str | None, line: int) -> None:
+    if fmt == "csv" and len(header) == 1 and "\t" in header[0]:
+        raise DataError(
+            source,
+            f"looks tab-separated (one CSV column {header[0]!r}): "
+            f"set {setting(task, 'format')}=tsv",
+            line,
+        )
+    duplicates = sorted({c for c in header if c and header.count(c) > 1})
+    if duplicates:
+        raise DataError(source, f"duplicate column name(s) {duplicates} in the header", line)
 
 
 def require_columns(
-    frame: pd.DataFrame, columns: Iterable[str], source: str, task: str = "<task>"
+    frame: pd.DataFrame,
+    columns: Iterable[str],
+    source: str,
+    task: str | None = None,
+    keys: str = "text_column / label_column",
 ) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
+        where = f"data.{task}.{keys}" if task else f"the {keys} setting"
         raise DataError(
-            source,
-            f"missing column(s) {missing}; the file has {list(frame.columns)} "
-            f"(set data.{task}.text_column / label_column)",
+            source, f"missing column(s) {missing}; the file has {list(frame.columns)} (set {where})"
         )
 
 
@@ -220,10 +303,14 @@ def map_labels(
     label_map: Mapping[str, str] | None,
     skip_labels: Iterable[str],
     source: str,
-    task: str = "<task>",
+    task: str | None = None,
 ) -> tuple[list[TextExample], int]:
     """Apply the label mapping; returns examples and the number of skipped rows."""
-    skip = set(skip_labels or [])
+    # Labels are compared as strings: a map written on the command line
+    # (`{0: negative, 1: positive}`) has integer keys, a file's labels are always text.
+    skip = {str(s).strip() for s in skip_labels or []}
+    if label_map is not None:
+        label_map = {str(k).strip(): str(v) for k, v in label_map.items()}
     examples, skipped = [], 0
     for line, text, raw in rows:
         raw = raw.strip()
@@ -234,8 +321,8 @@ def map_labels(
             if raw not in label_map:
                 raise DataError(
                     source,
-                    f"label {raw!r} is not in data.{task}.label_map ({sorted(label_map)}) "
-                    "nor in skip_labels",
+                    f"label {raw!r} is not in {setting(task, 'label_map')} "
+                    f"({sorted(label_map)}) nor in skip_labels",
                     line,
                 )
             raw = str(label_map[raw])
@@ -254,25 +341,21 @@ def read_labeled_text(
     skip_labels: Iterable[str] = (),
     encoding: str = "utf-8",
     label: str = "",
-    task: str = "<task>",
+    task: str | None = None,
 ) -> tuple[list[TextExample], int]:
     """Text classification examples from CSV/TSV (configured columns) or JSONL (`text`/`label`)."""
     source = label or str(path)
     if fmt == "jsonl":
         rows = []
-        for number, record in _jsonl_records(path, encoding, source):
+        for number, record in _jsonl_records(path, encoding, source, task):
             for key in (text_column, label_column):
                 if key not in record:
                     raise DataError(source, f"field {key!r} missing", number)
             rows.append((number, str(record[text_column]), str(record[label_column])))
     elif fmt in {"csv", "tsv"}:
-        frame = read_table(path, fmt, encoding, source)
+        frame = read_table(path, fmt, encoding, source, task)
         require_columns(frame, [text_column, label_column], source, task)
-        # +2: 1-based lines and the header row (exact for files without multi-line fields).
-        rows = [
-            (i + 2, t, lab)
-            for i, (t, lab) in enumerate(zip(frame[text_column], frame[label_column], strict=True))
-        ]
+        rows = list(zip(frame.index, frame[text_column], frame[label_column], strict=True))
     else:
         raise DataError(source, f"format {fmt!r} cannot hold labeled text (use csv, tsv, jsonl)")
     return map_labels(rows, label_map, skip_labels, source, task)
@@ -285,21 +368,25 @@ def read_unlabeled_text(
     where: Mapping[str, Any] | None = None,
     encoding: str = "utf-8",
     label: str = "",
+    task: str | None = None,
 ) -> list[str]:
-    """Unlabeled documents: TXT (one per line), CSV/TSV (a column, optionally filtered), JSONL."""
+    """Unlabeled documents: TXT (one per line), CSV/TSV (a column, optionally filtered), JSONL.
+
+    `task` is where the source sits under `data.` (e.g. `corpus.unlabeled[1]`), for messages."""
     source = label or str(path)
     if fmt == "txt":
-        return [line for _, line in iter_lines(read_text(path, encoding, source))]
+        text = read_text(path, encoding, source, encoding_hint(task))
+        return [line for _, line in iter_lines(text)]
     if fmt == "jsonl":
         return [
             str(r[text_column])
-            for _, r in _jsonl_records(path, encoding, source)
+            for _, r in _jsonl_records(path, encoding, source, task)
             if text_column in r and all(str(r.get(k)) == str(v) for k, v in (where or {}).items())
         ]
     if fmt == "conll":
-        return [" ".join(e["tokens"]) for e in read_conll(path, encoding, None, source)]
-    frame = read_table(path, fmt, encoding, source)
-    require_columns(frame, [text_column, *(where or {})], source)
+        return [" ".join(e["tokens"]) for e in read_conll(path, encoding, None, source, task)]
+    frame = read_table(path, fmt, encoding, source, task)
+    require_columns(frame, [text_column, *(where or {})], source, task, "text_column / where")
     for key, value in (where or {}).items():
         frame = frame[frame[key] == str(value)]
     return frame[text_column].tolist()

@@ -77,65 +77,161 @@ def split_examples(
     return {s: [examples[i] for i in sorted(idx)] for s, idx in assigned.items()}
 
 
-def remove_leaks(splits: dict[str, list[dict]], key: Callable[[dict], Hashable]) -> dict[str, int]:
-    """Make splits disjoint by input text: train loses what validation/test hold, and
-    validation loses what test holds (test is never changed). Returns removed counts."""
-    test_keys = {key(e) for e in splits["test"]}
-    held_out = test_keys | {key(e) for e in splits["validation"]}
-    before_train, before_val = len(splits["train"]), len(splits["validation"])
-    splits["train"] = [e for e in splits["train"] if key(e) not in held_out]
-    splits["validation"] = [e for e in splits["validation"] if key(e) not in test_keys]
-    return {
-        "train_overlapping_heldout": before_train - len(splits["train"]),
-        "validation_overlapping_test": before_val - len(splits["validation"]),
-    }
+def read_task_file(
+    task: Task, source: str, cfg: DictConfig, base_dir: Path
+) -> tuple[list, dict[str, int]]:
+    """Read one configured file of a task, exactly as ingest reads it: the normalised examples,
+    and counts of the rows not kept (`skipped_by_label`: a label in `skip_labels`;
+    `empty_dropped`: nothing left after normalisation, e.g. an empty text).
 
-
-def read_task_file(task: Task, source: str, cfg: DictConfig, base_dir: Path) -> tuple[list, int]:
-    """Read one configured file of a task; returns (normalised examples, rows skipped by
-    label)."""
+    `python -m emergent evaluate data.<task>.test=FILE` reads a test file with this too, and
+    ingest keeps explicit held-out files whole, so both paths score the same examples."""
     path = resolve(source, base_dir)
     fmt = task.detect_format(path, cfg.get("format", "auto"))
     examples, skipped = task.read(path, fmt, cfg, source)
-    normalized = (task.normalize(e, normalize_text) for e in examples)
-    return [e for e in normalized if e is not None], skipped
+    normalized = [task.normalize(e, normalize_text) for e in examples]
+    kept = [e for e in normalized if e is not None]
+    return kept, {"skipped_by_label": skipped, "empty_dropped": len(normalized) - len(kept)}
+
+
+def _overlap(examples: list[dict], keys: set[Hashable], key: Callable[[dict], Hashable]) -> int:
+    return sum(key(e) in keys for e in examples)
 
 
 def prepare_task(
     task: Task, cfg: DictConfig, split_cfg: Mapping[str, float], seed: int, base_dir: Path
 ) -> tuple[dict[str, list[dict]], dict[str, Any]]:
-    """Read, normalise, cap, split, de-duplicate and de-leak one task's data."""
-    stats: dict[str, Any] = {"sources": {}, "skipped_by_label": 0, "duplicates_removed": {}}
+    """Read, normalise, de-duplicate, de-leak, cap and split one task's data.
+
+    Explicit held-out files (`data.<task>.validation` / `.test`) are kept whole: a public test
+    set gives one number whichever path scores it (this pipeline, or `python -m emergent
+    evaluate data.<task>.test=FILE`, which reads the file whole). Their duplicates and the
+    examples validation shares with test are counted in the manifest (`heldout_overlaps`) and
+    logged as a warning; `data.<task>.dedupe_heldout: true` removes them instead. Train is
+    always de-duplicated and loses every example a held-out split holds. A held-out split
+    without a file is carved out of train with the `data.split` fraction.
+    """
+    stats: dict[str, Any] = {
+        "sources": {},
+        "skipped_by_label": 0,
+        "empty_dropped": 0,
+        "duplicates_removed": {},
+    }
     given = {s: cfg.get(s) for s in SPLITS if cfg.get(s)}
     if "train" not in given:
         raise DataError(f"data.{task.name}.train", "no train file configured")
     read: dict[str, list[dict]] = {}
     for split, source in given.items():
-        examples, skipped = read_task_file(task, str(source), cfg, base_dir)
-        stats["skipped_by_label"] += skipped
+        examples, counts = read_task_file(task, str(source), cfg, base_dir)
+        for name, n in counts.items():
+            stats[name] += n
         stats["sources"][split] = {
             "source": str(source),
             "sha256": sha256_file(resolve(str(source), base_dir)),
             "rows_read": len(examples),
+            **counts,
         }
         read[split] = examples
+        if not examples:
+            raise DataError(
+                str(source), f"no examples left for the {split} split of task {task.name!r}"
+            )
 
-    max_rows = cfg.get("max_rows")
-    if set(given) == {"train"}:
-        pool, dup = dedupe(read["train"], task.key)
-        stats["duplicates_removed"]["all"] = dup
-        pool = sample_cap(pool, max_rows, seed)
-        splits = split_examples(pool, split_cfg, seed, task.stratify)
-    else:
-        splits = {}
-        for split in SPLITS:
-            kept, dup = dedupe(read.get(split, []), task.key)
-            stats["duplicates_removed"][split] = dup
-            splits[split] = sample_cap(kept, max_rows, seed) if split == "train" else kept
-    stats["leaks_removed"] = remove_leaks(splits, task.key)
+    held = {s: read[s] for s in ("validation", "test") if s in read}
+    dedupe_heldout = bool(cfg.get("dedupe_heldout", False))
+    overlaps, validation_removed = _heldout_overlaps(task, held, dedupe_heldout, stats)
+    train, stats["duplicates_removed"]["train"] = dedupe(read["train"], task.key)
+    held_keys = {task.key(e) for examples in held.values() for e in examples}
+    before = len(train)
+    train = [e for e in train if task.key(e) not in held_keys]
+    stats["leaks_removed"] = {
+        "train_overlapping_heldout": before - len(train),
+        "validation_overlapping_test": validation_removed,
+    }
+    stats["heldout_overlaps"] = overlaps
+    train = sample_cap(train, cfg.get("max_rows"), seed)
+    carved = [s for s in ("validation", "test") if s not in held]
+    fractions = {s: float(split_cfg.get(s, 0.0)) for s in carved}
+    pool = len(train)
+    if carved:
+        pieces = split_examples(train, fractions, seed, task.stratify)
+        train = pieces["train"]
+        held.update({s: pieces[s] for s in carved})
+    stats["carved_from_train"] = {s: fractions[s] for s in carved}
+    splits = {"train": train, "validation": held["validation"], "test": held["test"]}
+    for split, examples in splits.items():
+        if not examples:
+            raise _empty_split(task, split, carved, fractions, pool)
+    _warn_overlaps(task, stats)
     stats["rows"] = {s: len(v) for s, v in splits.items()}
     stats["labels"] = {s: task.label_counts(v) for s, v in splits.items()}
     return splits, stats
+
+
+def _heldout_overlaps(
+    task: Task, held: dict[str, list[dict]], dedupe_heldout: bool, stats: dict[str, Any]
+) -> tuple[dict[str, int], int]:
+    """Count (or, with `dedupe_heldout`, remove) duplicates inside the held-out files and the
+    examples validation shares with test. Returns the overlaps that stay in the prepared
+    splits, and how many validation examples were removed for being in test."""
+    overlaps: dict[str, int] = {}
+    removed = 0
+    for split in list(held):
+        kept, dup = dedupe(held[split], task.key)
+        if dedupe_heldout:
+            held[split] = kept
+            stats["duplicates_removed"][split] = dup
+        overlaps[f"{split}_duplicates_kept"] = 0 if dedupe_heldout else dup
+    if {"validation", "test"} <= set(held):
+        test_keys = {task.key(e) for e in held["test"]}
+        shared = _overlap(held["validation"], test_keys, task.key)
+        if dedupe_heldout:
+            held["validation"] = [e for e in held["validation"] if task.key(e) not in test_keys]
+            removed = shared
+        overlaps["validation_test_overlap_kept"] = 0 if dedupe_heldout else shared
+    return overlaps, removed
+
+
+def _warn_overlaps(task: Task, stats: dict[str, Any]) -> None:
+    kept = {k: n for k, n in stats["heldout_overlaps"].items() if n}
+    if kept:
+        log.warning(
+            "%s: held-out files are kept whole, with %s (set data.%s.dedupe_heldout=true to "
+            "remove them)",
+            task.name,
+            ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in kept.items()),
+            task.name,
+        )
+    removed = stats["leaks_removed"]["train_overlapping_heldout"]
+    if removed:
+        log.warning(
+            "%s: removed %d train example(s) that also appear in a held-out split",
+            task.name,
+            removed,
+        )
+    if stats["empty_dropped"]:
+        log.warning(
+            "%s: dropped %d example(s) with no text left after normalisation",
+            task.name,
+            stats["empty_dropped"],
+        )
+
+
+def _empty_split(
+    task: Task, split: str, carved: list[str], fractions: Mapping[str, float], n_train: int
+) -> DataError:
+    """Why a split ended up empty, naming the task, the split and the setting to change."""
+    if split in carved:
+        return DataError(
+            f"data.split.{split}",
+            f"the {split} split of task {task.name!r} is empty: it is carved out of "
+            f"{n_train} train examples with fraction {fractions[split]}; raise the fraction "
+            f"or give data.{task.name}.{split}=<file>",
+        )
+    why = " after removing the examples that appear in held-out files" if split == "train" else ""
+    return DataError(
+        f"data.{task.name}.{split}", f"the {split} split of task {task.name!r} is empty{why}"
+    )
 
 
 def split_paragraphs(text: str, min_chars: int) -> list[str]:
@@ -166,7 +262,7 @@ def build_corpus(
         texts = [task.text(e) for e in splits["train"]]
         docs += texts
         stats["sources"][f"{task.name}:train"] = {"rows_read": len(texts)}
-    for entry in cfg.get("unlabeled") or []:
+    for index, entry in enumerate(cfg.get("unlabeled") or []):
         source = str(entry["path"])
         path = resolve(source, base_dir)
         fmt = formats.detect_format(path, entry.get("format", "auto"))
@@ -178,6 +274,7 @@ def build_corpus(
             where=OmegaConf.to_container(where) if where is not None else None,
             encoding=entry.get("encoding", "utf-8"),
             label=source,
+            task=f"corpus.unlabeled[{index}]",
         )
         kept = [text for text in raw if normalize_text(text) not in held_out]
         pieces = [p for text in kept for p in split_paragraphs(text, min_chars)]
@@ -236,6 +333,34 @@ def prepare_all(
             files[str(file.relative_to(tmp))] = sha256_file(file)
         manifest["files"] = files
         write_json(tmp / "manifest.json", manifest)
+    return manifest
+
+
+def verify_prepared(prepared_dir: Path) -> dict[str, Any]:
+    """The manifest of `prepared_dir`, after checking that every file it lists still has the
+    sha256 ingest recorded: an edited, truncated or missing prepared file is a DataError
+    naming it, so the quality gate never passes data ingest did not write."""
+    import json
+
+    prepared_dir = Path(prepared_dir)
+    manifest_path = prepared_dir / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        files = dict(manifest["files"])
+    except FileNotFoundError as err:
+        raise DataError(manifest_path, "not found: run the ingest stage first") from err
+    except (ValueError, KeyError, TypeError) as err:
+        raise DataError(manifest_path, f"unreadable manifest ({err}): re-run ingest") from err
+    for name, digest in files.items():
+        path = prepared_dir / name
+        if not path.is_file():
+            raise DataError(path, "listed in manifest.json but missing: re-run ingest")
+        if sha256_file(path) != digest:
+            raise DataError(
+                path,
+                "changed since ingest wrote it (its sha256 differs from manifest.json): "
+                "re-run ingest rather than editing prepared data",
+            )
     return manifest
 
 

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from emergent.data.formats import iob2_error
 from emergent.data.prepare import SPLITS, load_task_split
+from emergent.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -47,26 +48,70 @@ def _bounds(cfg: Mapping[str, Any], split: str) -> int:
 
 
 def _share_check(dataset: str, labels: pd.Series, shares: Mapping[str, Any] | None) -> Check | None:
-    """Each configured label's share of all labels must stay within [min, max]."""
+    """Each configured label's share of all labels must stay within [min, max].
+
+    Each expectation carries the label, its observed share and the bounds in `meta`, so a
+    failure reads "label 'negative' has share 0.12, outside [0.3, 0.7]"."""
     import great_expectations.expectations as gxe
 
     if not shares:
         return None
-    counts = labels.value_counts(normalize=True)
-    frame = pd.DataFrame(
-        {"label": list(shares), "share": [float(counts.get(k, 0.0)) for k in shares]}
-    )
+    counts = labels.astype(str).value_counts(normalize=True)
+    observed = {str(k): float(counts.get(str(k), 0.0)) for k in shares}
+    frame = pd.DataFrame({"label": list(observed), "share": list(observed.values())})
     expectations = [
         gxe.ExpectColumnValuesToBeBetween(
             column="share",
             min_value=float(lo),
             max_value=float(hi),
-            row_condition=f'label=="{label}"',
+            row_condition=f"label=={str(label)!r}",
             condition_parser="pandas",
+            meta={"label": str(label), "share": round(observed[str(label)], 4)},
         )
         for label, (lo, hi) in shares.items()
     ]
     return Check(dataset, f"{dataset}_label_share", frame, expectations)
+
+
+def label_expectations(name: str, cfg: Any, observed: set[str]) -> tuple[list[str] | None, dict]:
+    """The label set and label shares to check a labelled-text task against.
+
+    `labels` comes from config, else from the label map's values; with neither the label set
+    is not checked. Shares (`label_share`) are checked only for a known label set that holds
+    every label they name: configured `labels` that do not hold them are a config error,
+    while a label set derived from the label map (or none at all, as after
+    `data.<task>.label_map=null labels=null`) skips the share check with a warning instead of
+    failing on the default shares of other data."""
+    configured = cfg.get("labels")
+    label_map = cfg.get("label_map")
+    if configured is not None:
+        labels: list[str] | None = [str(x) for x in configured]
+    elif label_map:
+        labels = sorted({str(v) for v in label_map.values()})
+    else:
+        labels = None
+    shares = {str(k): v for k, v in (_shares(cfg) or {}).items()}
+    if not shares:
+        return labels, {}
+    unknown = sorted(set(shares) - set(labels or []))
+    if not unknown:
+        return labels, shares
+    if configured is not None:
+        raise ConfigError(
+            f"data.{name}.label_share",
+            f"label(s) {unknown} are not in data.{name}.labels ({labels}); "
+            f"fix the shares or clear them with ~data.{name}.label_share",
+        )
+    log.warning(
+        "%s: label_share names %s but the labels are %s: label shares not checked "
+        "(set data.%s.labels and data.%s.label_share to check them)",
+        name,
+        sorted(shares),
+        labels or sorted(observed),
+        name,
+        name,
+    )
+    return labels, {}
 
 
 def _common(frame: pd.DataFrame, required: list[str], split: str, min_rows: int) -> list[Any]:
@@ -77,8 +122,10 @@ def _common(frame: pd.DataFrame, required: list[str], split: str, min_rows: int)
         expectations.append(gxe.ExpectColumnToExist(column=column))
         expectations.append(gxe.ExpectColumnValuesToNotBeNull(column=column))
     expectations.append(gxe.ExpectTableRowCountToBeBetween(min_value=min_rows))
-    expectations.append(gxe.ExpectColumnValuesToBeUnique(column="text"))
-    if split != "train":
+    if split == "train":
+        # Held-out files are kept whole (their duplicates are counted in the manifest).
+        expectations.append(gxe.ExpectColumnValuesToBeUnique(column="text"))
+    else:
         expectations.append(gxe.ExpectColumnValuesToBeInSet(column="in_train", value_set=[False]))
     return expectations
 
@@ -142,10 +189,12 @@ def text_checks(task: Any, splits: Mapping[str, list[dict]], cfg: DictConfig) ->
 
     name = task.name
     train_texts = {r.get("text") for r in splits["train"]}
+    observed = {str(r.get("label")) for rows in splits.values() for r in rows}
+    label_set, shares = label_expectations(name, cfg, observed)
     checks = []
     for split, rows in splits.items():
         frame = _text_frame(r.get("text") for r in rows)
-        frame["label"] = [r.get("label") for r in rows]
+        frame["label"] = [str(r.get("label")) for r in rows]
         frame["in_train"] = frame["text"].isin(train_texts) if split != "train" else False
         expectations = _common(frame, ["text", "label"], split, _bounds(cfg, split))
         expectations.append(
@@ -153,13 +202,13 @@ def text_checks(task: Any, splits: Mapping[str, list[dict]], cfg: DictConfig) ->
                 column="n_chars", min_value=int(cfg.min_chars), max_value=int(cfg.max_chars)
             )
         )
-        if cfg.get("labels") is not None:
+        if label_set is not None:
             expectations.append(
-                gxe.ExpectColumnValuesToBeInSet(column="label", value_set=list(cfg.labels))
+                gxe.ExpectColumnValuesToBeInSet(column="label", value_set=label_set)
             )
         checks.append(Check(name, f"{name}_{split}", frame, expectations))
-    labels = pd.Series([r.get("label") for rows in splits.values() for r in rows])
-    share = _share_check(name, labels, _shares(cfg))
+    labels = pd.Series([str(r.get("label")) for rows in splits.values() for r in rows])
+    share = _share_check(name, labels, shares)
     return checks + ([share] if share else [])
 
 
@@ -191,6 +240,13 @@ def build_checks(prepared: Path, data_cfg: DictConfig, tasks: list[Any]) -> list
     held_out: set[str] = set()
     for task in tasks:
         splits = {s: load_task_split(prepared, task.name, s) for s in SPLITS}
+        for split, rows in splits.items():
+            if not rows:
+                raise DataError(
+                    prepared / task.name / f"{split}.jsonl",
+                    f"the {split} split of task {task.name!r} is empty: re-run ingest "
+                    f"(it carves a missing validation/test split out of train)",
+                )
         checks += task.quality_checks(splits, data_cfg[task.name])
         held_out |= {task.text(e) for s in ("validation", "test") for e in splits[s]}
     return checks + corpus_checks(prepared, data_cfg.corpus, held_out)
@@ -228,6 +284,7 @@ def summarize(result: Any, check: Check) -> list[dict[str, Any]]:
                     "unexpected_percent": outcome.get("unexpected_percent"),
                     "observed_value": outcome.get("observed_value"),
                     "examples": examples,
+                    "meta": dict(config.meta or {}),
                     "exception": (item.exception_info or {}).get("exception_message")
                     if getattr(item, "exception_info", None)
                     and item.exception_info.get("raised_exception")
@@ -343,7 +400,11 @@ def format_failures(failed: list[dict[str, Any]]) -> str:
             detail.append(f"{row['unexpected_count']} of {row['rows']} rows")
         if row.get("observed_value") is not None:
             detail.append(f"observed {row['observed_value']}")
-        if row.get("examples"):
+        meta = row.get("meta") or {}
+        if "label" in meta and "share" in meta:
+            lo, hi = row["kwargs"].get("min_value"), row["kwargs"].get("max_value")
+            detail = [f"label {meta['label']!r} has share {meta['share']}, outside [{lo}, {hi}]"]
+        elif row.get("examples"):
             detail.append(f"e.g. {row['examples'][:3]}")
         if row.get("exception"):
             detail.append(f"error: {row['exception']}")

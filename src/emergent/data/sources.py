@@ -9,6 +9,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import importlib.metadata
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,6 +38,8 @@ def resolve(source: str | Path, base_dir: Path | None = None) -> Path:
     path = Path(text).expanduser()
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
+    if path.is_dir():
+        raise DataError(text, "is a directory, not a file: name a data file inside it")
     if not path.is_file():
         raise DataError(text, "file not found")
     return path
@@ -52,31 +55,45 @@ def data_suffix(path: Path) -> str:
     return Path(path.stem).suffix.lower() if compression_suffix(path) else path.suffix.lower()
 
 
-def read_bytes(path: Path) -> bytes:
+def read_bytes(path: Path, label: str | Path | None = None) -> bytes:
+    """The file's bytes, decompressed; a truncated or corrupted archive is a `DataError`."""
     compression = compression_suffix(path)
     try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise DataError(label or path, f"cannot read: {err.strerror or err}") from err
+    try:
         if compression == ".gz":
-            return gzip.decompress(path.read_bytes())
+            return gzip.decompress(raw)
         if compression == ".bz2":
-            return bz2.decompress(path.read_bytes())
-    except (OSError, EOFError, ValueError) as err:
-        raise DataError(path, f"cannot decompress {compression} file: {err}") from err
-    return path.read_bytes()
+            return bz2.decompress(raw)
+    # gzip raises BadGzipFile (an OSError), EOFError (truncated) or zlib.error (corrupted
+    # deflate stream); bz2 raises OSError or ValueError.
+    except (OSError, EOFError, ValueError, zlib.error) as err:
+        raise DataError(
+            label or path, f"cannot decompress {compression} file (corrupted or truncated?): {err}"
+        ) from err
+    return raw
 
 
-def read_text(path: Path, encoding: str = "utf-8", label: str | None = None) -> str:
-    """Decode a (possibly compressed) file strictly; a bad byte is reported with its line."""
-    data = read_bytes(path)
+def read_text(path: Path, encoding: str = "utf-8", label: str | None = None, hint: str = "") -> str:
+    """Decode a (possibly compressed) file strictly; a bad byte is reported with its line.
+
+    `hint` says how to fix a decoding error where the caller knows (the config key of the
+    encoding for data files; predict reads UTF-8 only)."""
+    data = read_bytes(path, label)
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
         raise DataError(
             label or path,
-            f"invalid {encoding} byte {data[err.start : err.start + 1]!r} "
-            f"(set data.<task>.encoding if the file uses another encoding)",
+            f"invalid {encoding} byte {data[err.start : err.start + 1]!r}"
+            + (f" ({hint})" if hint else ""),
             line=line,
         ) from err
+    except LookupError as err:
+        raise DataError(label or path, f"unknown encoding {encoding!r}") from err
     if text.startswith("\ufeff"):
         text = text[1:]
     if not text.strip():

@@ -7,6 +7,7 @@ import sys
 
 from emergent.cli import configure_logging, user_errors
 from emergent.config import Paths, load_params
+from emergent.schema import validate_config
 from emergent.stages import STAGES, run_stage
 
 
@@ -17,7 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging()
     with user_errors():
-        run_stage(args.stage, load_params(), Paths.for_dvc(), task=args.task)
+        cfg = load_params()
+        validate_config(cfg)
+        run_stage(args.stage, cfg, Paths.for_dvc(), task=args.task)
     return 0
 
 

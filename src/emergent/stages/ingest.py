@@ -29,6 +29,8 @@ def run(cfg: DictConfig, paths: Paths) -> None:
                 metrics[f"{task}.{split}.rows"] = n
             metrics[f"{task}.leaks_removed"] = sum(stats["leaks_removed"].values())
             metrics[f"{task}.duplicates_removed"] = sum(stats["duplicates_removed"].values())
+            metrics[f"{task}.heldout_overlaps_kept"] = sum(stats["heldout_overlaps"].values())
+            metrics[f"{task}.empty_dropped"] = stats["empty_dropped"]
         for split, n in manifest["corpus"]["rows"].items():
             metrics[f"corpus.{split}.rows"] = n
         tracker.log_metrics(metrics)

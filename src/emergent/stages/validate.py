@@ -11,6 +11,7 @@ import logging
 from omegaconf import DictConfig
 
 from emergent.config import Paths, project_root
+from emergent.data.prepare import verify_prepared
 from emergent.data.quality import build_checks, failures, format_failures, run_checks
 from emergent.errors import StageError
 from emergent.io import atomic_dir, sha256_file, write_json
@@ -25,6 +26,7 @@ def run(cfg: DictConfig, paths: Paths) -> None:
     manifest = prepared / "manifest.json"
     if not manifest.is_file():
         raise StageError(f"{manifest} not found: run the ingest stage first")
+    verify_prepared(prepared)
     with stage_run(cfg, "validate", "data", data_sha256=sha256_file(manifest)) as tracker:
         tasks = all_tasks(cfg)
         checks = build_checks(prepared, cfg.data, tasks)

@@ -227,3 +227,14 @@ def test_mlflow_serves_the_champion_over_http(registry: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_export_fp32_metric_equals_the_evaluate_metric(
+    smoke_pretrained: Path, registry: Path, tmp_path: Path
+) -> None:
+    """One test set, one number: the export gate's fp32 PyTorch score is the evaluate stage's
+    headline on the same model (evaluate writes into its own folder, not the shared one)."""
+    run_stage("evaluate", smoke_cfg(), Paths(smoke_pretrained, tmp_path), task="sentiment")
+    evaluated = json.loads((tmp_path / "metrics/sentiment.json").read_text())
+    exported = json.loads((smoke_pretrained / "metrics/export_sentiment.json").read_text())
+    assert exported["fp32_torch"]["metric"] == pytest.approx(100 * evaluated["accuracy"])

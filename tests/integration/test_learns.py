@@ -56,7 +56,7 @@ def test_finetune_beats_the_majority_baseline(smoke_pretrained: Path, tmp_path: 
     cfg = smoke_cfg(
         "finetune.shared.limit_train_batches=null",
         "finetune.sentiment.max_epochs=10",
-        "finetune.shared.lr=3e-3",
+        "finetune.sentiment.lr=3e-3",
         "finetune.sentiment.batch_size=16",
         "finetune.shared.callbacks.early_stopping.patience=10",
     )

@@ -21,11 +21,10 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from emergent.config import Paths
-from emergent.data.mlm import MaskingCollator, pack_blocks, read_corpus
+from emergent.data.mlm import MaskingCollator, masking_settings, pack_blocks, read_corpus
 from emergent.models.backbone import build_tokenizer, load_mlm_model, load_tokenizer
 from emergent.models.mlm import MaskedLMModule, masked_lm_loss
 from emergent.models.optim import linear_warmup_decay, param_groups
-from emergent.stages.pretrain import masking
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +49,7 @@ def make_batches(cfg: DictConfig, paths: Paths, tokenizer: Any, n: int) -> list[
     pcfg = cfg.pretrain
     texts = read_corpus(paths.inp(cfg.data.prepared_dir, "corpus", "train.txt"))
     blocks = pack_blocks(tokenizer, texts[: 40 * n * int(pcfg.batch_size)], int(pcfg.block_size))
-    collate = MaskingCollator(tokenizer, masking(pcfg), seed=int(cfg.seed))
+    collate = MaskingCollator(tokenizer, masking_settings(pcfg), seed=int(cfg.seed))
     size = int(pcfg.batch_size)
     batches = [collate(list(blocks[i * size : (i + 1) * size])) for i in range(n)]
     if len(batches[-1]["input_ids"]) < size:

@@ -43,9 +43,6 @@ from emergent.training import (
 log = logging.getLogger(__name__)
 
 
-masking = masking_settings  # kept for emergent.bench.pretrain (which should import the library)
-
-
 def run(cfg: DictConfig, paths: Paths) -> None:
     pcfg = cfg.pretrain
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)

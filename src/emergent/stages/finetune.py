@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ThroughputMonitor
 from omegaconf import DictConfig, OmegaConf
@@ -150,8 +152,6 @@ def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
             return
         best = built["best_weights"]
         if best.best_model_path:
-            import torch
-
             state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
             module.load_state_dict(state["state_dict"])
         best_score = best.best_model_score
@@ -195,8 +195,6 @@ def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
                 and v is not None
             }
         )
-        import shutil
-
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         log.info(
             "finetune %s: %s",

@@ -32,21 +32,28 @@ def leaves(data: dict, prefix: str = "") -> dict[str, object]:
 
 @pytest.mark.slow
 def test_smoke_metrics_are_headline_figures(
-    exported: Path, smoke_pretrained: Path, project_copy: Path, monkeypatch: pytest.MonkeyPatch
+    exported: Path,
+    smoke_pretrained: Path,
+    project_copy: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{exported}")
-    paths = Paths.for_dvc(smoke_pretrained)
+    # Read the shared fixture; write metrics (and MLflow runs) into this test's folder only.
+    out = tmp_path / "run"
+    shutil.copytree(smoke_pretrained / "metrics", out / "metrics")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    paths = Paths(smoke_pretrained, out)
     run_stage("validate", smoke_cfg(), paths)
     for task in ("ner", "sentiment"):
         run_stage("evaluate", smoke_cfg(), paths, task=task)
-    written = sorted((smoke_pretrained / "metrics").glob("*.json"))
+    written = sorted((out / "metrics").glob("*.json"))
     names = {p.name for p in written}
     assert {"quality.json", "pretrain.json", "ner.json", "sentiment.json"} <= names
     assert {"export_ner.json", "export_sentiment.json"} <= names
 
     # Through DVC, in a committed copy of the project holding these metrics files.
     shutil.rmtree(project_copy / "metrics", ignore_errors=True)
-    shutil.copytree(smoke_pretrained / "metrics", project_copy / "metrics")
+    shutil.copytree(out / "metrics", project_copy / "metrics")
     shown = run_cmd(["dvc", "metrics", "show", "--json"], cwd=project_copy, timeout=120)
     assert shown.returncode == 0, shown.stderr
     files = json.loads(shown.stdout)[""]["data"]

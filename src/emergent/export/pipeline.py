@@ -73,11 +73,18 @@ def gate_failures(parity: dict, name: str) -> list[str]:
     return failures
 
 
+def publish(paths: Paths, task: Task, result: dict[str, Any]) -> None:
+    """Write the trade-off curve and the headline metrics file of a package that shipped
+    (after the gate: a failed export leaves the previous figures beside the previous package)."""
+    write_csv(paths.out("plots", "export", f"{task.name}_prune.csv"), result["curve"], CURVE_FIELDS)
+    write_json(paths.out("metrics", f"export_{task.name}.json"), result["headline"])
+
+
 def export_package(
     cfg: DictConfig, paths: Paths, task: Task, tmp: Path
 ) -> tuple[dict[str, Any], list[str]]:
-    """Write the package into `tmp`, the trade-off curve and the metrics file; return the
-    metrics and the parity-gate failures (empty when the package may ship)."""
+    """Write the package into `tmp` only; return its figures (`headline` and `curve` for
+    `publish`) and the parity-gate failures (empty when the package may ship)."""
     ecfg = cfg.export
     model_dir = paths.inp("models", task.name)
     model, tokenizer, labels = load_finetuned(task, model_dir)
@@ -175,9 +182,6 @@ def export_package(
             latency_ms_p50=timings["int8_onnx"]["latency_ms_p50"],
             size_mb=sizes["int8_onnx"],
         )
-    write_csv(
-        paths.out("plots", "export", f"{task.name}_prune.csv"), curve or [chosen.row], CURVE_FIELDS
-    )
     pruned = {**chosen.row, "metric_torch": scores["pruned_torch"], "fused_ops": chosen.fused_ops}
     result = {
         **variants,
@@ -219,5 +223,6 @@ def export_package(
         "int8_vs_torch_throughput": result["ratios"].get("int8_vs_torch_throughput_b32"),
         "int8_drop": parity["int8_drop"],
     }
-    write_json(paths.out("metrics", f"export_{task.name}.json"), headline)
-    return result, gate_failures(parity, name)
+    return {**result, "headline": headline, "curve": curve or [chosen.row]}, gate_failures(
+        parity, name
+    )

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from emergent.config import Paths
 from emergent.data.prepare import load_task_split
 from emergent.errors import StageError
-from emergent.export.pipeline import export_package
+from emergent.export.pipeline import export_package, publish
 from emergent.io import atomic_dir, sha256_file
 from emergent.tasks import Task
 from emergent.tracking import stage_run
@@ -35,11 +35,12 @@ def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
     ) as tracker:
         with atomic_dir(out_dir) as tmp:
             result, failures = export_package(cfg, paths, task, tmp)
-            tracker.log_metrics(result)  # numbers only, nested keys flattened
+            tracker.log_metrics({k: v for k, v in result.items() if k not in ("curve", "headline")})
             if failures:  # raised inside atomic_dir: the previous package stays in place
                 tracker.set_tags({"parity_gate": "failed"})
                 raise StageError("parity gate failed: " + "; ".join(failures))
         tracker.set_tags({"parity_gate": "passed"})
+        publish(paths, task, result)
         if tracker.enabled:
             from emergent.registry import register
 

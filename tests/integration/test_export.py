@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,10 +22,13 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def registry(exported: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{exported}")
-    mlflow.set_tracking_uri(f"sqlite:///{exported}")
-    return exported
+def registry(exported: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private copy of the session's registry: aliases set by one test stay in that test."""
+    db = tmp_path / "registry.db"
+    shutil.copy2(exported, db)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    mlflow.set_tracking_uri(f"sqlite:///{db}")
+    return db
 
 
 VARIANTS = ("fp32_torch", "fp32_onnx", "int8_onnx")
@@ -53,14 +57,19 @@ def test_export_package_and_metrics(smoke_pretrained: Path, registry: Path, task
     pruned = details["pruning"]
     assert metrics["fp32_onnx"]["metric"] == pytest.approx(pruned["metric_torch"])
     assert metrics["int8_onnx"]["size_mb"] < metrics["fp32_onnx"]["size_mb"]
-    # Smoke levels [0, 0.5] with max_metric_drop 100: the most pruned level ships (1 of 2
-    # heads, half the FFN), every layer fused, the curve has one row per level.
+    # Smoke levels [0, 0.5], each with the full and the pruned vocabulary, under the default
+    # max_metric_drop (1 point): the smoke models lose nothing to pruning, so the smallest
+    # candidate ships (1 of 2 heads, half the FFN, pruned vocabulary), every layer fused, and
+    # the curve has one row per candidate.
     assert pruned["level"] == 0.5 and pruned["heads_per_layer"] == 1
     assert (
         pruned["fused_ops"]["Attention"] == 2 and pruned["fused_ops"]["SkipLayerNormalization"] == 4
     )
     curve = (smoke_pretrained / "plots" / "export" / f"{task}_prune.csv").read_text().splitlines()
-    assert curve[0].startswith("level,heads_per_layer") and len(curve) == 3
+    assert curve[0].startswith("level,heads_per_layer") and len(curve) == 5
+    full_vocab = json.loads((smoke_pretrained / "models/pretrained/config.json").read_text())
+    vocab_sizes = sorted({int(row.split(",")[3]) for row in curve[1:]})
+    assert vocab_sizes == [pruned["vocab_size"], full_vocab["vocab_size"]]
     assert json.loads((package / "export.json").read_text())["pruning"]["level"] == 0.5
     from transformers import AutoTokenizer
 
@@ -72,19 +81,33 @@ def test_export_package_and_metrics(smoke_pretrained: Path, registry: Path, task
     assert float(version.tags["test_metric"]) == pytest.approx(metrics["int8_onnx"]["metric"])
 
 
-def test_parity_gate_fails_and_keeps_the_previous_package(
-    smoke_pretrained: Path, registry: Path
+@pytest.mark.parametrize(
+    ("override", "reason"),
+    [
+        ("export.parity_atol=0.0", "fp32 ONNX logits differ"),
+        # A bound that no model meets (int8 would have to gain a point): the int8 branch.
+        ("export.max_metric_drop=-1.0", r"int8 accuracy drops 0\.00 points"),
+    ],
+)
+def test_failed_gate_keeps_the_previous_package_and_figures(
+    smoke_pretrained: Path, registry: Path, tmp_path: Path, override: str, reason: str
 ) -> None:
-    package = smoke_pretrained / "models" / "export" / "sentiment"
-    before = (package / "model.int8.onnx").read_bytes()
-    with pytest.raises(StageError, match="parity gate failed: fp32 ONNX logits differ"):
+    # Read the shared fixture, write into a private copy of what the stage may replace.
+    shipped = ("models/export/sentiment", "metrics", "plots/export")
+    for rel in shipped:
+        shutil.copytree(smoke_pretrained / rel, tmp_path / rel)
+    before = {
+        p: p.read_bytes() for rel in shipped for p in (tmp_path / rel).rglob("*") if p.is_file()
+    }
+    with pytest.raises(StageError, match=f"parity gate failed: {reason}"):
         run_stage(
-            "export",
-            smoke_cfg("export.parity_atol=0.0"),
-            Paths.for_dvc(smoke_pretrained),
-            task="sentiment",
+            "export", smoke_cfg(override), Paths(smoke_pretrained, tmp_path), task="sentiment"
         )
-    assert (package / "model.int8.onnx").read_bytes() == before
+    after = {
+        p: p.read_bytes() for rel in shipped for p in (tmp_path / rel).rglob("*") if p.is_file()
+    }
+    assert "model.int8.onnx" in {p.name for p in before}
+    assert after == before
 
 
 def test_promote_moves_champion_only_on_improvement(

@@ -259,6 +259,71 @@ class Service:
         return texts
 
 
+QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class AccessLog:
+    """Request id, per-task request/latency metrics and one JSON access-log line per request.
+
+    A plain ASGI middleware rather than `@app.middleware("http")`: Starlette's
+    BaseHTTPMiddleware streams every response through an extra task and memory channel, which
+    cost a noticeable share of a core per hundred requests/s in `make loadtest`.
+    Handlers fill `request.state` (task, key id, batch size); the log reads it at the end.
+    """
+
+    def __init__(self, app: Any, service: Service) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        given = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
+        request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state.update(request_id=request_id, key_id=None, task=None, batch_size=None)
+        status = 0  # 0 until the response starts
+
+        async def send_with_id(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode("latin-1")),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unhandled error (request %s)", request_id)
+            if status:  # the response had started: the connection is all that can be closed
+                raise
+            status = 500
+            await JSONResponse(
+                {"detail": "internal error"}, status_code=500, headers={"X-Request-ID": request_id}
+            )(scope, receive, send)
+        latency = time.perf_counter() - started
+        task = state.get("task")
+        if task is not None:
+            self.service.metrics.requests.labels(task, str(status)).inc()
+            self.service.metrics.latency.labels(task).observe(latency)
+        if scope["path"] not in QUIET_PATHS:
+            logs.access(
+                request_id=request_id,
+                method=scope["method"],
+                path=scope["path"],
+                task=task,
+                batch_size=state.get("batch_size"),
+                latency_ms=round(latency * 1000, 2),
+                status=status,
+                key_id=state.get("key_id"),
+            )
+
+
 def page() -> str:
     return files("emergent.serving").joinpath("static/index.html").read_text(encoding="utf-8")
 
@@ -285,38 +350,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def api_error(request: Request, err: ApiError) -> JSONResponse:
         return err.response()
 
-    @app.middleware("http")
-    async def access_log(request: Request, call_next: Callable) -> Response:
-        started = time.perf_counter()
-        given = request.headers.get("x-request-id", "")
-        request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
-        request.state.request_id = request_id
-        request.state.key_id = None
-        request.state.task = None
-        request.state.batch_size = None
-        try:
-            response = await call_next(request)
-        except Exception:
-            log.exception("unhandled error (request %s)", request_id)
-            response = JSONResponse({"detail": "internal error"}, status_code=500)
-        latency = time.perf_counter() - started
-        response.headers["X-Request-ID"] = request_id
-        task = request.state.task
-        if task is not None:
-            service.metrics.requests.labels(task, str(response.status_code)).inc()
-            service.metrics.latency.labels(task).observe(latency)
-        if request.url.path not in ("/healthz", "/readyz", "/metrics"):
-            logs.access(
-                request_id=request_id,
-                method=request.method,
-                path=request.url.path,
-                task=task,
-                batch_size=request.state.batch_size,
-                latency_ms=round(latency * 1000, 2),
-                status=response.status_code,
-                key_id=request.state.key_id,
-            )
-        return response
+    app.add_middleware(AccessLog, service=service)
 
     @app.get("/healthz", summary="Alive")
     async def healthz() -> dict[str, str]:

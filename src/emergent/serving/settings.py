@@ -13,6 +13,17 @@ from emergent.serving.app import Settings
 from emergent.serving.models import ModelLoadError, resolve_local, resolve_registry
 
 
+def server_stack() -> dict[str, str]:
+    """The event loop and HTTP parser uvicorn's "auto" picks: uvloop and httptools when
+    installed (the lock pins them), else asyncio and the pure-Python h11."""
+    import importlib.util
+
+    return {
+        "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+    }
+
+
 def under(root: Path, path: str | Path) -> Path:
     path = Path(path)
     return path if path.is_absolute() else root / path

@@ -23,7 +23,7 @@ def run(cfg: DictConfig, paths: Paths) -> None:
     from emergent.serving.app import create_app
     from emergent.serving.keys import KeyFileError, KeyStore
     from emergent.serving.models import ModelLoadError
-    from emergent.serving.settings import build, is_loopback, under
+    from emergent.serving.settings import build, is_loopback, server_stack, under
 
     serve = cfg.serve
     root = paths.input_dir if paths.input_dir else project_root()
@@ -55,7 +55,13 @@ def run(cfg: DictConfig, paths: Paths) -> None:
         app, host=host, port=int(serve.port), log_config=None, access_log=False, workers=1
     )
     server = uvicorn.Server(config)
-    log.info("serving %s on http://%s:%s", ", ".join(settings.sources), host, serve.port)
+    log.info(
+        "serving %s on http://%s:%s (%s)",
+        ", ".join(settings.sources),
+        host,
+        serve.port,
+        ", ".join(f"{k} {v}" for k, v in server_stack().items()),
+    )
     server.run()
     if failure:
         raise StageError(failure[0])

@@ -72,6 +72,25 @@ def test_batcher_collects_texts_across_requests_into_one_call() -> None:
     assert results[0][0][1] == "m1"
 
 
+def test_batcher_answers_a_lone_client_without_waiting_for_company() -> None:
+    calls: list[list[str]] = []
+
+    def predict(model: str, texts: list[str]) -> list[dict]:
+        calls.append(list(texts))
+        return [{"label": t} for t in texts]
+
+    async def scenario() -> None:
+        # max_wait 60 s: a batcher that waited for company would hit the 5 s timeout below.
+        batcher = MicroBatcher(lambda: "m", predict, 8, max_wait_s=60.0, max_queue=20)
+        batcher.start()
+        for i in range(3):
+            await asyncio.wait_for(batcher.submit([f"t{i}"]), timeout=5.0)
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    assert calls == [["t0"], ["t1"], ["t2"]]
+
+
 def test_batcher_passes_predictor_errors_to_each_caller() -> None:
     def predict(model: str, texts: list[str]) -> list[dict]:
         raise ValueError("bad input")

@@ -54,6 +54,7 @@ class MicroBatcher:
         self.queue: asyncio.Queue[Item] = asyncio.Queue()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ort")
         self.worker: asyncio.Task | None = None
+        self.last_size = 0
 
     def start(self) -> None:
         self.worker = asyncio.get_running_loop().create_task(self.run())
@@ -81,8 +82,12 @@ class MicroBatcher:
         return list(await asyncio.gather(*(i.future for i in items)))
 
     async def collect(self) -> list[Item]:
+        """The next batch: what is queued, plus what arrives within max_wait_s, but only when
+        the previous batch had company. A lone client (the last batch held one text) is
+        answered at once instead of paying max_wait_s on every request."""
         batch = [await self.queue.get()]
-        deadline = time.perf_counter() + self.max_wait_s
+        wait = self.max_wait_s if self.last_size > 1 or not self.queue.empty() else 0.0
+        deadline = time.perf_counter() + wait
         while len(batch) < self.max_batch_size:
             try:
                 batch.append(self.queue.get_nowait())
@@ -102,6 +107,7 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         while True:
             batch = await self.collect()
+            self.last_size = len(batch)
             batch = [i for i in batch if not i.future.done()]  # caller gone
             if not batch:
                 continue

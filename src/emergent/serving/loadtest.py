@@ -136,6 +136,31 @@ async def drive(
     }
 
 
+def model_ceiling(
+    export_dir: Path, task: str, texts: list[str], threads: int, batch_size: int, seconds: float
+) -> dict[str, Any]:
+    """Texts/s of the model alone (in this process, no HTTP) at batch 1 and at `batch_size`:
+    what batching can gain at most on this CPU, next to what the service gains."""
+    from emergent.serving.predictor import Predictor
+
+    predictor = Predictor(export_dir, task=task, threads=threads)
+    rates = {}
+    for size in (1, batch_size):
+        predictor.predict(texts[:size])  # warm-up
+        done, i, started = 0, 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            batch = [texts[(i + j) % len(texts)] for j in range(size)]
+            predictor.predict(batch)
+            done, i = done + size, i + size
+        rates[size] = done / (time.perf_counter() - started)
+    return {
+        "threads": threads,
+        "texts_per_s_batch1": round(rates[1], 1),
+        f"texts_per_s_batch{batch_size}": round(rates[batch_size], 1),
+        "batching_gain": round(rates[batch_size] / rates[1], 2),
+    }
+
+
 def start_server(port: int, overrides: list[str], log_path: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "emergent", "serve", f"serve.port={port}", *overrides]
     with log_path.open("w") as log:
@@ -229,6 +254,13 @@ def main(argv: list[str] | None = None) -> int:
     for name, overrides in modes.items():
         print(f"{name}: {' '.join(overrides)}", file=sys.stderr)
         result["modes"][name] = run_mode(name, overrides, args, texts, workdir)
+    from emergent.config import compose
+
+    serve = compose([o for o in args.overrides if o.startswith("serve.")]).serve
+    export_root = Path(serve.export_root) if serve.export_root else root / "models" / "export"
+    result["model_only"] = model_ceiling(
+        export_root / args.task, args.task, texts, int(serve.threads), args.batch_size, 10.0
+    )
     b, u = (result["modes"][m]["levels"] for m in ("batched", "unbatched"))
     result["ratios"] = {
         f"batched_vs_unbatched_rps_c{x['concurrency']}": round(
@@ -252,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     for k, v in result["ratios"].items():
         print(f"  {k}: {v}x", file=sys.stderr)
+    print(f"  model alone (no HTTP): {result['model_only']}", file=sys.stderr)
     return 0
 
 

@@ -194,3 +194,43 @@ def test_reload_under_load_fails_no_request(client: TestClient) -> None:
         w.join()
     assert service.slots["sentiment"].current is not before  # swapped
     assert len(statuses) > 10 and set(statuses) == {200}
+
+
+def test_registry_alias_serves_the_champion_and_reload_follows_the_alias(
+    root: Path, exported: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    import mlflow
+
+    from emergent.serving.models import resolve_registry
+
+    db = tmp_path / "registry.db"  # a private copy: this test moves aliases
+    shutil.copy2(exported, db)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    mlflow.set_tracking_uri(f"sqlite:///{db}")
+    client_ = mlflow.MlflowClient()
+    name = "emergent-sentiment"
+    first = client_.get_model_version_by_alias(name, "candidate")
+    client_.set_registered_model_alias(name, "champion", first.version)
+    downloads = tmp_path / "downloads"
+    source = {"sentiment": lambda: resolve_registry("sentiment", "champion", downloads)}
+    with TestClient(create_app(settings(root, tmp_path, sources=source))) as client:
+        ready(client)
+        body = client.post("/v1/sentiment/predict", json={"texts": ["a fine film"]}).json()
+        assert (body["model"], body["version"], body["alias"]) == (
+            name,
+            str(first.version),
+            "champion",
+        )
+        assert body["predictions"][0]["label"] in body["predictions"][0]["probabilities"]
+        # A new version becomes champion: /admin/reload re-resolves the alias and swaps it in.
+        second = client_.create_model_version(name, first.source, run_id=first.run_id)
+        client_.set_registered_model_alias(name, "champion", second.version)
+        assert client.post("/admin/reload", params={"task": "sentiment"}).status_code == 200
+        body = client.post("/v1/sentiment/predict", json={"texts": ["a fine film"]}).json()
+        assert body["version"] == str(second.version) != str(first.version)
+        served = client.get("/v1/models").json()["models"]
+        assert [(m["task"], m["version"], m["alias"]) for m in served] == [
+            ("sentiment", str(second.version), "champion")
+        ]

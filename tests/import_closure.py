@@ -54,10 +54,44 @@ def closure(module: str) -> set[Path]:
     return seen
 
 
-def stage_deps(stage: str) -> list[str]:
-    """The source files `python -m emergent.stages <stage>` imports, as dvc.yaml lists them."""
+def config_targets(sections: list[str], params: dict) -> set[Path]:
+    """Closure of the `emergent` classes that `_target_` names inside these params sections
+    (dotted keys): Hydra imports them at run time, so no import statement shows them."""
+    found: set[Path] = set()
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            target = node.get("_target_")
+            if isinstance(target, str) and target.startswith("emergent."):
+                found.update(closure(target.rpartition(".")[0]))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for section in sections:
+        node: object = params
+        for part in section.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        walk(node)
+    return found
+
+
+def stage_deps(stage: str, task: str | None = None) -> list[str]:
+    """The source files `python -m emergent.stages <stage>` imports (statically or through a
+    `_target_` in its params sections), as dvc.yaml lists them."""
+    import yaml
+
+    root = SRC.parent
     files = closure("emergent.stages.__main__") | closure(f"emergent.stages.{stage}")
-    return sorted(str(p.relative_to(SRC.parent)) for p in files)
+    body = yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8"))["stages"][stage]
+    body = body.get("do", body)
+    params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
+    key = task or next(iter(params.get("tasks") or {}), "")
+    sections = [s.replace("${key}", key) for s in body.get("params", []) if isinstance(s, str)]
+    files |= config_targets(sections, params)
+    return sorted(str(p.relative_to(root)) for p in files)
 
 
 if __name__ == "__main__":  # `python tests/import_closure.py <stage>`: the deps to paste

@@ -23,6 +23,7 @@ from emergent.export import bench
 from emergent.export.card import model_card
 from emergent.export.prune import CURVE_FIELDS, choose
 from emergent.export.quantize import quantize
+from emergent.export.recover import recover
 from emergent.io import write_json
 from emergent.models.classifier import load_finetuned
 from emergent.serving.runtime import ort_forward, session
@@ -119,11 +120,26 @@ def export_package(
         ]
         return corpus + own
 
+    def recover_pruned(pruned: Any) -> float:
+        steps = int(ecfg.prune.get("recover_steps") or 0)
+        if not steps:
+            return 0.0
+        return recover(pruned, tokenizer, task, labels, cfg, prepared, max_length, steps)
+
     baseline = evaluate(torch_forward(model), tokenizer)
     work = tmp / "candidates"
     work.mkdir()
     chosen, curve = choose(
-        cfg, model, tokenizer, baseline, evaluate, importance_batches, vocab_texts, texts, work
+        cfg,
+        model,
+        tokenizer,
+        baseline,
+        evaluate,
+        importance_batches,
+        vocab_texts,
+        texts,
+        work,
+        recover_pruned,
     )
     shutil.move(str(chosen.fp32_path), tmp / "model.onnx")
     fp32_sess = session(tmp / "model.onnx")

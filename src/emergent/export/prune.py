@@ -32,6 +32,7 @@ CURVE_FIELDS = [
     "latency_ms_p50",
     "metric",
     "drop",
+    "recover_seconds",
 ]
 
 
@@ -48,23 +49,38 @@ class Candidate:
     row: dict[str, Any] = field(default_factory=dict)
 
 
+def prune_level(
+    model: Any,
+    level: float | None,
+    scores: tuple[Any, Any] | None,
+    recover: Callable[[Any], float] | None,
+) -> tuple[Any, dict[str, Any]]:
+    """A copy of `model` with the share `level` of heads and FFN neurons removed, then (level
+    > 0 and `recover` given) recovery-fine-tuned. Returns it and what the curve records."""
+    model = copy.deepcopy(model)
+    kept: dict[str, Any] = {"recover_seconds": 0.0}
+    if level is not None and scores is not None:
+        kept.update(pruning.prune_structure(model, scores[0], scores[1], level))
+        if level > 0 and recover is not None:
+            kept["recover_seconds"] = round(recover(model), 1)
+    return model.eval(), kept
+
+
 def build_candidate(
     model: Any,
     tokenizer: Any,
     level: float | None,
-    scores: tuple[Any, Any] | None,
+    kept: dict[str, Any],
     keep_ids: set[int] | None,
     out_dir: Path,
     opset: int,
     per_channel: bool,
 ) -> Candidate:
-    """Prune a copy of `model` at `level` (None: no pruning), export it fused and quantize it."""
+    """Export a copy of the (already structurally pruned) `model` fused and quantize it, with
+    its vocabulary cut to `keep_ids` first when given."""
     model = copy.deepcopy(model)
     if keep_ids is not None:
         tokenizer = pruning.prune_vocabulary(model, tokenizer, keep_ids)
-    kept = {}
-    if level is not None and scores is not None:
-        kept = pruning.prune_structure(model, scores[0], scores[1], level)
     tag = ("full" if level is None else f"p{round(100 * level):02d}") + (
         "" if keep_ids is None else "v"
     )
@@ -95,6 +111,7 @@ def choose(
     vocab_texts: Callable[[], list[str]],
     bench_texts: list[str],
     out_dir: Path,
+    recover: Callable[[Any], float] | None = None,
 ) -> tuple[Candidate, list[dict[str, Any]]]:
     """The candidate that ships and the trade-off curve (empty without `export.prune`).
 
@@ -111,7 +128,14 @@ def choose(
     per_channel = ecfg.per_channel is True
     if not pcfg:
         return build_candidate(
-            model, tokenizer, None, None, None, out_dir, int(ecfg.opset), per_channel
+            model,
+            tokenizer,
+            None,
+            {"recover_seconds": 0.0},
+            None,
+            out_dir,
+            int(ecfg.opset),
+            per_channel,
         ), []
     scores = pruning.importance(model, importance_batches())
     keep_ids = pruning.used_token_ids(tokenizer, vocab_texts()) if pcfg.vocab else None
@@ -120,9 +144,10 @@ def choose(
     candidates = []
     vocabularies = [None] if keep_ids is None else [None, keep_ids]
     for level in sorted(float(x) for x in pcfg.levels):
+        pruned, kept = prune_level(model, level, scores, recover)  # one recovery per level
         for keep in vocabularies:
             cand = build_candidate(
-                model, tokenizer, level, scores, keep, out_dir, int(ecfg.opset), per_channel
+                pruned, tokenizer, level, kept, keep, out_dir, int(ecfg.opset), per_channel
             )
             forward = ort_forward(session(cand.int8_path))
             cand.row["metric"] = evaluate(forward, cand.tokenizer)

@@ -8,6 +8,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from emergent.data.prepare import SPLITS, load_task_split
@@ -119,3 +120,32 @@ class TaskDataModule(L.LightningDataModule):
         )
         counts = torch.bincount(labels, minlength=len(self.labels)).float()
         return counts.sum() / (len(self.labels) * counts.clamp(min=1))
+
+
+def task_datamodule(
+    fcfg: DictConfig,
+    task: Task,
+    prepared: Path,
+    tokenizer: Any,
+    max_length: int,
+    seed: int,
+    labels: list[str] | None = None,
+) -> Any:
+    """The task's datamodule from `finetune.<task>.datamodule` (a Hydra target), set up:
+    what the fine-tuning stage and export's recovery fine-tune train on.
+    `labels`: the model's label list (a label it does not know is then an error)."""
+    from hydra.utils import instantiate
+
+    datamodule = instantiate(
+        fcfg.datamodule,
+        task=task,
+        prepared_dir=prepared,
+        tokenizer=tokenizer,
+        batch_size=int(fcfg.batch_size),
+        max_length=max_length,
+        label_all_tokens=bool(fcfg.label_all_tokens),
+        labels=labels,
+        seed=seed,
+    )
+    datamodule.setup()
+    return datamodule

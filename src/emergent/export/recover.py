@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from emergent.config import finetune_config
-from emergent.models.classifier import TaskModule
+from emergent.data.tasks import task_datamodule
+from emergent.models.classifier import task_module
 from emergent.tasks import Task
 from emergent.training import build_trainer
 
@@ -38,30 +38,10 @@ def recover(
     """Train `model` in place for `steps` steps on the task's training split (the fine-tuning
     configuration's batch size, optimizer, learning rate and schedule); return the seconds."""
     fcfg = finetune_config(cfg, task.name)
-    datamodule = instantiate(
-        fcfg.datamodule,
-        task=task,
-        prepared_dir=prepared,
-        tokenizer=tokenizer,
-        batch_size=int(fcfg.batch_size),
-        max_length=max_length,
-        label_all_tokens=bool(fcfg.label_all_tokens),
-        labels=list(labels),
-        seed=int(cfg.seed),
+    datamodule = task_datamodule(
+        fcfg, task, prepared, tokenizer, max_length, int(cfg.seed), labels=list(labels)
     )
-    datamodule.setup()  # with the model's labels: a label it does not know is an error
-    module = TaskModule(
-        model.train(),
-        task,
-        list(labels),
-        optimizer=OmegaConf.to_container(fcfg.optimizer),  # type: ignore[arg-type]
-        scheduler=OmegaConf.to_container(fcfg.scheduler),  # type: ignore[arg-type]
-        lr=float(fcfg.lr),
-        head_lr=fcfg.head_lr,
-        weight_decay=float(fcfg.weight_decay),
-        warmup_ratio=float(fcfg.warmup_ratio),
-        total_steps=steps,
-    )
+    module = task_module(fcfg, model.train(), task, list(labels), steps)
     trainer = build_trainer(
         cfg.trainer,
         max_steps=steps,

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
 from emergent.errors import ConfigError, StageError
 from emergent.models.optim import param_groups
@@ -212,3 +213,27 @@ def load_finetuned(task: Task, model_dir: Path | str) -> tuple[Any, Any, list[st
     labels = json.loads((model_dir / "labels.json").read_text(encoding="utf-8"))
     model = task.model_class().from_pretrained(str(model_dir)).eval()
     return model, load_tokenizer(model_dir), labels
+
+
+def task_module(
+    fcfg: DictConfig,
+    model: Any,
+    task: Task,
+    labels: list[str],
+    total_steps: int,
+    class_weights: Any = None,
+) -> Any:
+    """The TaskModule with the fine-tuning configuration's optimizer, schedule and rates."""
+    return TaskModule(
+        model,
+        task,
+        labels,
+        optimizer=OmegaConf.to_container(fcfg.optimizer),  # type: ignore[arg-type]
+        scheduler=OmegaConf.to_container(fcfg.scheduler),  # type: ignore[arg-type]
+        lr=float(fcfg.lr),
+        head_lr=fcfg.head_lr,
+        weight_decay=float(fcfg.weight_decay),
+        warmup_ratio=float(fcfg.warmup_ratio),
+        total_steps=total_steps,
+        class_weights=class_weights,
+    )

@@ -22,10 +22,11 @@ from lightning.pytorch.callbacks import ThroughputMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from emergent.config import Paths, finetune_config, task_max_length
+from emergent.data.tasks import task_datamodule
 from emergent.errors import ConfigError, StageError
 from emergent.io import atomic_dir, sha256_file, write_json
 from emergent.models.backbone import count_parameters, load_tokenizer
-from emergent.models.classifier import TaskModule, apply_lora, load_task_model, mergeable
+from emergent.models.classifier import apply_lora, load_task_model, mergeable, task_module
 from emergent.models.freezing import GradualUnfreezing, freeze
 from emergent.tasks import Task
 from emergent.tracking import is_rank_zero, stage_run
@@ -71,17 +72,7 @@ def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
     prepared = paths.inp(cfg.data.prepared_dir)
     tokenizer = load_tokenizer(pretrained)
     max_length = task_max_length(cfg, task.name)
-    datamodule = instantiate(
-        fcfg.datamodule,
-        task=task,
-        prepared_dir=prepared,
-        tokenizer=tokenizer,
-        batch_size=int(fcfg.batch_size),
-        max_length=max_length,
-        label_all_tokens=bool(fcfg.label_all_tokens),
-        seed=int(cfg.seed),
-    )
-    datamodule.setup()
+    datamodule = task_datamodule(fcfg, task, prepared, tokenizer, max_length, int(cfg.seed))
     model = load_task_model(
         task, str(pretrained), datamodule.labels, dropout_overrides(fcfg), init=str(fcfg.init)
     )
@@ -110,17 +101,12 @@ def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
         batches = min(batches, int(fcfg.limit_train_batches))
     max_steps = int(fcfg.max_steps or -1)
     total_steps = max_steps if max_steps > 0 else batches * int(fcfg.max_epochs)
-    module = TaskModule(
+    module = task_module(
+        fcfg,
         model,
         task,
         datamodule.labels,
-        optimizer=OmegaConf.to_container(fcfg.optimizer),  # type: ignore[arg-type]
-        scheduler=OmegaConf.to_container(fcfg.scheduler),  # type: ignore[arg-type]
-        lr=float(fcfg.lr),
-        head_lr=fcfg.head_lr,
-        weight_decay=float(fcfg.weight_decay),
-        warmup_ratio=float(fcfg.warmup_ratio),
-        total_steps=total_steps,
+        total_steps,
         class_weights=datamodule.class_weights() if fcfg.class_weights else None,
     )
     manifest = prepared / "manifest.json"

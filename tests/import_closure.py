@@ -78,20 +78,28 @@ def config_targets(sections: list[str], params: dict) -> set[Path]:
     return found
 
 
+def stage_files(stage: str, key: str, stages: dict, params: dict) -> set[Path]:
+    """What `python -m emergent.stages <stage>` runs: its import closure plus the `emergent`
+    classes Hydra instantiates from its params sections (`stages`: dvc.yaml's `stages`;
+    `key`: the task of a per-task stage)."""
+    body = stages[stage].get("do", stages[stage])
+    sections = [s.replace("${key}", key) for s in body.get("params", []) if isinstance(s, str)]
+    return (
+        closure("emergent.stages.__main__")
+        | closure(f"emergent.stages.{stage}")
+        | config_targets(sections, params)
+    )
+
+
 def stage_deps(stage: str, task: str | None = None) -> list[str]:
-    """The source files `python -m emergent.stages <stage>` imports (statically or through a
-    `_target_` in its params sections), as dvc.yaml lists them."""
+    """The source files of `stage` as dvc.yaml lists them."""
     import yaml
 
     root = SRC.parent
-    files = closure("emergent.stages.__main__") | closure(f"emergent.stages.{stage}")
-    body = yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8"))["stages"][stage]
-    body = body.get("do", body)
+    stages = yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
     params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
     key = task or next(iter(params.get("tasks") or {}), "")
-    sections = [s.replace("${key}", key) for s in body.get("params", []) if isinstance(s, str)]
-    files |= config_targets(sections, params)
-    return sorted(str(p.relative_to(root)) for p in files)
+    return sorted(str(p.relative_to(root)) for p in stage_files(stage, key, stages, params))
 
 
 if __name__ == "__main__":  # `python tests/import_closure.py <stage>`: the deps to paste

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, run_cmd
-from tests.import_closure import SRC, closure, config_targets
+from tests.import_closure import SRC, stage_files
 
 pytestmark = pytest.mark.integration
 
@@ -35,13 +35,8 @@ def test_every_stage_depends_on_its_import_closure(project_copy: Path) -> None:
     raw = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     params = yaml.safe_load((project_copy / "params.yaml").read_text())
     for name, stage in resolved_stages(project_copy).items():
-        module = stage["cmd"].split()[3]  # python -m emergent.stages <stage> ...
-        needed = closure("emergent.stages.__main__") | closure(f"emergent.stages.{module}")
-        # ... and what Hydra instantiates from the stage's params (`_target_`).
         base, _, key = name.rpartition(":")[2].partition("@")  # "<dvc.yaml>:stage@key"
-        body = raw[base].get("do", raw[base])
-        sections = [p.replace("${key}", key) for p in body.get("params", []) if isinstance(p, str)]
-        needed |= config_targets(sections, params)
+        needed = stage_files(base, key, raw, params)
         declared = set(stage["deps"])
         missing = sorted(
             str(p.relative_to(SRC.parent))

@@ -120,10 +120,9 @@ def export_package(
         ]
         return corpus + own
 
+    steps = int((ecfg.get("prune") or {}).get("recover_steps") or 0)
+
     def recover_pruned(pruned: Any) -> float:
-        steps = int(ecfg.prune.get("recover_steps") or 0)
-        if not steps:
-            return 0.0
         return recover(pruned, tokenizer, task, labels, cfg, prepared, max_length, steps)
 
     baseline = evaluate(torch_forward(model), tokenizer)
@@ -139,7 +138,7 @@ def export_package(
         vocab_texts,
         texts,
         work,
-        recover_pruned,
+        recover_pruned if steps else None,
     )
     shutil.move(str(chosen.fp32_path), tmp / "model.onnx")
     fp32_sess = session(tmp / "model.onnx")

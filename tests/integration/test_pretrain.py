@@ -49,6 +49,9 @@ def test_pretrain_writes_hf_model_metrics_and_plots(tmp_path: Path) -> None:
 
     model = AutoModelForMaskedLM.from_pretrained(str(root / "models/pretrained"))
     assert model.config.hidden_size == 32
+    # Trained without dropout (pretrain.dropout: 0), saved with the model's own rates.
+    assert cfg.pretrain.dropout == 0.0
+    assert model.config.hidden_dropout_prob == cfg.model.config.hidden_dropout_prob > 0
     assert (root / "models/pretrained/model.safetensors").is_file()
     train_rows = (root / "plots/pretrain/train.csv").read_text().splitlines()
     assert train_rows[0] == "step,train_loss,lr" and len(train_rows) == cfg.pretrain.max_steps + 1

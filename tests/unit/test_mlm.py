@@ -12,6 +12,7 @@ from emergent.models.mlm import (
     head_parameter_names,
     init_output_bias,
     masked_lm_loss,
+    set_dropout,
     tie_decoder,
 )
 from emergent.models.optim import linear_warmup_decay, param_groups
@@ -176,3 +177,26 @@ def test_output_bias_starts_at_log_unigram_frequencies(tokenizer) -> None:
     assert int(bias.argmax()) == frequent
     assert float(bias.exp().sum()) == pytest.approx(1.0, abs=1e-4)
     assert float(bias[tokenizer.pad_token_id]) == pytest.approx(float(bias.min()))
+
+
+def test_set_dropout_makes_training_deterministic_and_leaves_the_config(tokenizer) -> None:
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        hidden_dropout_prob=0.5,
+        attention_probs_dropout_prob=0.5,
+    )
+    model = BertForMaskedLM(config).train()
+    batch = {"input_ids": torch.tensor([[2, 7, 8, 9, 3]]), "attention_mask": torch.ones(1, 5)}
+    torch.manual_seed(0)
+    noisy = [model(**batch).logits for _ in range(2)]
+    assert not torch.allclose(noisy[0], noisy[1]), "dropout 0.5 in train mode varies"
+    set_dropout(model, 0.0)
+    quiet = [model(**batch).logits for _ in range(2)]
+    assert torch.equal(quiet[0], quiet[1])
+    assert torch.allclose(quiet[0], model.eval()(**batch).logits, atol=1e-6)
+    assert model.config.hidden_dropout_prob == 0.5
+    assert model.config.attention_probs_dropout_prob == 0.5

@@ -55,6 +55,18 @@ def init_output_bias(model: Any, token_ids: torch.Tensor, special_ids: Collectio
         bias.copy_(torch.log((counts + 1.0) / (counts.sum() + bias.numel())))
 
 
+def set_dropout(model: Any, p: float) -> None:
+    """Set every dropout module of `model` to `p`, leaving `model.config` as it is.
+
+    Continued pretraining sees each block about once within its budget, so dropout only adds
+    noise there (Geiping & Goldstein 2022, "Cramming"); the saved config keeps the model's own
+    rates, so whoever loads the checkpoint later (fine-tuning, the few-shot lab) trains with them.
+    """
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = float(p)
+
+
 def masked_lm_loss(
     model: Any, batch: dict[str, torch.Tensor], freeze_encoder: bool = False
 ) -> tuple[torch.Tensor, dict]:

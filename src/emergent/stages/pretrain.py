@@ -28,6 +28,7 @@ from emergent.models.mlm import (
     MaskedLMModule,
     head_parameter_names,
     init_output_bias,
+    set_dropout,
     tie_decoder,
 )
 from emergent.tracking import is_rank_zero, stage_run
@@ -71,6 +72,8 @@ def run(cfg: DictConfig, paths: Paths) -> None:
     with stage_run(cfg, "pretrain", "pretrain", data_sha256=data_sha) as tracker:
         model = load_mlm_model(cfg.model, tokenizer)
         tie_decoder(model)
+        if pcfg.get("dropout") is not None:
+            set_dropout(model, float(pcfg.dropout))
         if head.get("init_bias", "unigram") == "unigram":
             assert datamodule.train_blocks is not None
             init_output_bias(model, datamodule.train_blocks, tokenizer.all_special_ids)

@@ -67,6 +67,13 @@ def test_export_package_and_metrics(smoke_pretrained: Path, registry: Path, task
     )
     curve = (smoke_pretrained / "plots" / "export" / f"{task}_prune.csv").read_text().splitlines()
     assert curve[0].startswith("level,heads_per_layer") and len(curve) == 5
+    # The choice was made on validation: the shipped row's validation drop is within the
+    # default 1 point, and the gate judged that same validation drop.
+    header = curve[0].split(",")
+    rows = [dict(zip(header, line.split(","), strict=True)) for line in curve[1:]]
+    shipped = [r for r in rows if float(r["size_mb"]) == pytest.approx(pruned["size_mb"])]
+    assert len(shipped) == 1 and float(shipped[0]["val_drop"]) <= 1.0
+    assert details["parity"]["int8_val_drop"] <= details["parity"]["max_metric_drop"] == 1.0
     full_vocab = json.loads((smoke_pretrained / "models/pretrained/config.json").read_text())
     vocab_sizes = sorted({int(row.split(",")[3]) for row in curve[1:]})
     assert vocab_sizes == [pruned["vocab_size"], full_vocab["vocab_size"]]

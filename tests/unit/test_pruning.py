@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from emergent.export.pipeline import gate_failures
+from emergent.export.prune import smallest_within
 from emergent.models import pruning
 from emergent.models.backbone import load_tokenizer, train_wordpiece
 
@@ -85,9 +86,30 @@ def test_pruned_heads_are_the_least_important() -> None:
     assert [k.tolist() for k in kept] == [[1, 2], [0, 3]]
 
 
-def test_gate_fails_on_int8_drop_and_on_logit_difference() -> None:
-    parity = {"max_abs_logit_diff": 1e-5, "atol": 1e-3, "int8_drop": 0.4, "max_metric_drop": 1.0}
+def test_gate_judges_the_validation_drop_and_the_logit_difference() -> None:
+    parity = {
+        "max_abs_logit_diff": 1e-5,
+        "atol": 1e-3,
+        "int8_drop": 3.0,  # test: reported, never decides (the choice was made on validation)
+        "int8_val_drop": 0.4,
+        "max_metric_drop": 1.0,
+    }
     assert gate_failures(parity, "accuracy") == []
-    failures = gate_failures({**parity, "int8_drop": 1.5}, "accuracy")
-    assert failures == ["int8 accuracy drops 1.50 points (> export.max_metric_drop=1.0)"]
-    assert len(gate_failures({**parity, "int8_drop": 2.0, "max_abs_logit_diff": 0.1}, "F1")) == 2
+    failures = gate_failures({**parity, "int8_val_drop": 1.5}, "accuracy")
+    assert failures == [
+        "int8 accuracy drops 1.50 points on the validation split (> export.max_metric_drop=1.0)"
+    ]
+    both = {**parity, "int8_val_drop": 2.0, "max_abs_logit_diff": 0.1}
+    assert len(gate_failures(both, "F1")) == 2
+
+
+def test_the_smallest_candidate_within_the_validation_drop_ships_whatever_test_says() -> None:
+    rows = [
+        {"size_mb": 21.7, "val_drop": 0.0, "drop": -1.9},
+        {"size_mb": 17.8, "val_drop": 0.6, "drop": 3.9},  # test would refuse it: not asked
+        {"size_mb": 16.6, "val_drop": 1.4, "drop": -0.3},  # test would take it: not asked
+        {"size_mb": 12.7, "val_drop": 2.2, "drop": 1.9},
+    ]
+    assert smallest_within(rows, 1.0) == 1
+    assert smallest_within(rows, 2.5) == 3
+    assert smallest_within(rows, -1.0) is None

@@ -59,16 +59,20 @@ def max_logit_diff(
 
 
 def gate_failures(parity: dict, name: str) -> list[str]:
-    """Why the package must not ship: fp32 ONNX off PyTorch, or int8 losing too much."""
+    """Why the package must not ship: fp32 ONNX off PyTorch, or int8 losing too much.
+
+    The drop is judged on the validation split, where the pruning level and the int8 scheme
+    were chosen; the test split only reports (a choice made on it would flatter its figures).
+    """
     failures = []
     if parity["max_abs_logit_diff"] > parity["atol"]:
         failures.append(
             f"fp32 ONNX logits differ from PyTorch by "
             f"{parity['max_abs_logit_diff']:.2e} > export.parity_atol={parity['atol']}"
         )
-    if parity["int8_drop"] > parity["max_metric_drop"]:
+    if parity["int8_val_drop"] > parity["max_metric_drop"]:
         failures.append(
-            f"int8 {name} drops {parity['int8_drop']:.2f} points "
+            f"int8 {name} drops {parity['int8_val_drop']:.2f} points on the validation split "
             f"(> export.max_metric_drop={parity['max_metric_drop']})"
         )
     return failures
@@ -90,16 +94,19 @@ def export_package(
     model_dir = paths.inp("models", task.name)
     model, tokenizer, labels = load_finetuned(task, model_dir)
     prepared = paths.inp(cfg.data.prepared_dir)
-    examples = load_task_split(prepared, task.name, "test")
+    splits = {s: load_task_split(prepared, task.name, s) for s in ("validation", "test")}
+    examples = splits["test"]
     training = json.loads((model_dir / "training.json").read_text(encoding="utf-8"))
     max_length = int(training["max_length"])  # the window the model was trained with
     name = task.headline.label
     texts = [task.text(e) for e in examples]
 
-    def evaluate(forward: Any, tok: Any) -> float:
-        """The task's headline metric on the test split, in points."""
-        pred, conf = predict(task, forward, tok, examples, labels, max_length)
-        return task.headline.points(task.evaluate(examples, labels, pred, conf).metrics)
+    def evaluate(forward: Any, tok: Any, split: str = "test") -> float:
+        """The task's headline metric on `split`, in points. Choices (pruning level, int8
+        scheme) are made on validation; test figures are reported, never chosen on."""
+        rows = splits[split]
+        pred, conf = predict(task, forward, tok, rows, labels, max_length)
+        return task.headline.points(task.evaluate(rows, labels, pred, conf).metrics)
 
     def importance_batches() -> Any:
         pcfg = ecfg.prune
@@ -125,7 +132,7 @@ def export_package(
     def recover_pruned(pruned: Any) -> float:
         return recover(pruned, tokenizer, task, labels, cfg, prepared, max_length, steps)
 
-    baseline = evaluate(torch_forward(model), tokenizer)
+    baseline = {s: evaluate(torch_forward(model), tokenizer, s) for s in splits}
     work = tmp / "candidates"
     work.mkdir()
     chosen, curve = choose(
@@ -143,20 +150,22 @@ def export_package(
     shutil.move(str(chosen.fp32_path), tmp / "model.onnx")
     fp32_sess = session(tmp / "model.onnx")
     scores = {
-        "fp32_torch": baseline,
+        "fp32_torch": baseline["test"],
         "pruned_torch": evaluate(torch_forward(chosen.model), chosen.tokenizer),
         "fp32_onnx": evaluate(ort_forward(fp32_sess), chosen.tokenizer),
     }
-    # int8: per_channel auto tries both on the chosen model and keeps the more accurate.
+    # int8: per_channel auto tries both on the chosen model and keeps the one more accurate
+    # on validation.
     quantized = {ecfg.per_channel is True: chosen.int8_path}
     if ecfg.per_channel == "auto":
         quantized[True] = quantize(tmp / "model.onnx", work / "int8.pc1.onnx", True)
-    int8_scores = {
-        pc: evaluate(ort_forward(session(path)), chosen.tokenizer) for pc, path in quantized.items()
+    val_scores = {
+        pc: evaluate(ort_forward(session(path)), chosen.tokenizer, "validation")
+        for pc, path in quantized.items()
     }
-    per_channel = max(int8_scores, key=lambda pc: int8_scores[pc])
-    log.info("int8 %s by per_channel: %s", name, int8_scores)
-    scores["int8_onnx"] = int8_scores[per_channel]
+    per_channel = max(val_scores, key=lambda pc: val_scores[pc])
+    log.info("int8 validation %s by per_channel: %s", name, val_scores)
+    scores["int8_onnx"] = evaluate(ort_forward(session(quantized[per_channel])), chosen.tokenizer)
     shutil.move(str(quantized[per_channel]), tmp / "model.int8.onnx")
     shutil.rmtree(work)
 
@@ -166,6 +175,7 @@ def export_package(
         ),
         "atol": float(ecfg.parity_atol),
         "int8_drop": task.headline.drop(scores["fp32_torch"], scores["int8_onnx"]),
+        "int8_val_drop": task.headline.drop(baseline["validation"], val_scores[per_channel]),
         "max_metric_drop": float(ecfg.max_metric_drop),
         "per_channel": per_channel,
         "threads": torch.get_num_threads(),
@@ -193,6 +203,8 @@ def export_package(
         chosen.row.update(
             metric=scores["int8_onnx"],
             drop=parity["int8_drop"],
+            val_metric=val_scores[per_channel],
+            val_drop=parity["int8_val_drop"],
             throughput=timings["int8_onnx"]["throughput"],
             latency_ms_p50=timings["int8_onnx"]["latency_ms_p50"],
             size_mb=sizes["int8_onnx"],

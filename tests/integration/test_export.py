@@ -268,3 +268,28 @@ def test_export_fp32_metric_equals_the_evaluate_metric(
     evaluated = json.loads((tmp_path / "metrics/sentiment.json").read_text())
     exported = json.loads((smoke_pretrained / "metrics/export_sentiment.json").read_text())
     assert exported["fp32_torch"]["metric"] == pytest.approx(100 * evaluated["accuracy"])
+
+
+def test_recovery_does_not_depend_on_the_random_state_before_it(
+    smoke_pretrained: Path, exported: Path
+) -> None:
+    """Each pruning level's recovery starts from the configured seed, so adding or removing
+    another level (which draws random numbers first) cannot change this level's result."""
+    import torch
+
+    from emergent.export.recover import recover
+    from emergent.models.classifier import load_finetuned
+    from emergent.tasks import get_task
+
+    cfg = smoke_cfg()
+    task = get_task(cfg, "sentiment")
+    prepared = smoke_pretrained / cfg.data.prepared_dir
+    weights = []
+    for draws in (0, 1000):
+        model, tokenizer, labels = load_finetuned(task, smoke_pretrained / "models" / "sentiment")
+        torch.rand(draws)  # another candidate's random numbers
+        recover(model, tokenizer, task, labels, cfg, prepared, 32, steps=3)
+        weights.append({k: v.clone() for k, v in model.state_dict().items()})
+    original, _, _ = load_finetuned(task, smoke_pretrained / "models" / "sentiment")
+    assert any(not torch.equal(weights[0][k], v) for k, v in original.state_dict().items())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

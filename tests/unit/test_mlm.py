@@ -25,6 +25,14 @@ TEXTS = [
 ] * 20
 
 
+def tiny_mlm(vocab_size: int, **config: object) -> BertForMaskedLM:
+    """A one-layer, 16-wide BertForMaskedLM (config keys override the defaults)."""
+    defaults = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2}
+    return BertForMaskedLM(
+        BertConfig(vocab_size=vocab_size, intermediate_size=32, **{**defaults, **config})
+    )
+
+
 @pytest.fixture(scope="module")
 def tokenizer():
     return train_wordpiece(TEXTS, vocab_size=120, min_frequency=1, lowercase=False, max_length=32)
@@ -86,14 +94,7 @@ def test_pack_blocks_and_collator(tokenizer) -> None:
 
 def test_masked_positions_loss_equals_full_vocabulary_loss(tokenizer) -> None:
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-    )
-    model = BertForMaskedLM(config).eval()
+    model = tiny_mlm(len(tokenizer), hidden_size=32, num_hidden_layers=2).eval()
     blocks = pack_blocks(tokenizer, TEXTS, block_size=16)
     batch = MaskingCollator(tokenizer, {"mlm_probability": 0.3}, seed=3)(list(blocks[:6]))
     ours, stats = masked_lm_loss(model, batch)
@@ -103,15 +104,7 @@ def test_masked_positions_loss_equals_full_vocabulary_loss(tokenizer) -> None:
 
 
 def test_param_groups_exclude_bias_and_layernorm() -> None:
-    model = BertForMaskedLM(
-        BertConfig(
-            vocab_size=50,
-            hidden_size=16,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=32,
-        )
-    )
+    model = tiny_mlm(50)
     groups = param_groups(model.named_parameters(), weight_decay=0.1)
     names = {id(p): n for n, p in model.named_parameters()}
     no_decay = [names[id(p)] for p in groups[1]["params"]]
@@ -134,15 +127,7 @@ def test_linear_warmup_then_decay() -> None:
 
 
 def test_mlm_head_is_tied_and_only_transform_and_bias_are_new(tokenizer) -> None:
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        tie_word_embeddings=False,
-    )
-    model = BertForMaskedLM(config)
+    model = tiny_mlm(len(tokenizer), tie_word_embeddings=False)
     assert model.get_output_embeddings().weight is not model.get_input_embeddings().weight
     tie_decoder(model)
     assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
@@ -158,15 +143,7 @@ def test_mlm_head_is_tied_and_only_transform_and_bias_are_new(tokenizer) -> None
 
 
 def test_output_bias_starts_at_log_unigram_frequencies(tokenizer) -> None:
-    model = BertForMaskedLM(
-        BertConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=16,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=32,
-        )
-    )
+    model = tiny_mlm(len(tokenizer))
     blocks = pack_blocks(tokenizer, TEXTS, block_size=16)
     init_output_bias(model, blocks, tokenizer.all_special_ids)
     bias = model.get_output_embeddings().bias
@@ -180,16 +157,8 @@ def test_output_bias_starts_at_log_unigram_frequencies(tokenizer) -> None:
 
 
 def test_set_dropout_makes_training_deterministic_and_leaves_the_config(tokenizer) -> None:
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        hidden_dropout_prob=0.5,
-        attention_probs_dropout_prob=0.5,
-    )
-    model = BertForMaskedLM(config).train()
+    model = tiny_mlm(len(tokenizer), hidden_dropout_prob=0.5, attention_probs_dropout_prob=0.5)
+    model.train()
     batch = {"input_ids": torch.tensor([[2, 7, 8, 9, 3]]), "attention_mask": torch.ones(1, 5)}
     torch.manual_seed(0)
     noisy = [model(**batch).logits for _ in range(2)]

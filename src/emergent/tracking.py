@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -242,9 +243,21 @@ class Tracker:
         return True
 
 
+def metric_key(key: str) -> str:
+    """`key` with the characters MLflow refuses in metric names (anything but letters, digits,
+    `_ - . : /` and space) replaced by `_`: a few-shot snapshot is named `minilm@step-45`,
+    and MLflow would reject the whole batch (after hours of work) over the `@`."""
+    return re.sub(r"[^\w\-.:/ ]", "_", key)
+
+
 def numeric_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """Flattened numeric entries (nested dicts become `a.b`); text and `step` are skipped."""
-    return {k: float(v) for k, v in flatten(metrics).items() if _is_number(v) and k != "step"}
+    """Flattened numeric entries (nested dicts become `a.b`, keys made valid for MLflow);
+    text and `step` are skipped."""
+    return {
+        metric_key(k): float(v)
+        for k, v in flatten(metrics).items()
+        if _is_number(v) and k != "step"
+    }
 
 
 def _is_number(value: str) -> bool:

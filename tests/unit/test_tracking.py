@@ -29,13 +29,14 @@ def test_relative_sqlite_uri_is_anchored_at_root(cfg, monkeypatch) -> None:
 def test_stage_run_logs_params_tags_and_config(cfg, tmp_path: Path) -> None:
     with stage_run(cfg, "ingest", "data", data_sha256="abc") as tracker:
         tracker.log_metrics({"rows": {"train": 10}, "note": "text is skipped"})
+        tracker.log_metrics({"minilm@step-45.zero_shot.k0.accuracy": 0.5})  # '@': refused
         run_id = tracker.run_id
     run = mlflow.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["dvc_stage"] == "ingest" and run.data.tags["data_sha256"] == "abc"
     assert run.data.tags["git_commit"] and run.data.tags["git_dirty"] in {"true", "false"}
     assert run.data.params["model.name"] == "tiny_bert"
-    assert run.data.metrics == {"rows.train": 10.0}
+    assert run.data.metrics == {"rows.train": 10.0, "minilm_step-45.zero_shot.k0.accuracy": 0.5}
     experiment = mlflow.get_experiment(run.info.experiment_id)
     assert experiment.name == "data"
     artifacts = [a.path for a in mlflow.MlflowClient().list_artifacts(run_id)]

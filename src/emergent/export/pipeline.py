@@ -141,6 +141,7 @@ def export_package(
         texts,
         work,
         recover_pruned if steps else None,
+        drop=task.headline.drop,
     )
     shutil.move(str(chosen.fp32_path), tmp / "model.onnx")
     fp32_sess = session(tmp / "model.onnx")

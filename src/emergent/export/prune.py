@@ -122,11 +122,14 @@ def choose(
     bench_texts: list[str],
     out_dir: Path,
     recover: Callable[[Any], float] | None = None,
+    *,
+    drop: Callable[[float, float], float],
 ) -> tuple[Candidate, list[dict[str, Any]]]:
     """The candidate that ships and the trade-off curve (empty without `export.prune`).
 
     `evaluate(forward, tokenizer, split)` gives the metric on "validation" or "test" in points;
-    `baseline` holds the unpruned fp32 model's per split. The choice uses validation only;
+    `baseline` holds the unpruned fp32 model's per split, `drop(reference, candidate)` says
+    how much worse a candidate is (the task's headline direction). The choice uses validation only;
     test figures go into the curve for the reader. Each level is tried with the full
     vocabulary and, with `export.prune.vocab`, with the pruned one: new text splits into
     other (shorter) pieces there, which costs NER entity F1 points on names the corpus never
@@ -163,7 +166,7 @@ def choose(
             forward = ort_forward(session(cand.int8_path))
             for split, prefix in (("test", ""), ("validation", "val_")):
                 cand.row[f"{prefix}metric"] = evaluate(forward, cand.tokenizer, split)
-                cand.row[f"{prefix}drop"] = baseline[split] - cand.row[f"{prefix}metric"]
+                cand.row[f"{prefix}drop"] = drop(baseline[split], cand.row[f"{prefix}metric"])
             timing = bench.measure(
                 {"int8_onnx": forward},
                 {"int8_onnx": cand.tokenizer},

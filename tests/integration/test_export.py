@@ -293,3 +293,45 @@ def test_recovery_does_not_depend_on_the_random_state_before_it(
     original, _, _ = load_finetuned(task, smoke_pretrained / "models" / "sentiment")
     assert any(not torch.equal(weights[0][k], v) for k, v in original.state_dict().items())
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_recovery_distils_from_the_unpruned_teacher(smoke_pretrained: Path, exported: Path) -> None:
+    """With `export.prune.distill` the teacher's logits enter the recovery loss: the same seed
+    and steps train different weights with and without the teacher, and pure distillation
+    (alpha 1) brings a student that disagrees with its teacher closer to it."""
+    import torch
+
+    from emergent.export.recover import recover
+    from emergent.models.classifier import load_finetuned
+    from emergent.tasks import get_task
+
+    cfg = smoke_cfg("export.prune.distill.alpha=1.0")
+    task = get_task(cfg, "sentiment")
+    prepared = smoke_pretrained / cfg.data.prepared_dir
+    teacher, tokenizer, labels = load_finetuned(task, smoke_pretrained / "models" / "sentiment")
+    batch = tokenizer(
+        ["a fine film", "dull and long", "great fun"], return_tensors="pt", padding=True
+    )
+
+    def student() -> torch.nn.Module:
+        model, _, _ = load_finetuned(task, smoke_pretrained / "models" / "sentiment")
+        with torch.no_grad():  # a student that disagrees with its teacher
+            model.classifier.bias.add_(torch.tensor([3.0, -3.0]))
+        return model
+
+    def distance(model: torch.nn.Module) -> float:
+        """KL(teacher || model) over the batch."""
+        with torch.no_grad():
+            log_p = teacher(**batch).logits.log_softmax(-1)
+            log_q = model(**batch).logits.log_softmax(-1)
+        return float((log_p.exp() * (log_p - log_q)).sum(-1).mean())
+
+    plain, distilled = student(), student()
+    before = distance(distilled)
+    recover(plain, tokenizer, task, labels, cfg, prepared, 32, steps=4)
+    recover(distilled, tokenizer, task, labels, cfg, prepared, 32, steps=4, teacher=teacher)
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(plain.state_dict().values(), distilled.state_dict().values(), strict=True)
+    )
+    assert distance(distilled) < before

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from emergent.config import finetune_config
 from emergent.data.tasks import task_datamodule
 from emergent.models.classifier import task_module
+from emergent.models.distill import DistilledTaskModule
 from emergent.tasks import Task
 from emergent.training import build_trainer
 
@@ -35,9 +36,12 @@ def recover(
     prepared: Path,
     max_length: int,
     steps: int,
+    teacher: Any = None,
 ) -> float:
     """Train `model` in place for `steps` steps on the task's training split (the fine-tuning
     configuration's batch size, optimizer, learning rate and schedule); return the seconds.
+    With a `teacher` (the unpruned model) and `export.prune.distill` set, the loss mixes in
+    distillation from the teacher's logits.
 
     Seeded here, not once per stage: otherwise a level's result would depend on how many
     candidates drew random numbers before it (the same NER level measured a validation drop
@@ -48,7 +52,16 @@ def recover(
     datamodule = task_datamodule(
         fcfg, task, prepared, tokenizer, max_length, int(cfg.seed), labels=list(labels)
     )
-    module = task_module(fcfg, model.train(), task, list(labels), steps)
+    distill = (cfg.export.get("prune") or {}).get("distill")
+    extra: dict[str, Any] = {}
+    if teacher is not None and distill:
+        extra = {
+            "module_class": DistilledTaskModule,
+            "teacher": teacher,
+            "alpha": float(distill.alpha),
+            "temperature": float(distill.temperature),
+        }
+    module = task_module(fcfg, model.train(), task, list(labels), steps, **extra)
     trainer = build_trainer(
         cfg.trainer,
         max_steps=steps,

@@ -222,9 +222,12 @@ def task_module(
     labels: list[str],
     total_steps: int,
     class_weights: Any = None,
+    module_class: type[TaskModule] | None = None,
+    **extra: Any,
 ) -> Any:
-    """The TaskModule with the fine-tuning configuration's optimizer, schedule and rates."""
-    return TaskModule(
+    """The TaskModule (or a subclass, given its `extra` arguments) with the fine-tuning
+    configuration's optimizer, schedule and rates."""
+    return (module_class or TaskModule)(
         model,
         task,
         labels,
@@ -236,4 +239,5 @@ def task_module(
         warmup_ratio=float(fcfg.warmup_ratio),
         total_steps=total_steps,
         class_weights=class_weights,
+        **extra,
     )

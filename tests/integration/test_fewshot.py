@@ -46,6 +46,8 @@ def test_fewshot_stage_outputs(smoke_pretrained: Path, tmp_path: Path) -> None:
     assert set(nested["tags.method"]) == METHODS
     assert (nested["tags.dvc_stage"] == "fewshot").all()
     assert (nested["tags.mlflow.parentRunId"] == parent["run_id"].iloc[0]).all()
+    # the lab follows the trainer's precision (smoke: 32-true) and logs what it ran with
+    assert parent["params.precision_resolved"].iloc[0] == "32-true"
 
 
 def test_fewshot_rejects_a_multi_token_verbalizer(smoke_pretrained: Path, tmp_path: Path) -> None:

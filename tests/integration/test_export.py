@@ -84,6 +84,7 @@ def test_export_package_and_metrics(smoke_pretrained: Path, registry: Path, task
     assert vocab == pruned["vocab_size"] < 1000
     card = (package / "MODEL_CARD.md").read_text()
     assert "int8_onnx" in card and "Intended use" in card
+    assert "Then fine-tuned 2 steps on the training split, distilling from the unpruned" in card
     version = mlflow.MlflowClient().get_model_version_by_alias(f"emergent-{task}", "candidate")
     assert float(version.tags["test_metric"]) == pytest.approx(metrics["int8_onnx"]["metric"])
 

@@ -23,6 +23,13 @@ def model_card(
         if pruning
         else "Not pruned."
     )
+    if pruning and pruning.get("recover_seconds"):
+        pcfg = cfg.export.prune
+        teacher = " distilling from the unpruned model," if pcfg.get("distill") else ""
+        pruned += (
+            f" Then fine-tuned {pcfg.recover_steps} steps on the training split,{teacher} "
+            f"to recover ({pruning['recover_seconds']:.0f} s)."
+        )
     card = task.card
     data = card.data or str(cfg.data[task.name].train)
     metric_name = task.headline.label

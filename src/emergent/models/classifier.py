@@ -128,13 +128,23 @@ class TaskModule(L.LightningModule):
             ignore_index=-100,
         )
 
+    def training_loss(
+        self, batch: dict[str, torch.Tensor], logits: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss to train on and any parts of it worth logging (subclasses add terms)."""
+        return self.loss(logits, batch["labels"]), {}
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         mask = batch["attention_mask"]
         self.real_tokens += int(mask.sum())
         self.padded_tokens += int(mask.numel())
-        loss = self.loss(self(batch), batch["labels"])
-        self.log(
-            "train_loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(mask)
+        loss, parts = self.training_loss(batch, self(batch))
+        self.log_dict(
+            {"train_loss": loss, **parts},
+            prog_bar=True,
+            on_step=True,
+            on_epoch=False,
+            batch_size=len(mask),
         )
         return loss
 

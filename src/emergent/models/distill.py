@@ -52,21 +52,13 @@ class DistilledTaskModule(TaskModule):
         self.alpha = float(alpha)
         self.temperature = float(temperature)
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        mask = batch["attention_mask"]
-        self.real_tokens += int(mask.sum())
-        self.padded_tokens += int(mask.numel())
-        logits = self(batch)
+    def training_loss(
+        self, batch: dict[str, torch.Tensor], logits: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         with torch.no_grad():
-            target = self._teacher[0](input_ids=batch["input_ids"], attention_mask=mask).logits
+            target = self._teacher[0](
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            ).logits
         hard = self.loss(logits, batch["labels"])
         soft = distillation_loss(logits, target, batch["labels"], self.temperature)
-        loss = self.alpha * soft + (1.0 - self.alpha) * hard
-        self.log_dict(
-            {"train_loss": loss, "train_kd": soft},
-            prog_bar=True,
-            on_step=True,
-            on_epoch=False,
-            batch_size=len(mask),
-        )
-        return loss
+        return self.alpha * soft + (1.0 - self.alpha) * hard, {"train_kd": soft}

@@ -109,6 +109,33 @@ class PretrainConfig(_Section):
     warmup_ratio: Annotated[float, Field(ge=0, le=1)] | None = None
 
 
+class DistillConfig(_Section):
+    alpha: Annotated[float, Field(ge=0, le=1)]
+    temperature: Annotated[float, Field(gt=0)]
+
+
+class PruneConfig(_Section):
+    levels: list[Annotated[float, Field(ge=0, lt=1)]] | None = None
+    vocab: StrictBool | None = None
+    importance_examples: PositiveInt | None = None
+    recover_steps: NonNegativeInt | None = None
+    distill: DistillConfig | None = None
+
+
+class ExportConfig(_Section):
+    """`export`: checked before a stage that may run for minutes reads a key deep inside."""
+
+    max_metric_drop: Annotated[float, Field(ge=0)] | None = None
+    parity_atol: Annotated[float, Field(gt=0)] | None = None
+    per_channel: StrictBool | Literal["auto"] | None = None
+    seq_length: PositiveInt | None = None
+    prune: PruneConfig | None = None
+
+
+class FewshotConfig(_Section):
+    precision: Literal["auto", "32-true", "32", "bf16-mixed", "bf16-true"] | None = None
+
+
 class RootConfig(_Section):
     seed: int
     task: str | None = None
@@ -158,3 +185,5 @@ def validate_config(cfg: DictConfig) -> None:
     for name, section in finetune.items():
         _check(FinetuneConfig, section, f"finetune.{name}")
     _check(PretrainConfig, plain.get("pretrain"), "pretrain")
+    _check(ExportConfig, plain.get("export"), "export")
+    _check(FewshotConfig, plain.get("fewshot"), "fewshot")

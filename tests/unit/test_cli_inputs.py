@@ -55,6 +55,17 @@ def test_texts_with_spaces_equals_and_dashes() -> None:
         ("data.split.validation=1.5", r"data\.split\.validation: Input should be less than 1"),
         ("data.ner.encoding=bogus", r"data\.ner\.encoding: unknown encoding 'bogus'"),
         ("data.sentiment.format=xlsx", r"data\.sentiment\.format: Input should be 'auto'"),
+        (
+            "export.prune.distill.alpha=abc",
+            r"export\.prune\.distill\.alpha: Input should be a valid number",
+        ),
+        (
+            "export.prune.distill.temperature=0",
+            r"export\.prune\.distill\.temperature: Input should be greater than 0",
+        ),
+        ("export.prune.levels=[0,1.5]", r"export\.prune\.levels\.1: Input should be less than 1"),
+        ("export.per_channel=sometimes", r"export\.per_channel: .*'sometimes'"),
+        ("fewshot.precision=16", r"fewshot\.precision: Input should be 'auto'"),
     ],
 )
 def test_wrong_typed_config_names_key_and_type(override: str, message: str) -> None:

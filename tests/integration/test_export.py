@@ -118,6 +118,24 @@ def test_failed_gate_keeps_the_previous_package_and_figures(
     assert after == before
 
 
+def test_unpruned_export_with_both_int8_schemes(
+    smoke_pretrained: Path, registry: Path, tmp_path: Path
+) -> None:
+    """`export.prune=null export.per_channel=auto`: no curve candidates are scored, so both int8
+    models are scored here; the one kept is the more accurate on validation, and the one-row
+    curve carries the shipped model's figures."""
+    cfg = smoke_cfg("export.prune=null", "export.per_channel=auto")
+    run_stage("export", cfg, Paths(smoke_pretrained, tmp_path), task="sentiment")
+    details = json.loads((tmp_path / "models/export/sentiment/export.json").read_text())
+    metrics = json.loads((tmp_path / "metrics/export_sentiment.json").read_text())
+    assert details["pruning"] is None and isinstance(details["per_channel"], bool)
+    curve = (tmp_path / "plots/export/sentiment_prune.csv").read_text().splitlines()
+    assert len(curve) == 2
+    row = dict(zip(curve[0].split(","), curve[1].split(","), strict=True))
+    assert float(row["metric"]) == pytest.approx(metrics["int8_onnx"]["metric"])
+    assert float(row["val_drop"]) == pytest.approx(details["parity"]["int8_val_drop"])
+
+
 def test_promote_moves_champion_only_on_improvement(
     smoke_pretrained: Path, registry: Path, tmp_path: Path
 ) -> None:

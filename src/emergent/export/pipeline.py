@@ -155,18 +155,12 @@ def export_package(
     # int8: per_channel auto tries both on the chosen model and keeps the one more accurate
     # on validation. The candidate's own int8 model was scored on both splits in the curve.
     quantized = {ecfg.per_channel is True: chosen.int8_path}
-    known: dict[bool, dict[str, float]] = {}
-    if "val_metric" in chosen.row:
-        known[ecfg.per_channel is True] = {
-            "validation": chosen.row["val_metric"],
-            "test": chosen.row["metric"],
-        }
     if ecfg.per_channel == "auto":
         quantized[True] = quantize(tmp / "model.onnx", work / "int8.pc1.onnx", True)
 
     def int8_score(pc: bool, split: str) -> float:
-        if pc in known:
-            return float(known[pc][split])
+        if quantized[pc] == chosen.int8_path and "val_metric" in chosen.row:
+            return float(chosen.row["val_metric" if split == "validation" else "metric"])
         return evaluate(ort_forward(session(quantized[pc])), chosen.tokenizer, split)
 
     val_scores = {pc: int8_score(pc, "validation") for pc in quantized}

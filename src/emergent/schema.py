@@ -132,6 +132,15 @@ class ExportConfig(_Section):
     prune: PruneConfig | None = None
 
 
+class BootstrapConfig(_Section):
+    resamples: PositiveInt
+    confidence: Annotated[float, Field(gt=0, lt=1)]
+
+
+class EvaluateConfig(_Section):
+    bootstrap: BootstrapConfig | None = None
+
+
 class FewshotConfig(_Section):
     precision: Literal["auto", "32-true", "32", "bf16-mixed", "bf16-true"] | None = None
 
@@ -186,4 +195,5 @@ def validate_config(cfg: DictConfig) -> None:
         _check(FinetuneConfig, section, f"finetune.{name}")
     _check(PretrainConfig, plain.get("pretrain"), "pretrain")
     _check(ExportConfig, plain.get("export"), "export")
+    _check(EvaluateConfig, plain.get("evaluate"), "evaluate")
     _check(FewshotConfig, plain.get("fewshot"), "fewshot")

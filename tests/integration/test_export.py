@@ -74,6 +74,10 @@ def test_export_package_and_metrics(smoke_pretrained: Path, registry: Path, task
     shipped = [r for r in rows if float(r["size_mb"]) == pytest.approx(pruned["size_mb"])]
     assert len(shipped) == 1 and float(shipped[0]["val_drop"]) <= 1.0
     assert details["parity"]["int8_val_drop"] <= details["parity"]["max_metric_drop"] == 1.0
+    # the test drop's paired bootstrap interval, from the shipped int8 model's own predictions
+    low, high = details["parity"]["int8_drop_ci"]
+    assert low <= details["parity"]["int8_drop"] <= high
+    assert (metrics["int8_drop_ci_low"], metrics["int8_drop_ci_high"]) == (low, high)
     full_vocab = json.loads((smoke_pretrained / "models/pretrained/config.json").read_text())
     vocab_sizes = sorted({int(row.split(",")[3]) for row in curve[1:]})
     assert vocab_sizes == [pruned["vocab_size"], full_vocab["vocab_size"]]

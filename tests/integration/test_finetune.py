@@ -49,6 +49,9 @@ def test_finetune_then_evaluate_writes_the_contract(
     ]
     assert metrics["n_examples"] == len(test_rows)
     assert headline in metrics and all(not isinstance(v, dict) for v in metrics.values())
+    # the headline's bootstrap interval, in the headline's own units (a fraction)
+    assert metrics[f"{headline}_ci_low"] <= metrics[headline] <= metrics[f"{headline}_ci_high"]
+    assert metrics[f"{headline}_ci_high"] <= 1.0
     support = sum(v["support"] for v in details["per_class"].values())
     if task == "ner":
         assert labels[0] == "O" and all(t[:2] in {"B-", "I-"} for t in labels[1:])

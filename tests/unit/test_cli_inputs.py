@@ -66,6 +66,11 @@ def test_texts_with_spaces_equals_and_dashes() -> None:
         ("export.prune.levels=[0,1.5]", r"export\.prune\.levels\.1: Input should be less than 1"),
         ("export.per_channel=sometimes", r"export\.per_channel: .*'sometimes'"),
         ("fewshot.precision=16", r"fewshot\.precision: Input should be 'auto'"),
+        (
+            "evaluate.bootstrap.confidence=95",
+            r"evaluate\.bootstrap\.confidence: Input should be less than 1",
+        ),
+        ("evaluate.bootstrap.resamples=0", r"evaluate\.bootstrap\.resamples: .*greater than 0"),
     ],
 )
 def test_wrong_typed_config_names_key_and_type(override: str, message: str) -> None:

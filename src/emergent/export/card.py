@@ -63,8 +63,9 @@ project corpus, fine-tuned, exported to ONNX and quantized to int8 (dynamic, wei
 
 Parity: max |logit difference| fp32 ONNX vs PyTorch = {parity["max_abs_logit_diff"]:.2e}
 (tolerance {parity["atol"]}); int8 {metric_name} drop = {parity["int8_drop"]:.2f} points on
-test, {parity["int8_val_drop"]:.2f} on validation (allowed {parity["max_metric_drop"]}; the
-pruning level and int8 scheme were chosen on validation). {pruned} Latency measured at
+test{drop_interval(cfg, parity)}, {parity["int8_val_drop"]:.2f} on validation
+(allowed {parity["max_metric_drop"]}; the pruning level and int8 scheme were chosen on
+validation). {pruned} Latency measured at
 sequence length {cfg.export.seq_length} on {parity["threads"]} CPU threads.
 
 ## Training
@@ -81,3 +82,12 @@ sequence length {cfg.export.seq_length} on {parity["threads"]} CPU threads.
   {"split into overlapping windows" if task.windowed else "truncated"}.
 - Not for decisions about people. Biases of the web text it was trained on carry over.
 """
+
+
+def drop_interval(cfg: Any, parity: dict[str, Any]) -> str:
+    """The test drop's bootstrap interval as a parenthesis (empty if none was measured)."""
+    if not parity.get("int8_drop_ci"):
+        return ""
+    low, high = parity["int8_drop_ci"]
+    level = round(100 * float(cfg.evaluate.bootstrap.confidence))
+    return f" ({level}% interval {low:.2f} to {high:.2f}, paired bootstrap over test examples)"

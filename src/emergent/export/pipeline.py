@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from emergent.config import Paths
 from emergent.data.mlm import read_corpus
 from emergent.data.prepare import load_task_split
+from emergent.evaluation.bootstrap import Bootstrap, drop_interval
 from emergent.evaluation.plots import write_csv
 from emergent.evaluation.predict import batches, encode_for_scoring, predict, torch_forward
 from emergent.export import bench
@@ -104,9 +105,11 @@ def export_package(
     def evaluate(forward: Any, tok: Any, split: str = "test") -> float:
         """The task's headline metric on `split`, in points. Choices (pruning level, int8
         scheme) are made on validation; test figures are reported, never chosen on."""
+        return score(split, predict(task, forward, tok, splits[split], labels, max_length))
+
+    def score(split: str, predicted: tuple[list, list]) -> float:
         rows = splits[split]
-        pred, conf = predict(task, forward, tok, rows, labels, max_length)
-        return task.headline.points(task.evaluate(rows, labels, pred, conf).metrics)
+        return task.headline.points(task.evaluate(rows, labels, *predicted).metrics)
 
     def importance_batches() -> Any:
         pcfg = ecfg.prune
@@ -129,7 +132,11 @@ def export_package(
             pruned, tokenizer, task, labels, cfg, prepared, max_length, steps, teacher=model
         )
 
-    baseline = {s: evaluate(torch_forward(model), tokenizer, s) for s in splits}
+    reference = {
+        s: predict(task, torch_forward(model), tokenizer, splits[s], labels, max_length)
+        for s in splits
+    }
+    baseline = {s: score(s, reference[s]) for s in splits}
     work = tmp / "candidates"
     work.mkdir()
     chosen, curve = choose(
@@ -170,12 +177,24 @@ def export_package(
     shutil.move(str(quantized[per_channel]), tmp / "model.int8.onnx")
     shutil.rmtree(work)
 
+    int8_sess = session(tmp / "model.int8.onnx")
+    shipped = predict(task, ort_forward(int8_sess), chosen.tokenizer, examples, labels, max_length)
+    drop_low, drop_high = drop_interval(
+        task,
+        examples,
+        labels,
+        reference["test"][0],
+        shipped[0],
+        Bootstrap.from_config(cfg.evaluate.bootstrap, int(cfg.seed)),
+    )
     parity = {
         "max_abs_logit_diff": max_logit_diff(
             task, chosen.model, fp32_sess, chosen.tokenizer, examples, labels, max_length
         ),
         "atol": float(ecfg.parity_atol),
         "int8_drop": task.headline.drop(scores["fp32_torch"], scores["int8_onnx"]),
+        # paired bootstrap over test examples: how far the test drop is from noise
+        "int8_drop_ci": [drop_low, drop_high],
         "int8_val_drop": task.headline.drop(baseline["validation"], val_scores[per_channel]),
         "max_metric_drop": float(ecfg.max_metric_drop),
         "per_channel": per_channel,
@@ -185,7 +204,7 @@ def export_package(
         {
             "fp32_torch": torch_forward(model),
             "fp32_onnx": ort_forward(fp32_sess),
-            "int8_onnx": ort_forward(session(tmp / "model.int8.onnx")),
+            "int8_onnx": ort_forward(int8_sess),
         },
         {"fp32_torch": tokenizer, "fp32_onnx": chosen.tokenizer, "int8_onnx": chosen.tokenizer},
         texts,
@@ -250,6 +269,8 @@ def export_package(
         },
         "int8_vs_torch_throughput": result["ratios"].get("int8_vs_torch_throughput_b32"),
         "int8_drop": parity["int8_drop"],
+        "int8_drop_ci_low": parity["int8_drop_ci"][0],
+        "int8_drop_ci_high": parity["int8_drop_ci"][1],
         "int8_val_drop": parity["int8_val_drop"],
     }
     return {**result, "headline": headline, "curve": curve or [chosen.row]}, gate_failures(

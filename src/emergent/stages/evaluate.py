@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from emergent.config import Paths
 from emergent.data.prepare import SPLITS, load_task_split, read_task_file
 from emergent.evaluation import plots
+from emergent.evaluation.bootstrap import Bootstrap, headline_interval
 from emergent.evaluation.predict import predict, torch_forward
 from emergent.io import atomic_dir, sha256_file, write_json, write_jsonl
 from emergent.models.classifier import load_finetuned
@@ -36,6 +37,18 @@ def test_examples(cfg: DictConfig, paths: Paths, task: Task) -> tuple[list[dict]
         return examples, str(source)
     prepared = paths.inp(cfg.data.prepared_dir)
     return load_task_split(prepared, task.name, "test"), PREPARED_TEST
+
+
+def headline_bounds(
+    cfg: DictConfig, task: Task, examples: list[dict], labels: list[str], pred: list
+) -> dict[str, float]:
+    """`<metric>_ci_low/_ci_high`: the bootstrap interval of the headline (none for fewer
+    than two examples, where resampling says nothing)."""
+    if len(examples) < 2:
+        return {}
+    settings = Bootstrap.from_config(cfg.evaluate.bootstrap, int(cfg.seed))
+    low, high = headline_interval(task, examples, labels, pred, settings)
+    return {f"{task.headline.metric}_ci_low": low, f"{task.headline.metric}_ci_high": high}
 
 
 def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
@@ -60,6 +73,7 @@ def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
         result = task.evaluate(examples, labels, pred, conf)
         metrics = {
             **result.metrics,
+            **headline_bounds(cfg, task, examples, labels, pred),
             "n_examples": len(examples),
             # how the model was trained, so `dvc metrics show` compares cost beside quality
             **{k: training[k] for k in TRAINING_FIGURES if training.get(k) is not None},

@@ -196,6 +196,19 @@ class Task(ABC):
     ) -> Evaluation:
         """Metrics (with the headline), per-class scores, confusion and error rows."""
 
+    @abstractmethod
+    def outcome_counts(
+        self, examples: Sequence[Example], labels: Sequence[str], pred: Sequence[Sequence[int]]
+    ) -> np.ndarray:
+        """Per example, the counts its headline metric is built from ([examples, k]): they
+        add up over examples, so a bootstrap resample is a sum of rows
+        (`emergent.evaluation.bootstrap`)."""
+
+    @abstractmethod
+    def headline_from_counts(self, totals: np.ndarray) -> np.ndarray:
+        """The headline metric (a fraction, as in `evaluate`) from summed `outcome_counts`
+        ([..., k] -> [...]); equals the library's figure on the same predictions."""
+
     # --- serving (numpy only) ---------------------------------------------------------------
     @abstractmethod
     def respond(self, text: str, windows: Sequence[Window], labels: Sequence[str]) -> dict:
@@ -229,6 +242,15 @@ class PassThroughCollator:
             if key in rows[0]:
                 batch[key] = torch.tensor([r[key] for r in rows], dtype=torch.long)
         return dict(batch)
+
+
+def pick_headline(metric: str, scores: Mapping[str, np.ndarray]) -> np.ndarray:
+    """`scores[metric]`, or a ValueError naming the metrics a bootstrap can resample."""
+    if metric not in scores:
+        raise ValueError(
+            f"headline.metric {metric!r} has no bootstrap interval (one of {sorted(scores)})"
+        )
+    return scores[metric]
 
 
 def softmax(x: np.ndarray) -> np.ndarray:

@@ -12,7 +12,15 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from emergent.errors import DataError
-from emergent.tasks.base import Evaluation, Example, Row, RowOutput, Task, Window
+from emergent.tasks.base import (
+    Evaluation,
+    Example,
+    Row,
+    RowOutput,
+    Task,
+    Window,
+    pick_headline,
+)
 
 
 class SequenceClassificationTask(Task):
@@ -149,6 +157,31 @@ class SequenceClassificationTask(Task):
                 examples, labels, [p[0] for p in pred], conf, self.errors_kept
             ),
         )
+
+    def outcome_counts(
+        self, examples: Sequence[Example], labels: Sequence[str], pred: Sequence[Sequence[int]]
+    ) -> np.ndarray:
+        """Per text, one-hot per label: [true positive, predicted, gold] for each label (a gold
+        label the model does not know counts as a miss, as scikit-learn's `labels=` does)."""
+        index = {label: i for i, label in enumerate(labels)}
+        counts = np.zeros((len(examples), 3, len(labels)), dtype=np.int64)
+        for row, (example, p) in enumerate(zip(examples, pred, strict=True)):
+            gold, predicted = index.get(str(example["label"])), p[0]
+            counts[row, 1, predicted] = 1
+            if gold is not None:
+                counts[row, 0, gold] = gold == predicted
+                counts[row, 2, gold] = 1
+        return counts.reshape(len(examples), -1)
+
+    def headline_from_counts(self, totals: np.ndarray) -> np.ndarray:
+        from emergent.evaluation.metrics import precision_recall_f1, ratio
+
+        totals = np.asarray(totals)
+        tp, predicted, gold = np.moveaxis(totals.reshape(*totals.shape[:-1], 3, -1), -2, 0)
+        per_label = precision_recall_f1(tp, predicted, gold)
+        scores = {f"{name}_macro": value.mean(-1) for name, value in per_label.items()}
+        scores["accuracy"] = ratio(tp.sum(-1), predicted.sum(-1))  # one prediction per text
+        return pick_headline(self.headline.metric, scores)
 
     # --- serving ---------------------------------------------------------------------------
     def respond(self, text: str, windows: Sequence[Window], labels: Sequence[str]) -> dict:

@@ -15,7 +15,15 @@ from typing import Any, ClassVar
 import numpy as np
 
 from emergent.errors import DataError
-from emergent.tasks.base import Evaluation, Example, Row, RowOutput, Task, Window
+from emergent.tasks.base import (
+    Evaluation,
+    Example,
+    Row,
+    RowOutput,
+    Task,
+    Window,
+    pick_headline,
+)
 from emergent.tasks.windows import clamp_stride, owned_positions
 
 IGNORE = -100
@@ -198,6 +206,39 @@ class TokenClassificationTask(Task):
             confusion=confusion,
             errors=errors.token_errors(examples, pred_tags, conf, self.errors_kept),
         )
+
+    # Columns of `outcome_counts`: entities (strict IOB2, as seqeval scores them) and words.
+    COUNTS: ClassVar[tuple[str, ...]] = ("tp", "predicted", "gold", "correct_words", "words")
+
+    def outcome_counts(
+        self, examples: Sequence[Example], labels: Sequence[str], pred: Sequence[Sequence[int]]
+    ) -> np.ndarray:
+        from seqeval.scheme import IOB2, Entities
+
+        gold_tags = [list(e["tags"]) for e in examples]
+        pred_tags = [[labels[i] for i in p] for p in pred]
+        gold = Entities(gold_tags, IOB2).entities
+        found = Entities(pred_tags, IOB2).entities
+        return np.array(
+            [
+                [
+                    len(set(g) & set(f)),
+                    len(f),
+                    len(g),
+                    sum(a == b for a, b in zip(gt, pt, strict=True)),
+                    len(gt),
+                ]
+                for g, f, gt, pt in zip(gold, found, gold_tags, pred_tags, strict=True)
+            ],
+            dtype=np.int64,
+        ).reshape(len(examples), len(self.COUNTS))
+
+    def headline_from_counts(self, totals: np.ndarray) -> np.ndarray:
+        from emergent.evaluation.metrics import precision_recall_f1, ratio
+
+        tp, predicted, gold, correct, words = np.moveaxis(np.asarray(totals), -1, 0)
+        scores = {**precision_recall_f1(tp, predicted, gold), "accuracy": ratio(correct, words)}
+        return pick_headline(self.headline.metric, scores)
 
     # --- serving ---------------------------------------------------------------------------
     def respond(self, text: str, windows: Sequence[Window], labels: Sequence[str]) -> dict:

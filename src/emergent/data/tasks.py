@@ -9,11 +9,40 @@ from typing import Any
 import lightning as L
 import torch
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from emergent.data.prepare import SPLITS, load_task_split
 from emergent.tasks import Task
 from emergent.tasks.base import Row
+
+
+class ShuffledGroupsSampler(Sampler[int]):
+    """transformers' `LengthGroupedSampler` batches (similar lengths: little padding), served
+    in random order.
+
+    That sampler sorts each megabatch of 50 batches longest first, so an epoch walks from long
+    to short texts about six times over: with one epoch and a decaying learning rate
+    (sentiment) that is a curriculum nobody chose, and the last steps see only the shortest
+    texts. The batches keep their members; only their order is shuffled (the last, partial
+    batch stays last, so every `batch_size` chunk remains one group).
+    """
+
+    def __init__(self, batch_size: int, lengths: list[int], generator: torch.Generator) -> None:
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        self.grouped = LengthGroupedSampler(batch_size, lengths=lengths, generator=generator)
+        self.batch_size = batch_size
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return len(self.grouped)
+
+    def __iter__(self) -> Any:
+        indices = list(self.grouped)
+        full = len(indices) // self.batch_size * self.batch_size
+        batches = [indices[i : i + self.batch_size] for i in range(0, full, self.batch_size)]
+        order = torch.randperm(len(batches), generator=self.generator).tolist()
+        return iter([i for b in order for i in batches[b]] + indices[full:])
 
 
 class TaskDataModule(L.LightningDataModule):
@@ -35,6 +64,7 @@ class TaskDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 42,
         group_by_length: bool = True,
+        shuffle_batches: bool = True,
     ) -> None:
         super().__init__()
         self.task = task
@@ -46,6 +76,7 @@ class TaskDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.group_by_length = group_by_length
+        self.shuffle_batches = shuffle_batches
         self.raw = {s: load_task_split(self.prepared_dir, task.name, s) for s in SPLITS}
         self.labels = labels or task.labels(self.raw["train"] + self.raw["validation"])
         self.encoded: dict[str, list[Row]] = {}
@@ -76,9 +107,8 @@ class TaskDataModule(L.LightningDataModule):
         if self.group_by_length:
             from transformers.trainer_pt_utils import LengthGroupedSampler
 
-            sampler = LengthGroupedSampler(
-                self.batch_size, lengths=self.lengths("train"), generator=generator
-            )
+            grouped = ShuffledGroupsSampler if self.shuffle_batches else LengthGroupedSampler
+            sampler = grouped(self.batch_size, lengths=self.lengths("train"), generator=generator)
         return DataLoader(
             self.encoded["train"],
             batch_size=self.batch_size,

@@ -43,6 +43,8 @@ def test_inference_bench_on_the_exported_package(smoke_pretrained: Path, exporte
     assert result["variants"]["int8_onnx"]["size_mb"] == pytest.approx(on_disk)
     assert result["ratios"]["fp32_vs_int8_size"] > 1.5, "int8 weights are smaller than fp32"
     assert set(result["targets_met"]) == set(result["targets"])
+    low, high = result["metric_drop_ci"]
+    assert low <= result["metric_drop_points"] <= high
 
 
 def test_finetune_bench_reports_fp32_bf16_speed_and_metric_change(smoke_pretrained: Path) -> None:

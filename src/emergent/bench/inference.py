@@ -79,6 +79,8 @@ def run(cfg: DictConfig, paths: Paths, task: Task, runs1: int = 30, runs32: int 
         "variants": variants,
         "ratios": ratios,
         "metric_drop_points": drop,
+        # the export's paired bootstrap interval of that test drop (null in older packages)
+        "metric_drop_ci": (exported.get("parity") or {}).get("int8_drop_ci"),
         "pruning": exported.get("pruning"),
         "targets": TARGETS,
         "targets_met": met,

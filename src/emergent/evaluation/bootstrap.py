@@ -29,8 +29,10 @@ class Bootstrap:
     seed: int = 0
 
     @classmethod
-    def from_config(cls, section: Any, seed: int) -> Bootstrap:
-        return cls(int(section.resamples), float(section.confidence), int(seed))
+    def from_config(cls, cfg: Any) -> Bootstrap:
+        """From a composed config: `evaluate.bootstrap` and the run's `seed`."""
+        section = cfg.evaluate.bootstrap
+        return cls(int(section.resamples), float(section.confidence), int(cfg.seed))
 
 
 def interval(

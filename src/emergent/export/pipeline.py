@@ -185,7 +185,7 @@ def export_package(
         labels,
         reference["test"][0],
         shipped[0],
-        Bootstrap.from_config(cfg.evaluate.bootstrap, int(cfg.seed)),
+        Bootstrap.from_config(cfg),
     )
     parity = {
         "max_abs_logit_diff": max_logit_diff(

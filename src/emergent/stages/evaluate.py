@@ -46,7 +46,7 @@ def headline_bounds(
     than two examples, where resampling says nothing)."""
     if len(examples) < 2:
         return {}
-    settings = Bootstrap.from_config(cfg.evaluate.bootstrap, int(cfg.seed))
+    settings = Bootstrap.from_config(cfg)
     low, high = headline_interval(task, examples, labels, pred, settings)
     return {f"{task.headline.metric}_ci_low": low, f"{task.headline.metric}_ci_high": high}
 

@@ -6,11 +6,18 @@ from __future__ import annotations
 import pytest
 import torch
 
+from emergent.evaluation.bootstrap import Bootstrap
 from emergent.fewshot import FewShotConfigError
 from emergent.fewshot.calibration import calibrate, content_free_prior
 from emergent.fewshot.demonstrations import fixed_subset, sample_per_class
 from emergent.fewshot.metrics import classification_metrics
-from emergent.fewshot.report import aggregate, data_advantage, headline, matching_k
+from emergent.fewshot.report import (
+    aggregate,
+    data_advantage,
+    headline,
+    matching_k,
+    summary_markdown,
+)
 from emergent.fewshot.templates import Template, encode_prompt
 from emergent.fewshot.verbalizers import build_verbalizer
 from emergent.models.backbone import train_wordpiece
@@ -105,6 +112,49 @@ def test_classification_metrics_on_known_inputs() -> None:
     )
     assert m["gold_word_logprob"] == pytest.approx(-2.0)
     assert 0.0 < m["ece"] < 1.0
+
+
+def test_single_runs_get_the_test_texts_interval() -> None:
+    # 300 test texts, 180 right: accuracy 0.6, standard error sqrt(0.24 / 300) = 0.028, so a
+    # 95% interval spans about 0.11. Seeds cannot show that spread for a zero-shot method.
+    gold = torch.ones(300, dtype=torch.long)
+    probs = torch.tensor([[0.2, 0.8] if i % 5 < 3 else [0.8, 0.2] for i in range(300)])
+    m = classification_metrics(probs, gold, bootstrap=Bootstrap(1000, 0.95, 0))
+    assert m["accuracy"] == pytest.approx(0.6)
+    assert m["accuracy_ci_low"] < 0.6 < m["accuracy_ci_high"]
+    assert 0.09 < m["accuracy_ci_high"] - m["accuracy_ci_low"] < 0.13
+    assert "accuracy_ci_low" not in classification_metrics(probs, gold)
+    rows = [
+        {
+            "method": "zero_shot",
+            "k": 0,
+            "accuracy": 0.6,
+            "accuracy_ci_low": 0.545,
+            "accuracy_ci_high": 0.655,
+        },
+        {
+            "method": "head",
+            "k": 4,
+            "accuracy": 0.5,
+            "accuracy_ci_low": 0.4,
+            "accuracy_ci_high": 0.6,
+        },
+        {
+            "method": "head",
+            "k": 4,
+            "accuracy": 0.7,
+            "accuracy_ci_low": 0.6,
+            "accuracy_ci_high": 0.8,
+        },
+    ]
+    table = aggregate(rows)
+    assert (table["zero_shot"]["0"]["ci_low"], table["zero_shot"]["0"]["ci_high"]) == (
+        0.545,
+        0.655,
+    )
+    assert "ci_low" not in table["head"]["4"], "seeds give the spread of repeated runs"
+    summary = summary_markdown("sentiment", {"m": table}, {}, {})
+    assert "| 60.0 (54.5–65.5) |" in summary and "60.0 ± 14.1" in summary
 
 
 def test_aggregate_and_data_advantage() -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from emergent.evaluation.bootstrap import Bootstrap
 from emergent.fewshot import FewShotConfigError
 from emergent.fewshot.calibration import calibrate, content_free_prior
 from emergent.fewshot.demonstrations import demonstrations_for, sample_per_class
@@ -67,6 +68,7 @@ class Lab:
     train: Mapping[str, Any]
     classifier_class: Any  # the task's AutoModelFor... class (head fine-tuning)
     batch_size: int = 32
+    bootstrap: Bootstrap | None = None  # accuracy intervals over the test texts
     _gold: torch.Tensor = field(init=False)
 
     def __post_init__(self) -> None:
@@ -109,7 +111,7 @@ class Lab:
         if prior is not None:
             probs = calibrate(probs, prior)
         word = logprobs.gather(1, self._gold[:, None])[:, 0]
-        return classification_metrics(probs, self._gold, word)
+        return classification_metrics(probs, self._gold, word, self.bootstrap)
 
     def accuracy_fn(self, model: Any, prompts: Sequence[dict]) -> Callable[[Any], float]:
         gold = torch.tensor([p["label"] for p in prompts])
@@ -172,7 +174,7 @@ class Lab:
         loss = classifier_loss(self.tokenizer)
         best = fit(model, train_rows, loss, dev_accuracy, self.settings(seed), new)
         probs = classifier_probs(model, self.tokenizer, test_rows, self.batch_size)
-        return {**classification_metrics(probs, self._gold), **best}
+        return {**classification_metrics(probs, self._gold, bootstrap=self.bootstrap), **best}
 
 
 def run_protocol(

@@ -46,6 +46,10 @@ def aggregate(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str
             values = [float(r[key]) for r in group if key in r]
             if values:
                 cell[key] = round(statistics.fmean(values), 4)
+        if len(group) == 1 and "accuracy_ci_low" in group[0]:
+            # one run (zero-shot): no spread over seeds, the test texts' interval instead
+            cell["ci_low"] = round(float(group[0]["accuracy_ci_low"]), 4)
+            cell["ci_high"] = round(float(group[0]["accuracy_ci_high"]), 4)
         out[method][str(k)] = cell
     return dict(out)
 
@@ -100,7 +104,11 @@ def _pm(cell: Mapping[str, Any] | None) -> str:
     if not cell:
         return ""
     mean = 100 * cell["mean"]
-    return f"{mean:.1f} ± {100 * cell['std']:.1f}" if cell["n_seeds"] > 1 else f"{mean:.1f}"
+    if cell["n_seeds"] > 1:
+        return f"{mean:.1f} ± {100 * cell['std']:.1f}"
+    if "ci_low" in cell:
+        return f"{mean:.1f} ({100 * cell['ci_low']:.1f}–{100 * cell['ci_high']:.1f})"
+    return f"{mean:.1f}"
 
 
 def summary_markdown(
@@ -112,8 +120,10 @@ def summary_markdown(
     lines = [
         f"# Few-shot and in-context learning: `{task}`",
         "",
-        "Accuracy (%) on the fixed test subset, mean ± std over seeds; k = labelled examples per "
-        "class (training set; the dev set used for model selection has the same size).",
+        "Accuracy (%) on the fixed test subset, mean ± std over seeds (a method run once, "
+        "zero-shot: its 95% bootstrap interval over the test texts in parentheses); k = labelled "
+        "examples per class (training set; the dev set used for model selection has the same "
+        "size).",
         "",
         "| setting | value |",
         "| --- | --- |",
@@ -216,8 +226,8 @@ def _plots(tables: Mapping[str, Any], models: Mapping[str, Any], out: Path) -> N
                 {
                     "k": int(k),
                     "accuracy": c["mean"],
-                    "low": round(c["mean"] - c["std"], 4),
-                    "high": round(c["mean"] + c["std"], 4),
+                    "low": c.get("ci_low", round(c["mean"] - c["std"], 4)),
+                    "high": c.get("ci_high", round(c["mean"] + c["std"], 4)),
                     "model": first,
                 }
                 for k, c in sorted(cells.items(), key=lambda kv: int(kv[0]))
@@ -254,7 +264,10 @@ def _plots(tables: Mapping[str, Any], models: Mapping[str, Any], out: Path) -> N
             mean = [cells[str(k)]["mean"] for k in ks]
             std = [cells[str(k)]["std"] for k in ks]
             if len(ks) == 1:
+                cell = cells[str(ks[0])]
                 ax.axhline(mean[0], linestyle="--", linewidth=1, label=method, color=color)
+                if "ci_low" in cell:  # the test texts' interval of a single run
+                    ax.axhspan(cell["ci_low"], cell["ci_high"], alpha=0.08, color=color)
                 continue
             ax.plot(ks, mean, marker="o", label=method, color=color)
             ax.fill_between(

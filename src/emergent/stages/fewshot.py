@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from emergent.config import Paths, project_root
 from emergent.data.prepare import load_task_split
 from emergent.errors import StageError
+from emergent.evaluation.bootstrap import Bootstrap
 from emergent.fewshot import FewShotConfigError
 from emergent.fewshot.demonstrations import fixed_subset
 from emergent.fewshot.protocol import FewShotData, Lab, run_protocol
@@ -158,6 +159,7 @@ def make_lab(
         train=OmegaConf.to_container(fcfg.train),  # type: ignore[arg-type]
         classifier_class=classifier_class,
         batch_size=int(fcfg.batch_size),
+        bootstrap=Bootstrap.from_config(cfg),
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -66,9 +67,23 @@ def load_params(path: Path | None = None) -> DictConfig:
     return cfg
 
 
+def set_keys(node: Any) -> Any:
+    """A task section without its null keys: null means "inherit from `finetune.shared`".
+
+    Every task section declares every shared key (conf/finetune/task/inherit.yaml, all null)
+    so that `finetune.<task>.<key>=v` needs no `+`; only the keys a task sets override."""
+    if not isinstance(node, dict):
+        return node
+    kept = {k: set_keys(v) for k, v in node.items() if v is not None}
+    return {k: v for k, v in kept.items() if v != {}}
+
+
 def finetune_config(cfg: DictConfig, task: str) -> DictConfig:
-    """`finetune.shared` with the task's own section (`finetune.ner`, ...) merged over it."""
-    merged = OmegaConf.merge(cfg.finetune.shared, cfg.finetune.get(task) or {})
+    """`finetune.shared` with the keys the task's own section (`finetune.ner`, ...) sets
+    merged over it (its null keys inherit the shared value)."""
+    own = cfg.finetune.get(task)
+    own = set_keys(OmegaConf.to_container(own, resolve=True)) if own is not None else {}
+    merged = OmegaConf.merge(cfg.finetune.shared, own)
     assert isinstance(merged, DictConfig)
     return merged
 

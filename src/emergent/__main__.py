@@ -23,6 +23,8 @@ examples:
   python -m emergent predict task=ner "Barack Obama visited Paris"
   python -m emergent predict task=sentiment -- "-5 stars" "rating=awful"
   python -m emergent -m pretrain model=tiny_bert,minilm pretrain.max_steps=20
+Hydra's flags work after the stage: --cfg job|hydra|all [--resolve] [-p PACKAGE] (print the
+config the stage would run with, and run nothing), --info [all|config|defaults|...], --help.
 """
 
 # A Hydra override: `key=value`, `+key=value`, `++key=value` or `~key[=value]`, where the key
@@ -31,18 +33,35 @@ examples:
 _OVERRIDE = re.compile(r"^(?:\+\+|\+|~)?[A-Za-z_][\w.@/\-]*=|^~[A-Za-z_][\w.@/\-]*$")
 
 
+def _hydra_flags() -> tuple[set[str], dict[str, set[str]]]:
+    """Hydra's own flags that take a value (`--cfg job`), and those whose value is optional
+    with its choices (`--info [defaults]`): read from Hydra's parser, not copied."""
+    from hydra._internal.utils import get_args_parser
+
+    takes_value: set[str] = set()
+    optional: dict[str, set[str]] = {}
+    for action in get_args_parser()._actions:
+        if action.nargs == "?":
+            optional.update({flag: set(action.choices or ()) for flag in action.option_strings})
+        elif action.nargs is None and action.option_strings:
+            takes_value.update(action.option_strings)
+    return takes_value, optional
+
+
 def split_stage(argv: list[str]) -> tuple[str | None, list[str], list[str]]:
     """Take the stage name (first bare word) out of argv; returns (stage, hydra args, texts).
 
-    Flags (`-m`, ...) and `key=value` overrides go to Hydra; any other word after the stage is
-    a text (for `predict`) or, for ARGV_STAGES (`keys add --scope predict`), the command's own
-    argument. `--` ends the overrides: every argument after it is a text, so a text may start
-    with `-` or look like `key=value`."""
+    Flags (`-m`, `--cfg job`, `--info defaults`, ...) and `key=value` overrides go to Hydra;
+    any other word after the stage is a text (for `predict`) or, for ARGV_STAGES (`keys add
+    --scope predict`), the command's own argument. `--` ends the overrides: every argument
+    after it is a text, so a text may start with `-` or look like `key=value`."""
+    takes_value, optional = _hydra_flags()
     stage: str | None = None
     rest: list[str] = []
     texts: list[str] = []
     only_texts = False
-    for arg in argv:
+    args = iter(enumerate(argv))
+    for i, arg in args:
         if only_texts:
             texts.append(arg)
         elif arg == "--":
@@ -51,6 +70,12 @@ def split_stage(argv: list[str]) -> tuple[str | None, list[str], list[str]]:
             rest.append(arg)
         elif stage in ARGV_STAGES:
             texts.append(arg)  # the command's own arguments, flags included
+        elif arg in takes_value or arg in optional:
+            rest.append(arg)
+            following = argv[i + 1] if i + 1 < len(argv) else None
+            if following is not None and (arg in takes_value or following in optional[arg]):
+                rest.append(following)  # the flag's value: `--cfg job`, `--info defaults`
+                next(args)
         elif arg.startswith("-"):
             rest.append(arg)
         elif stage is None:
@@ -58,6 +83,31 @@ def split_stage(argv: list[str]) -> tuple[str | None, list[str], list[str]]:
         else:
             texts.append(arg)
     return stage, rest, texts
+
+
+def _overrides_only(rest: list[str]) -> list[str] | None:
+    """The overrides of a plain single run (None for a sweep, or where a Hydra flag prints
+    instead of running: the config is then checked per job, or not needed)."""
+    if any(arg.startswith("-") for arg in rest):
+        return None
+    return rest
+
+
+def check_config(overrides: list[str]) -> None:
+    """Compose and validate the config a single run would get, before Hydra makes a run
+    folder: a misspelt key fails at once, in one line naming it."""
+    from hydra.errors import HydraException
+
+    from emergent.config import compose
+    from emergent.errors import ConfigError
+    from emergent.schema import unknown_override
+
+    try:
+        cfg = compose(overrides)
+    except HydraException as err:
+        one_line = " ".join(str(err).split(" Config search path")[0].split())
+        raise (unknown_override(err, compose([])) or ConfigError("overrides", one_line)) from None
+    validate_config(cfg)
 
 
 def main() -> None:
@@ -74,6 +124,13 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(2)
+
+    overrides = _overrides_only(rest)
+    if overrides is not None:
+        with user_errors():
+            check_config(overrides)
+    if "--help" in rest or "-h" in rest:
+        rest.append(f"hydra.help.app_name='python -m emergent {stage}'")
 
     import hydra
     from hydra.core.hydra_config import HydraConfig

@@ -1,16 +1,32 @@
-"""Types of the config keys that matter, checked once, up front, by both command lines.
+"""The config keys the code reads, with their types, checked once, up front, by both command lines.
 
-Hydra and `params.yaml` accept any value for any key, so `seed=abc` or
-`finetune.shared.lr=abc` used to surface minutes later as a traceback deep in numpy or
-torch. `validate_config(cfg)` checks the resolved config before any stage runs and raises
-`ConfigError` naming the key, the expected type and the value given. Unknown keys are allowed
-(the config grows by config alone); only the keys listed here are typed.
+Hydra and `params.yaml` accept any value for any key, and an added key (`+finetune.shared.
+group_by_lenght=true`, misspelt) used to run a whole stage and be silently ignored. Before
+any stage runs, `validate_config(cfg)` checks the resolved config against the models below
+and raises `ConfigError` naming the full dotted key: a wrong type or value, or a key no code
+reads ("unknown key", with the closest valid key as a suggestion).
+
+Sections are closed (`_Section`: a key not declared is an error); the few places where any
+key is valid by design are open (`_Open`): the keyword arguments of a Hydra `_target_`
+(optimizer, scheduler, callbacks), a model's `config.json` overrides, MLflow experiment names,
+label maps. Top-level sections this module does not know are left alone (a new config group
+is new config, not a typo).
+
+Adding a config key: add it to its YAML in conf/ (and, under `finetune.shared`, to
+conf/finetune/task/inherit.yaml as null), then declare it here in the section's model with
+the type the code reads it as, e.g. `pooling: Literal["cls", "mean"] = "cls"` in
+`FinetuneShared`; every task's own section (`finetune.<task>`) accepts it automatically, all
+keys optional there. tests/unit/test_config.py checks that conf/ and the schema agree.
 """
 
 from __future__ import annotations
 
 import codecs
-from typing import Annotated, Any, Literal
+import difflib
+import re
+import types
+import typing
+from typing import Annotated, Any, Literal, Union
 
 from omegaconf import DictConfig, OmegaConf
 from pydantic import (
@@ -18,16 +34,41 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeFloat,
     NonNegativeInt,
+    PlainValidator,
+    PositiveFloat,
     PositiveInt,
     StrictBool,
     ValidationError,
+    create_model,
 )
 
 from emergent.errors import ConfigError
 
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+Share = Annotated[float, Field(ge=0.0, le=1.0)]
 Bounds = Annotated[list[float], Field(min_length=2, max_length=2)]
+
+
+def _batches(value: Any) -> int | float:
+    """Lightning's reading of `val_check_interval` / `limit_*_batches`: an int is a count of
+    batches, a float a fraction of the epoch (so 0.5 and 1 mean different things)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, float) and 0.0 < value <= 1.0:
+        return value
+    raise ValueError("expected an int > 0 (batches) or a float in (0, 1] (a fraction of an epoch)")
+
+
+def _steps(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    raise ValueError("expected an int > 0: a number of training steps")
+
+
+Batches = Annotated[int | float, PlainValidator(_batches)]
+Steps = Annotated[int, PlainValidator(_steps)]
 
 
 def _codec(name: str) -> str:
@@ -42,7 +83,59 @@ Encoding = Annotated[str, AfterValidator(_codec)]
 
 
 class _Section(BaseModel):
+    """A closed section: every key the code reads is declared; any other key is an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Open(BaseModel):
+    """A section whose extra keys are valid by design (a Hydra target's keyword arguments)."""
+
     model_config = ConfigDict(extra="allow")
+
+
+class Target(_Open):
+    """A node built with `hydra.utils.instantiate`: `_target_` and its keyword arguments."""
+
+    target: str = Field(alias="_target_")
+
+
+class TaskTarget(_Open):
+    """A Hydra target node in a task's section: null keys inherit the shared node's."""
+
+    target: str | None = Field(None, alias="_target_")
+
+
+# --- root, paths, predict --------------------------------------------------------------------
+
+
+class PathsConfig(_Section):
+    input_dir: str | None = None
+    assets_dir: str | None = None
+
+
+class PredictConfig(_Section):
+    text: str | list[str] | None = None
+    file: str | None = None
+    export_dir: str | None = None
+
+
+class Headline(_Section):
+    metric: str
+    label: str
+    mode: Literal["max", "min"]
+
+
+class TaskDefinition(_Section):
+    """`tasks.<name>`: a `Task` built from `_target_` (conf/tasks/<name>.yaml)."""
+
+    target: str = Field(alias="_target_")
+    headline: Headline
+    card: dict[str, str] | None = None
+    stride: NonNegativeInt | None = None  # token classification: overlap of long-text windows
+
+
+# --- data ------------------------------------------------------------------------------------
 
 
 class SplitConfig(_Section):
@@ -50,7 +143,25 @@ class SplitConfig(_Section):
     test: Fraction = 0.1
 
 
+class UnlabeledSource(_Section):
+    path: str
+    text_column: str | None = None
+    where: dict[str, Any] | None = None
+    format: Literal["auto", "conll", "jsonl", "csv", "tsv", "txt"] | None = None
+    encoding: Encoding | None = None
+
+
+class CorpusConfig(_Section):
+    unlabeled: list[UnlabeledSource] = []
+    min_chars: NonNegativeInt = 1
+    max_rows: PositiveInt | None = None
+    validation_fraction: Fraction = 0.02
+    min_rows: dict[Literal["train", "validation"], NonNegativeInt] | None = None
+
+
 class TaskDataConfig(_Section):
+    """`data.<task>`: where a task's data comes from and its quality gate."""
+
     train: str | None = None
     validation: str | None = None
     test: str | None = None
@@ -65,71 +176,260 @@ class TaskDataConfig(_Section):
     labels: list[str | int] | None = None
     label_share: dict[str | int, Bounds] | None = None
     entity_types: list[str] | None = None
-    min_rows: dict[str, NonNegativeInt] | None = None
+    min_rows: dict[Literal["train", "validation", "test"], NonNegativeInt] | None = None
     min_chars: NonNegativeInt | None = None
     max_chars: PositiveInt | None = None
     min_tokens: NonNegativeInt | None = None
     max_tokens: PositiveInt | None = None
 
 
-class CorpusConfig(_Section):
-    min_chars: NonNegativeInt = 1
-    max_rows: PositiveInt | None = None
-    validation_fraction: Fraction = 0.02
+class DataBase(_Section):
+    """`data`: these keys plus one `data.<task>` section per task (added by `_data_model`)."""
+
+    prepared_dir: str = "data/prepared"
+    split: SplitConfig = SplitConfig()
+    corpus: CorpusConfig = CorpusConfig()
 
 
-class FinetuneConfig(_Section):
-    """`finetune.shared` and each `finetune.<task>` (every key optional in a task section)."""
+# --- model -----------------------------------------------------------------------------------
 
-    batch_size: PositiveInt | None = None
-    max_length: PositiveInt | None = None
-    max_epochs: int | None = None
-    max_steps: int | None = None
-    lr: Annotated[float, Field(gt=0)] | None = None
-    head_lr: Annotated[float, Field(gt=0)] | None = None
-    weight_decay: Annotated[float, Field(ge=0)] | None = None
-    warmup_ratio: Annotated[float, Field(ge=0, le=1)] | None = None
-    gradient_clip_val: Annotated[float, Field(ge=0)] | None = None
-    # int: every N steps / N batches; float: a fraction of an epoch (types are only checked)
-    val_check_interval: float | None = None
-    limit_train_batches: float | None = None
-    num_workers: NonNegativeInt | None = None
-    label_all_tokens: StrictBool | None = None
-    class_weights: StrictBool | None = None
-    group_by_length: StrictBool | None = None
+
+class TokenizerConfig(_Section):
+    train: StrictBool
+    lowercase: StrictBool
+    vocab_size: PositiveInt | None = None
+    min_frequency: PositiveInt | None = None
+
+
+class ModelConfig(_Section):
+    name: str
+    source: str | None = None
+    pretrained: StrictBool
+    max_length: PositiveInt
+    tokenizer: TokenizerConfig
+    config: dict[str, Any] | None = None  # overrides of the backbone's config.json (any key)
+
+
+# --- pretrain --------------------------------------------------------------------------------
+
+
+class PretrainOptimizer(_Section):
+    lr: PositiveFloat
+    weight_decay: NonNegativeFloat
+    betas: Annotated[list[Fraction], Field(min_length=2, max_length=2)]
+    eps: PositiveFloat
+
+
+class PretrainHead(_Section):
+    lr: PositiveFloat | None = None
+    warmup_steps: NonNegativeInt = 0
+    init_bias: Literal["unigram", "zeros"] = "unigram"
 
 
 class PretrainConfig(_Section):
-    batch_size: PositiveInt | None = None
-    block_size: PositiveInt | None = None
-    mlm_probability: Annotated[float, Field(gt=0, lt=1)] | None = None
-    max_steps: int | None = None
-    max_epochs: int | None = None
-    val_check_interval: float | None = None
-    warmup_ratio: Annotated[float, Field(ge=0, le=1)] | None = None
+    batch_size: PositiveInt
+    block_size: PositiveInt
+    mlm_probability: Annotated[float, Field(gt=0, lt=1)]
+    mask_replace_prob: Share
+    random_replace_prob: Share
+    optimizer: PretrainOptimizer
+    warmup_ratio: Share
+    head: PretrainHead | None = None
+    dropout: Fraction | None = None
+    gradient_clip_val: NonNegativeFloat
+    # 0: skip training; -1 / null: max_epochs decides
+    max_steps: Annotated[int, Field(ge=-1)] | None = None
+    max_epochs: PositiveInt | None = None
+    snapshots: list[Fraction] = []
+    # Pretraining is step-based: validate every N training steps (an int; the stage reads it
+    # with int(), so a fraction of an epoch such as 0.5 would become 0).
+    val_check_interval: Steps
+    limit_val_batches: Batches
+    checkpoint_every_n_steps: PositiveInt
+    resume: StrictBool
+    num_workers: NonNegativeInt
+    max_train_blocks: PositiveInt | None = None
 
 
-class DistillConfig(_Section):
-    alpha: Annotated[float, Field(ge=0, le=1)]
-    temperature: Annotated[float, Field(gt=0)]
+# --- finetune --------------------------------------------------------------------------------
 
 
-class PruneConfig(_Section):
-    levels: list[Annotated[float, Field(ge=0, lt=1)]] | None = None
-    vocab: StrictBool | None = None
-    importance_examples: PositiveInt | None = None
-    recover_steps: NonNegativeInt | None = None
-    distill: DistillConfig | None = None
+class Callbacks(_Section):
+    early_stopping: Target
+    best_weights: Target
 
 
-class ExportConfig(_Section):
-    """`export`: checked before a stage that may run for minutes reads a key deep inside."""
+class TaskDataModuleConfig(_Section):
+    """`datamodule`: `emergent.data.tasks.TaskDataModule`'s settings (the rest come from the
+    fine-tuning config at run time). A custom datamodule class declares its keys here."""
 
-    max_metric_drop: Annotated[float, Field(ge=0)] | None = None
-    parity_atol: Annotated[float, Field(gt=0)] | None = None
-    per_channel: StrictBool | Literal["auto"] | None = None
-    seq_length: PositiveInt | None = None
-    prune: PruneConfig | None = None
+    target: str = Field(alias="_target_")
+    group_by_length: StrictBool
+    shuffle_batches: StrictBool
+    num_workers: NonNegativeInt
+
+
+class Dropout(_Section):
+    hidden: Fraction
+    attention: Fraction
+    classifier: Fraction
+
+
+class Freeze(_Section):
+    embeddings: StrictBool
+    layers: NonNegativeInt
+    encoder: StrictBool
+    unfreeze_at_epoch: NonNegativeInt | None = None
+
+
+class Lora(_Section):
+    r: PositiveInt
+    alpha: PositiveFloat
+    dropout: Fraction
+    target_modules: list[str]
+
+
+class FinetuneShared(_Section):
+    """`finetune.shared`: every setting a fine-tuning run reads (stages/finetune.py,
+    data/tasks.py, models/classifier.py, export/recover.py)."""
+
+    init: Literal["pretrained", "random"]
+    strategy: Literal["full", "lora"]
+    batch_size: PositiveInt
+    max_length: PositiveInt
+    max_epochs: Annotated[int, Field(ge=-1)]
+    max_steps: Annotated[int, Field(ge=-1)] | None = None
+    lr: PositiveFloat
+    head_lr: PositiveFloat | None = None
+    weight_decay: NonNegativeFloat
+    warmup_ratio: Share
+    gradient_clip_val: NonNegativeFloat
+    optimizer: Target
+    scheduler: Target
+    callbacks: Callbacks
+    datamodule: TaskDataModuleConfig
+    dropout: Dropout
+    freeze: Freeze
+    lora: Lora
+    label_all_tokens: StrictBool
+    class_weights: StrictBool
+    # int: validate every N training batches; float: a fraction of an epoch (Lightning's reading)
+    val_check_interval: Batches
+    # batches per epoch; the stage sizes the learning-rate schedule with int() of it
+    limit_train_batches: PositiveInt | None = None
+
+
+def _optional(model: type[BaseModel], suffix: str = "Task") -> type[BaseModel]:
+    """`model` with every key optional (default null), nested sections included: a task's own
+    section (`finetune.<task>`), where null inherits the shared value."""
+    fields: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if annotation is Target:
+            annotation = TaskTarget
+        elif isinstance(annotation, type) and issubclass(annotation, _Section):
+            annotation = _optional(annotation, suffix)
+        elif field.metadata:  # constraints such as PositiveInt's gt=0 live here
+            annotation = Annotated[(annotation, *field.metadata)]  # type: ignore[valid-type]
+        fields[name] = (annotation | None, Field(None, alias=field.alias) if field.alias else None)
+    return create_model(f"{model.__name__}{suffix}", __base__=model.__base__, **fields)
+
+
+FinetuneTask = _optional(FinetuneShared)
+
+
+# --- trainer ---------------------------------------------------------------------------------
+
+# lightning.Trainer's arguments (2.6; tests/unit/test_config.py compares with the installed one).
+TRAINER_ARGUMENTS = [
+    "accelerator",
+    "strategy",
+    "devices",
+    "num_nodes",
+    "precision",
+    "logger",
+    "callbacks",
+    "fast_dev_run",
+    "max_epochs",
+    "min_epochs",
+    "max_steps",
+    "min_steps",
+    "max_time",
+    "limit_train_batches",
+    "limit_val_batches",
+    "limit_test_batches",
+    "limit_predict_batches",
+    "overfit_batches",
+    "val_check_interval",
+    "check_val_every_n_epoch",
+    "num_sanity_val_steps",
+    "log_every_n_steps",
+    "enable_checkpointing",
+    "enable_progress_bar",
+    "enable_model_summary",
+    "accumulate_grad_batches",
+    "gradient_clip_val",
+    "gradient_clip_algorithm",
+    "deterministic",
+    "benchmark",
+    "inference_mode",
+    "use_distributed_sampler",
+    "profiler",
+    "detect_anomaly",
+    "barebones",
+    "plugins",
+    "sync_batchnorm",
+    "reload_dataloaders_every_n_epochs",
+    "default_root_dir",
+    "enable_autolog_hparams",
+    "model_registry",
+]
+
+
+# Trainer arguments the stages set themselves, and the config keys that set them
+# (`trainer.max_epochs` is an error naming `finetune.<task>.max_epochs`).
+RESERVED_TRAINER_KEYS = {
+    "max_steps": "finetune.<task>.max_steps or pretrain.max_steps",
+    "max_epochs": "finetune.<task>.max_epochs or pretrain.max_epochs",
+    "val_check_interval": "finetune.<task>.val_check_interval or pretrain.val_check_interval",
+    "check_val_every_n_epoch": "finetune.<task>.val_check_interval",
+    "limit_val_batches": "pretrain.limit_val_batches",
+    "limit_train_batches": "finetune.<task>.limit_train_batches",
+    "gradient_clip_val": "finetune.<task>.gradient_clip_val or pretrain.gradient_clip_val",
+    "callbacks": "finetune.<task>.callbacks",
+    "logger": "the mlflow config group",
+    "default_root_dir": "the stage's output folder (not configurable)",
+    "enable_checkpointing": "the stage (not configurable)",
+    "num_sanity_val_steps": "the stage (not configurable)",
+    "enable_model_summary": "the stage (not configurable)",
+}
+
+
+class TrainerTyped(_Section):
+    accelerator: str = "cpu"
+    devices: PositiveInt | Literal["auto"] | list[NonNegativeInt] | str = 1
+    num_nodes: PositiveInt = 1
+    strategy: str = "auto"
+    precision: Literal["auto", "32-true", "32", "bf16-mixed", "bf16-true", "16-mixed"] = "auto"
+    log_every_n_steps: PositiveInt | None = None
+    enable_progress_bar: StrictBool | None = None
+    deterministic: StrictBool | Literal["warn"] | None = None
+
+
+# `trainer`: passed to `lightning.Trainer`: any of its arguments the stages do not set
+# themselves (the typed ones above, the rest as Lightning takes them).
+TrainerConfig = create_model(
+    "TrainerConfig",
+    __base__=TrainerTyped,
+    **{
+        name: (Any, None)
+        for name in TRAINER_ARGUMENTS
+        if name not in TrainerTyped.model_fields and name not in RESERVED_TRAINER_KEYS
+    },
+)
+
+
+# --- evaluate, export, fewshot ---------------------------------------------------------------
 
 
 class BootstrapConfig(_Section):
@@ -138,16 +438,201 @@ class BootstrapConfig(_Section):
 
 
 class EvaluateConfig(_Section):
-    bootstrap: BootstrapConfig | None = None
+    bootstrap: BootstrapConfig
+
+
+class BenchConfig(_Section):
+    batch1_runs: PositiveInt
+    batch32_runs: PositiveInt
+    warmup: NonNegativeInt
+
+
+class DistillConfig(_Section):
+    alpha: Share
+    temperature: PositiveFloat
+
+
+class PruneConfig(_Section):
+    levels: list[Fraction]
+    vocab: StrictBool = False
+    importance_examples: PositiveInt
+    recover_steps: NonNegativeInt = 0
+    distill: DistillConfig | None = None
+    bench: BenchConfig
+
+
+class ExportConfig(_Section):
+    """`export`: checked before a stage that may run for minutes reads a key deep inside."""
+
+    opset: PositiveInt
+    max_metric_drop: NonNegativeFloat
+    parity_atol: PositiveFloat
+    per_channel: StrictBool | Literal["auto"]
+    seq_length: PositiveInt
+    bench: BenchConfig
+    prune: PruneConfig | None = None
+
+
+class Prompt(_Section):
+    template: str
+    verbalizer: dict[str, str]
+
+
+class FewshotTrain(_Section):
+    steps: PositiveInt
+    batch_size: PositiveInt
+    lr: PositiveFloat
+    new_params_lr: PositiveFloat
+    weight_decay: NonNegativeFloat
+    warmup_ratio: Share
+    eval_every: PositiveInt
+
+
+class FewshotDemonstrations(_Section):
+    per_class: PositiveInt
+    max_tokens: PositiveInt
+
+
+class FewshotModel(_Section):
+    name: str
+    path: str
+
+
+class FewshotScale(_Section):
+    models: list[str] = []
+    overrides: list[str] = []
 
 
 class FewshotConfig(_Section):
-    precision: Literal["auto", "32-true", "32", "bf16-mixed", "bf16-true"] | None = None
+    task: str
+    methods: list[Literal["zero_shot", "zero_shot_calibrated", "in_context", "head", "prompt"]]
+    k: list[NonNegativeInt]
+    seeds: list[int]
+    test_size: PositiveInt | None = None
+    batch_size: PositiveInt
+    precision: Literal["auto", "32-true", "32", "bf16-mixed", "bf16-true"]
+    max_length: PositiveInt
+    query_tokens: PositiveInt
+    demonstrations: FewshotDemonstrations
+    content_free: list[str]
+    train: FewshotTrain
+    prompt_demonstrations: StrictBool
+    models: list[FewshotModel]
+    include_snapshots: StrictBool
+    scale: FewshotScale
+    prompts: dict[str, Prompt]
 
 
-class RootConfig(_Section):
+# --- mlflow, serve, monitor ------------------------------------------------------------------
+
+
+class MlflowConfig(_Section):
+    tracking_uri: str
+    artifact_dir: str
+    enabled: StrictBool = True
+    experiments: dict[str, str] = {}  # stage group -> experiment name (any group)
+    experiment_kind: str | None = None
+
+
+class ServeBatching(_Section):
+    max_batch_size: PositiveInt
+    max_wait_ms: NonNegativeFloat
+
+
+class ServeLimits(_Section):
+    max_body_bytes: PositiveInt
+    max_texts: PositiveInt
+    max_chars: PositiveInt
+    rate_per_second: NonNegativeFloat
+    rate_burst: PositiveFloat
+    max_queue: PositiveInt
+    retry_after_s: NonNegativeFloat
+
+
+class ServeStore(_Section):
+    path: str
+    sample_rate: Share
+    max_pending: PositiveInt
+
+
+class ServeMasking(_Section):
+    enabled: StrictBool
+    ner_task: str | None = None
+    entity_map: dict[str, str] = {}
+    min_score: Share
+    placeholders: dict[str, str] = {}
+
+
+class ServeConfig(_Section):
+    host: str
+    port: Annotated[int, Field(ge=0, le=65535)]
+    keys_file: str
+    tasks: list[str] | None = None
+    source: Literal["local", "registry"]
+    export_root: str | None = None
+    alias: str
+    threads: PositiveInt
+    warmup_batches: NonNegativeInt
+    batching: ServeBatching
+    limits: ServeLimits
+    store: ServeStore
+    masking: ServeMasking
+    log_level: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"]
+
+
+class MonitorConfig(_Section):
+    window: str
+    export_since_hours: PositiveFloat
+    min_rows: PositiveInt
+    p_value: Annotated[float, Field(gt=0, lt=1)]
+    drift_share: Share
+    fail_on_drift: StrictBool
+    reference_max_rows: PositiveInt
+
+
+# --- the whole config ------------------------------------------------------------------------
+
+
+class RootBase(_Open):
+    """The composed config. Sections named here are closed; a top-level section this module
+    does not declare is left alone (extra="allow")."""
+
     seed: int
     task: str | None = None
+    paths: PathsConfig = PathsConfig()
+    predict: PredictConfig = PredictConfig()
+    model: ModelConfig
+    pretrain: PretrainConfig
+    trainer: TrainerConfig
+    evaluate: EvaluateConfig
+    export: ExportConfig
+    fewshot: FewshotConfig
+    mlflow: MlflowConfig
+    serve: ServeConfig
+    monitor: MonitorConfig
+
+
+def config_model(task_names: list[str]) -> type[BaseModel]:
+    """The schema of a config whose tasks are `task_names`: `tasks.<name>`, `data.<name>` and
+    `finetune.<name>` exist for those names only (`data.nerr` is a typo, not a section)."""
+    per_task: dict[str, Any] = {name: (TaskDefinition, ...) for name in task_names}
+    tasks = create_model("Tasks", __base__=_Section, **per_task)
+    data = create_model(
+        "Data", __base__=DataBase, **{n: (TaskDataConfig | None, None) for n in task_names}
+    )
+    finetune = create_model(
+        "Finetune",
+        __base__=_Section,
+        shared=(FinetuneShared, ...),
+        **{n: (FinetuneTask | None, None) for n in task_names},
+    )
+    return create_model(
+        "EmergentConfig", __base__=RootBase, tasks=(tasks, ...), data=(data, ...),
+        finetune=(finetune, ...),
+    )  # fmt: skip
+
+
+# --- errors: the full dotted key, and the closest valid key for an unknown one ---------------
 
 
 def _config_path(value: Any, loc: tuple[Any, ...]) -> list[str]:
@@ -164,36 +649,119 @@ def _config_path(value: Any, loc: tuple[Any, ...]) -> list[str]:
     return parts
 
 
-def _check(model: type[BaseModel], value: Any, prefix: str) -> None:
-    """Validate one section; the first error becomes a ConfigError naming its full key."""
-    if value is None:
-        return
-    if not isinstance(value, dict):
-        raise ConfigError(prefix, f"expected a mapping of settings, got {value!r}")
-    try:
-        model.model_validate(value)
-    except ValidationError as err:
-        first = err.errors()[0]
-        key = ".".join(p for p in [prefix, *_config_path(value, first["loc"])] if p)
-        message = first["msg"].removeprefix("Value error, ").rstrip(".")
-        raise ConfigError(key, f"{message}; got {first.get('input')!r}") from None
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation may hold (through Optional, unions, lists, dicts)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _models_in(typing.get_args(annotation)[0])
+    if origin in (Union, types.UnionType, list, dict):
+        args = typing.get_args(annotation)
+        args = args[1:] if origin is dict else args
+        return [m for arg in args for m in _models_in(arg)]
+    return []
 
 
-def validate_config(cfg: DictConfig) -> None:
-    """Check the types of the keys that matter in a composed config (both CLIs call this
-    before running a stage); raises ConfigError naming the first wrong key."""
+def _keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every dotted key a model declares, its nested sections' keys included."""
+    out = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{field.alias or name}"
+        out.append(key)
+        for sub in _models_in(field.annotation):
+            out.extend(_keys(sub, f"{key}."))
+    return out
+
+
+def _strip(annotation: Any) -> Any:
+    """An annotation without `Annotated` and, of a union, the member that holds sections."""
+    while True:
+        if typing.get_origin(annotation) is Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif typing.get_origin(annotation) in (Union, types.UnionType):
+            members = [a for a in typing.get_args(annotation) if _models_in(a)]
+            annotation = members[0] if members else None
+        else:
+            return annotation
+
+
+def _model_at(model: type[BaseModel], path: list[str]) -> type[BaseModel] | None:
+    """The model holding the keys at `path` (dict keys and list indices stepped over)."""
+    annotation: Any = model
+    for part in path:
+        annotation = _strip(annotation)
+        if typing.get_origin(annotation) in (dict, list):
+            annotation = typing.get_args(annotation)[-1]  # `part` is a dict key or an index
+            continue
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        fields = {f.alias or n: f for n, f in annotation.model_fields.items()}
+        if part not in fields:
+            return None
+        annotation = fields[part].annotation
+    models = _models_in(annotation)
+    return models[0] if models else None
+
+
+def suggest(model: type[BaseModel], path: list[str], key: str) -> str | None:
+    """The closest valid key to an unknown `key` under `path`: a sibling first, else a key
+    nested deeper in the same section (a key put at the wrong level)."""
+    holder = _model_at(model, path)
+    if holder is None:
+        return None
+    keys = _keys(holder)
+    siblings = [k for k in keys if "." not in k]
+    close = difflib.get_close_matches(key, siblings, n=1, cutoff=0.6)
+    if not close:
+        by_leaf: dict[str, str] = {}
+        for k in keys:
+            by_leaf.setdefault(k.rsplit(".", 1)[-1], k)
+        leaf = difflib.get_close_matches(key, list(by_leaf), n=1, cutoff=0.75)
+        close = [by_leaf[leaf[0]]] if leaf else []
+    return ".".join([*path, close[0]]) if close else None
+
+
+def _config_error(model: type[BaseModel], plain: dict, err: ValidationError) -> ConfigError:
+    first = err.errors()[0]
+    path = _config_path(plain, first["loc"])
+    if first["type"] in ("extra_forbidden", "missing") and len(first["loc"]) > len(path):
+        path.append(str(first["loc"][len(path)]))
+    key = ".".join(path)
+    if first["type"] == "extra_forbidden":
+        if path[0] == "trainer" and path[-1] in RESERVED_TRAINER_KEYS:
+            use = RESERVED_TRAINER_KEYS[path[-1]]
+            return ConfigError(key, f"set by each stage, not in trainer: use {use} instead")
+        hint = suggest(model, path[:-1], path[-1])
+        return ConfigError(key, "unknown key" + (f"; did you mean {hint}?" if hint else ""))
+    if first["type"] == "missing":
+        return ConfigError(key, "missing (the code reads this key)")
+    message = first["msg"].removeprefix("Value error, ").rstrip(".")
+    return ConfigError(key, f"{message}; got {first.get('input')!r}")
+
+
+def validate_config(cfg: DictConfig) -> BaseModel:
+    """Check a composed config against the schema before any stage runs (both CLIs call
+    this); returns the validated model, raises ConfigError naming the first bad key."""
     plain = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(plain, dict)
-    _check(RootConfig, {k: plain.get(k) for k in ("seed", "task") if k in plain}, "")
-    data = plain.get("data") or {}
-    _check(SplitConfig, data.get("split"), "data.split")
-    _check(CorpusConfig, data.get("corpus"), "data.corpus")
-    for name in plain.get("tasks") or {}:
-        _check(TaskDataConfig, data.get(name), f"data.{name}")
-    finetune = plain.get("finetune") or {}
-    for name, section in finetune.items():
-        _check(FinetuneConfig, section, f"finetune.{name}")
-    _check(PretrainConfig, plain.get("pretrain"), "pretrain")
-    _check(ExportConfig, plain.get("export"), "export")
-    _check(EvaluateConfig, plain.get("evaluate"), "evaluate")
-    _check(FewshotConfig, plain.get("fewshot"), "fewshot")
+    names = list(plain.get("tasks") or {})
+    model = config_model([n for n in names if isinstance(n, str)])
+    try:
+        return model.model_validate(plain)
+    except ValidationError as err:
+        raise _config_error(model, plain, err) from None
+
+
+def unknown_override(err: Exception, cfg: DictConfig) -> ConfigError | None:
+    """Hydra's refusal of `a.b.typo=v` (a key the config does not declare, given without
+    `+`) as one line naming the key and the closest valid one; None for other errors."""
+    text = f"{err} {err.__cause__ or ''}"
+    found = re.search(r"Could not override '([^']+)'", text)
+    if not found or "not in struct" not in text:
+        return None
+    path = found.group(1).split(".")
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    names = list(plain.get("tasks") or {}) if isinstance(plain, dict) else []
+    hint = suggest(config_model([str(n) for n in names]), path[:-1], path[-1])
+    return ConfigError(found.group(1), "unknown key" + (f"; did you mean {hint}?" if hint else ""))

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from emergent.errors import ConfigError
 from emergent.hardware import resolve_precision
+from emergent.schema import RESERVED_TRAINER_KEYS
 from emergent.tracking import Tracker, tracking_uri
 
 log = logging.getLogger(__name__)
@@ -61,24 +62,6 @@ def mlflow_logger(cfg: DictConfig, tracker: Tracker) -> Any:
         run_id=tracker.run_id,
         log_model=False,
     )
-
-
-# Trainer arguments the stages set themselves, and the config keys that set them.
-RESERVED_TRAINER_KEYS = {
-    "max_steps": "finetune.<task>.max_steps or pretrain.max_steps",
-    "max_epochs": "finetune.<task>.max_epochs or pretrain.max_epochs",
-    "val_check_interval": "finetune.<task>.val_check_interval or pretrain.val_check_interval",
-    "check_val_every_n_epoch": "finetune.<task>.val_check_interval",
-    "limit_val_batches": "pretrain.limit_val_batches",
-    "limit_train_batches": "finetune.<task>.limit_train_batches",
-    "gradient_clip_val": "finetune.<task>.gradient_clip_val or pretrain.gradient_clip_val",
-    "callbacks": "finetune.<task>.callbacks",
-    "logger": "the mlflow config group",
-    "default_root_dir": "the stage's output folder (not configurable)",
-    "enable_checkpointing": "the stage (not configurable)",
-    "num_sanity_val_steps": "the stage (not configurable)",
-    "enable_model_summary": "the stage (not configurable)",
-}
 
 
 def build_trainer(

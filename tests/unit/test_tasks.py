@@ -131,6 +131,21 @@ def test_unknown_label_is_an_error_for_sequence_tasks(tokenizer) -> None:
         SENT.encode(tokenizer, [{"text": "x", "label": "maybe"}], ["neg", "pos"], 16)
 
 
+def test_unknown_gold_label_encodes_when_scoring_a_sequence_task(tokenizer) -> None:
+    """`unknown_labels="ignore"` (scoring a file with a label the model never saw): the
+    example encodes with label -100 and counts as a miss against its own label."""
+    examples = [{"text": "Paris", "label": "pos"}, {"text": "New York", "label": "maybe"}]
+    rows = SENT.encode(tokenizer, examples, ["neg", "pos"], 16, unknown_labels="ignore")
+    assert [(r["example"], r["labels"]) for r in rows] == [(0, 1), (1, -100)]
+    assert (
+        rows[1]["input_ids"] == tokenizer("New York", truncation=True, max_length=16)["input_ids"]
+    )
+    result = SENT.evaluate(examples, ["neg", "pos"], [[1], [1]], [[0.2, 0.8], [0.3, 0.7]])
+    assert result.metrics["accuracy"] == 0.5
+    with pytest.raises(ValueError, match="unknown_labels must be 'error' or 'ignore'"):
+        SENT.encode(tokenizer, examples, ["neg", "pos"], 16, unknown_labels="skip")
+
+
 def tiny_model() -> BertForTokenClassification:
     torch.manual_seed(0)
     return BertForTokenClassification(

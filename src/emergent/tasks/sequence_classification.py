@@ -22,6 +22,10 @@ from emergent.tasks.base import (
     pick_headline,
 )
 
+# Label of an example whose gold label the model does not know (scoring only): torch's
+# cross-entropy ignores it, and it is scored against the example's own label.
+IGNORE_LABEL = -100
+
 
 class SequenceClassificationTask(Task):
     kind: ClassVar[str] = "sequence classification"
@@ -91,9 +95,14 @@ class SequenceClassificationTask(Task):
         unknown_labels: str = "error",
         label_all_tokens: bool = False,
     ) -> list[Row]:
+        """`unknown_labels="ignore"`: an example whose gold label the model does not know
+        still encodes, with label -100 (left out of the loss) and is scored against its
+        original label; "error" (training) refuses it, since the model cannot learn it."""
+        if unknown_labels not in ("error", "ignore"):
+            raise ValueError(f"unknown_labels must be 'error' or 'ignore', got {unknown_labels!r}")
         label2id = {label: i for i, label in enumerate(labels)}
         unknown = sorted({str(e["label"]) for e in examples} - set(label2id))
-        if unknown:  # a class the model cannot output cannot be scored either
+        if unknown and unknown_labels == "error":
             raise DataError(
                 f"{self.name} data", f"labels {unknown} unknown to the model ({list(labels)})"
             )
@@ -104,7 +113,7 @@ class SequenceClassificationTask(Task):
             {
                 "input_ids": ids,
                 "attention_mask": mask,
-                "labels": label2id[str(e["label"])],
+                "labels": label2id.get(str(e["label"]), IGNORE_LABEL),
                 "example": i,
             }
             for i, (ids, mask, e) in enumerate(

@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
 from emergent.__main__ import split_stage
-from emergent.config import Paths, params_text
+from emergent.config import Paths, compose, params_text
 from emergent.data.prepare import verify_prepared
 from emergent.errors import ConfigError, DataError, StageError
 from emergent.io import read_jsonl
 from emergent.schema import validate_config
 from emergent.stages import predict
-from tests.conftest import smoke_cfg
+from tests.conftest import ROOT, smoke_cfg
 from tests.unit.test_tasks import SENT
 
 # --- argument splitting ------------------------------------------------------------------
@@ -39,6 +40,26 @@ def test_texts_with_spaces_equals_and_dashes() -> None:
         "~data.sentiment.label_share",
         "+x.y=1",
     ]
+
+
+@pytest.mark.parametrize(
+    "argv,expected",
+    [
+        (["ingest", "--cfg", "job"], ("ingest", ["--cfg", "job"], [])),
+        (
+            ["finetune", "task=ner", "--cfg", "all", "--resolve", "-p", "finetune.ner"],
+            ("finetune", ["task=ner", "--cfg", "all", "--resolve", "-p", "finetune.ner"], []),
+        ),
+        (["ingest", "-c", "hydra"], ("ingest", ["-c", "hydra"], [])),
+        (["ingest", "--info"], ("ingest", ["--info"], [])),
+        (["ingest", "--info", "defaults"], ("ingest", ["--info", "defaults"], [])),
+        # --info's value is optional: a word that is not one of its choices stays a text
+        (["predict", "--info", "Paris"], ("predict", ["--info"], ["Paris"])),
+        (["ingest", "--help"], ("ingest", ["--help"], [])),
+    ],
+)
+def test_hydra_flags_and_their_values_go_to_hydra(argv: list[str], expected: tuple) -> None:
+    assert split_stage(argv) == expected
 
 
 # --- config validation ---------------------------------------------------------------------
@@ -79,8 +100,112 @@ def test_wrong_typed_config_names_key_and_type(override: str, message: str) -> N
 
 
 def test_default_and_smoke_configs_are_valid() -> None:
-    validate_config(smoke_cfg())
-    validate_config(smoke_cfg("experiment=scratch"))
+    """Validation returns the validated config (with the values as the code reads them) and
+    raises on a broken one: the same composition with one key of the wrong kind."""
+    smoke = validate_config(smoke_cfg())
+    assert smoke.finetune.shared.lr == 1e-3 and smoke.finetune.sentiment.batch_size == 8
+    assert smoke.finetune.ner.lr is None  # inherits finetune.shared.lr
+    assert smoke.pretrain.val_check_interval == 3 and smoke.model.name == "tiny_bert"
+    default = validate_config(compose([], ROOT / "conf"))
+    assert default.finetune.sentiment.val_check_interval == 0.5
+    assert default.finetune.shared.datamodule.group_by_length is True
+    assert list(default.tasks.model_dump()) == ["ner", "sentiment", "debate"]
+    broken = smoke_cfg()
+    broken.finetune.shared.datamodule.group_by_length = "yes"
+    with pytest.raises(ConfigError, match=r"finetune\.shared\.datamodule\.group_by_length"):
+        validate_config(broken)
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        (
+            "+finetune.shared.group_by_lenght=true",
+            "finetune.shared.group_by_lenght: unknown key; "
+            "did you mean finetune.shared.datamodule.group_by_length?",
+        ),
+        ("+finetune.ner.lrr=1e-4", "finetune.ner.lrr: unknown key; did you mean finetune.ner.lr?"),
+        ("+data.ner.max_row=5", "data.ner.max_row: unknown key; did you mean data.ner.max_rows?"),
+        ("+data.nerr.train=a.txt", "data.nerr: unknown key; did you mean data.ner?"),
+        (
+            "+trainer.acumulate_grad_batches=2",
+            "trainer.acumulate_grad_batches: unknown key; "
+            "did you mean trainer.accumulate_grad_batches?",
+        ),
+        (
+            "+trainer.max_epochs=2",
+            "trainer.max_epochs: set by each stage, not in trainer: "
+            "use finetune.<task>.max_epochs or pretrain.max_epochs instead",
+        ),
+        (
+            "+export.prune.distill.temprature=2",
+            "export.prune.distill.temprature: unknown key; "
+            "did you mean export.prune.distill.temperature?",
+        ),
+        (
+            "+serve.limits.max_text=5",
+            "serve.limits.max_text: unknown key; did you mean serve.limits.max_texts?",
+        ),
+        (
+            "+fewshot.prompts.sentiment.verbaliser={a: b}",
+            "fewshot.prompts.sentiment.verbaliser: unknown key; "
+            "did you mean fewshot.prompts.sentiment.verbalizer?",
+        ),
+        ("+finetune.shared.zzz=1", "finetune.shared.zzz: unknown key"),
+        ("~pretrain.batch_size", "pretrain.batch_size: missing (the code reads this key)"),
+    ],
+)
+def test_unknown_key_names_the_key_and_the_closest_valid_one(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        validate_config(smoke_cfg(override))
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        # pretraining reads it with int(): 0.5 would silently become 0
+        ("pretrain.val_check_interval=0.5", r"pretrain\.val_check_interval: expected an int > 0"),
+        ("finetune.ner.val_check_interval=1.5", r"or a float in \(0, 1\]"),
+        ("finetune.ner.val_check_interval=0", r"finetune\.ner\.val_check_interval: expected"),
+        ("finetune.shared.limit_train_batches=0.5", r"limit_train_batches: .*valid integer"),
+        ("finetune.ner.batch_size=0", r"finetune\.ner\.batch_size: .*greater than 0"),
+        ("finetune.debate.strategy=qlora", r"finetune\.debate\.strategy: .*'full' or 'lora'"),
+        ("finetune.shared.datamodule.shuffle_batches=1", r"shuffle_batches: .*valid boolean"),
+        ("trainer.precision=16", r"trainer\.precision: Input should be 'auto'"),
+        ("serve.port=70000", r"serve\.port: Input should be less than or equal to 65535"),
+        ("mlflow.enabled=maybe", r"mlflow\.enabled: Input should be a valid boolean"),
+    ],
+)
+def test_types_are_those_the_code_reads(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        validate_config(smoke_cfg(override))
+
+
+def test_fractions_and_counts_of_batches_both_pass() -> None:
+    """Lightning reads an int as batches and a float as a share of the epoch: both valid."""
+    cfg = validate_config(
+        smoke_cfg("finetune.ner.val_check_interval=3", "finetune.sentiment.val_check_interval=0.25")
+    )
+    assert (cfg.finetune.ner.val_check_interval, cfg.finetune.sentiment.val_check_interval) == (
+        3,
+        0.25,
+    )
+
+
+def test_unknown_key_refused_by_hydra_is_named_like_the_schema_does() -> None:
+    """Without `+`, Hydra refuses the key; the CLI turns that into the same one line."""
+    from hydra.errors import HydraException
+
+    from emergent.schema import unknown_override
+
+    with pytest.raises(HydraException) as err:
+        smoke_cfg("finetune.shared.group_by_lenght=true")
+    found = unknown_override(err.value, smoke_cfg())
+    assert str(found) == (
+        "finetune.shared.group_by_lenght: unknown key; "
+        "did you mean finetune.shared.datamodule.group_by_length?"
+    )
 
 
 def test_dvc_cli_validates_params_up_front(
@@ -97,6 +222,51 @@ def test_dvc_cli_validates_params_up_front(
     assert exit_.value.code == 1
     assert "error: finetune.shared.lr: Input should be a valid number" in capsys.readouterr().err
     assert not (tmp_path / "data").exists()
+
+
+def test_dvc_cli_refuses_a_misspelt_key_in_params_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """What DVC runs (`python -m emergent.stages`, reading params.yaml) stops before any work."""
+    from emergent.stages.__main__ import main
+
+    cfg = smoke_cfg()
+    OmegaConf.update(cfg, "finetune.shared.group_by_lenght", True, force_add=True)
+    (tmp_path / "params.yaml").write_text(params_text(cfg), encoding="utf-8")
+    monkeypatch.setenv("EMERGENT_ROOT", str(tmp_path))
+    with pytest.raises(SystemExit) as exit_:
+        main(["finetune", "--task", "ner"])
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err == (
+        "error: finetune.shared.group_by_lenght: unknown key; "
+        "did you mean finetune.shared.datamodule.group_by_length?\n"
+    )
+    assert not (tmp_path / "models").exists() and not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("plus", ["+", ""])
+def test_hydra_cli_refuses_a_misspelt_key_at_once_in_one_line(plus: str, tmp_path: Path) -> None:
+    """`python -m emergent finetune task=ner +finetune.shared.group_by_lenght=true`: one line
+    naming the key, exit 1, no traceback and no run folder (it fails before Hydra starts)."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "EMERGENT_ROOT": str(ROOT), "PYTHONPATH": str(ROOT / "src")}
+    argv = ["finetune", "task=ner", f"{plus}finetune.shared.group_by_lenght=true"]
+    done = subprocess.run(
+        [sys.executable, "-m", "emergent", *argv],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert done.stderr == (
+        "error: finetune.shared.group_by_lenght: unknown key; "
+        "did you mean finetune.shared.datamodule.group_by_length?\n"
+    )
+    assert done.stdout == "" and not (tmp_path / "outputs").exists()
 
 
 def test_trainer_key_set_by_the_stage_says_which_key_to_use() -> None:

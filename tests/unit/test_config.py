@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
-from emergent.config import Paths, compose, params_text
+import pytest
+from omegaconf import OmegaConf
+
+from emergent.config import Paths, compose, finetune_config, params_text
 from tests.conftest import ROOT
 
 
@@ -67,3 +71,101 @@ def test_every_config_group_option_composes_and_instantiates() -> None:
             for node in fcfg.callbacks.values():
                 assert get_class(node._target_) is not None
             assert get_class(fcfg.datamodule._target_).__name__ == "TaskDataModule"
+
+
+# --- per-task fine-tuning sections: every shared key, without `+` ---------------------------
+
+
+def leaves(node: object, prefix: str = "") -> dict[str, object]:
+    """Dotted leaf keys of a plain config tree with their values."""
+    if not isinstance(node, dict):
+        return {prefix.rstrip("."): node}
+    out: dict[str, object] = {}
+    for key, value in node.items():
+        out.update(leaves(value, f"{prefix}{key}."))
+    return out
+
+
+def test_every_task_section_declares_every_shared_key_as_inherit() -> None:
+    """conf/finetune/task/inherit.yaml has the shape of finetune.shared, all null, and each
+    task's section starts from it (so `finetune.<task>.<key>=v` needs no `+`)."""
+    cfg = compose([], ROOT / "conf")
+    shared = leaves(OmegaConf.to_container(cfg.finetune.shared))
+    inherit = leaves(
+        OmegaConf.to_container(OmegaConf.load(ROOT / "conf/finetune/task/inherit.yaml"))
+    )
+    assert set(inherit) == set(shared), "conf/finetune/task/inherit.yaml differs from shared"
+    assert set(inherit.values()) == {None}
+    assert set(cfg.finetune) == {"shared", *cfg.tasks}
+    for task in cfg.tasks:
+        assert set(leaves(OmegaConf.to_container(cfg.finetune[task]))) == set(shared), task
+
+
+def test_any_shared_key_overrides_per_task_without_plus() -> None:
+    """Each (non-null) shared key set on `finetune.debate` from the command line (what `dvc
+    exp run -S` passes to Hydra): all compose, and the debate run then trains with the shared
+    values (its own max_epochs=4 is overridden back), the other tasks unchanged."""
+    import json
+
+    cfg = compose([], ROOT / "conf")
+    shared = leaves(OmegaConf.to_container(cfg.finetune.shared))
+    overrides = [f"finetune.debate.{key}={json.dumps(value)}" for key, value in shared.items()]
+    overrides = [o for o in overrides if not o.endswith("=null")]  # null keeps inheriting
+    assert len(overrides) > 30
+    changed = compose(overrides, ROOT / "conf")
+    # shared head_lr is null, so it was not set: null inherits, debate keeps its own 1e-3
+    expected = OmegaConf.merge(changed.finetune.shared, {"head_lr": 1e-3})
+    assert finetune_config(changed, "debate") == expected
+    assert finetune_config(cfg, "debate").max_epochs == 4
+    assert finetune_config(changed, "ner") == finetune_config(cfg, "ner")
+
+
+def test_readme_per_task_override_changes_that_task_only() -> None:
+    cfg = compose(
+        ["finetune.ner.lr=3e-5", "finetune.sentiment.datamodule.group_by_length=false"],
+        ROOT / "conf",
+    )
+    assert finetune_config(cfg, "ner").lr == 3e-5
+    assert finetune_config(cfg, "sentiment").datamodule.group_by_length is False
+    assert finetune_config(cfg, "sentiment").datamodule.shuffle_batches is True
+    assert finetune_config(cfg, "debate").lr == 1e-4  # shared
+
+
+def test_resolved_finetune_settings_are_those_of_the_measured_runs() -> None:
+    """The per-task figures the README's results were measured with (a refactor of how task
+    sections are written must not move one)."""
+    for cfg in (compose([], ROOT / "conf"), OmegaConf.load(ROOT / "params.yaml")):
+        ner, sent, debate = (finetune_config(cfg, t) for t in ("ner", "sentiment", "debate"))
+        assert (ner.lr, ner.head_lr, ner.max_epochs, ner.batch_size) == (1e-4, 1e-3, 5, 16)
+        assert ner.callbacks.early_stopping.patience == 1
+        assert ner.datamodule.shuffle_batches is False and ner.val_check_interval == 1.0
+        assert (sent.lr, sent.head_lr, sent.max_epochs, sent.batch_size) == (2e-4, None, 1, 32)
+        assert (sent.max_length, sent.val_check_interval) == (64, 0.5)
+        assert sent.datamodule.shuffle_batches is True
+        assert sent.callbacks.early_stopping.patience == 2
+        assert (debate.lr, debate.head_lr, debate.max_epochs, debate.max_length) == (
+            1e-4,
+            1e-3,
+            4,
+            128,
+        )
+        assert debate.optimizer.betas == [0.9, 0.999] and debate.limit_train_batches is None
+
+
+def test_schema_knows_every_lightning_trainer_argument() -> None:
+    import lightning
+
+    from emergent.schema import TRAINER_ARGUMENTS
+
+    names = list(inspect.signature(lightning.Trainer.__init__).parameters)[1:]
+    assert names == TRAINER_ARGUMENTS
+
+
+@pytest.mark.parametrize("option", ["default", "smoke", "scratch", "fewshot_full", "ddp"])
+def test_every_preset_validates(option: str) -> None:
+    from emergent.schema import validate_config
+
+    group = "trainer" if option == "ddp" else "experiment"
+    override = [] if option == "default" else [f"{group}={option}"]
+    validated = validate_config(compose(override, ROOT / "conf"))
+    assert validated.seed == 42

@@ -85,12 +85,27 @@ def split_stage(argv: list[str]) -> tuple[str | None, list[str], list[str]]:
     return stage, rest, texts
 
 
-def _overrides_only(rest: list[str]) -> list[str] | None:
-    """The overrides of a plain single run (None for a sweep, or where a Hydra flag prints
-    instead of running: the config is then checked per job, or not needed)."""
-    if any(arg.startswith("-") for arg in rest):
+def planned_jobs(rest: list[str]) -> list[list[str]] | None:
+    """The overrides of each job the command will run: one for a plain run, one per point of
+    a `-m` sweep (as Hydra's basic sweeper expands it). None where a Hydra flag prints
+    instead of running (`--cfg`, `--info`, `--help`) or a sweep the basic sweeper cannot
+    expand: each job is then checked as it starts."""
+    flags = [arg for arg in rest if arg.startswith("-")]
+    overrides = [arg for arg in rest if not arg.startswith("-")]
+    if any(flag not in ("-m", "--multirun") for flag in flags):
         return None
-    return rest
+    if not flags:
+        return [overrides]
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        batches = BasicSweeper.split_arguments(parsed, None)
+    except HydraException:
+        return None
+    return [job for batch in batches for job in batch]
 
 
 def check_config(overrides: list[str]) -> None:
@@ -125,9 +140,8 @@ def main() -> None:
         )
         sys.exit(2)
 
-    overrides = _overrides_only(rest)
-    if overrides is not None:
-        with user_errors():
+    with user_errors():
+        for overrides in planned_jobs(rest) or []:
             check_config(overrides)
     if "--help" in rest or "-h" in rest:
         rest.append(f"hydra.help.app_name='python -m emergent {stage}'")

@@ -62,6 +62,35 @@ def test_hydra_flags_and_their_values_go_to_hydra(argv: list[str], expected: tup
     assert split_stage(argv) == expected
 
 
+def test_jobs_checked_up_front_are_those_hydra_will_run() -> None:
+    from emergent.__main__ import planned_jobs
+
+    assert planned_jobs(["task=ner", "seed=2"]) == [["task=ner", "seed=2"]]
+    assert planned_jobs(["-m", "finetune.ner.lr=1e-4,3e-5", "task=ner"]) == [
+        ["finetune.ner.lr=0.0001", "task=ner"],  # as Hydra writes each point
+        ["finetune.ner.lr=3e-05", "task=ner"],
+    ]
+    assert planned_jobs(["--cfg", "job", "task=ner"]) is None  # prints, runs nothing
+
+
+def test_a_sweep_with_one_bad_point_fails_before_any_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from emergent.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EMERGENT_ROOT", str(ROOT))
+    monkeypatch.setattr("sys.argv", ["emergent", "-m", "finetune", "finetune.ner.lr=1e-4,-1"])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 1
+    assert (
+        capsys.readouterr().err
+        == "error: finetune.ner.lr: Input should be greater than 0; got -1\n"
+    )
+    assert not (tmp_path / "outputs").exists()
+
+
 # --- config validation ---------------------------------------------------------------------
 
 

@@ -16,7 +16,10 @@ Adding a config key: add it to its YAML in conf/ (and, under `finetune.shared`, 
 conf/finetune/task/inherit.yaml as null), then declare it here in the section's model with
 the type the code reads it as, e.g. `pooling: Literal["cls", "mean"] = "cls"` in
 `FinetuneShared`; every task's own section (`finetune.<task>`) accepts it automatically, all
-keys optional there. tests/unit/test_config.py checks that conf/ and the schema agree.
+keys optional there. A key of a task definition (`tasks.<name>.<key>`, conf/tasks/) goes in
+`TaskDefinition`, of a data source in `TaskDataConfig`; a new top-level section needs nothing
+here until it is worth checking (then a model and a line in `RootBase`).
+tests/unit/test_config.py checks that conf/ (every preset) and the schema agree.
 """
 
 from __future__ import annotations

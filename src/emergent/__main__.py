@@ -24,7 +24,8 @@ examples:
   python -m emergent predict task=sentiment -- "-5 stars" "rating=awful"
   python -m emergent -m pretrain model=tiny_bert,minilm pretrain.max_steps=20
 Hydra's flags work after the stage: --cfg job|hydra|all [--resolve] [-p PACKAGE] (print the
-config the stage would run with, and run nothing), --info [all|config|defaults|...], --help.
+config the stage would run with, and run nothing), --info [all|config|defaults|...], --help;
+for `keys` and `monitor` put them before the command: python -m emergent --cfg job keys list
 """
 
 # A Hydra override: `key=value`, `+key=value`, `++key=value` or `~key[=value]`, where the key

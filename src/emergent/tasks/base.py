@@ -139,7 +139,7 @@ class Task(ABC):
 
     @abstractmethod
     def quality_checks(self, splits: Mapping[str, list[Example]], data_cfg: Any) -> list[Any]:
-        """Great Expectations checks of the prepared splits (see `emergent.data.quality`)."""
+        """Great Expectations checks of the prepared splits (see `emergent.tasks.checks`)."""
 
     # --- model -----------------------------------------------------------------------------
     @abstractmethod

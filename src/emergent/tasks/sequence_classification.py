@@ -71,7 +71,7 @@ class SequenceClassificationTask(Task):
         return sorted({str(e["label"]) for e in examples})
 
     def quality_checks(self, splits: Mapping[str, list[Example]], data_cfg: Any) -> list[Any]:
-        from emergent.data.quality import text_checks
+        from emergent.tasks.checks import text_checks
 
         return text_checks(self, splits, data_cfg)
 
@@ -143,8 +143,8 @@ class SequenceClassificationTask(Task):
         pred: Sequence[Sequence[int]],
         conf: Sequence[Any],
     ) -> Evaluation:
-        from emergent.evaluation import errors
-        from emergent.evaluation.metrics import classification_metrics
+        from emergent.tasks import error_reports
+        from emergent.tasks.metrics import classification_metrics
 
         gold = [str(e["label"]) for e in examples]
         predicted = [labels[p[0]] for p in pred]
@@ -153,7 +153,7 @@ class SequenceClassificationTask(Task):
             metrics=metrics,
             per_class=per_class,
             confusion=confusion,
-            errors=errors.classification_errors(
+            errors=error_reports.classification_errors(
                 examples, labels, [p[0] for p in pred], conf, self.errors_kept
             ),
         )
@@ -174,7 +174,7 @@ class SequenceClassificationTask(Task):
         return counts.reshape(len(examples), -1)
 
     def headline_from_counts(self, totals: np.ndarray) -> np.ndarray:
-        from emergent.evaluation.metrics import precision_recall_f1, ratio
+        from emergent.tasks.metrics import precision_recall_f1, ratio
 
         totals = np.asarray(totals)
         tp, predicted, gold = np.moveaxis(totals.reshape(*totals.shape[:-1], 3, -1), -2, 0)

@@ -143,7 +143,6 @@ class SequenceClassificationTask(Task):
         pred: Sequence[Sequence[int]],
         conf: Sequence[Any],
     ) -> Evaluation:
-        from emergent.tasks import error_reports
         from emergent.tasks.metrics import classification_metrics
 
         gold = [str(e["label"]) for e in examples]
@@ -153,10 +152,31 @@ class SequenceClassificationTask(Task):
             metrics=metrics,
             per_class=per_class,
             confusion=confusion,
-            errors=error_reports.classification_errors(
-                examples, labels, [p[0] for p in pred], conf, self.errors_kept
-            ),
         )
+
+    def mistake(
+        self,
+        index: int,
+        example: Example,
+        labels: Sequence[str],
+        pred: Sequence[int],
+        conf: Any,
+    ) -> tuple[tuple[float, ...], dict[str, Any]] | None:
+        """A misclassified text; the most confidently wrong first."""
+        predicted = labels[pred[0]]
+        if predicted == str(example["label"]):
+            return None
+        row = {
+            "index": index,
+            "text": example["text"],
+            "gold": str(example["label"]),
+            "pred": predicted,
+            "confidence": round(float(max(conf)), 4),
+            "probabilities": {
+                label: round(float(x), 4) for label, x in zip(labels, conf, strict=True)
+            },
+        }
+        return (-row["confidence"],), row
 
     def outcome_counts(
         self, examples: Sequence[Example], labels: Sequence[str], pred: Sequence[Sequence[int]]

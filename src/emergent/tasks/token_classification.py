@@ -188,7 +188,6 @@ class TokenClassificationTask(Task):
         pred: Sequence[Sequence[int]],
         conf: Sequence[Any],
     ) -> Evaluation:
-        from emergent.tasks import error_reports
         from emergent.tasks.metrics import classification_metrics, entity_metrics
 
         gold_tags = [list(e["tags"]) for e in examples]
@@ -204,8 +203,33 @@ class TokenClassificationTask(Task):
             metrics=metrics,
             per_class=per_type,
             confusion=confusion,
-            errors=error_reports.token_errors(examples, pred_tags, conf, self.errors_kept),
         )
+
+    def mistake(
+        self,
+        index: int,
+        example: Example,
+        labels: Sequence[str],
+        pred: Sequence[int],
+        conf: Any,
+    ) -> tuple[tuple[float, ...], dict[str, Any]] | None:
+        """A sentence with wrongly tagged words; the most wrong words first (ties: the least
+        confident first)."""
+        tags = [labels[i] for i in pred]
+        gold = example["tags"]
+        wrong = [i for i, (g, p) in enumerate(zip(gold, tags, strict=True)) if g != p]
+        if not wrong:
+            return None
+        row = {
+            "index": index,
+            "errors": len(wrong),
+            "min_confidence": round(min(conf) if conf else 1.0, 4),
+            "text": " ".join(example["tokens"]),
+            "mistakes": [
+                {"token": example["tokens"][i], "gold": gold[i], "pred": tags[i]} for i in wrong
+            ],
+        }
+        return (-row["errors"], row["min_confidence"]), row
 
     # Columns of `outcome_counts`: entities (strict IOB2, as seqeval scores them) and words.
     COUNTS: ClassVar[tuple[str, ...]] = ("tp", "predicted", "gold", "correct_words", "words")

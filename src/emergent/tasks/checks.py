@@ -87,14 +87,14 @@ def label_expectations(name: str, cfg: Any, observed: set[str]) -> tuple[list[st
     return labels, {}
 
 
-def _common(frame: pd.DataFrame, required: list[str], split: str, min_rows: int) -> list[Any]:
+def _common(frame: pd.DataFrame, required: list[str], split: str, least_rows: int) -> list[Any]:
     import great_expectations.expectations as gxe
 
     expectations: list[Any] = []
     for column in required:
         expectations.append(gxe.ExpectColumnToExist(column=column))
         expectations.append(gxe.ExpectColumnValuesToNotBeNull(column=column))
-    expectations.append(gxe.ExpectTableRowCountToBeBetween(min_value=min_rows))
+    expectations.append(gxe.ExpectTableRowCountToBeBetween(min_value=least_rows))
     if split == "train":
         # Held-out files are kept whole (their duplicates are counted in the manifest).
         expectations.append(gxe.ExpectColumnValuesToBeUnique(column="text"))

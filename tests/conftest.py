@@ -116,7 +116,11 @@ def git_env() -> dict[str, str]:
 @pytest.fixture
 def project_copy(tmp_path: Path) -> Path:
     """A committed copy of the project in a temporary git repository (for DVC and the CLI)."""
-    dest = tmp_path / "project"
+    return copy_project(tmp_path / "project")
+
+
+def copy_project(dest: Path) -> Path:
+    """Copy the project's files to `dest` and commit them in a new git repository there."""
     dest.mkdir()
     for rel in PROJECT_FILES:
         src = ROOT / rel

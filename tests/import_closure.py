@@ -33,6 +33,44 @@ def imported_modules(path: Path, package: str) -> set[str]:
     return found
 
 
+def module_name(path: Path) -> str:
+    """`src/emergent/tasks/__init__.py` -> `emergent.tasks`."""
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def direct_imports(path: Path) -> set[str]:
+    """The `emergent` modules one file imports, at any depth (lazy imports included), each
+    resolved to the module itself: `from emergent.tasks import metrics` is an import of
+    `emergent.tasks.metrics`, `from emergent.tasks import Task` one of `emergent.tasks`
+    (a package's `__init__` that runs before any of its modules is not counted)."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if module_file(a.name) is not None}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, base] if base else parts)
+            if not base.startswith("emergent"):
+                continue
+            for alias in node.names:
+                child = f"{base}.{alias.name}"
+                found.add(child if module_file(child) is not None else base)
+    return {m for m in found if module_file(m) is not None} - {name}
+
+
+def module_graph() -> dict[str, set[str]]:
+    """Every module of `src/emergent` and the `emergent` modules it imports."""
+    return {
+        module_name(path): direct_imports(path)
+        for path in sorted(SRC.joinpath("emergent").rglob("*.py"))
+    }
+
+
 def closure(module: str) -> set[Path]:
     """Files of `module` and everything it imports inside `emergent`, transitively, plus the
     `__init__.py` of every package on the way (Python runs them on import)."""

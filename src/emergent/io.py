@@ -1,4 +1,5 @@
-"""Atomic file writes and hashing: a crash or bad input never leaves a half-written output."""
+"""Atomic file writes, hashing and configured paths: a crash or bad input never leaves a
+half-written output."""
 
 from __future__ import annotations
 
@@ -100,13 +101,7 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def sha256_tree(path: Path) -> str:
-    """Hash of every file under `path` (relative names and contents), order-independent."""
+def under(root: Path, path: str | Path) -> Path:
+    """A configured path: as given when absolute, else relative to the project `root`."""
     path = Path(path)
-    if path.is_file():
-        return sha256_file(path)
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(str(file.relative_to(path)).encode())
-        digest.update(sha256_file(file).encode())
-    return digest.hexdigest()
+    return path if path.is_absolute() else root / path

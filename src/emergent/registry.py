@@ -6,13 +6,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from emergent.serving.models import registered_name
+
 log = logging.getLogger(__name__)
 
 METRIC_TAG = "test_metric"
-
-
-def registered_name(task: str) -> str:
-    return f"emergent-{task}"
 
 
 def register(task: str, export_dir: Path, metric: float, example_texts: list[str]) -> str:

@@ -4,12 +4,14 @@ and a per-task parameter touches only that task's branch."""
 from __future__ import annotations
 
 import json
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import ROOT, run_cmd
+from tests.conftest import ROOT, copy_project, git_env, run_cmd
 from tests.import_closure import SRC, stage_files
 
 pytestmark = pytest.mark.integration
@@ -31,29 +33,23 @@ def resolved_stages(project: Path) -> dict[str, dict]:
         }
 
 
-def test_every_stage_depends_on_its_import_closure(project_copy: Path) -> None:
+def test_every_stage_depends_on_exactly_its_import_closure(project_copy: Path) -> None:
     raw = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     params = yaml.safe_load((project_copy / "params.yaml").read_text())
     for name, stage in resolved_stages(project_copy).items():
         base, _, key = name.rpartition(":")[2].partition("@")  # "<dvc.yaml>:stage@key"
-        needed = stage_files(base, key, raw, params)
-        declared = set(stage["deps"])
-        missing = sorted(
-            str(p.relative_to(SRC.parent))
-            for p in needed
-            if not any(
-                str(p.relative_to(SRC.parent)) == d
-                or str(p.relative_to(SRC.parent)).startswith(d.rstrip("/") + "/")
-                for d in declared
-            )
-        )
-        assert not missing, f"dvc.yaml stage {name} lacks deps it imports: {missing}"
+        needed = {str(p.relative_to(SRC.parent)) for p in stage_files(base, key, raw, params)}
+        declared = {d for d in stage["deps"] if d.startswith("src/")}
+        assert not sorted(needed - declared), f"{name} lacks deps it imports"
+        # ... and no more: a file it does not import must not re-run it.
+        assert not sorted(declared - needed), f"{name} lists deps it does not import"
 
 
-def test_a_task_param_reruns_only_that_task(project_copy: Path) -> None:
-    """Record a lock over placeholder outputs, change `finetune.ner.lr`, ask `dvc status`."""
+def lock_over_placeholders(project: Path, params: dict) -> None:
+    """A dvc.lock for `project` over placeholder outputs: `dvc commit -f` records the current
+    hash of every dep (sources, params) without running a stage, so `dvc status` afterwards
+    names exactly the stages whose deps an edit touched."""
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    params = yaml.safe_load((project_copy / "params.yaml").read_text())
     for stage in stages.values():
         items = stage.get("foreach")
         keys = list(params["tasks"]) if items else [None]
@@ -63,27 +59,68 @@ def test_a_task_param_reruns_only_that_task(project_copy: Path) -> None:
             inputs = [d.split()[0] for d in body.get("deps", []) if d.startswith(("data", "mod"))]
             for entry in [*inputs, *outs]:
                 rel = next(iter(entry)) if isinstance(entry, dict) else entry
-                path = project_copy / rel.replace("${key}", key or "")
+                path = project / rel.replace("${key}", key or "")
                 if path.suffix:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     path.write_text("step,value\n0,0\n" if path.suffix == ".csv" else "{}\n")
                 else:
                     path.mkdir(parents=True, exist_ok=True)
                     (path / "placeholder.txt").write_text("x\n")
-    committed = run_cmd(["dvc", "commit", "-f", "-q"], cwd=project_copy)
+    committed = run_cmd(["dvc", "commit", "-f", "-q"], cwd=project)
     assert committed.returncode == 0, committed.stdout + committed.stderr
 
-    def changed() -> dict:
-        """`dvc status`, without stages that run every time by design (monitor)."""
-        result = run_cmd(["dvc", "status", "--json"], cwd=project_copy)
-        status = json.loads(result.stdout or "{}")
-        return {k: v for k, v in status.items() if v != ["always changed"]}
 
-    assert changed() == {}
+def changed(project: Path) -> dict:
+    """`dvc status`, without stages that run every time by design (monitor)."""
+    result = run_cmd(["dvc", "status", "--json"], cwd=project)
+    assert result.returncode == 0, result.stdout + result.stderr
+    status = json.loads(result.stdout or "{}")
+    return {k: v for k, v in status.items() if v != ["always changed"]}
 
+
+def edit_source(project: Path, rel: str) -> None:
+    """A change Python sees (a new module-level name), as a developer's edit would be."""
+    path = project / rel
+    path.write_text(path.read_text(encoding="utf-8") + "\n_EDITED = True\n", encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def locked_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One project copy with a lock over placeholder outputs, shared by the tests below (the
+    lock takes DVC a while); each test's edits are undone after it."""
+    project = copy_project(tmp_path_factory.mktemp("locked") / "project")
+    lock_over_placeholders(project, yaml.safe_load((project / "params.yaml").read_text()))
+    return project
+
+
+@pytest.fixture
+def locked(locked_project: Path) -> Iterator[Path]:
+    assert changed(locked_project) == {}
+    yield locked_project
+    subprocess.run(["git", "checkout", "--", "."], cwd=locked_project, env=git_env(), check=True)
+
+
+def test_a_task_param_reruns_only_that_task(locked: Path) -> None:
+    """Change `finetune.ner.lr` under a lock of the current code and params: `dvc status`."""
+    params = yaml.safe_load((locked / "params.yaml").read_text())
     params["finetune"]["ner"]["lr"] = 3.0e-5
-    (project_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    status = changed()
+    (locked / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = changed(locked)
     # NER's fine-tuning and its export (whose recovery fine-tune after pruning uses the same
     # settings); nothing of sentiment or debate.
     assert sorted(status) == ["export@ner", "finetune@ner"], status
+
+
+def test_changing_how_mistakes_are_ranked_reruns_only_evaluation(locked: Path) -> None:
+    """The error ranking once sat below every stage: editing it re-ran MLM pretraining."""
+    tasks = yaml.safe_load((locked / "params.yaml").read_text())["tasks"]
+    edit_source(locked, "src/emergent/evaluation/errors.py")
+    assert sorted(changed(locked)) == sorted(f"evaluate@{t}" for t in tasks)
+
+
+def test_a_serving_only_change_reruns_no_stage(locked: Path) -> None:
+    """The service (and the settings the monitor stage once imported a path helper from) is
+    no pipeline stage's code."""
+    edit_source(locked, "src/emergent/serving/app.py")
+    edit_source(locked, "src/emergent/serving/settings.py")
+    assert changed(locked) == {}

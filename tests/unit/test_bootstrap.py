@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from emergent.evaluation.bootstrap import Bootstrap, drop_interval, headline_interval
-from emergent.evaluation.metrics import classification_metrics, entity_metrics
 from emergent.tasks import SequenceClassificationTask, TokenClassificationTask
+from emergent.tasks.metrics import classification_metrics, entity_metrics
 
 NER = TokenClassificationTask("ner", {"metric": "f1", "label": "entity F1"})
 SENT = SequenceClassificationTask("sentiment", {"metric": "accuracy", "label": "accuracy"})

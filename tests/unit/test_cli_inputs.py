@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from emergent.__main__ import split_stage
 from emergent.config import Paths, compose, params_text
-from emergent.data.prepare import verify_prepared
+from emergent.data.layout import verify_prepared
 from emergent.errors import ConfigError, DataError, StageError
 from emergent.io import read_jsonl
 from emergent.schema import validate_config

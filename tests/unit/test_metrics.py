@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from emergent.evaluation.metrics import classification_metrics, entity_metrics
 from emergent.tasks import Headline
+from emergent.tasks.metrics import classification_metrics, entity_metrics
 
 
 def test_entity_level_strict_iob2() -> None:

@@ -73,8 +73,8 @@ def test_share_failure_says_which_label_has_which_share(prepared_smoke) -> None:
 
 
 def test_labels_and_shares_follow_the_label_map() -> None:
-    from emergent.data.quality import label_expectations
     from emergent.errors import ConfigError
+    from emergent.tasks.checks import label_expectations
 
     # Numeric labels kept as they are (label_map=null labels=null): no set, no share check.
     cfg = smoke_cfg("data.sentiment.label_map=null", "data.sentiment.labels=null")

@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from emergent.config import Paths, finetune_config
-from emergent.data.prepare import load_task_split
+from emergent.data.layout import load_task_split
 from emergent.evaluation.predict import predict, torch_forward
 from emergent.models.classifier import load_finetuned
 from emergent.stages import run_stage

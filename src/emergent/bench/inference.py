@@ -10,7 +10,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from emergent.config import Paths
-from emergent.data.prepare import load_task_split
+from emergent.data.layout import load_task_split
 from emergent.evaluation.predict import torch_forward
 from emergent.export import bench
 from emergent.hardware import cpu_facts

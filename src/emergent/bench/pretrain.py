@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from emergent.config import Paths
+from emergent.data.layout import corpus_path
 from emergent.data.mlm import MaskingCollator, masking_settings, pack_blocks, read_corpus
 from emergent.models.backbone import build_tokenizer, load_mlm_model, load_tokenizer
 from emergent.models.mlm import MaskedLMModule, masked_lm_loss
@@ -47,7 +48,7 @@ class StepTimer(Callback):
 
 def make_batches(cfg: DictConfig, paths: Paths, tokenizer: Any, n: int) -> list[dict]:
     pcfg = cfg.pretrain
-    texts = read_corpus(paths.inp(cfg.data.prepared_dir, "corpus", "train.txt"))
+    texts = read_corpus(corpus_path(paths.inp(cfg.data.prepared_dir), "train"))
     blocks = pack_blocks(tokenizer, texts[: 40 * n * int(pcfg.batch_size)], int(pcfg.block_size))
     collate = MaskingCollator(tokenizer, masking_settings(pcfg), seed=int(cfg.seed))
     size = int(pcfg.batch_size)
@@ -130,7 +131,7 @@ def run(cfg: DictConfig, paths: Paths, rounds: int = 3, steps: int = 8, warmup: 
     if tok_dir.is_dir():
         tokenizer = load_tokenizer(tok_dir)
     else:
-        corpus = read_corpus(paths.inp(cfg.data.prepared_dir, "corpus", "train.txt"))
+        corpus = read_corpus(corpus_path(paths.inp(cfg.data.prepared_dir), "train"))
         tokenizer = build_tokenizer(cfg.model, corpus)
     batches = make_batches(cfg, paths, tokenizer, steps)
     tokens = sum(int(b["attention_mask"].sum()) for b in batches[warmup:])

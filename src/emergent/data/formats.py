@@ -37,19 +37,6 @@ def encoding_hint(task: str | None) -> str:
     return f"set {setting(task, 'encoding')} if the file uses another encoding"
 
 
-CONLL_SUFFIXES = {
-    ".conll",
-    ".conllu",
-    ".iob",
-    ".iob2",
-    ".bio",
-    ".txt",
-    ".train",
-    ".testa",
-    ".testb",
-}
-
-
 def detect_format(path: Path, configured: str = "auto", tokens: bool = False) -> str:
     """Pick a format from config or the file suffix (`tokens`: the data is tagged tokens,
     which disambiguates `.tsv` and `.txt`)."""

@@ -1,8 +1,11 @@
 """Turn configured sources into clean, split, de-duplicated and leak-free prepared data.
 
-Output layout (`data/prepared/`): `<task>/{train,validation,test}.jsonl` for every configured
-task, `corpus/{train,validation}.txt` and `manifest.json`
+Output layout (`data/prepared/`, see `emergent.data.layout`): `<task>/{train,validation,test}.jsonl`
+for every configured task, `corpus/{train,validation}.txt` and `manifest.json`
 (counts of everything kept and removed, sha256 of every source and output file).
+
+A task is anything with the `PreparedTask` protocol (`emergent.data.protocols`): data sits
+below the task package, so it never imports `emergent.tasks`.
 """
 
 from __future__ import annotations
@@ -18,13 +21,13 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from emergent.data import formats
+from emergent.data.layout import SPLITS, corpus_path, manifest_path, split_path
+from emergent.data.protocols import PreparedTask
 from emergent.data.sources import DataError, resolve
 from emergent.io import atomic_dir, sha256_file, write_json, write_jsonl
-from emergent.tasks import Task
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "validation", "test")
 _WS = re.compile(r"\s+")
 
 
@@ -78,7 +81,7 @@ def split_examples(
 
 
 def read_task_file(
-    task: Task, source: str, cfg: DictConfig, base_dir: Path
+    task: PreparedTask, source: str, cfg: DictConfig, base_dir: Path
 ) -> tuple[list, dict[str, int]]:
     """Read one configured file of a task, exactly as ingest reads it: the normalised examples,
     and counts of the rows not kept (`skipped_by_label`: a label in `skip_labels`;
@@ -99,7 +102,7 @@ def _overlap(examples: list[dict], keys: set[Hashable], key: Callable[[dict], Ha
 
 
 def prepare_task(
-    task: Task, cfg: DictConfig, split_cfg: Mapping[str, float], seed: int, base_dir: Path
+    task: PreparedTask, cfg: DictConfig, split_cfg: Mapping[str, float], seed: int, base_dir: Path
 ) -> tuple[dict[str, list[dict]], dict[str, Any]]:
     """Read, normalise, de-duplicate, de-leak, cap and split one task's data.
 
@@ -169,7 +172,7 @@ def prepare_task(
 
 
 def _heldout_overlaps(
-    task: Task, held: dict[str, list[dict]], dedupe_heldout: bool, stats: dict[str, Any]
+    task: PreparedTask, held: dict[str, list[dict]], dedupe_heldout: bool, stats: dict[str, Any]
 ) -> tuple[dict[str, int], int]:
     """Count (or, with `dedupe_heldout`, remove) duplicates inside the held-out files and the
     examples validation shares with test. Returns the overlaps that stay in the prepared
@@ -192,7 +195,7 @@ def _heldout_overlaps(
     return overlaps, removed
 
 
-def _warn_overlaps(task: Task, stats: dict[str, Any]) -> None:
+def _warn_overlaps(task: PreparedTask, stats: dict[str, Any]) -> None:
     kept = {k: n for k, n in stats["heldout_overlaps"].items() if n}
     if kept:
         log.warning(
@@ -218,7 +221,7 @@ def _warn_overlaps(task: Task, stats: dict[str, Any]) -> None:
 
 
 def _empty_split(
-    task: Task, split: str, carved: list[str], fractions: Mapping[str, float], n_train: int
+    task: PreparedTask, split: str, carved: list[str], fractions: Mapping[str, float], n_train: int
 ) -> DataError:
     """Why a split ended up empty, naming the task, the split and the setting to change."""
     if split in carved:
@@ -241,7 +244,10 @@ def split_paragraphs(text: str, min_chars: int) -> list[str]:
 
 
 def build_corpus(
-    task_splits: Mapping[Task, dict[str, list[dict]]], cfg: DictConfig, seed: int, base_dir: Path
+    task_splits: Mapping[PreparedTask, dict[str, list[dict]]],
+    cfg: DictConfig,
+    seed: int,
+    base_dir: Path,
 ) -> tuple[dict[str, list[str]], dict[str, Any]]:
     """MLM corpus: train-split texts of every task plus unlabeled sources.
 
@@ -302,13 +308,13 @@ def build_corpus(
 
 
 def prepare_all(
-    data_cfg: DictConfig, tasks: list[Task], seed: int, prepared_dir: Path, base_dir: Path
+    data_cfg: DictConfig, tasks: list[PreparedTask], seed: int, prepared_dir: Path, base_dir: Path
 ) -> dict:
     """Prepare every task and the corpus, then swap the whole folder in atomically.
 
     On any error nothing under `prepared_dir` changes.
     """
-    task_splits: dict[Task, dict[str, list[dict]]] = {}
+    task_splits: dict[PreparedTask, dict[str, list[dict]]] = {}
     manifest: dict[str, Any] = {"seed": seed, "tasks": {}}
     for task in tasks:
         splits, stats = prepare_task(task, data_cfg[task.name], data_cfg.split, seed, base_dir)
@@ -323,51 +329,14 @@ def prepare_all(
         files: dict[str, str] = {}
         for task, splits in task_splits.items():
             for split, rows in splits.items():
-                write_jsonl(tmp / task.name / f"{split}.jsonl", rows)
+                write_jsonl(split_path(tmp, task.name, split), rows)
         for split, lines in corpus.items():
-            (tmp / "corpus").mkdir(parents=True, exist_ok=True)
-            (tmp / "corpus" / f"{split}.txt").write_text(
+            corpus_path(tmp, split).parent.mkdir(parents=True, exist_ok=True)
+            corpus_path(tmp, split).write_text(
                 "".join(line + "\n" for line in lines), encoding="utf-8"
             )
         for file in sorted(p for p in tmp.rglob("*") if p.is_file()):
             files[str(file.relative_to(tmp))] = sha256_file(file)
         manifest["files"] = files
-        write_json(tmp / "manifest.json", manifest)
+        write_json(manifest_path(tmp), manifest)
     return manifest
-
-
-def verify_prepared(prepared_dir: Path) -> dict[str, Any]:
-    """The manifest of `prepared_dir`, after checking that every file it lists still has the
-    sha256 ingest recorded: an edited, truncated or missing prepared file is a DataError
-    naming it, so the quality gate never passes data ingest did not write."""
-    import json
-
-    prepared_dir = Path(prepared_dir)
-    manifest_path = prepared_dir / "manifest.json"
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        files = dict(manifest["files"])
-    except FileNotFoundError as err:
-        raise DataError(manifest_path, "not found: run the ingest stage first") from err
-    except (ValueError, KeyError, TypeError) as err:
-        raise DataError(manifest_path, f"unreadable manifest ({err}): re-run ingest") from err
-    for name, digest in files.items():
-        path = prepared_dir / name
-        if not path.is_file():
-            raise DataError(path, "listed in manifest.json but missing: re-run ingest")
-        if sha256_file(path) != digest:
-            raise DataError(
-                path,
-                "changed since ingest wrote it (its sha256 differs from manifest.json): "
-                "re-run ingest rather than editing prepared data",
-            )
-    return manifest
-
-
-def load_task_split(prepared_dir: Path, task: str, split: str) -> list[dict]:
-    from emergent.io import read_jsonl
-
-    path = Path(prepared_dir) / task / f"{split}.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run the ingest stage first (dvc repro ingest)")
-    return read_jsonl(path)

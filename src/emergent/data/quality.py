@@ -1,5 +1,7 @@
 """Great Expectations (1.x) quality gate over `data/prepared/`.
 
+The task kinds build their own checks (`emergent.tasks.checks`) from the `Check` frames and
+helpers here; this module holds the corpus checks and the GX plumbing that runs them all.
 Each prepared dataset is turned into pandas frames with a few derived columns (token counts,
 IOB2 validity, overlap with train) and checked by an expectation suite per frame. Results are
 summarised per expectation with a handful of offending values — never whole datasets — and
@@ -16,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from emergent.data.formats import iob2_error
-from emergent.data.prepare import SPLITS, load_task_split
-from emergent.errors import ConfigError, DataError
+from emergent.data.layout import SPLITS, corpus_path, load_task_split, split_path
+from emergent.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -37,179 +38,16 @@ class Check:
     expectations: list[Any] = field(default_factory=list)
 
 
-def _text_frame(texts: Iterable[str]) -> pd.DataFrame:
+def text_frame(texts: Iterable[str]) -> pd.DataFrame:
+    """A `text` column and its length in characters (`n_chars`)."""
     frame = pd.DataFrame({"text": list(texts)})
     frame["n_chars"] = frame["text"].str.len()
     return frame
 
 
-def _bounds(cfg: Mapping[str, Any], split: str) -> int:
+def min_rows(cfg: Mapping[str, Any], split: str) -> int:
+    """The configured least number of rows of a split (`min_rows.<split>`, default 1)."""
     return int((cfg.get("min_rows") or {}).get(split, 1))
-
-
-def _share_check(dataset: str, labels: pd.Series, shares: Mapping[str, Any] | None) -> Check | None:
-    """Each configured label's share of all labels must stay within [min, max].
-
-    Each expectation carries the label, its observed share and the bounds in `meta`, so a
-    failure reads "label 'negative' has share 0.12, outside [0.3, 0.7]"."""
-    import great_expectations.expectations as gxe
-
-    if not shares:
-        return None
-    counts = labels.astype(str).value_counts(normalize=True)
-    observed = {str(k): float(counts.get(str(k), 0.0)) for k in shares}
-    frame = pd.DataFrame({"label": list(observed), "share": list(observed.values())})
-    expectations = [
-        gxe.ExpectColumnValuesToBeBetween(
-            column="share",
-            min_value=float(lo),
-            max_value=float(hi),
-            row_condition=f"label=={str(label)!r}",
-            condition_parser="pandas",
-            meta={"label": str(label), "share": round(observed[str(label)], 4)},
-        )
-        for label, (lo, hi) in shares.items()
-    ]
-    return Check(dataset, f"{dataset}_label_share", frame, expectations)
-
-
-def label_expectations(name: str, cfg: Any, observed: set[str]) -> tuple[list[str] | None, dict]:
-    """The label set and label shares to check a labelled-text task against.
-
-    `labels` comes from config, else from the label map's values; with neither the label set
-    is not checked. Shares (`label_share`) are checked only for a known label set that holds
-    every label they name: configured `labels` that do not hold them are a config error,
-    while a label set derived from the label map (or none at all, as after
-    `data.<task>.label_map=null labels=null`) skips the share check with a warning instead of
-    failing on the default shares of other data."""
-    configured = cfg.get("labels")
-    label_map = cfg.get("label_map")
-    if configured is not None:
-        labels: list[str] | None = [str(x) for x in configured]
-    elif label_map:
-        labels = sorted({str(v) for v in label_map.values()})
-    else:
-        labels = None
-    shares = {str(k): v for k, v in (_shares(cfg) or {}).items()}
-    if not shares:
-        return labels, {}
-    unknown = sorted(set(shares) - set(labels or []))
-    if not unknown:
-        return labels, shares
-    if configured is not None:
-        raise ConfigError(
-            f"data.{name}.label_share",
-            f"label(s) {unknown} are not in data.{name}.labels ({labels}); "
-            f"fix the shares or clear them with ~data.{name}.label_share",
-        )
-    log.warning(
-        "%s: label_share names %s but the labels are %s: label shares not checked "
-        "(set data.%s.labels and data.%s.label_share to check them)",
-        name,
-        sorted(shares),
-        labels or sorted(observed),
-        name,
-        name,
-    )
-    return labels, {}
-
-
-def _common(frame: pd.DataFrame, required: list[str], split: str, min_rows: int) -> list[Any]:
-    import great_expectations.expectations as gxe
-
-    expectations: list[Any] = []
-    for column in required:
-        expectations.append(gxe.ExpectColumnToExist(column=column))
-        expectations.append(gxe.ExpectColumnValuesToNotBeNull(column=column))
-    expectations.append(gxe.ExpectTableRowCountToBeBetween(min_value=min_rows))
-    if split == "train":
-        # Held-out files are kept whole (their duplicates are counted in the manifest).
-        expectations.append(gxe.ExpectColumnValuesToBeUnique(column="text"))
-    else:
-        expectations.append(gxe.ExpectColumnValuesToBeInSet(column="in_train", value_set=[False]))
-    return expectations
-
-
-def token_checks(task: Any, splits: Mapping[str, list[dict]], cfg: DictConfig) -> list[Check]:
-    """Tagged-token data: columns, lengths, IOB2 validity, the tag set and tag shares."""
-    import great_expectations.expectations as gxe
-
-    name = task.name
-    train_texts = {task.text(e) for e in splits["train"]}
-    types = cfg.get("entity_types")
-    checks = []
-    for split, rows in splits.items():
-        frame = pd.DataFrame(
-            {
-                "tokens": [r.get("tokens") for r in rows],
-                "tags": [r.get("tags") for r in rows],
-            }
-        )
-        frame["text"] = [" ".join(t or []) for t in frame["tokens"]]
-        frame["n_tokens"] = [len(t or []) for t in frame["tokens"]]
-        frame["lengths_match"] = [
-            len(t or []) == len(g or [])
-            for t, g in zip(frame["tokens"], frame["tags"], strict=True)
-        ]
-        frame["iob2_valid"] = [iob2_error(list(g or [])) is None for g in frame["tags"]]
-        frame["in_train"] = frame["text"].isin(train_texts) if split != "train" else False
-        expectations = _common(frame, ["tokens", "tags"], split, _bounds(cfg, split))
-        expectations += [
-            gxe.ExpectColumnValuesToBeBetween(
-                column="n_tokens", min_value=int(cfg.min_tokens), max_value=int(cfg.max_tokens)
-            ),
-            gxe.ExpectColumnValuesToBeInSet(column="lengths_match", value_set=[True]),
-            gxe.ExpectColumnValuesToBeInSet(column="iob2_valid", value_set=[True]),
-        ]
-        checks.append(Check(name, f"{name}_{split}", frame, expectations))
-
-    tags = pd.DataFrame(
-        {
-            "split": [s for s, rows in splits.items() for r in rows for _ in r.get("tags") or []],
-            "tag": [t for rows in splits.values() for r in rows for t in r.get("tags") or []],
-        }
-    )
-    tag_expectations: list[Any] = [gxe.ExpectColumnValuesToNotBeNull(column="tag")]
-    if types is not None:
-        allowed = ["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")]
-        tag_expectations.append(gxe.ExpectColumnValuesToBeInSet(column="tag", value_set=allowed))
-    checks.append(Check(name, f"{name}_tags", tags, tag_expectations))
-    share = _share_check(name, tags["tag"], _shares(cfg))
-    return checks + ([share] if share else [])
-
-
-def _shares(cfg: DictConfig) -> dict[str, Any] | None:
-    shares = cfg.get("label_share")
-    return OmegaConf.to_container(shares) if shares is not None else None  # type: ignore[return-value]
-
-
-def text_checks(task: Any, splits: Mapping[str, list[dict]], cfg: DictConfig) -> list[Check]:
-    """Labelled-text data: columns, text lengths, the label set and label shares."""
-    import great_expectations.expectations as gxe
-
-    name = task.name
-    train_texts = {r.get("text") for r in splits["train"]}
-    observed = {str(r.get("label")) for rows in splits.values() for r in rows}
-    label_set, shares = label_expectations(name, cfg, observed)
-    checks = []
-    for split, rows in splits.items():
-        frame = _text_frame(r.get("text") for r in rows)
-        frame["label"] = [str(r.get("label")) for r in rows]
-        frame["in_train"] = frame["text"].isin(train_texts) if split != "train" else False
-        expectations = _common(frame, ["text", "label"], split, _bounds(cfg, split))
-        expectations.append(
-            gxe.ExpectColumnValuesToBeBetween(
-                column="n_chars", min_value=int(cfg.min_chars), max_value=int(cfg.max_chars)
-            )
-        )
-        if label_set is not None:
-            expectations.append(
-                gxe.ExpectColumnValuesToBeInSet(column="label", value_set=label_set)
-            )
-        checks.append(Check(name, f"{name}_{split}", frame, expectations))
-    labels = pd.Series([str(r.get("label")) for rows in splits.values() for r in rows])
-    share = _share_check(name, labels, shares)
-    return checks + ([share] if share else [])
 
 
 def corpus_checks(prepared: Path, cfg: DictConfig, held_out: set[str]) -> list[Check]:
@@ -218,14 +56,14 @@ def corpus_checks(prepared: Path, cfg: DictConfig, held_out: set[str]) -> list[C
 
     checks = []
     for split in ("train", "validation"):
-        path = prepared / "corpus" / f"{split}.txt"
+        path = corpus_path(prepared, split)
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: run the ingest stage first")
-        frame = _text_frame(path.read_text(encoding="utf-8").splitlines())
+        frame = text_frame(path.read_text(encoding="utf-8").splitlines())
         frame["in_heldout"] = frame["text"].isin(held_out)
         expectations = [
             gxe.ExpectColumnValuesToNotBeNull(column="text"),
-            gxe.ExpectTableRowCountToBeBetween(min_value=_bounds(cfg, split)),
+            gxe.ExpectTableRowCountToBeBetween(min_value=min_rows(cfg, split)),
             gxe.ExpectColumnValuesToBeUnique(column="text"),
             gxe.ExpectColumnValuesToBeBetween(column="n_chars", min_value=int(cfg.min_chars)),
             gxe.ExpectColumnValuesToBeInSet(column="in_heldout", value_set=[False]),
@@ -243,7 +81,7 @@ def build_checks(prepared: Path, data_cfg: DictConfig, tasks: list[Any]) -> list
         for split, rows in splits.items():
             if not rows:
                 raise DataError(
-                    prepared / task.name / f"{split}.jsonl",
+                    split_path(prepared, task.name, split),
                     f"the {split} split of task {task.name!r} is empty: re-run ingest "
                     f"(it carves a missing validation/test split out of train)",
                 )

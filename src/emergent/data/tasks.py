@@ -11,9 +11,8 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Sampler
 
-from emergent.data.prepare import SPLITS, load_task_split
-from emergent.tasks import Task
-from emergent.tasks.base import Row
+from emergent.data.layout import SPLITS, load_task_split
+from emergent.data.protocols import EncodedTask, Row
 
 
 class ShuffledGroupsSampler(Sampler[int]):
@@ -54,7 +53,7 @@ class TaskDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        task: Task,
+        task: EncodedTask,
         prepared_dir: Path,
         tokenizer: Any,
         batch_size: int,
@@ -154,7 +153,7 @@ class TaskDataModule(L.LightningDataModule):
 
 def task_datamodule(
     fcfg: DictConfig,
-    task: Task,
+    task: EncodedTask,
     prepared: Path,
     tokenizer: Any,
     max_length: int,

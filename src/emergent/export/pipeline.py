@@ -15,8 +15,8 @@ import torch
 from omegaconf import DictConfig
 
 from emergent.config import Paths
+from emergent.data.layout import corpus_path, load_task_split
 from emergent.data.mlm import read_corpus
-from emergent.data.prepare import load_task_split
 from emergent.evaluation.bootstrap import Bootstrap, drop_interval
 from emergent.evaluation.plots import write_csv
 from emergent.evaluation.predict import batches, encode_for_scoring, predict, torch_forward
@@ -122,7 +122,7 @@ def export_package(
     def vocab_texts() -> list[str]:
         # Corpus and the task's train text: validation and test text stay unseen, so both
         # show what new text loses to the cut vocabulary (validation decides, test reports).
-        corpus = read_corpus(prepared / "corpus" / "train.txt")
+        corpus = read_corpus(corpus_path(prepared, "train"))
         return corpus + [task.text(e) for e in load_task_split(prepared, task.name, "train")]
 
     steps = int((ecfg.get("prune") or {}).get("recover_steps") or 0)

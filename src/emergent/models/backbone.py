@@ -7,7 +7,7 @@ keeps it, which would silently switch dropout off during training.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -119,14 +119,6 @@ def load_mlm_model(model_cfg: DictConfig, tokenizer: Any) -> Any:
             )
     else:
         model = BertForMaskedLM(bert_config(model_cfg, tokenizer))
-    return model.train()
-
-
-def load_pretrained(
-    cls: Any, path: Path, overrides: Mapping[str, Any] | None = None, **kwargs: Any
-) -> Any:
-    """`cls.from_pretrained(path)` in train mode, with config overrides (dropout, labels)."""
-    model = cls.from_pretrained(str(path), **(dict(overrides or {})), **kwargs)
     return model.train()
 
 

@@ -27,14 +27,6 @@ class Item:
     enqueued: float
 
 
-@dataclass
-class BatchResult:
-    rows: list[dict[str, Any]]
-    model: Any  # the slot's model (predictor + version info) that answered
-    queue_wait_s: list[float]
-    batch_size: int
-
-
 class MicroBatcher:
     def __init__(
         self,

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emergent.registry import registered_name
 from emergent.serving.predictor import Predictor
 
 log = logging.getLogger(__name__)
@@ -47,6 +46,12 @@ class Loaded:
             "labels": list(self.predictor.labels),
             "max_length": int(self.predictor.max_length),
         }
+
+
+def registered_name(task: str) -> str:
+    """The MLflow registered-model name of a task's exports (`emergent.registry` writes it,
+    serving resolves its aliases; serving sits below the registry, so the name lives here)."""
+    return f"emergent-{task}"
 
 
 def package_version(export_dir: Path) -> str:

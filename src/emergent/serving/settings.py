@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from emergent.io import under
 from emergent.serving.app import Settings
 from emergent.serving.models import ModelLoadError, resolve_local, resolve_registry
 
@@ -22,11 +23,6 @@ def server_stack() -> dict[str, str]:
         "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
     }
-
-
-def under(root: Path, path: str | Path) -> Path:
-    path = Path(path)
-    return path if path.is_absolute() else root / path
 
 
 def is_loopback(host: str) -> bool:

@@ -1,6 +1,8 @@
 """One thin module per DVC stage: config in, library calls, outputs and an MLflow run out.
 
-Every stage module exposes `run(cfg, paths, task=None)`. The same function serves DVC
+Every stage module exposes `run(cfg, paths)`, or `run(cfg, paths, task)` for a per-task stage
+(`emergent.stages.per_task` resolves the task's name there, so this module and the stages that
+do not need one never import `emergent.tasks`). The same function serves DVC
 (`python -m emergent.stages <stage>`, reading params.yaml) and the Hydra CLI
 (`python -m emergent <stage> key=value`).
 """
@@ -13,7 +15,6 @@ from omegaconf import DictConfig
 
 from emergent.config import Paths
 from emergent.errors import StageError
-from emergent.tasks import get_task
 
 __all__ = ["STAGES", "TASK_STAGES", "StageError", "run_stage"]
 
@@ -26,12 +27,12 @@ STAGES: dict[str, str] = {
     "evaluate": "emergent.stages.evaluate",
     "export": "emergent.stages.export",
     "fewshot": "emergent.stages.fewshot",
+    "monitor": "emergent.stages.monitor",  # a DVC stage that always runs (`always_changed`)
     # commands (not DVC stages)
     "promote": "emergent.stages.promote",
     "predict": "emergent.stages.predict",
     "serve": "emergent.stages.serve",
     "keys": "emergent.stages.keys",
-    "monitor": "emergent.stages.monitor",
 }
 
 # Stages that run once per task (DVC `foreach`).
@@ -45,15 +46,12 @@ ARGV_STAGES: set[str] = {"keys", "monitor"}
 def run_stage(
     name: str, cfg: DictConfig, paths: Paths, task: str | None = None, **kwargs: object
 ) -> None:
-    """Run a stage; per-task stages get the `Task` object named by `task` (or `cfg.task`)."""
+    """Run a stage; a per-task stage gets the name `task` (or None: `cfg.task`) and builds the
+    `Task` itself."""
     if name not in STAGES:
         raise StageError(f"unknown stage {name!r}; choose one of {', '.join(STAGES)}")
     module = importlib.import_module(STAGES[name])
     if name in TASK_STAGES:
-        task = task or cfg.get("task")
-        task_obj = get_task(cfg, str(task))
-        cfg = cfg.copy()
-        cfg.task = task_obj.name  # so the logged config says which task ran
-        module.run(cfg, paths, task=task_obj, **kwargs)
+        module.run(cfg, paths, task=task, **kwargs)
     else:
         module.run(cfg, paths, **kwargs)

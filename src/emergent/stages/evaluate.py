@@ -14,12 +14,14 @@ import logging
 from omegaconf import DictConfig
 
 from emergent.config import Paths
-from emergent.data.prepare import SPLITS, load_task_split, read_task_file
-from emergent.evaluation import plots
+from emergent.data.layout import SPLITS, load_task_split, manifest_path
+from emergent.data.prepare import read_task_file
+from emergent.evaluation import errors, plots
 from emergent.evaluation.bootstrap import Bootstrap, headline_interval
 from emergent.evaluation.predict import predict, torch_forward
 from emergent.io import atomic_dir, sha256_file, write_json, write_jsonl
 from emergent.models.classifier import load_finetuned
+from emergent.stages.per_task import per_task
 from emergent.tasks import Evaluation, Task
 from emergent.tracking import stage_run
 
@@ -51,13 +53,14 @@ def headline_bounds(
     return {f"{task.headline.metric}_ci_low": low, f"{task.headline.metric}_ci_high": high}
 
 
+@per_task
 def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
     model_dir = paths.inp("models", task.name)
     model, tokenizer, labels = load_finetuned(task, model_dir)
     examples, source = test_examples(cfg, paths, task)
     training = json.loads((model_dir / "training.json").read_text(encoding="utf-8"))
     max_length = int(training["max_length"])
-    manifest = paths.inp(cfg.data.prepared_dir, "manifest.json")
+    manifest = manifest_path(paths.inp(cfg.data.prepared_dir))
     with stage_run(
         cfg,
         "evaluate",
@@ -81,7 +84,8 @@ def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
         write_json(paths.out("metrics", f"{task.name}.json"), metrics)
         write_task_plots(paths, task, result, training)
         with atomic_dir(paths.out("reports", task.name)) as tmp:
-            write_jsonl(tmp / "errors.jsonl", result.errors)
+            worst = errors.worst(task, examples, labels, pred, conf, task.errors_kept)
+            write_jsonl(tmp / "errors.jsonl", worst)
             write_json(
                 tmp / "details.json",
                 {"metrics": metrics, "per_class": result.per_class, "confusion": result.confusion},

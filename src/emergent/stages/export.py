@@ -13,18 +13,20 @@ import logging
 from omegaconf import DictConfig
 
 from emergent.config import Paths
-from emergent.data.prepare import load_task_split
+from emergent.data.layout import load_task_split, manifest_path
 from emergent.errors import StageError
 from emergent.export.pipeline import export_package, publish
 from emergent.io import atomic_dir, sha256_file
+from emergent.stages.per_task import per_task
 from emergent.tasks import Task
 from emergent.tracking import stage_run
 
 log = logging.getLogger(__name__)
 
 
+@per_task
 def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
-    manifest = paths.inp(cfg.data.prepared_dir, "manifest.json")
+    manifest = manifest_path(paths.inp(cfg.data.prepared_dir))
     out_dir = paths.out("models", "export", task.name)
     with stage_run(
         cfg,

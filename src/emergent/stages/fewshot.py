@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from emergent.config import Paths, project_root
-from emergent.data.prepare import load_task_split
+from emergent.data.layout import SPLITS, load_task_split, manifest_path
 from emergent.errors import StageError
 from emergent.evaluation.bootstrap import Bootstrap
 from emergent.fewshot import FewShotConfigError
@@ -185,7 +185,7 @@ def run(cfg: DictConfig, paths: Paths) -> None:
             {"text": spec.text(e), "label": str(e["label"])}
             for e in load_task_split(prepared, task, name)
         ]
-        for name in ("train", "validation", "test")
+        for name in SPLITS
     }
     labels = spec.labels(splits["train"])
     data = FewShotData(
@@ -194,7 +194,7 @@ def run(cfg: DictConfig, paths: Paths) -> None:
         splits["validation"],
         fixed_subset(splits["test"], fcfg.test_size, seed),
     )
-    manifest = prepared / "manifest.json"
+    manifest = manifest_path(prepared)
     data_sha = sha256_file(manifest) if manifest.is_file() else ""
     models = backbones(cfg, paths)
     try:  # every config error surfaces before any run starts

@@ -22,12 +22,14 @@ from lightning.pytorch.callbacks import ThroughputMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from emergent.config import Paths, finetune_config, task_max_length
+from emergent.data.layout import manifest_path
 from emergent.data.tasks import task_datamodule
 from emergent.errors import ConfigError, StageError
 from emergent.io import atomic_dir, sha256_file, write_json
 from emergent.models.backbone import count_parameters, load_tokenizer
 from emergent.models.classifier import apply_lora, load_task_model, mergeable, task_module
 from emergent.models.freezing import GradualUnfreezing, freeze
+from emergent.stages.per_task import per_task
 from emergent.tasks import Task
 from emergent.tracking import is_rank_zero, stage_run
 from emergent.training import MetricHistory, build_trainer, mlflow_logger
@@ -63,6 +65,7 @@ def callbacks(fcfg: DictConfig, task: Task, ckpt_dir: Any) -> dict[str, Any]:
     return built
 
 
+@per_task
 def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
     fcfg = finetune_config(cfg, task.name)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -109,7 +112,7 @@ def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
         total_steps,
         class_weights=datamodule.class_weights() if fcfg.class_weights else None,
     )
-    manifest = prepared / "manifest.json"
+    manifest = manifest_path(prepared)
     data_sha = sha256_file(manifest) if manifest.is_file() else ""
     ckpt_dir = paths.out("checkpoints", "finetune", task.name)
     with stage_run(

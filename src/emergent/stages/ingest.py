@@ -8,6 +8,7 @@ import time
 from omegaconf import DictConfig
 
 from emergent.config import Paths
+from emergent.data.layout import manifest_path
 from emergent.data.prepare import prepare_all
 from emergent.io import sha256_file
 from emergent.tasks import all_tasks
@@ -34,6 +35,6 @@ def run(cfg: DictConfig, paths: Paths) -> None:
         for split, n in manifest["corpus"]["rows"].items():
             metrics[f"corpus.{split}.rows"] = n
         tracker.log_metrics(metrics)
-        tracker.set_tags({"data_sha256": sha256_file(prepared / "manifest.json")})
-        tracker.log_artifact(prepared / "manifest.json")
+        tracker.set_tags({"data_sha256": sha256_file(manifest_path(prepared))})
+        tracker.log_artifact(manifest_path(prepared))
         log.info("prepared data in %s (%.1fs)", prepared, seconds)

@@ -35,8 +35,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def run(cfg: DictConfig, paths: Paths, argv: list[str] | None = None) -> None:
+    from emergent.io import under
     from emergent.serving.keys import KeyFileError, KeyStore
-    from emergent.serving.settings import under
 
     args = parse(list(argv or []))
     root = paths.input_dir if paths.input_dir else project_root()

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig, paths: Paths, argv: list[str] | None = None) -> None:
-    from emergent.serving.settings import under
+    from emergent.io import under
 
     conf = cfg.monitor
     window = under(paths.input_dir, conf.window)
@@ -48,7 +48,7 @@ def run(cfg: DictConfig, paths: Paths, argv: list[str] | None = None) -> None:
 
 
 def evaluate(cfg: DictConfig, paths: Paths, window_path) -> dict:
-    from emergent.data.prepare import load_task_split
+    from emergent.data.layout import load_task_split
     from emergent.monitoring.monitor import load_window, monitor, reference_features
 
     try:

@@ -22,6 +22,7 @@ from emergent.config import Paths
 from emergent.data.sources import DataError, data_suffix, iter_lines, read_text, resolve
 from emergent.errors import ConfigError, PredictionError
 from emergent.serving.predictor import Predictor
+from emergent.stages.per_task import per_task
 from emergent.tasks import Task
 
 BATCH = 32
@@ -97,6 +98,7 @@ def records(predictor: Any, inputs: list[str]) -> Iterator[dict[str, Any]]:
                 yield {"index": index, "error": "empty text"}
 
 
+@per_task
 def run(cfg: DictConfig, paths: Paths, task: Task, texts: list[str] | None = None) -> None:
     """Print every record; then, if any input was empty, fail (exit 1) saying which, so a
     script notices even though every other input was answered."""

@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 
 from emergent.config import Paths
+from emergent.data.layout import corpus_path, manifest_path
 from emergent.data.mlm import MLMDataModule, masking_settings
 from emergent.errors import StageError
 from emergent.evaluation.plots import plot_curves, write_csv
@@ -48,12 +49,12 @@ def run(cfg: DictConfig, paths: Paths) -> None:
     pcfg = cfg.pretrain
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     prepared = paths.inp(cfg.data.prepared_dir)
-    manifest = prepared / "manifest.json"
+    manifest = manifest_path(prepared)
     data_sha = sha256_file(manifest) if manifest.is_file() else ""
     tokenizer = load_tokenizer(paths.inp("models", "tokenizer"))
     block_size = min(int(pcfg.block_size), int(cfg.model.max_length))
     datamodule = MLMDataModule(
-        prepared / "corpus",
+        corpus_path(prepared, "train").parent,
         tokenizer,
         block_size=block_size,
         batch_size=int(pcfg.batch_size),

@@ -11,10 +11,12 @@ from omegaconf import DictConfig
 from emergent.config import Paths
 from emergent.errors import StageError
 from emergent.registry import promote
+from emergent.stages.per_task import per_task
 from emergent.tasks import Task
 from emergent.tracking import tracking_uri
 
 
+@per_task
 def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
     mlflow.set_tracking_uri(tracking_uri(cfg))
     try:

@@ -19,11 +19,12 @@ log = logging.getLogger(__name__)
 def run(cfg: DictConfig, paths: Paths) -> None:
     import uvicorn
 
+    from emergent.io import under
     from emergent.serving import logs
     from emergent.serving.app import create_app
     from emergent.serving.keys import KeyFileError, KeyStore
     from emergent.serving.models import ModelLoadError
-    from emergent.serving.settings import build, is_loopback, server_stack, under
+    from emergent.serving.settings import build, is_loopback, server_stack
 
     serve = cfg.serve
     root = paths.input_dir if paths.input_dir else project_root()

@@ -7,6 +7,7 @@ import logging
 from omegaconf import DictConfig
 
 from emergent.config import Paths
+from emergent.data.layout import corpus_path
 from emergent.data.mlm import read_corpus
 from emergent.io import atomic_dir
 from emergent.models.backbone import build_tokenizer
@@ -15,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig, paths: Paths) -> None:
-    corpus = paths.inp(cfg.data.prepared_dir, "corpus", "train.txt")
+    corpus = corpus_path(paths.inp(cfg.data.prepared_dir), "train")
     texts = read_corpus(corpus) if cfg.model.tokenizer.train else []
     tokenizer = build_tokenizer(cfg.model, texts)
     with atomic_dir(paths.out("models", "tokenizer")) as tmp:

@@ -11,7 +11,7 @@ import logging
 from omegaconf import DictConfig
 
 from emergent.config import Paths, project_root
-from emergent.data.prepare import verify_prepared
+from emergent.data.layout import manifest_path, verify_prepared
 from emergent.data.quality import build_checks, failures, format_failures, run_checks
 from emergent.errors import StageError
 from emergent.io import atomic_dir, sha256_file, write_json
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 def run(cfg: DictConfig, paths: Paths) -> None:
     prepared = paths.inp(cfg.data.prepared_dir)
-    manifest = prepared / "manifest.json"
+    manifest = manifest_path(prepared)
     if not manifest.is_file():
         raise StageError(f"{manifest} not found: run the ingest stage first")
     verify_prepared(prepared)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -68,7 +68,6 @@ class Evaluation:
     metrics: dict[str, float]  # headline figures (metrics/<task>.json, MLflow)
     per_class: dict[str, dict[str, float]]  # class/type -> precision, recall, f1, support
     confusion: dict[str, Any]  # {"labels": [...], "matrix": [[...]]}
-    errors: list[dict[str, Any]] = field(default_factory=list)  # worst mistakes first
 
 
 @dataclass(frozen=True)
@@ -139,7 +138,7 @@ class Task(ABC):
 
     @abstractmethod
     def quality_checks(self, splits: Mapping[str, list[Example]], data_cfg: Any) -> list[Any]:
-        """Great Expectations checks of the prepared splits (see `emergent.data.quality`)."""
+        """Great Expectations checks of the prepared splits (see `emergent.tasks.checks`)."""
 
     # --- model -----------------------------------------------------------------------------
     @abstractmethod
@@ -194,7 +193,20 @@ class Task(ABC):
         pred: Sequence[Sequence[int]],
         conf: Sequence[Any],
     ) -> Evaluation:
-        """Metrics (with the headline), per-class scores, confusion and error rows."""
+        """Metrics (with the headline), per-class scores and confusion."""
+
+    @abstractmethod
+    def mistake(
+        self,
+        index: int,
+        example: Example,
+        labels: Sequence[str],
+        pred: Sequence[int],
+        conf: Any,
+    ) -> tuple[tuple[float, ...], dict[str, Any]] | None:
+        """The error-report row of a wrongly predicted example (`index`: its place in the
+        test set) and its rank, lower read first; None when the prediction is right.
+        `emergent.evaluation.errors` keeps the worst for `reports/<task>/errors.jsonl`."""
 
     @abstractmethod
     def outcome_counts(

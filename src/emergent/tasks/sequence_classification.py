@@ -75,7 +75,7 @@ class SequenceClassificationTask(Task):
         return sorted({str(e["label"]) for e in examples})
 
     def quality_checks(self, splits: Mapping[str, list[Example]], data_cfg: Any) -> list[Any]:
-        from emergent.data.quality import text_checks
+        from emergent.tasks.checks import text_checks
 
         return text_checks(self, splits, data_cfg)
 
@@ -152,8 +152,7 @@ class SequenceClassificationTask(Task):
         pred: Sequence[Sequence[int]],
         conf: Sequence[Any],
     ) -> Evaluation:
-        from emergent.evaluation import errors
-        from emergent.evaluation.metrics import classification_metrics
+        from emergent.tasks.metrics import classification_metrics
 
         gold = [str(e["label"]) for e in examples]
         predicted = [labels[p[0]] for p in pred]
@@ -162,10 +161,31 @@ class SequenceClassificationTask(Task):
             metrics=metrics,
             per_class=per_class,
             confusion=confusion,
-            errors=errors.classification_errors(
-                examples, labels, [p[0] for p in pred], conf, self.errors_kept
-            ),
         )
+
+    def mistake(
+        self,
+        index: int,
+        example: Example,
+        labels: Sequence[str],
+        pred: Sequence[int],
+        conf: Any,
+    ) -> tuple[tuple[float, ...], dict[str, Any]] | None:
+        """A misclassified text; the most confidently wrong first."""
+        predicted = labels[pred[0]]
+        if predicted == str(example["label"]):
+            return None
+        row = {
+            "index": index,
+            "text": example["text"],
+            "gold": str(example["label"]),
+            "pred": predicted,
+            "confidence": round(float(max(conf)), 4),
+            "probabilities": {
+                label: round(float(x), 4) for label, x in zip(labels, conf, strict=True)
+            },
+        }
+        return (-row["confidence"],), row
 
     def outcome_counts(
         self, examples: Sequence[Example], labels: Sequence[str], pred: Sequence[Sequence[int]]
@@ -183,7 +203,7 @@ class SequenceClassificationTask(Task):
         return counts.reshape(len(examples), -1)
 
     def headline_from_counts(self, totals: np.ndarray) -> np.ndarray:
-        from emergent.evaluation.metrics import precision_recall_f1, ratio
+        from emergent.tasks.metrics import precision_recall_f1, ratio
 
         totals = np.asarray(totals)
         tp, predicted, gold = np.moveaxis(totals.reshape(*totals.shape[:-1], 3, -1), -2, 0)

@@ -80,7 +80,7 @@ class TokenClassificationTask(Task):
         return [OUTSIDE] + [f"{p}-{t}" for t in types for p in ("B", "I")]
 
     def quality_checks(self, splits: Mapping[str, list[Example]], data_cfg: Any) -> list[Any]:
-        from emergent.data.quality import token_checks
+        from emergent.tasks.checks import token_checks
 
         return token_checks(self, splits, data_cfg)
 
@@ -188,8 +188,7 @@ class TokenClassificationTask(Task):
         pred: Sequence[Sequence[int]],
         conf: Sequence[Any],
     ) -> Evaluation:
-        from emergent.evaluation import errors
-        from emergent.evaluation.metrics import classification_metrics, entity_metrics
+        from emergent.tasks.metrics import classification_metrics, entity_metrics
 
         gold_tags = [list(e["tags"]) for e in examples]
         pred_tags = [[labels[i] for i in p] for p in pred]
@@ -204,8 +203,33 @@ class TokenClassificationTask(Task):
             metrics=metrics,
             per_class=per_type,
             confusion=confusion,
-            errors=errors.token_errors(examples, pred_tags, conf, self.errors_kept),
         )
+
+    def mistake(
+        self,
+        index: int,
+        example: Example,
+        labels: Sequence[str],
+        pred: Sequence[int],
+        conf: Any,
+    ) -> tuple[tuple[float, ...], dict[str, Any]] | None:
+        """A sentence with wrongly tagged words; the most wrong words first (ties: the least
+        confident first)."""
+        tags = [labels[i] for i in pred]
+        gold = example["tags"]
+        wrong = [i for i, (g, p) in enumerate(zip(gold, tags, strict=True)) if g != p]
+        if not wrong:
+            return None
+        row = {
+            "index": index,
+            "errors": len(wrong),
+            "min_confidence": round(min(conf) if conf else 1.0, 4),
+            "text": " ".join(example["tokens"]),
+            "mistakes": [
+                {"token": example["tokens"][i], "gold": gold[i], "pred": tags[i]} for i in wrong
+            ],
+        }
+        return (-row["errors"], row["min_confidence"]), row
 
     # Columns of `outcome_counts`: entities (strict IOB2, as seqeval scores them) and words.
     COUNTS: ClassVar[tuple[str, ...]] = ("tp", "predicted", "gold", "correct_words", "words")
@@ -234,7 +258,7 @@ class TokenClassificationTask(Task):
         ).reshape(len(examples), len(self.COUNTS))
 
     def headline_from_counts(self, totals: np.ndarray) -> np.ndarray:
-        from emergent.evaluation.metrics import precision_recall_f1, ratio
+        from emergent.tasks.metrics import precision_recall_f1, ratio
 
         tp, predicted, gold, correct, words = np.moveaxis(np.asarray(totals), -1, 0)
         scores = {**precision_recall_f1(tp, predicted, gold), "accuracy": ratio(correct, words)}

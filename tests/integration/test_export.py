@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 from emergent.config import Paths
 from emergent.stages import StageError, run_stage
 from tests.conftest import ROOT, git_env, run_cmd, smoke_cfg
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -220,12 +220,6 @@ def test_predict_cli_arguments_file_and_bad_input(
     long_text = " ".join(["word"] * 500)
     result = predict("task=sentiment", long_text)
     assert result.returncode == 0 and "truncated" in result.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_mlflow_serves_the_champion_over_http(registry: Path) -> None:

@@ -17,10 +17,12 @@ from contextlib import asynccontextmanager
 from importlib.resources import files
 from typing import Annotated, Any
 
-from fastapi import Body, Depends, FastAPI, Request
+from fastapi import Body, Depends, FastAPI, Path, Query, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from emergent.serving.access import AccessLog
 from emergent.serving.batching import MicroBatcher, Overloaded
@@ -33,7 +35,13 @@ from emergent.serving.predictor import PredictionError
 from emergent.serving.recorder import Record, Recorder
 from emergent.serving.settings import Settings
 from emergent.serving.store import RequestStore
-from emergent.serving.validation import BODY_ERROR, BodyGuard, api_error, request_model
+from emergent.serving.validation import (
+    BODY_ERROR,
+    BodyGuard,
+    api_error,
+    request_model,
+    unparsable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -209,22 +217,39 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.service = service
     PredictRequest = request_model(settings.max_texts, settings.max_chars)
+    # the schema lists the served tasks; another name is still a 404 naming them (not a 422)
+    served = {"enum": list(settings.sources)}
+    TaskName = Annotated[str, Path(description="A served task", json_schema_extra=served)]
+    OneTask = Annotated[
+        str | None, Query(description="One served task (default: all)", json_schema_extra=served)
+    ]
 
     @app.exception_handler(ApiError)
     async def on_api_error(request: Request, err: ApiError) -> JSONResponse:
         return err.response()
 
-    @app.exception_handler(RequestValidationError)
-    async def on_invalid(request: Request, err: RequestValidationError) -> JSONResponse:
-        # FastAPI parses the JSON before the route's checks run: a caller the route would
-        # refuse (unknown task, key, rate, not ready) hears that first, as before.
+    def refused(request: Request) -> JSONResponse | None:
+        """FastAPI reads the body before the route's own checks run: a caller the route would
+        refuse (unknown task, key, rate, not ready) hears that first, as before."""
         task = request.path_params.get("task")
         if task is not None and not getattr(request.state, ADMITTED, False):
             try:
                 service.admit(str(task), request)
-            except ApiError as refused:
-                return refused.response()
-        return api_error(err.errors(), err.body).response()
+            except ApiError as err:
+                return err.response()
+        return None
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, err: RequestValidationError) -> JSONResponse:
+        return refused(request) or api_error(err.errors(), err.body).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, err: StarletteHTTPException) -> Response:
+        # A body json.loads cannot take apart without a JSONDecodeError (nested too deeply,
+        # a number too long) reaches us as FastAPI's bare 400: say what it was.
+        if err.status_code == 400 and err.__cause__ is not None:
+            return refused(request) or unparsable(err.__cause__).response()
+        return await http_exception_handler(request, err)
 
     # outermost first: the access log sees every answer, BodyGuard's verdicts included
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
@@ -256,7 +281,7 @@ def create_app(settings: Settings) -> FastAPI:
             ],
         }
 
-    async def admitted(task: str, request: Request) -> str:
+    async def admitted(task: TaskName, request: Request) -> str:
         return service.admit(task, request)
 
     @app.post(
@@ -275,7 +300,7 @@ def create_app(settings: Settings) -> FastAPI:
         },
     )
     async def predict(
-        task: str,
+        task: TaskName,
         body: Annotated[PredictRequest, Body()],  # type: ignore[valid-type]
         request: Request,
         key_id: Annotated[str, Depends(admitted)],
@@ -306,7 +331,7 @@ def create_app(settings: Settings) -> FastAPI:
         )
 
     @app.post("/admin/reload", summary="Resolve the models again and swap them in atomically")
-    async def reload(request: Request, task: str | None = None) -> dict[str, Any]:
+    async def reload(request: Request, task: OneTask = None) -> dict[str, Any]:
         request.state.key_id = service.authorize(request, "admin")
         if not service.ready:
             raise ApiError(503, "models are still loading", retry=settings.retry_after_s)

@@ -85,14 +85,23 @@ def api_error(errors: Sequence[dict[str, Any]], body: Any = None) -> ApiError:
             return ApiError(422, f"{name} must be a string, not {type(value).__name__}", name)
         if kind in ("blank", "string_too_short"):
             return ApiError(422, f"{name} is empty", name)
-        if kind == "string_unicode":  # e.g. a lone surrogate escape ("\ud800")
-            return ApiError(422, f"{name} is not valid Unicode text", name)
+        if kind == "string_unicode":  # a lone surrogate escape ("\ud800"): not a character
+            return ApiError(422, f"{name} is not valid Unicode (a lone surrogate escape)", name)
         if kind == "string_too_long":
             n = len(value) if isinstance(value, str) else "too many"
             return ApiError(422, f"{name} has {n} characters; at most {ctx['max_length']}", name)
         return ApiError(422, f"{name}: {err['msg']}", name)
     where = ".".join(str(p) for p in loc)
     return ApiError(422, f"{where}: {err['msg']}", where)
+
+
+def unparsable(cause: BaseException) -> ApiError:
+    """400 for a body `json.loads` refused without a JSONDecodeError."""
+    if isinstance(cause, RecursionError):
+        return ApiError(400, "malformed JSON: nested too deeply")
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return ApiError(400, "malformed JSON: a number with too many digits")
+    return ApiError(400, f"malformed JSON: {type(cause).__name__}")
 
 
 class BodyGuard:

@@ -130,7 +130,13 @@ def lookup_model(path: Path, table: Any, pooled: bool) -> None:
             helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
             helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"]),
         ],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)],
+        [
+            helper.make_tensor_value_info(
+                "logits",
+                TensorProto.FLOAT,
+                ["batch", "labels"] if pooled else ["batch", "seq", "labels"],
+            )
+        ],
         [numpy_helper.from_array(np.asarray(table, dtype=np.float32), "table")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
@@ -163,3 +169,27 @@ def known_package(
     for name in ("model.int8.onnx", "model.onnx"):
         lookup_model(dest / name, table, pooled=not isinstance(task, TokenClassificationTask))
     return dest
+
+
+def known_packages(exports: Path, out: Path) -> Path:
+    """`out/ner` and `out/sentiment`: the smoke packages with lookup-table models.
+
+    NER: "great" is B-person and "film" I-person, every other token O, each with probability
+    exactly 0.9 (a logit of ln(9 (L - 1)) against L - 1 zeros). Sentiment (max over tokens):
+    "great" gives logits [0, 3], every other token [1, 0]; so a text with "great" has
+    softmax([1, 3]) = (0.1192, 0.8808), one without softmax([1, 0]) = (0.7311, 0.2689).
+    """
+    import json
+    import math
+
+    labels = json.loads((exports / "ner" / "labels.json").read_text(encoding="utf-8"))
+    assert {"O", "B-person", "I-person"} <= set(labels), labels
+    high = math.log(9 * (len(labels) - 1))
+
+    def row(tag: str) -> list[float]:
+        return [high if label == tag else 0.0 for label in labels]
+
+    ner = {"great": row("B-person"), "film": row("I-person")}
+    known_package(exports / "ner", out / "ner", ner, default=row("O"))
+    known_package(exports / "sentiment", out / "sentiment", {"great": [0.0, 3.0]}, [1.0, 0.0])
+    return out

@@ -251,7 +251,7 @@ def create_app(settings: Settings) -> FastAPI:
             return refused(request) or unparsable(err.__cause__).response()
         return await http_exception_handler(request, err)
 
-    # outermost first: the access log sees every answer, BodyGuard's verdicts included
+    # the middleware added last runs first: the access log wraps BodyGuard and sees its answers
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
     app.add_middleware(AccessLog, metrics=service.metrics)
 

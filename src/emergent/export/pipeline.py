@@ -182,24 +182,25 @@ class Int8Choice:
     val_scores: dict[bool, float]
 
 
+def int8_score(inp: ExportInputs, chosen: Candidate, model: Path, split: str) -> float:
+    """An int8 model's headline on `split`; the candidate's own int8 model was already scored
+    on both splits in the curve, and its scores are reused."""
+    if model == chosen.int8_path and "val_metric" in chosen.row:
+        return float(chosen.row["val_metric" if split == "validation" else "metric"])
+    return inp.evaluate(ort_forward(session(model)), chosen.tokenizer, split)
+
+
 def choose_int8(inp: ExportInputs, chosen: Candidate, tmp: Path, work: Path) -> Int8Choice:
     """Quantize the chosen model (per_channel auto: both ways, the more accurate on validation
-    wins) and move the winner to `tmp/model.int8.onnx`. The candidate's own int8 model was
-    already scored on both splits in the curve; its scores are reused."""
+    wins) and move the winner to `tmp/model.int8.onnx`."""
     ecfg = inp.cfg.export
     quantized = {ecfg.per_channel is True: chosen.int8_path}
     if ecfg.per_channel == "auto":
         quantized[True] = quantize(tmp / "model.onnx", work / "int8.pc1.onnx", True)
-
-    def int8_score(pc: bool, split: str) -> float:
-        if quantized[pc] == chosen.int8_path and "val_metric" in chosen.row:
-            return float(chosen.row["val_metric" if split == "validation" else "metric"])
-        return inp.evaluate(ort_forward(session(quantized[pc])), chosen.tokenizer, split)
-
-    val_scores = {pc: int8_score(pc, "validation") for pc in quantized}
+    val_scores = {pc: int8_score(inp, chosen, quantized[pc], "validation") for pc in quantized}
     per_channel = max(val_scores, key=lambda pc: val_scores[pc])
     log.info("int8 validation %s by per_channel: %s", inp.task.headline.label, val_scores)
-    test_score = int8_score(per_channel, "test")
+    test_score = int8_score(inp, chosen, quantized[per_channel], "test")
     shutil.move(str(quantized[per_channel]), tmp / "model.int8.onnx")
     return Int8Choice(per_channel, val_scores[per_channel], test_score, val_scores)
 

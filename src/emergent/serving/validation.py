@@ -23,6 +23,8 @@ OBJECT = 'expected a JSON object {"texts": ["...", ...]}'
 
 
 def not_blank(text: str) -> str:
+    """A text of whitespace only is empty (str.strip's whitespace, as the service always
+    judged it): there is nothing to predict."""
     if not text.strip():
         raise PydanticCustomError("blank", "text is empty")
     return text

@@ -83,7 +83,7 @@ serve: setup
 # Load test on 127.0.0.1 (needs models/export/<task>): concurrency 1/8/32, 30 s each, with and
 # without micro-batching in one run. LOADTEST_ARGS="--seconds 10 serve.threads=2" to vary.
 loadtest: setup
-	$(BIN)/python -m emergent.serving.loadtest $(LOADTEST_ARGS)
+	$(BIN)/python -m emergent.bench serve $(LOADTEST_ARGS)
 
 
 # Offline copies of the JavaScript/CSS the HTML reports load from CDNs (Data Docs, DVC plots),

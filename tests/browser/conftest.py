@@ -8,16 +8,16 @@ every host name except 127.0.0.1 fails to resolve, so a page that still needs a 
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import free_port, wait_ready
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 # No DNS except loopback: pages must not need the internet.
@@ -73,12 +73,6 @@ def browser() -> Iterator[object]:
         driver.quit()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def mlflow_ui(db: Path, artifacts: Path, timeout_s: float = 45) -> Iterator[str]:
     """`mlflow ui` on a free loopback port for the duration of the block; yields its URL."""
@@ -105,19 +99,11 @@ def mlflow_ui(db: Path, artifacts: Path, timeout_s: float = 45) -> Iterator[str]
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"mlflow ui exited: {proc.stderr.read()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"mlflow ui did not answer on {url} within {timeout_s}s")
-            time.sleep(0.5)
+        try:
+            wait_ready(url, "/health", timeout=timeout_s, proc=proc, interval=0.5)
+        except AssertionError as err:
+            stderr = proc.stderr.read()[-2000:] if proc.poll() is not None else ""
+            raise RuntimeError(f"mlflow ui on {url}: {err} {stderr}") from err
         yield url
     finally:
         proc.terminate()

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from emergent.serving.app import Settings, create_app
-from emergent.serving.loadtest import free_port
+from emergent.serving.app import create_app
 from emergent.serving.models import resolve_local
+from emergent.serving.settings import Settings
+from tests.helpers import free_port, wait_ready
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -46,14 +46,7 @@ def server(exported: Path, smoke_pretrained: Path, tmp_path_factory) -> Iterator
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
+    wait_ready(url, timeout=30, interval=0.1)
     yield url
     srv.should_exit = True
     thread.join(10)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 from emergent.config import Paths
 from emergent.stages import StageError, run_stage
 from tests.conftest import ROOT, git_env, run_cmd, smoke_cfg
+from tests.helpers import free_port, known_packages
 
 pytestmark = pytest.mark.integration
 
@@ -193,39 +193,53 @@ def test_predict_cli_arguments_file_and_bad_input(
             timeout=300,
         )
 
-    result = predict("task=ner", "Barack Obama visited Paris", "hello there")
-    assert result.returncode == 0, result.stderr
-    rows = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [r["text"] for r in rows] == ["Barack Obama visited Paris", "hello there"]
-    for entity in rows[0]["entities"]:
-        assert rows[0]["text"][entity["start"] : entity["end"]] == entity["text"]
-        assert 0.0 <= entity["score"] <= 1.0
+    # the smoke packages with lookup-table models: every answer is known (see known_packages)
+    known = known_packages(smoke_pretrained / "models" / "export", tmp_path / "known")
+    ner = ("task=ner", f"predict.export_dir={known / 'ner'}")
+    sentiment = ("task=sentiment", f"predict.export_dir={known / 'sentiment'}")
+    negative = {"label": "negative", "probabilities": {"negative": 0.7311, "positive": 0.2689}}
+    positive = {"label": "positive", "probabilities": {"negative": 0.1192, "positive": 0.8808}}
 
-    result = predict("task=sentiment", stdin="a great movie\nawful\n")
-    rows = [json.loads(line) for line in result.stdout.splitlines()]
-    assert len(rows) == 2 and rows[0]["label"] in {"negative", "positive"}
-    assert sum(rows[0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+    result = predict(*ner, "the great film is here", "hello there")
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line) for line in result.stdout.splitlines()] == [
+        {
+            "index": 0,
+            "text": "the great film is here",
+            "entities": [
+                {"type": "person", "start": 4, "end": 14, "text": "great film", "score": 0.9}
+            ],
+        },
+        {"index": 1, "text": "hello there", "entities": []},
+    ]
+
+    result = predict(*sentiment, stdin="a great movie\nawful\n")
+    assert [json.loads(line) for line in result.stdout.splitlines()] == [
+        {"index": 0, "text": "a great movie", **positive},
+        {"index": 1, "text": "awful", **negative},
+    ]
 
     good = tmp_path / "in.jsonl"
-    good.write_text('{"text": "fine"}\n', encoding="utf-8")
-    assert len(predict("task=sentiment", f"predict.file={good}").stdout.splitlines()) == 1
+    good.write_text('{"text": "fine"}\n{"text": "great"}\n', encoding="utf-8")
+    result = predict(*sentiment, f"predict.file={good}")
+    assert [json.loads(line) for line in result.stdout.splitlines()] == [
+        {"index": 0, "text": "fine", **negative},
+        {"index": 1, "text": "great", **positive},
+    ]
 
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"ok\n\xff\xfe broken\n")
-    result = predict("task=sentiment", f"predict.file={bad}")
+    result = predict(*sentiment, f"predict.file={bad}")
     assert result.returncode == 1 and "bad.txt:2: invalid utf-8" in result.stderr
-    assert "Traceback" not in result.stderr
-    result = predict("task=sentiment", "   ")
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    result = predict(*sentiment, "   ")
     assert result.returncode == 1 and "empty text" in result.stderr
-    long_text = " ".join(["word"] * 500)
-    result = predict("task=sentiment", long_text)
+    assert json.loads(result.stdout) == {"index": 0, "error": "empty text"}
+    # a text past the window is truncated with a warning; "great" at its end is cut off
+    long_text = " ".join(["word"] * 500 + ["great"])
+    result = predict(*sentiment, long_text)
     assert result.returncode == 0 and "truncated" in result.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    assert json.loads(result.stdout) == {"index": 0, "text": long_text, **negative}
 
 
 def test_mlflow_serves_the_champion_over_http(registry: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -24,13 +25,23 @@ def test_fewshot_stage_outputs(smoke_pretrained: Path, tmp_path: Path) -> None:
     table = metrics[cfg.model.name]
     assert set(table) == METHODS
     assert set(table["zero_shot"]) == {"0"} and set(table["prompt"]) == {"4"}
-    for cells in table.values():
-        for cell in cells.values():
-            assert set(cell) == {"mean", "std", "n_seeds"} and 0.0 <= cell["mean"] <= 1.0
-            assert cell["n_seeds"] == 1
     rows = (tmp_path / "reports/fewshot/results.csv").read_text().splitlines()
     assert rows[0].startswith("model,method,k,seed,accuracy") and len(rows) == 1 + 5
     assert "brier" in rows[0] and "ece" in rows[0] and "gold_word_logprob" in rows[0]
+    # Each cell is its one run (one seed): the run's accuracy, no spread. An accuracy is a
+    # count of right answers over the test subset: a multiple of 1/n.
+    test_texts = (smoke_pretrained / "data/prepared/sentiment/test.jsonl").read_text()
+    n = min(int(cfg.fewshot.test_size), len(test_texts.splitlines()))
+    runs = list(csv.DictReader(rows))
+    assert sorted(r["method"] for r in runs) == sorted(METHODS)
+    for run in runs:
+        accuracy = float(run["accuracy"])
+        assert accuracy * n == pytest.approx(round(accuracy * n), abs=1e-6), (run, n)
+        assert table[run["method"]][run["k"]] == {
+            "mean": round(accuracy, 4),
+            "std": 0.0,
+            "n_seeds": 1,
+        }
     summary = (tmp_path / "reports/fewshot/summary.md").read_text()
     assert "| prompt |" in summary and "Data advantage" in summary and "92.7" in summary
     k_prompt = (tmp_path / "plots/fewshot/k_prompt.csv").read_text().splitlines()

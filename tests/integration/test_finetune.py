@@ -87,11 +87,35 @@ def test_lora_adapters_are_merged_in_the_saved_model(pretrained: Path, tmp_path:
 
 
 def test_random_init_and_frozen_encoder(pretrained: Path, tmp_path: Path) -> None:
-    cfg = smoke_cfg("finetune.shared.init=random", "finetune.shared.freeze.encoder=true")
-    run_stage("finetune", cfg, Paths(pretrained, tmp_path), task="ner")
-    training = json.loads((tmp_path / "models/ner/training.json").read_text())
-    assert training["init"] == "random"
-    assert training["params_trainable"] < 1000  # the linear head only
+    """A frozen encoder leaves training with exactly the weights it started with (the
+    pretrained ones), only the head learns; random init starts from other weights."""
+    import torch
+
+    start = load_file(str(pretrained / "models/pretrained/model.safetensors"))
+    encoder = sorted(k for k in start if k.startswith("bert."))
+    assert len(encoder) > 30  # embeddings and every layer
+
+    def finetune(out: Path, *overrides: str) -> dict[str, torch.Tensor]:
+        cfg = smoke_cfg("finetune.shared.freeze.encoder=true", *overrides)
+        run_stage("finetune", cfg, Paths(pretrained, out), task="ner")
+        return load_file(str(out / "models/ner/model.safetensors"))
+
+    frozen = finetune(tmp_path / "frozen")
+    assert [k for k in encoder if not torch.equal(frozen[k], start[k])] == []
+    labels = json.loads((tmp_path / "frozen/models/ner/labels.json").read_text())
+    hidden = start["bert.embeddings.word_embeddings.weight"].shape[1]
+    assert frozen["classifier.weight"].shape == (len(labels), hidden)
+    training = json.loads((tmp_path / "frozen/models/ner/training.json").read_text())
+    assert training["params_trainable"] == len(labels) * (hidden + 1)  # the head alone
+
+    random = finetune(tmp_path / "random", "finetune.shared.init=random")
+    assert (
+        json.loads((tmp_path / "random/models/ner/training.json").read_text())["init"] == "random"
+    )
+    # no pretrained tensor survives random init (LayerNorm starts at ones and zeros, as in
+    # pretraining's own initialisation, so only the learnt matrices are compared)
+    learnt = [k for k in encoder if k.endswith("weight") and "LayerNorm" not in k]
+    assert [k for k in learnt if torch.equal(random[k], start[k])] == []
 
 
 def test_cli_evaluates_a_user_conll_file_without_retraining(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -12,16 +13,20 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from emergent.serving.app import Settings, create_app
+from emergent.serving.app import create_app
 from emergent.serving.keys import KeyStore
 from emergent.serving.models import resolve_local
+from emergent.serving.settings import Settings
 from emergent.serving.store import RequestStore
+from tests.helpers import known_packages, wait_ready
 
 pytestmark = pytest.mark.integration
 
 
-def settings(root: Path, tmp: Path, **overrides: object) -> Settings:
-    export_root = root / "models" / "export"
+def settings(
+    root: Path, tmp: Path, export_root: Path | None = None, **overrides: object
+) -> Settings:
+    export_root = export_root or root / "models" / "export"
     values: dict = {
         "sources": {t: (lambda t=t: resolve_local(t, export_root)) for t in ("ner", "sentiment")},
         "keys_file": tmp / "keys.json",
@@ -36,10 +41,7 @@ def settings(root: Path, tmp: Path, **overrides: object) -> Settings:
 
 
 def ready(client: TestClient, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while client.get("/readyz").status_code != 200:
-        assert time.monotonic() < deadline, client.get("/readyz").json()
-        time.sleep(0.05)
+    wait_ready(lambda path: client.get(path).status_code, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -54,22 +56,60 @@ def client(root: Path, tmp_path: Path) -> Iterator[TestClient]:
         yield c
 
 
-def test_predicts_every_task_with_model_version_and_offsets(client: TestClient) -> None:
-    models = client.get("/v1/models").json()["models"]
-    assert {m["task"]: m["kind"] for m in models} == {"ner": "entities", "sentiment": "classes"}
-    text = "Barack Obama visited Paris"
-    body = client.post("/v1/ner/predict", json={"texts": [text, "hello"]}).json()
-    assert body["model"] == "emergent-ner" and body["version"].startswith("sha256:")
-    assert len(body["predictions"]) == 2
-    for ent in body["predictions"][0]["entities"]:
-        assert text[ent["start"] : ent["end"]] == ent["text"] and 0 <= ent["score"] <= 1
-    body = client.post("/v1/sentiment/predict", json={"texts": ["a fine film"]}).json()
-    row = body["predictions"][0]
-    assert row["label"] in row["probabilities"]
-    assert sum(row["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
-    assert client.get("/healthz").json() == {"status": "alive"}
-    assert "<script>" in client.get("/").text and "/docs" not in client.get("/").text
-    assert "/v1/{task}/predict" in client.get("/openapi.json").json()["paths"]
+@pytest.fixture(scope="module")
+def known(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return known_packages(root / "models" / "export", tmp_path_factory.mktemp("known"))
+
+
+def version(package: Path) -> str:
+    return "sha256:" + hashlib.sha256((package / "model.int8.onnx").read_bytes()).hexdigest()[:12]
+
+
+def test_predicts_every_task_with_model_version_and_offsets(
+    root: Path, known: Path, tmp_path: Path
+) -> None:
+    with TestClient(create_app(settings(root, tmp_path, export_root=known))) as client:
+        ready(client)
+        models = client.get("/v1/models").json()["models"]
+        ner = client.post("/v1/ner/predict", json={"texts": ["the great film is here", "hello"]})
+        sentiment = client.post("/v1/sentiment/predict", json={"texts": ["a great film", "dull"]})
+        assert client.get("/healthz").json() == {"status": "alive"}
+        page = client.get("/").text
+        assert "<script>" in page and "/docs" not in page
+        assert "/v1/{task}/predict" in client.get("/openapi.json").json()["paths"]
+    ner_labels = json.loads((known / "ner" / "labels.json").read_text())
+    assert [(m["task"], m["kind"], m["labels"], m["version"]) for m in models] == [
+        ("ner", "entities", ner_labels, version(known / "ner")),
+        ("sentiment", "classes", ["negative", "positive"], version(known / "sentiment")),
+    ]
+    assert ner.json() == {
+        "task": "ner",
+        "model": "emergent-ner",
+        "version": version(known / "ner"),
+        "alias": None,
+        "predictions": [
+            {
+                "text": "the great film is here",
+                "entities": [
+                    {"type": "person", "start": 4, "end": 14, "text": "great film", "score": 0.9}
+                ],
+            },
+            {"text": "hello", "entities": []},
+        ],
+    }
+    # softmax([1, 3]) and softmax([1, 0]), to 4 places
+    assert sentiment.json()["predictions"] == [
+        {
+            "text": "a great film",
+            "label": "positive",
+            "probabilities": {"negative": 0.1192, "positive": 0.8808},
+        },
+        {
+            "text": "dull",
+            "label": "negative",
+            "probabilities": {"negative": 0.7311, "positive": 0.2689},
+        },
+    ]
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from emergent.serving.loadtest import free_port
 from tests.conftest import ROOT, git_env
+from tests.helpers import free_port, wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -36,8 +36,9 @@ def emergent(*args: str, cwd: Path = ROOT, timeout: int = 60) -> subprocess.Comp
 NO_TORCH = """
 import sys
 from pathlib import Path
-from emergent.serving.app import Settings, create_app
+from emergent.serving.app import create_app
 from emergent.serving.models import resolve_local
+from emergent.serving.settings import Settings
 root = Path(sys.argv[1])
 settings = Settings(
     sources={"sentiment": lambda: resolve_local("sentiment", root)},
@@ -137,24 +138,9 @@ def test_kill_9_under_load_then_restart(
             stderr=subprocess.DEVNULL,
         )
 
-    def wait(check: str, proc: subprocess.Popen, timeout: float = 45) -> list[int]:
-        seen = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, "server died"
-            try:
-                code = httpx.get(url + check, timeout=1).status_code
-                seen.append(code)
-                if code == 200:
-                    return seen
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.02)
-        raise AssertionError(f"{check} not 200 after {timeout} s")
-
     server = start(1)
     try:
-        wait("/readyz", server)
+        wait_ready(url, timeout=45, proc=server, interval=0.02)
         stop, sent = threading.Event(), []
 
         def load() -> None:
@@ -187,8 +173,8 @@ def test_kill_9_under_load_then_restart(
 
     server = start(300)  # enough warm-up calls to observe the not-ready window
     try:
-        wait("/healthz", server)
-        readiness = wait("/readyz", server)
+        wait_ready(url, "/healthz", timeout=45, proc=server, interval=0.02)
+        readiness = wait_ready(url, timeout=45, proc=server, interval=0.02)
         assert readiness[0] == 503 and readiness[-1] == 200
         r = httpx.post(url + "/v1/sentiment/predict", json={"texts": ["fine"]}, timeout=5)
         assert r.status_code == 200

@@ -43,21 +43,39 @@ def test_label_set_from_data() -> None:
     assert SENT.labels([{"label": "pos"}, {"label": "neg"}]) == ["neg", "pos"]
 
 
-def test_first_subtoken_carries_the_label(tokenizer) -> None:
+def fixed_wordpiece(vocab: list[str]) -> object:
+    """A BERT-style fast tokenizer over a hand-written vocabulary: its splits are known."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    ids = {token: i for i, token in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *vocab])}
+    tok = Tokenizer(models.WordPiece(ids, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+    )
+
+
+def test_first_subtoken_carries_the_label() -> None:
+    # "Empire" -> Em ##pi ##re (three sub-tokens), "State" -> State (one)
+    tokenizer = fixed_wordpiece(["Em", "##pi", "##re", "State"])
     example = {"tokens": ["Empire", "State"], "tags": ["B-facility", "I-facility"]}
     labels = ["O", "B-facility", "I-facility"]
     (row,) = NER.encode(tokenizer, [example], labels, max_length=32)
-    words = tokenizer(example["tokens"], is_split_into_words=True).word_ids()
-    assert words.count(0) > 1, "test needs a word split into several sub-tokens"
-    expected, previous = [], None
-    for w in words:
-        expected.append(IGNORE if w is None or w == previous else labels.index(example["tags"][w]))
-        previous = w
-    assert row["labels"] == expected
+    #                           [CLS]   Em  ##pi    ##re    State [SEP]
+    assert row["input_ids"] == [2, 4, 5, 6, 7, 3]
+    assert row["labels"] == [IGNORE, 1, IGNORE, IGNORE, 2, IGNORE]
     assert row["_words"] == [0, 1]
     (all_tokens,) = NER.encode(tokenizer, [example], labels, 32, label_all_tokens=True)
-    first_word = [lab for lab, w in zip(all_tokens["labels"], words, strict=True) if w == 0]
-    assert first_word == [1] + [2] * (len(first_word) - 1), "B- then I- on later sub-tokens"
+    # B- on the first sub-token, I- on the later ones of the same word
+    assert all_tokens["labels"] == [IGNORE, 1, 2, 2, 2, IGNORE]
 
 
 def test_collator_pads_token_labels_with_ignore(tokenizer) -> None:

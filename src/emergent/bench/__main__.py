@@ -1,8 +1,9 @@
-"""`python -m emergent.bench {pretrain,inference} [key=value ...]`: run a benchmark, print
-ratios, write `reports/bench/<name>.json`.
+"""`python -m emergent.bench {pretrain,finetune,inference,serve} [key=value ...]`: run a
+benchmark, print ratios, write `reports/bench/<name>.json`.
 
 Overrides compose `conf/` like the CLI, e.g. `python -m emergent.bench pretrain model=tiny_bert`
-or `python -m emergent.bench inference task=sentiment`.
+or `python -m emergent.bench inference task=sentiment`. `serve` (the service under load, with
+and without micro-batching) takes its own options: `python -m emergent.bench serve --help`.
 """
 
 from __future__ import annotations
@@ -18,8 +19,13 @@ from emergent.io import write_json
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:  # a load test of the running service: options of its own
+        from emergent.bench import serve
+
+        return serve.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m emergent.bench", description=__doc__)
-    parser.add_argument("bench", choices=("pretrain", "finetune", "inference"))
+    parser.add_argument("bench", choices=("pretrain", "finetune", "inference", "serve"))
     parser.add_argument("overrides", nargs="*", help="Hydra overrides (key=value)")
     parser.add_argument("--rounds", type=int, default=3, help="pretrain: interleaved rounds")
     parser.add_argument(

@@ -11,12 +11,10 @@ from omegaconf import DictConfig
 
 from emergent.config import Paths
 from emergent.data.layout import load_task_split
-from emergent.evaluation.predict import torch_forward
 from emergent.export import bench
 from emergent.hardware import cpu_facts
 from emergent.models.backbone import load_tokenizer
 from emergent.models.classifier import load_finetuned
-from emergent.serving.runtime import ort_forward, session
 from emergent.tasks import Task
 
 TARGETS = {
@@ -39,25 +37,18 @@ def run(cfg: DictConfig, paths: Paths, task: Task, runs1: int = 30, runs32: int 
     examples = load_task_split(paths.inp(cfg.data.prepared_dir), task.name, "test")
     texts = [task.text(e) for e in examples]
     seq = int(cfg.export.seq_length)
-    results = bench.measure(
-        {
-            "fp32_torch": torch_forward(model),
-            "fp32_onnx": ort_forward(session(package / "model.onnx")),
-            "int8_onnx": ort_forward(session(package / "model.int8.onnx")),
-        },
-        {"fp32_torch": tokenizer, "fp32_onnx": exported_tokenizer, "int8_onnx": exported_tokenizer},
+    variants = bench.measure_package(
+        model,
+        tokenizer,
+        model_dir,
+        package,
+        exported_tokenizer,
         texts,
         seq,
         runs1,
         runs32,
         warmup=3,
     )
-    sizes = {
-        "fp32_torch": bench.size_mb(model_dir / "model.safetensors"),
-        "fp32_onnx": bench.size_mb(package / "model.onnx"),
-        "int8_onnx": bench.size_mb(package / "model.int8.onnx"),
-    }
-    variants = {k: {**v, "size_mb": sizes[k]} for k, v in results.items()}
     # the export stage's measured metrics and pruning, from the package it wrote
     exported: dict[str, Any] = json.loads((package / "export.json").read_text(encoding="utf-8"))
     scored = exported.get("variants") or {}

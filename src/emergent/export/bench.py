@@ -1,6 +1,7 @@
 """Latency, throughput and file sizes of model variants, measured interleaved in one run.
 
-Shared by the export stage (its metrics and model card) and `make bench` (bench/inference).
+Shared by the export stage (its metrics and model card) and `make bench` (bench/inference):
+both measure a package the same way, with `measure_package`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from emergent.evaluation.predict import torch_forward
+from emergent.serving.runtime import ort_forward, session
 
 
 def synthetic_batch(
@@ -90,6 +94,47 @@ def measure(
         }
         for name in forwards
     }
+
+
+def measure_package(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    model_dir: Path,
+    package: Path,
+    package_tokenizer: Any,
+    texts: Sequence[str],
+    seq_length: int,
+    runs1: int,
+    runs32: int,
+    warmup: int,
+    sessions: Mapping[str, Any] | None = None,
+) -> dict[str, dict[str, float]]:
+    """The fine-tuned PyTorch model (`model_dir/model.safetensors`) beside its export
+    (`package/model.onnx` and `model.int8.onnx`): per variant `size_mb`, then `measure`'s
+    latency and throughput. `sessions` reuses ONNX Runtime sessions the caller has open."""
+    sessions = dict(sessions or {})
+    for name, file in (("fp32_onnx", "model.onnx"), ("int8_onnx", "model.int8.onnx")):
+        if name not in sessions:
+            sessions[name] = session(package / file)
+    timings = measure(
+        {
+            "fp32_torch": torch_forward(model),
+            "fp32_onnx": ort_forward(sessions["fp32_onnx"]),
+            "int8_onnx": ort_forward(sessions["int8_onnx"]),
+        },
+        {"fp32_torch": tokenizer, "fp32_onnx": package_tokenizer, "int8_onnx": package_tokenizer},
+        texts,
+        seq_length,
+        runs1,
+        runs32,
+        warmup,
+    )
+    files = {
+        "fp32_torch": model_dir / "model.safetensors",
+        "fp32_onnx": package / "model.onnx",
+        "int8_onnx": package / "model.int8.onnx",
+    }
+    return {name: {"size_mb": size_mb(files[name]), **timings[name]} for name in timings}
 
 
 def ratios(variants: Mapping[str, Mapping[str, float]]) -> dict[str, float]:

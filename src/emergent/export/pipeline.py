@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from emergent.evaluation.plots import write_csv
 from emergent.evaluation.predict import batches, encode_for_scoring, predict, torch_forward
 from emergent.export import bench
 from emergent.export.card import model_card
-from emergent.export.prune import CURVE_FIELDS, choose
+from emergent.export.prune import CURVE_FIELDS, Candidate, choose
 from emergent.export.quantize import quantize
 from emergent.export.recover import recover
 from emergent.io import write_json
@@ -86,57 +87,244 @@ def publish(paths: Paths, task: Task, result: dict[str, Any]) -> None:
     write_json(paths.out("metrics", f"export_{task.name}.json"), result["headline"])
 
 
+@dataclass
+class ExportInputs:
+    """What an export works from: the fine-tuned model, its labels and window, and the
+    prepared splits. Its methods are the callbacks the pruning search (`choose`) takes."""
+
+    cfg: DictConfig
+    task: Task
+    model_dir: Path
+    model: torch.nn.Module
+    tokenizer: Any
+    labels: list[str]
+    prepared: Path
+    splits: dict[str, list[dict]]
+    training: dict[str, Any]
+    max_length: int
+
+    @classmethod
+    def load(cls, cfg: DictConfig, paths: Paths, task: Task) -> ExportInputs:
+        model_dir = paths.inp("models", task.name)
+        model, tokenizer, labels = load_finetuned(task, model_dir)
+        prepared = paths.inp(cfg.data.prepared_dir)
+        splits = {s: load_task_split(prepared, task.name, s) for s in ("validation", "test")}
+        training = json.loads((model_dir / "training.json").read_text(encoding="utf-8"))
+        max_length = int(training["max_length"])  # the window the model was trained with
+        return cls(
+            cfg, task, model_dir, model, tokenizer, labels, prepared, splits, training, max_length
+        )
+
+    @property
+    def test_texts(self) -> list[str]:
+        return [self.task.text(e) for e in self.splits["test"]]
+
+    def predict(self, forward: Any, tok: Any, split: str) -> tuple[list, list]:
+        return predict(self.task, forward, tok, self.splits[split], self.labels, self.max_length)
+
+    def score(self, split: str, predicted: tuple[list, list]) -> float:
+        """The task's headline metric of `predicted` on `split`, in points."""
+        rows = self.splits[split]
+        return self.task.headline.points(self.task.evaluate(rows, self.labels, *predicted).metrics)
+
+    def evaluate(self, forward: Any, tok: Any, split: str = "test") -> float:
+        """The headline metric of a forward function on `split`, in points. Choices (pruning
+        level, int8 scheme) are made on validation; test figures are reported, never chosen on."""
+        return self.score(split, self.predict(forward, tok, split))
+
+    def importance_batches(self) -> list[dict]:
+        """Validation batches for the heads' and neurons' importance scores."""
+        pcfg = self.cfg.export.prune
+        rows = load_task_split(self.prepared, self.task.name, "validation")
+        encoded = encode_for_scoring(
+            self.task,
+            self.tokenizer,
+            rows[: int(pcfg.importance_examples)],
+            self.labels,
+            self.max_length,
+        )
+        return [batch for _, batch in batches(self.task, self.tokenizer, encoded, IMPORTANCE_BATCH)]
+
+    def vocab_texts(self) -> list[str]:
+        """The text a pruned vocabulary keeps: the corpus and the task's train text, so
+        validation and test text stay unseen and show what new text loses to the cut
+        vocabulary (validation decides, test reports)."""
+        corpus = read_corpus(corpus_path(self.prepared, "train"))
+        train = load_task_split(self.prepared, self.task.name, "train")
+        return corpus + [self.task.text(e) for e in train]
+
+    @property
+    def recover_steps(self) -> int:
+        return int((self.cfg.export.get("prune") or {}).get("recover_steps") or 0)
+
+    def recover_pruned(self, pruned: Any) -> float:
+        """Fine-tune a pruned model back, distilling from the unpruned one."""
+        return recover(
+            pruned,
+            self.tokenizer,
+            self.task,
+            self.labels,
+            self.cfg,
+            self.prepared,
+            self.max_length,
+            self.recover_steps,
+            teacher=self.model,
+        )
+
+
+@dataclass
+class Int8Choice:
+    """The int8 model that ships: its per-channel setting and its validation and test scores."""
+
+    per_channel: bool
+    val_score: float
+    test_score: float
+    val_scores: dict[bool, float]
+
+
+def int8_score(inp: ExportInputs, chosen: Candidate, model: Path, split: str) -> float:
+    """An int8 model's headline on `split`; the candidate's own int8 model was already scored
+    on both splits in the curve, and its scores are reused."""
+    if model == chosen.int8_path and "val_metric" in chosen.row:
+        return float(chosen.row["val_metric" if split == "validation" else "metric"])
+    return inp.evaluate(ort_forward(session(model)), chosen.tokenizer, split)
+
+
+def choose_int8(inp: ExportInputs, chosen: Candidate, tmp: Path, work: Path) -> Int8Choice:
+    """Quantize the chosen model (per_channel auto: both ways, the more accurate on validation
+    wins) and move the winner to `tmp/model.int8.onnx`."""
+    ecfg = inp.cfg.export
+    quantized = {ecfg.per_channel is True: chosen.int8_path}
+    if ecfg.per_channel == "auto":
+        quantized[True] = quantize(tmp / "model.onnx", work / "int8.pc1.onnx", True)
+    val_scores = {pc: int8_score(inp, chosen, quantized[pc], "validation") for pc in quantized}
+    per_channel = max(val_scores, key=lambda pc: val_scores[pc])
+    log.info("int8 validation %s by per_channel: %s", inp.task.headline.label, val_scores)
+    test_score = int8_score(inp, chosen, quantized[per_channel], "test")
+    shutil.move(str(quantized[per_channel]), tmp / "model.int8.onnx")
+    return Int8Choice(per_channel, val_scores[per_channel], test_score, val_scores)
+
+
+def parity_report(
+    inp: ExportInputs,
+    chosen: Candidate,
+    scores: dict[str, float],
+    baseline: dict[str, float],
+    int8: Int8Choice,
+    reference_test: list,
+    shipped_test: list,
+    fp32_sess: Any,
+) -> dict[str, Any]:
+    """How far the package is from the fine-tuned model: fp32 ONNX logits off PyTorch, the
+    int8 drop on test (with its paired bootstrap interval) and on validation (the gate's)."""
+    task, ecfg = inp.task, inp.cfg.export
+    examples = inp.splits["test"]
+    drop_low, drop_high = drop_interval(
+        task, examples, inp.labels, reference_test, shipped_test, Bootstrap.from_config(inp.cfg)
+    )
+    return {
+        "max_abs_logit_diff": max_logit_diff(
+            task, chosen.model, fp32_sess, chosen.tokenizer, examples, inp.labels, inp.max_length
+        ),
+        "atol": float(ecfg.parity_atol),
+        "int8_drop": task.headline.drop(scores["fp32_torch"], scores["int8_onnx"]),
+        # paired bootstrap over test examples: how far the test drop is from noise
+        "int8_drop_ci": [drop_low, drop_high],
+        "int8_val_drop": task.headline.drop(baseline["validation"], int8.val_score),
+        "max_metric_drop": float(ecfg.max_metric_drop),
+        "per_channel": int8.per_channel,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def shipped_row(
+    chosen: Candidate, scores: dict[str, float], int8: Int8Choice, parity: dict, int8_figures: dict
+) -> None:
+    """Without pruning the curve is the one shipped model (DVC expects the file): fill its row."""
+    chosen.row.update(
+        metric=scores["int8_onnx"],
+        drop=parity["int8_drop"],
+        val_metric=int8.val_score,
+        val_drop=parity["int8_val_drop"],
+        throughput=int8_figures["throughput"],
+        latency_ms_p50=int8_figures["latency_ms_p50"],
+        size_mb=int8_figures["size_mb"],
+    )
+
+
+def write_package(
+    tmp: Path,
+    inp: ExportInputs,
+    chosen: Candidate,
+    per_channel: bool,
+    variants: dict[str, dict[str, float]],
+    result: dict[str, Any],
+) -> None:
+    """The package's own files beside its models: tokenizer, labels, export.json, model card."""
+    cfg, task, ecfg = inp.cfg, inp.task, inp.cfg.export
+    chosen.tokenizer.save_pretrained(str(tmp))
+    write_json(tmp / "labels.json", inp.labels)
+    write_json(
+        tmp / "export.json",
+        {
+            "task": task.name,
+            "task_spec": task_spec(cfg, task.name),
+            "pad_token_id": int(chosen.tokenizer.pad_token_id or 0),
+            "max_length": inp.max_length,
+            "opset": int(ecfg.opset),
+            "per_channel": per_channel,
+            # details (the metrics file keeps headline figures only)
+            "metric_name": result["metric_name"],
+            "seq_length": result["seq_length"],
+            "variants": variants,
+            "parity": result["parity"],
+            "ratios": result["ratios"],
+            "pruning": result["pruning"],
+        },
+    )
+    (tmp / "MODEL_CARD.md").write_text(
+        model_card(
+            task,
+            cfg,
+            variants,
+            inp.labels,
+            inp.training,
+            result["parity"],
+            result["pruning"],
+        ),
+        encoding="utf-8",
+    )
+
+
+def headline_figures(
+    variants: dict[str, dict[str, float]], ratios: dict[str, float], parity: dict[str, Any]
+) -> dict[str, Any]:
+    """`metrics/export_<task>.json`: per variant metric, size, latency and throughput, the
+    int8 speed-up and drop (no nested details, so `dvc metrics show` stays readable)."""
+    return {
+        **{
+            v: {k: figures[k] for k in ("metric", "size_mb", "latency_ms_p50", "throughput")}
+            for v, figures in variants.items()
+        },
+        "int8_vs_torch_throughput": ratios.get("int8_vs_torch_throughput_b32"),
+        "int8_drop": parity["int8_drop"],
+        "int8_drop_ci_low": parity["int8_drop_ci"][0],
+        "int8_drop_ci_high": parity["int8_drop_ci"][1],
+        "int8_val_drop": parity["int8_val_drop"],
+    }
+
+
 def export_package(
     cfg: DictConfig, paths: Paths, task: Task, tmp: Path
 ) -> tuple[dict[str, Any], list[str]]:
     """Write the package into `tmp` only; return its figures (`headline` and `curve` for
     `publish`) and the parity-gate failures (empty when the package may ship)."""
     ecfg = cfg.export
-    model_dir = paths.inp("models", task.name)
-    model, tokenizer, labels = load_finetuned(task, model_dir)
-    prepared = paths.inp(cfg.data.prepared_dir)
-    splits = {s: load_task_split(prepared, task.name, s) for s in ("validation", "test")}
-    examples = splits["test"]
-    training = json.loads((model_dir / "training.json").read_text(encoding="utf-8"))
-    max_length = int(training["max_length"])  # the window the model was trained with
-    name = task.headline.label
-    texts = [task.text(e) for e in examples]
-
-    def evaluate(forward: Any, tok: Any, split: str = "test") -> float:
-        """The task's headline metric on `split`, in points. Choices (pruning level, int8
-        scheme) are made on validation; test figures are reported, never chosen on."""
-        return score(split, predict(task, forward, tok, splits[split], labels, max_length))
-
-    def score(split: str, predicted: tuple[list, list]) -> float:
-        rows = splits[split]
-        return task.headline.points(task.evaluate(rows, labels, *predicted).metrics)
-
-    def importance_batches() -> Any:
-        pcfg = ecfg.prune
-        rows = load_task_split(prepared, task.name, "validation")
-        encoded = encode_for_scoring(
-            task, tokenizer, rows[: int(pcfg.importance_examples)], labels, max_length
-        )
-        return [batch for _, batch in batches(task, tokenizer, encoded, IMPORTANCE_BATCH)]
-
-    def vocab_texts() -> list[str]:
-        # Corpus and the task's train text: validation and test text stay unseen, so both
-        # show what new text loses to the cut vocabulary (validation decides, test reports).
-        corpus = read_corpus(corpus_path(prepared, "train"))
-        return corpus + [task.text(e) for e in load_task_split(prepared, task.name, "train")]
-
-    steps = int((ecfg.get("prune") or {}).get("recover_steps") or 0)
-
-    def recover_pruned(pruned: Any) -> float:
-        return recover(
-            pruned, tokenizer, task, labels, cfg, prepared, max_length, steps, teacher=model
-        )
-
-    reference = {
-        s: predict(task, torch_forward(model), tokenizer, splits[s], labels, max_length)
-        for s in splits
-    }
-    baseline = {s: score(s, reference[s]) for s in splits}
+    inp = ExportInputs.load(cfg, paths, task)
+    model, tokenizer = inp.model, inp.tokenizer
+    texts = inp.test_texts
+    reference = {s: inp.predict(torch_forward(model), tokenizer, s) for s in inp.splits}
+    baseline = {s: inp.score(s, reference[s]) for s in inp.splits}
     work = tmp / "candidates"
     work.mkdir()
     chosen, curve = choose(
@@ -144,135 +332,57 @@ def export_package(
         model,
         tokenizer,
         baseline,
-        evaluate,
-        importance_batches,
-        vocab_texts,
+        inp.evaluate,
+        inp.importance_batches,
+        inp.vocab_texts,
         texts,
         work,
-        recover_pruned if steps else None,
+        inp.recover_pruned if inp.recover_steps else None,
         drop=task.headline.drop,
     )
     shutil.move(str(chosen.fp32_path), tmp / "model.onnx")
     fp32_sess = session(tmp / "model.onnx")
     scores = {
         "fp32_torch": baseline["test"],
-        "pruned_torch": evaluate(torch_forward(chosen.model), chosen.tokenizer),
-        "fp32_onnx": evaluate(ort_forward(fp32_sess), chosen.tokenizer),
+        "pruned_torch": inp.evaluate(torch_forward(chosen.model), chosen.tokenizer),
+        "fp32_onnx": inp.evaluate(ort_forward(fp32_sess), chosen.tokenizer),
     }
-    # int8: per_channel auto tries both on the chosen model and keeps the one more accurate
-    # on validation. The candidate's own int8 model was scored on both splits in the curve.
-    quantized = {ecfg.per_channel is True: chosen.int8_path}
-    if ecfg.per_channel == "auto":
-        quantized[True] = quantize(tmp / "model.onnx", work / "int8.pc1.onnx", True)
-
-    def int8_score(pc: bool, split: str) -> float:
-        if quantized[pc] == chosen.int8_path and "val_metric" in chosen.row:
-            return float(chosen.row["val_metric" if split == "validation" else "metric"])
-        return evaluate(ort_forward(session(quantized[pc])), chosen.tokenizer, split)
-
-    val_scores = {pc: int8_score(pc, "validation") for pc in quantized}
-    per_channel = max(val_scores, key=lambda pc: val_scores[pc])
-    log.info("int8 validation %s by per_channel: %s", name, val_scores)
-    scores["int8_onnx"] = int8_score(per_channel, "test")
-    shutil.move(str(quantized[per_channel]), tmp / "model.int8.onnx")
+    int8 = choose_int8(inp, chosen, tmp, work)
+    scores["int8_onnx"] = int8.test_score
     shutil.rmtree(work)
 
     int8_sess = session(tmp / "model.int8.onnx")
-    shipped = predict(task, ort_forward(int8_sess), chosen.tokenizer, examples, labels, max_length)
-    drop_low, drop_high = drop_interval(
-        task,
-        examples,
-        labels,
-        reference["test"][0],
-        shipped[0],
-        Bootstrap.from_config(cfg),
+    shipped = inp.predict(ort_forward(int8_sess), chosen.tokenizer, "test")
+    parity = parity_report(
+        inp, chosen, scores, baseline, int8, reference["test"][0], shipped[0], fp32_sess
     )
-    parity = {
-        "max_abs_logit_diff": max_logit_diff(
-            task, chosen.model, fp32_sess, chosen.tokenizer, examples, labels, max_length
-        ),
-        "atol": float(ecfg.parity_atol),
-        "int8_drop": task.headline.drop(scores["fp32_torch"], scores["int8_onnx"]),
-        # paired bootstrap over test examples: how far the test drop is from noise
-        "int8_drop_ci": [drop_low, drop_high],
-        "int8_val_drop": task.headline.drop(baseline["validation"], val_scores[per_channel]),
-        "max_metric_drop": float(ecfg.max_metric_drop),
-        "per_channel": per_channel,
-        "threads": torch.get_num_threads(),
-    }
-    timings = bench.measure(
-        {
-            "fp32_torch": torch_forward(model),
-            "fp32_onnx": ort_forward(fp32_sess),
-            "int8_onnx": ort_forward(int8_sess),
-        },
-        {"fp32_torch": tokenizer, "fp32_onnx": chosen.tokenizer, "int8_onnx": chosen.tokenizer},
+    measured = bench.measure_package(
+        model,
+        tokenizer,
+        inp.model_dir,
+        tmp,
+        chosen.tokenizer,
         texts,
         int(ecfg.seq_length),
         int(ecfg.bench.batch1_runs),
         int(ecfg.bench.batch32_runs),
         int(ecfg.bench.warmup),
+        sessions={"fp32_onnx": fp32_sess, "int8_onnx": int8_sess},
     )
-    sizes = {
-        "fp32_torch": bench.size_mb(model_dir / "model.safetensors"),
-        "fp32_onnx": bench.size_mb(tmp / "model.onnx"),
-        "int8_onnx": bench.size_mb(tmp / "model.int8.onnx"),
-    }
-    variants = {v: {"metric": scores[v], "size_mb": sizes[v], **timings[v]} for v in timings}
-    if not curve:  # no pruning: the curve is the one shipped model (DVC expects the file)
-        chosen.row.update(
-            metric=scores["int8_onnx"],
-            drop=parity["int8_drop"],
-            val_metric=val_scores[per_channel],
-            val_drop=parity["int8_val_drop"],
-            throughput=timings["int8_onnx"]["throughput"],
-            latency_ms_p50=timings["int8_onnx"]["latency_ms_p50"],
-            size_mb=sizes["int8_onnx"],
-        )
+    variants = {v: {"metric": scores[v], **figures} for v, figures in measured.items()}
+    if not curve:
+        shipped_row(chosen, scores, int8, parity, variants["int8_onnx"])
     pruned = {**chosen.row, "metric_torch": scores["pruned_torch"], "fused_ops": chosen.fused_ops}
     result = {
         **variants,
-        "metric_name": name,
+        "metric_name": task.headline.label,
         "seq_length": int(ecfg.seq_length),
         "parity": parity,
         "pruning": pruned if curve else None,
         "ratios": bench.ratios(variants),
     }
-    chosen.tokenizer.save_pretrained(str(tmp))
-    write_json(tmp / "labels.json", labels)
-    write_json(
-        tmp / "export.json",
-        {
-            "task": task.name,
-            "task_spec": task_spec(cfg, task.name),
-            "pad_token_id": int(chosen.tokenizer.pad_token_id or 0),
-            "max_length": max_length,
-            "opset": int(ecfg.opset),
-            "per_channel": per_channel,
-            # details (the metrics file keeps headline figures only)
-            "metric_name": name,
-            "seq_length": int(ecfg.seq_length),
-            "variants": variants,
-            "parity": parity,
-            "ratios": result["ratios"],
-            "pruning": result["pruning"],
-        },
-    )
-    (tmp / "MODEL_CARD.md").write_text(
-        model_card(task, cfg, variants, labels, training, parity, result["pruning"]),
-        encoding="utf-8",
-    )
-    headline = {
-        **{
-            v: {k: figures[k] for k in ("metric", "size_mb", "latency_ms_p50", "throughput")}
-            for v, figures in variants.items()
-        },
-        "int8_vs_torch_throughput": result["ratios"].get("int8_vs_torch_throughput_b32"),
-        "int8_drop": parity["int8_drop"],
-        "int8_drop_ci_low": parity["int8_drop_ci"][0],
-        "int8_drop_ci_high": parity["int8_drop_ci"][1],
-        "int8_val_drop": parity["int8_val_drop"],
-    }
+    write_package(tmp, inp, chosen, int8.per_channel, variants, result)
+    headline = headline_figures(variants, result["ratios"], parity)
     return {**result, "headline": headline, "curve": curve or [chosen.row]}, gate_failures(
-        parity, name
+        parity, task.headline.label
     )

@@ -5,86 +5,48 @@ so `/healthz` answers at once and `/readyz` turns true only when every task is w
 This module (and everything it imports) must never import torch: a test checks it.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: FastAPI reads the predict route's body type, a
+# model built per app (with its limits), from the live annotation.
 
 import asyncio
-import json
 import logging
-import re
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from importlib.resources import files
-from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import Body, Depends, FastAPI, Path, Query, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from emergent.serving import logs
+from emergent.serving.access import AccessLog
 from emergent.serving.batching import MicroBatcher, Overloaded
+from emergent.serving.errors import ApiError
 from emergent.serving.keys import KeyRecord, KeyStore
-from emergent.serving.limits import RateLimiter, retry_after
+from emergent.serving.limits import RateLimiter
 from emergent.serving.metrics import Metrics
 from emergent.serving.models import Loaded, ModelLoadError, Slot, Source, load
 from emergent.serving.predictor import PredictionError
 from emergent.serving.recorder import Record, Recorder
+from emergent.serving.settings import Settings
 from emergent.serving.store import RequestStore
+from emergent.serving.validation import (
+    BODY_ERROR,
+    BodyGuard,
+    api_error,
+    request_model,
+    unparsable,
+)
 
 log = logging.getLogger(__name__)
 
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 ANONYMOUS = "anonymous"
-
-
-class PredictRequest(BaseModel):
-    texts: list[str] = Field(..., min_length=1, description="Texts to analyse (non-empty)")
-
-
-class ApiError(Exception):
-    """An HTTP error with one clear message (and the offending field, where there is one)."""
-
-    def __init__(
-        self, status: int, detail: str, field: str | None = None, retry: float | None = None
-    ) -> None:
-        super().__init__(detail)
-        self.status, self.detail, self.field, self.retry = status, detail, field, retry
-
-    def response(self) -> JSONResponse:
-        body: dict[str, Any] = {"detail": self.detail}
-        if self.field:
-            body["field"] = self.field
-        headers = {"Retry-After": retry_after(self.retry)} if self.retry is not None else None
-        return JSONResponse(body, status_code=self.status, headers=headers)
-
-
-@dataclass
-class Settings:
-    """What the service needs from `conf/serve/` (plain values: no omegaconf at runtime)."""
-
-    sources: dict[str, Callable[[], Source]]  # task -> resolve (re-run on /admin/reload)
-    keys_file: Path
-    store_path: Path
-    threads: int = 1
-    warmup_batches: int = 3
-    max_batch_size: int = 32
-    max_wait_ms: float = 4.0
-    max_body_bytes: int = 262144
-    max_texts: int = 64
-    max_chars: int = 2000
-    rate_per_second: float = 50.0
-    rate_burst: float = 100.0
-    max_queue: int = 512
-    retry_after_s: float = 1.0
-    sample_rate: float = 0.0
-    max_pending: int = 10000
-    masking: dict[str, Any] = field(default_factory=dict)
-    on_fatal: Callable[[str], None] | None = None
+ADMITTED = "admitted"  # request.state key: the predict route's caller checks have passed
 
 
 class Service:
@@ -213,115 +175,23 @@ class Service:
         if wait > 0:
             raise ApiError(429, f"rate limit of {self.s.rate_per_second:g} requests/s", retry=wait)
 
-    async def read_texts(self, request: Request) -> list[str]:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.s.max_body_bytes:
-            raise ApiError(413, f"body of {declared} bytes exceeds {self.s.max_body_bytes}")
-        body = bytearray()
-        async for chunk in request.stream():
-            body.extend(chunk)
-            if len(body) > self.s.max_body_bytes:
-                raise ApiError(413, f"body exceeds {self.s.max_body_bytes} bytes")
-        try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise ApiError(400, f"body is not valid UTF-8 (byte {err.start})") from err
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ApiError(
-                400, f"malformed JSON: {err.msg} at line {err.lineno} column {err.colno}"
-            ) from err
-        if not isinstance(data, dict) or "texts" not in data:
-            raise ApiError(422, 'expected a JSON object {"texts": ["...", ...]}', "texts")
-        texts = data["texts"]
-        if not isinstance(texts, list):
-            raise ApiError(422, "texts must be a list of strings", "texts")
-        if not texts:
-            raise ApiError(422, "texts is empty: send at least one text", "texts")
-        if len(texts) > self.s.max_texts:
-            raise ApiError(
-                422, f"{len(texts)} texts; at most {self.s.max_texts} per request", "texts"
-            )
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise ApiError(
-                    422, f"texts[{i}] must be a string, not {type(t).__name__}", f"texts[{i}]"
-                )
-            if not t.strip():
-                raise ApiError(422, f"texts[{i}] is empty", f"texts[{i}]")
-            if len(t) > self.s.max_chars:
-                raise ApiError(
-                    422,
-                    f"texts[{i}] has {len(t)} characters; at most {self.s.max_chars}",
-                    f"texts[{i}]",
-                )
-        return texts
-
-
-QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-
-
-class AccessLog:
-    """Request id, per-task request/latency metrics and one JSON access-log line per request.
-
-    A plain ASGI middleware rather than `@app.middleware("http")`: Starlette's
-    BaseHTTPMiddleware streams every response through an extra task and memory channel, which
-    cost a noticeable share of a core per hundred requests/s in `make loadtest`.
-    Handlers fill `request.state` (task, key id, batch size); the log reads it at the end.
-    """
-
-    def __init__(self, app: Any, service: Service) -> None:
-        self.app = app
-        self.service = service
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        given = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
-        request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
-        state = scope.setdefault("state", {})
-        state.update(request_id=request_id, key_id=None, task=None, batch_size=None)
-        status = 0  # 0 until the response starts
-
-        async def send_with_id(message: dict) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (b"x-request-id", request_id.encode("latin-1")),
-                ]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        except Exception:
-            log.exception("unhandled error (request %s)", request_id)
-            if status:  # the response had started: the connection is all that can be closed
-                raise
-            status = 500
-            await JSONResponse(
-                {"detail": "internal error"}, status_code=500, headers={"X-Request-ID": request_id}
-            )(scope, receive, send)
-        latency = time.perf_counter() - started
-        task = state.get("task")
-        if task is not None:
-            self.service.metrics.requests.labels(task, str(status)).inc()
-            self.service.metrics.latency.labels(task).observe(latency)
-        if scope["path"] not in QUIET_PATHS:
-            logs.access(
-                request_id=request_id,
-                method=scope["method"],
-                path=scope["path"],
-                task=task,
-                batch_size=state.get("batch_size"),
-                latency_ms=round(latency * 1000, 2),
-                status=status,
-                key_id=state.get("key_id"),
-            )
+    def admit(self, task: str, request: Request) -> str:
+        """The checks before a predict body is looked at, in the order callers meet them:
+        unknown task (404), key (401/403), rate (429), readiness (503), then what BodyGuard
+        found in the raw body (413, 400). Returns the caller's key id."""
+        if task not in self.s.sources:
+            raise ApiError(404, f"unknown task {task!r}; served tasks: {', '.join(self.tasks)}")
+        request.state.task = task
+        key_id = self.authorize(request, "predict")
+        request.state.key_id = key_id
+        self.limit_rate(key_id)
+        if not self.ready:
+            raise ApiError(503, "models are still loading", retry=self.s.retry_after_s)
+        body_error = getattr(request.state, BODY_ERROR, None)
+        if body_error is not None:
+            raise body_error
+        setattr(request.state, ADMITTED, True)
+        return key_id
 
 
 def page() -> str:
@@ -343,14 +213,47 @@ def create_app(settings: Settings) -> FastAPI:
         version="1",
         summary="NER and text classification with int8 ONNX models",
         lifespan=lifespan,
+        strict_content_type=False,  # a body without Content-Type is read as JSON, as before
     )
     app.state.service = service
+    PredictRequest = request_model(settings.max_texts, settings.max_chars)
+    # the schema lists the served tasks; another name is still a 404 naming them (not a 422)
+    served = {"enum": list(settings.sources)}
+    TaskName = Annotated[str, Path(description="A served task", json_schema_extra=served)]
+    OneTask = Annotated[
+        str | None, Query(description="One served task (default: all)", json_schema_extra=served)
+    ]
 
     @app.exception_handler(ApiError)
-    async def api_error(request: Request, err: ApiError) -> JSONResponse:
+    async def on_api_error(request: Request, err: ApiError) -> JSONResponse:
         return err.response()
 
-    app.add_middleware(AccessLog, service=service)
+    def refused(request: Request) -> JSONResponse | None:
+        """FastAPI reads the body before the route's own checks run: a caller the route would
+        refuse (unknown task, key, rate, not ready) hears that first, as before."""
+        task = request.path_params.get("task")
+        if task is not None and not getattr(request.state, ADMITTED, False):
+            try:
+                service.admit(str(task), request)
+            except ApiError as err:
+                return err.response()
+        return None
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, err: RequestValidationError) -> JSONResponse:
+        return refused(request) or api_error(err.errors(), err.body).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, err: StarletteHTTPException) -> Response:
+        # A body json.loads cannot take apart without a JSONDecodeError (nested too deeply,
+        # a number too long) reaches us as FastAPI's bare 400: say what it was.
+        if err.status_code == 400 and err.__cause__ is not None:
+            return refused(request) or unparsable(err.__cause__).response()
+        return await http_exception_handler(request, err)
+
+    # the middleware added last runs first: the access log wraps BodyGuard and sees its answers
+    app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AccessLog, metrics=service.metrics)
 
     @app.get("/healthz", summary="Alive")
     async def healthz() -> dict[str, str]:
@@ -378,35 +281,31 @@ def create_app(settings: Settings) -> FastAPI:
             ],
         }
 
+    async def admitted(task: TaskName, request: Request) -> str:
+        return service.admit(task, request)
+
     @app.post(
         "/v1/{task}/predict",
         summary="Predict for a list of texts",
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
-            }
-        },
         responses={
             200: {"description": "Entities (start, end, type, score) or label and probabilities"},
+            400: {"description": "Malformed JSON or a body that is not UTF-8"},
             401: {"description": "Missing or unknown API key"},
             403: {"description": "Key lacks the predict scope"},
+            404: {"description": "Unknown task"},
             413: {"description": "Body too large"},
             422: {"description": "Invalid request (the `field` names what)"},
             429: {"description": "Rate limit (Retry-After)"},
             503: {"description": "Not ready or queue full (Retry-After)"},
         },
     )
-    async def predict(task: str, request: Request) -> JSONResponse:
-        if task not in service.s.sources:
-            raise ApiError(404, f"unknown task {task!r}; served tasks: {', '.join(service.tasks)}")
-        request.state.task = task
-        key_id = service.authorize(request, "predict")
-        request.state.key_id = key_id
-        service.limit_rate(key_id)
-        if not service.ready:
-            raise ApiError(503, "models are still loading", retry=settings.retry_after_s)
-        texts = await service.read_texts(request)
+    async def predict(
+        task: TaskName,
+        body: Annotated[PredictRequest, Body()],  # type: ignore[valid-type]
+        request: Request,
+        key_id: Annotated[str, Depends(admitted)],
+    ) -> JSONResponse:
+        texts: list[str] = body.texts
         request.state.batch_size = len(texts)
         try:
             answers = await service.batchers[task].submit(texts)
@@ -432,7 +331,7 @@ def create_app(settings: Settings) -> FastAPI:
         )
 
     @app.post("/admin/reload", summary="Resolve the models again and swap them in atomically")
-    async def reload(request: Request, task: str | None = None) -> dict[str, Any]:
+    async def reload(request: Request, task: OneTask = None) -> dict[str, Any]:
         request.state.key_id = service.authorize(request, "admin")
         if not service.ready:
             raise ApiError(503, "models are still loading", retry=settings.retry_after_s)

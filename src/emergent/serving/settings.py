@@ -1,4 +1,5 @@
-"""`conf/serve/` -> the service's Settings (resolved paths, one resolver per task)."""
+"""The service's Settings, and how `conf/serve/` becomes them (resolved paths, one resolver
+per task). The app imports this module, never the reverse."""
 
 from __future__ import annotations
 
@@ -6,12 +7,37 @@ import functools
 import ipaddress
 import socket
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from emergent.io import under
-from emergent.serving.app import Settings
-from emergent.serving.models import ModelLoadError, resolve_local, resolve_registry
+from emergent.serving.models import ModelLoadError, Source, resolve_local, resolve_registry
+
+
+@dataclass
+class Settings:
+    """What the service needs from `conf/serve/` (plain values: no omegaconf at runtime)."""
+
+    sources: dict[str, Callable[[], Source]]  # task -> resolve (re-run on /admin/reload)
+    keys_file: Path
+    store_path: Path
+    threads: int = 1
+    warmup_batches: int = 3
+    max_batch_size: int = 32
+    max_wait_ms: float = 4.0
+    max_body_bytes: int = 262144
+    max_texts: int = 64
+    max_chars: int = 2000
+    rate_per_second: float = 50.0
+    rate_burst: float = 100.0
+    max_queue: int = 512
+    retry_after_s: float = 1.0
+    sample_rate: float = 0.0
+    max_pending: int = 10000
+    masking: dict[str, Any] = field(default_factory=dict)
+    on_fatal: Callable[[str], None] | None = None
 
 
 def server_stack() -> dict[str, str]:

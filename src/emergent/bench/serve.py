@@ -1,7 +1,7 @@
-"""Load test (`make loadtest`): the service with and without micro-batching, side by side.
+"""Service load test (`make loadtest`): with and without micro-batching, side by side.
 
-  python -m emergent.serving.loadtest [--task sentiment] [--seconds 30] [--levels 1 8 32]
-                                      [key=value ...]   # serve.* overrides for both servers
+  python -m emergent.bench serve [--task sentiment] [--seconds 30] [--levels 1 8 32]
+                                 [key=value ...]   # serve.* overrides for both servers
 
 Starts the server on 127.0.0.1 twice (serve.batching.max_batch_size as configured, then 1),
 drives each with a bounded asyncio (aiohttp) client at each concurrency level for a fixed time,
@@ -216,9 +216,7 @@ def run_mode(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m emergent.serving.loadtest", description=__doc__
-    )
+    parser = argparse.ArgumentParser(prog="python -m emergent.bench serve", description=__doc__)
     parser.add_argument("overrides", nargs="*", help="serve.* overrides for both servers")
     parser.add_argument("--task", default="sentiment")
     parser.add_argument("--seconds", type=float, default=30.0)

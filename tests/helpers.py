@@ -1,0 +1,195 @@
+"""Helpers the tests share: a free loopback port, waiting for a service to be ready, and a
+service with a stub model whose every answer a test can predict."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(
+    get: Callable[[str], int] | str,
+    path: str = "/readyz",
+    timeout: float = 30.0,
+    proc: subprocess.Popen | None = None,
+    interval: float = 0.05,
+) -> list[int]:
+    """Poll `GET path` until it answers 200; return every status seen (refused connections are
+    skipped). `get` is a base URL (polled over HTTP) or a function path -> status (e.g. a
+    TestClient's). Fails at once when `proc` (the server) exits, else after `timeout` s."""
+    if isinstance(get, str):
+        base = get
+
+        def get(p: str) -> int:
+            return httpx.get(base + p, timeout=2).status_code
+
+    seen: list[int] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode} before {path} was 200")
+        with contextlib.suppress(httpx.HTTPError, OSError):
+            seen.append(get(path))
+        if seen and seen[-1] == 200:
+            return seen
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} not 200 after {timeout:g} s (saw {seen[-5:]})")
+        time.sleep(interval)
+
+
+class StubPredictor:
+    """Stands in for the ONNX predictor: a known answer per text. Sentiment-like: `positive`
+    (0.75) when the text holds "good", else `negative` (0.75); `fail` in a text raises, as a
+    broken model would."""
+
+    labels = ("negative", "positive")
+    max_length = 16
+
+    def __init__(self) -> None:
+        from tokenizers import Tokenizer, models, pre_tokenizers
+
+        self.tokenizer = Tokenizer(models.WordLevel({"[UNK]": 0, "good": 1}, unk_token="[UNK]"))
+        self.tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+        self.calls: list[list[str]] = []
+
+    def predict(self, texts: list[str]) -> list[dict[str, Any]]:
+        self.calls.append(list(texts))
+        if any("fail" in t for t in texts):
+            raise RuntimeError("stub model failure")
+        rows = []
+        for text in texts:
+            label = "positive" if "good" in text else "negative"
+            other = "negative" if label == "positive" else "positive"
+            rows.append({"text": text, "label": label, "probabilities": {label: 0.75, other: 0.25}})
+        return rows
+
+
+def stub_settings(tmp: Path, tasks: tuple[str, ...] = ("sentiment",), **overrides: Any) -> Any:
+    """Service settings whose tasks resolve to stub sources (use with `stub_models`)."""
+    from emergent.serving.models import Source
+    from emergent.serving.settings import Settings
+
+    values: dict[str, Any] = {
+        "sources": {t: (lambda t=t: Source(t, tmp / t, f"emergent-{t}", "stub-1")) for t in tasks},
+        "keys_file": tmp / "keys.json",
+        "store_path": tmp / "requests.db",
+        "warmup_batches": 1,
+        "rate_per_second": 0.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def stub_models(monkeypatch: Any) -> dict[str, StubPredictor]:
+    """Make the app load a StubPredictor for every source; returns them by task."""
+    from emergent.serving import app as app_module
+    from emergent.serving.models import Loaded
+
+    made: dict[str, StubPredictor] = {}
+
+    def load(source: Any, threads: Any, warmup_batches: int) -> Loaded:
+        made[source.task] = predictor = StubPredictor()
+        return Loaded(predictor, source, "classes")  # type: ignore[arg-type]
+
+    monkeypatch.setattr(app_module, "load", load)
+    return made
+
+
+def lookup_model(path: Path, table: Any, pooled: bool) -> None:
+    """Write an ONNX model whose logits are `table[input_ids]`: per token (token
+    classification), or their maximum over the sequence (`pooled`, sequence classification).
+    A model whose every output a test can work out by hand."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("Gather", ["table", "input_ids"], ["per_token"], axis=0)]
+    if pooled:
+        nodes.append(helper.make_node("ReduceMax", ["per_token"], ["logits"], axes=[1], keepdims=0))
+    else:
+        nodes.append(helper.make_node("Identity", ["per_token"], ["logits"]))
+    graph = helper.make_graph(
+        nodes,
+        "lookup",
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"]),
+        ],
+        [
+            helper.make_tensor_value_info(
+                "logits",
+                TensorProto.FLOAT,
+                ["batch", "labels"] if pooled else ["batch", "seq", "labels"],
+            )
+        ],
+        [numpy_helper.from_array(np.asarray(table, dtype=np.float32), "table")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def known_package(
+    package: Path, dest: Path, rows: dict[str, list[float]], default: list[float]
+) -> Path:
+    """A copy of an export package (tokenizer, labels, task) whose model is a lookup table:
+    logits `rows[word]` for the token of each listed word, `default` for every other token.
+    Each listed word must be one token of the package's vocabulary (checked)."""
+    import numpy as np
+    from tokenizers import Tokenizer
+
+    from emergent.serving.predictor import load_package
+    from emergent.tasks.token_classification import TokenClassificationTask
+
+    shutil.copytree(package, dest)
+    _, labels, task = load_package(dest)
+    tokenizer = Tokenizer.from_file(str(dest / "tokenizer.json"))
+    table = np.tile(np.asarray(default, dtype=np.float32), (tokenizer.get_vocab_size(), 1))
+    assert table.shape[1] == len(labels), (table.shape, labels)
+    for word, logits in rows.items():
+        token = tokenizer.token_to_id(word)
+        assert token is not None, f"{word!r} is not one token of {package}'s vocabulary"
+        table[token] = logits
+    for name in ("model.int8.onnx", "model.onnx"):
+        lookup_model(dest / name, table, pooled=not isinstance(task, TokenClassificationTask))
+    return dest
+
+
+def known_packages(exports: Path, out: Path) -> Path:
+    """`out/ner` and `out/sentiment`: the smoke packages with lookup-table models.
+
+    NER: "great" is B-person and "film" I-person, every other token O, each with probability
+    exactly 0.9 (a logit of ln(9 (L - 1)) against L - 1 zeros). Sentiment (max over tokens):
+    "great" gives logits [0, 3], every other token [1, 0]; so a text with "great" has
+    softmax([1, 3]) = (0.1192, 0.8808), one without softmax([1, 0]) = (0.7311, 0.2689).
+    """
+    import json
+    import math
+
+    labels = json.loads((exports / "ner" / "labels.json").read_text(encoding="utf-8"))
+    assert {"O", "B-person", "I-person"} <= set(labels), labels
+    high = math.log(9 * (len(labels) - 1))
+
+    def row(tag: str) -> list[float]:
+        return [high if label == tag else 0.0 for label in labels]
+
+    ner = {"great": row("B-person"), "film": row("I-person")}
+    known_package(exports / "ner", out / "ner", ner, default=row("O"))
+    known_package(exports / "sentiment", out / "sentiment", {"great": [0.0, 3.0]}, [1.0, 0.0])
+    return out

@@ -32,6 +32,7 @@ STAGES: dict[str, str] = {
     "serve": "emergent.stages.serve",
     "keys": "emergent.stages.keys",
     "monitor": "emergent.stages.monitor",
+    "tune": "emergent.stages.tune",
 }
 
 # Stages that run once per task (DVC `foreach`).

@@ -69,7 +69,7 @@ def test_two_workers_share_one_study(smoke_pretrained: Path, tmp_path: Path) -> 
     workers = [_worker(project, smoke_pretrained, storage, f"w{i}", env) for i in (1, 2)]
     outputs = [w.communicate(timeout=600) for w in workers]
     wall = time.perf_counter() - start
-    for worker, (out, err) in zip(workers, outputs, strict=True):
+    for worker, (_out, err) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, err[-3000:]
     print(f"two workers, {N_TRIALS} trials: {wall:.1f} s wall")
     for out, _ in outputs:

@@ -25,6 +25,7 @@ from emergent.export.card import model_card
 from emergent.export.prune import CURVE_FIELDS, choose
 from emergent.export.quantize import quantize
 from emergent.export.recover import recover
+from emergent.hardware import device_facts
 from emergent.io import write_json
 from emergent.models.classifier import load_finetuned
 from emergent.serving.runtime import ort_forward, session
@@ -230,10 +231,12 @@ def export_package(
             size_mb=sizes["int8_onnx"],
         )
     pruned = {**chosen.row, "metric_torch": scores["pruned_torch"], "fused_ops": chosen.fused_ops}
+    device = device_facts("cpu")
     result = {
         **variants,
         "metric_name": name,
         "seq_length": int(ecfg.seq_length),
+        "device": device,
         "parity": parity,
         "pruning": pruned if curve else None,
         "ratios": bench.ratios(variants),
@@ -252,6 +255,7 @@ def export_package(
             # details (the metrics file keeps headline figures only)
             "metric_name": name,
             "seq_length": int(ecfg.seq_length),
+            "device": device,  # what the timings ran on (torch and ONNX Runtime on the CPU)
             "variants": variants,
             "parity": parity,
             "ratios": result["ratios"],

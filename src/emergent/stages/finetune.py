@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from emergent.config import Paths, finetune_config, task_max_length
 from emergent.data.tasks import task_datamodule
 from emergent.errors import ConfigError, StageError
+from emergent.hardware import device_count
 from emergent.io import atomic_dir, sha256_file, write_json
 from emergent.models.backbone import count_parameters, load_tokenizer
 from emergent.models.classifier import apply_lora, load_task_model, mergeable, task_module
@@ -104,7 +105,8 @@ def run(
         len(frozen),
     )
 
-    world = int(cfg.trainer.devices or 1) * int(cfg.trainer.get("num_nodes") or 1)
+    devices = device_count(cfg.trainer.devices, str(cfg.trainer.accelerator))
+    world = devices * int(cfg.trainer.get("num_nodes") or 1)
     batches = math.ceil(len(datamodule.encoded["train"]) / (int(fcfg.batch_size) * world))
     if fcfg.limit_train_batches:
         batches = min(batches, int(fcfg.limit_train_batches))

@@ -30,6 +30,7 @@ from optuna.trial import TrialState
 
 from emergent.config import finetune_config, project_root
 from emergent.errors import ConfigError, StageError
+from emergent.hardware import device_count
 from emergent.io import atomic_write_text
 from emergent.tasks import Task
 from emergent.tuning.pruning import ValidationPruning
@@ -274,7 +275,8 @@ def work(
     from emergent.tuning import mlflow_runs
 
     tune = cfg.tune
-    if int(cfg.trainer.get("devices") or 1) > 1 or int(cfg.trainer.get("num_nodes") or 1) > 1:
+    devices = device_count(cfg.trainer.get("devices"), str(cfg.trainer.get("accelerator", "cpu")))
+    if devices > 1 or int(cfg.trainer.get("num_nodes") or 1) > 1:
         raise ConfigError(
             "trainer.devices",
             "tune runs each trial in one process: start more tune workers instead of DDP",

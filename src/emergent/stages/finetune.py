@@ -163,6 +163,8 @@ def run(
             "best_val": float(best_score) if best_score is not None else None,
             "best_step": _best_step(history, f"val_{task.headline.metric}", task),
             "global_step": trainer.global_step,
+            "world_size": trainer.world_size,
+            "num_nodes": trainer.num_nodes,
             "epochs_completed": trainer.current_epoch,
             "train_seconds": train_seconds,
             "padding_share": module.padding_share,

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import ROOT, git_env
 
@@ -111,6 +112,14 @@ def test_two_workers_share_one_study(smoke_pretrained: Path, tmp_path: Path) -> 
     assert fcfg.dropout.attention == pytest.approx(best.params["dropout"], rel=1e-12)
     assert fcfg.freeze.layers == best.params["frozen_layers"]
     assert fcfg.max_epochs == 1
+    # `dvc exp run -S experiment=<task>_tuned` composes params.yaml with DVC's own Hydra call.
+    from dvc.utils.hydra import compose_and_dump
+
+    params = tmp_path / "params.yaml"
+    conf = str(project / "conf")
+    compose_and_dump(params, conf, None, "config", str(project), [f"experiment={TASK}_tuned"])
+    dvc_params = yaml.safe_load(params.read_text())
+    assert dvc_params["finetune"][TASK]["lr"] == pytest.approx(best.params["lr"], rel=1e-12)
 
     # MLflow: one parent run for the study, every trial a run nested in it.
     client = mlflow.MlflowClient(mlflow_uri)

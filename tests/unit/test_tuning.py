@@ -140,3 +140,56 @@ def test_a_second_run_on_a_finished_study_runs_nothing(tmp_path: Path) -> None:
     assert lines[0].startswith("created study 'debate-tiny_bert'")
     assert sum(line.startswith("trial ") for line in lines) == 2
     assert lines[-1].startswith("joined study 'debate-tiny_bert'")
+
+
+def test_the_lightning_callback_reports_every_validation_check(tmp_path: Path) -> None:
+    """Two validations per epoch are two reports (Optuna's own callback would report both as
+    `step=epoch` and drop the second), and the pruner stops the fit by raising TrialPruned."""
+    import lightning as L
+    import torch
+
+    from emergent.tuning.pruning import ValidationPruning
+
+    class Tiny(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+            self.seen = 0
+
+        def training_step(self, batch: Any, _: int) -> Any:
+            return self.layer(batch[0]).pow(2).mean()
+
+        def validation_step(self, batch: Any, _: int) -> None:
+            self.seen += 1
+            self.log("val_score", float(self.seen))  # 1, 2, 3, ... per check
+
+        def configure_optimizers(self) -> Any:
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(8, 2)), 2)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(
+        storage=storage,
+        direction="maximize",
+        pruner=optuna.pruners.ThresholdPruner(upper=2.5),  # prune once a value passes 2.5
+    )
+    trial = study.ask()
+    callback = ValidationPruning(trial, "val_score")
+    trainer = L.Trainer(
+        max_epochs=3,
+        val_check_interval=0.5,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        callbacks=[callback],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    with pytest.raises(optuna.TrialPruned, match="validation check 2"):
+        trainer.fit(Tiny(), data, data)
+    study.tell(trial, state=TrialState.PRUNED)
+    frozen = optuna.load_study(study_name=study.study_name, storage=storage).trials[0]
+    assert frozen.state == TrialState.PRUNED
+    assert frozen.intermediate_values == {0: 1.0, 1: 2.0, 2: 3.0}  # epoch 0 twice, epoch 1 once
+    assert callback.last == 3.0

@@ -25,6 +25,7 @@ class ValidationPruning(PyTorchLightningPruningCallback):
     def __init__(self, trial: optuna.trial.Trial, monitor: str) -> None:
         super().__init__(trial, monitor)
         self.checks = 0
+        self.last: float | None = None  # the last reported value (a pruned trial's value)
         self.run_id: str | None = None
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -43,7 +44,8 @@ class ValidationPruning(PyTorchLightningPruningCallback):
             return
         step = self.checks
         self.checks += 1
-        self._trial.report(float(score), step=step)
+        self.last = float(score)
+        self._trial.report(self.last, step=step)
         if self._trial.should_prune():
             raise optuna.TrialPruned(
                 f"pruned at validation check {step} ({self.monitor}={float(score):.4f})"

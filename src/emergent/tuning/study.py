@@ -170,10 +170,15 @@ def join_study(
                 n_trials,
             )
         return study, False
-    for _ in range(n_trials):
-        study.enqueue_trial({})
-    for key, value in publish().items():
-        study.set_user_attr(key, value)
+    try:
+        for _ in range(n_trials):
+            study.enqueue_trial({})
+        for key, value in publish().items():
+            study.set_user_attr(key, value)
+    except BaseException:
+        # A half-made study would keep joiners waiting and block the name: take it back.
+        optuna.delete_study(study_name=name, storage=storage)
+        raise
     study.set_user_attr(READY_ATTR, n_trials)
     return study, True
 
@@ -211,7 +216,7 @@ def format_trial(result: TrialResult, metric: str, total: int) -> str:
     params = " ".join(f"{k}={_short(v)}" for k, v in result.params.items())
     width = len(str(max(total - 1, 0)))
     return (
-        f"trial {result.number:>{width}}/{total}  {result.state:<8}  val_{metric}={value}  "
+        f"trial {result.number:>{width}} of {total}  {result.state:<8}  val_{metric}={value}  "
         f"{params}  ({result.seconds:.1f} s)"
     )
 
@@ -249,7 +254,7 @@ def run_trial(
                 "trial %d logged no finite validation %s", trial.number, task.headline.metric
             )
     except optuna.TrialPruned as pruned:
-        state = TrialState.PRUNED
+        state, value = TrialState.PRUNED, pruning.last  # Optuna records the last report too
         log.info("trial %d: %s", trial.number, pruned)
     finally:
         seconds = time.perf_counter() - start

@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 
 from emergent.config import Paths
+from emergent.errors import StageError
 from emergent.stages import finetune
 from emergent.tasks import get_task
 from emergent.tuning import work
@@ -24,6 +25,10 @@ from emergent.tuning import work
 
 def run(cfg: DictConfig, paths: Paths) -> None:
     task = get_task(cfg, str(cfg.task))
+    # Before the study exists: a missing input would otherwise fail (and use up) its first trial.
+    pretrained = paths.inp("models", "pretrained")
+    if not (pretrained / "config.json").is_file():
+        raise StageError(f"{pretrained} has no model: run the pretrain stage first")
 
     def train(
         trial_cfg: DictConfig, out_dir: Path, callbacks: list[Callback], tags: dict[str, str]

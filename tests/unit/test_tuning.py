@@ -5,8 +5,10 @@ queue and the claims are what is tested; tests/integration/test_tune.py trains f
 from __future__ import annotations
 
 import multiprocessing
+import os
 import shutil
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -76,14 +78,18 @@ def _worker(overrides: list[str], conf: str, queue: Any) -> None:
 
 
 def test_two_workers_run_exactly_the_trials_asked_for(tmp_path: Path) -> None:
+    """SQLite by default; EMERGENT_TEST_OPTUNA_STORAGE=postgresql+psycopg://... runs the same
+    test against a server (a fresh study name each time)."""
     shutil.copytree(ROOT / "conf", tmp_path / "conf")
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    storage = os.environ.get("EMERGENT_TEST_OPTUNA_STORAGE") or f"sqlite:///{tmp_path / 'o.db'}"
+    study_name = f"debate-test-{uuid.uuid4().hex[:8]}"
     preset = tmp_path / "conf" / "experiment" / "debate_tuned.yaml"
     overrides = [
         "experiment=smoke",
         "tune=smoke",
         f"tune.n_trials={N_TRIALS}",
         f"tune.storage={storage}",
+        f"tune.study_name={study_name}",
         f"tune.preset={preset}",
         "mlflow.enabled=false",
     ]
@@ -101,7 +107,7 @@ def test_two_workers_run_exactly_the_trials_asked_for(tmp_path: Path) -> None:
     ran = [queue.get(timeout=5) for _ in procs]
     assert sum(ran) == N_TRIALS and min(ran) >= 1, ran  # both worked, neither ran extra
 
-    study = optuna.load_study(study_name="debate-tiny_bert", storage=storage)
+    study = optuna.load_study(study_name=study_name, storage=storage)
     trials = study.get_trials()
     assert sorted(t.number for t in trials) == list(range(N_TRIALS))
     states = {t.number: t.state for t in trials}

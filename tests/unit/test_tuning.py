@@ -110,6 +110,7 @@ def test_two_workers_run_exactly_the_trials_asked_for(tmp_path: Path) -> None:
     study = optuna.load_study(study_name=study_name, storage=storage)
     trials = study.get_trials()
     assert sorted(t.number for t in trials) == list(range(N_TRIALS))
+    assert len({t.user_attrs["worker"] for t in trials}) == 2  # host:pid of each process
     states = {t.number: t.state for t in trials}
     for trial in trials:
         expected = TrialState.PRUNED if trial.params["epochs"] == 2 else TrialState.COMPLETE

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
+import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -237,14 +239,15 @@ def run_trial(
 ) -> TrialResult:
     """Suggest, fine-tune with the pruning callback, tell the study the outcome."""
     trial = optuna.Trial(study, trial_id)
-    params = {dim.name: dim.suggest(trial) for dim in dims}
-    trial_cfg = apply_overrides(cfg, task.name, finetune_overrides(dims, params))
-    trial_cfg.trainer.enable_progress_bar = False
     pruning = ValidationPruning(trial, f"val_{task.headline.metric}")
     run_tags = {**tags, "optuna_trial": str(trial.number)}
     start = time.perf_counter()
-    state, value = TrialState.FAIL, None
+    state, value, params = TrialState.FAIL, None, {}
     try:
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        params = {dim.name: dim.suggest(trial) for dim in dims}
+        trial_cfg = apply_overrides(cfg, task.name, finetune_overrides(dims, params))
+        trial_cfg.trainer.enable_progress_bar = False
         summary = train(trial_cfg, out_dir, [pruning], run_tags)
         best = (summary or {}).get("best_val")
         if best is not None and math.isfinite(float(best)):

@@ -36,8 +36,9 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 
 
 def is_rank_zero() -> bool:
-    """True in the launching process; Lightning's DDP children get LOCAL_RANK/NODE_RANK > 0."""
-    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+    """True in the launching process; Lightning's DDP children get LOCAL_RANK/NODE_RANK > 0,
+    and torchrun's processes on other machines RANK > 0 (torchrun sets no NODE_RANK)."""
+    return all(os.environ.get(key, "0") == "0" for key in ("LOCAL_RANK", "NODE_RANK", "RANK"))
 
 
 def tracking_uri(cfg: DictConfig, root: Path | None = None) -> str:

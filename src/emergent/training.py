@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from emergent.errors import ConfigError
-from emergent.hardware import resolve_precision
+from emergent.hardware import resolve_accelerator, resolve_precision
 from emergent.schema import RESERVED_TRAINER_KEYS
 from emergent.tracking import Tracker, tracking_uri
 
@@ -79,10 +79,17 @@ def build_trainer(
     enable_checkpointing: bool = True,
 ) -> L.Trainer:
     settings = dict(OmegaConf.to_container(trainer_cfg, resolve=True))  # type: ignore[arg-type]
-    # `auto` picks bf16-mixed on CPUs with native bf16; the choice goes into the stage's run.
-    settings["precision"] = resolve_precision(settings.get("precision", "32-true"))
+    # `auto` picks CUDA where present (a clear error where `gpu` is asked for and absent), and
+    # bf16-mixed on GPUs and CPUs with native bf16; the choice goes into the stage's run.
+    accelerator = resolve_accelerator(settings.get("accelerator", "cpu"), settings.get("devices"))
+    settings["accelerator"] = accelerator
+    settings["precision"] = resolve_precision(
+        settings.get("precision", "32-true"), accelerator=accelerator
+    )
     if logger:
-        logger.log_hyperparams({"precision_resolved": settings["precision"]})
+        logger.log_hyperparams(
+            {"precision_resolved": settings["precision"], "accelerator_resolved": accelerator}
+        )
     reserved = sorted(set(settings) & set(RESERVED_TRAINER_KEYS))
     if reserved:
         key = reserved[0]

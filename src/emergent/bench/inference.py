@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from emergent.config import Paths
 from emergent.data.layout import load_task_split
 from emergent.export import bench
-from emergent.hardware import cpu_facts
+from emergent.hardware import cpu_facts, device_facts
 from emergent.models.backbone import load_tokenizer
 from emergent.models.classifier import load_finetuned
 from emergent.tasks import Task
@@ -65,6 +65,8 @@ def run(cfg: DictConfig, paths: Paths, task: Task, runs1: int = 30, runs32: int 
         "task": task.name,
         "model": cfg.model.name,
         "seq_length": seq,
+        # both runtimes time on the CPU (ONNX Runtime's CPUExecutionProvider, torch eager)
+        "device": device_facts("cpu"),
         "threads": facts["torch_threads"],
         "cpu": facts,
         "variants": variants,

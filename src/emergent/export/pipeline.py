@@ -26,6 +26,7 @@ from emergent.export.card import model_card
 from emergent.export.prune import CURVE_FIELDS, Candidate, choose
 from emergent.export.quantize import quantize
 from emergent.export.recover import recover
+from emergent.hardware import device_facts
 from emergent.io import write_json
 from emergent.models.classifier import load_finetuned
 from emergent.serving.runtime import ort_forward, session
@@ -276,6 +277,7 @@ def write_package(
             # details (the metrics file keeps headline figures only)
             "metric_name": result["metric_name"],
             "seq_length": result["seq_length"],
+            "device": result["device"],  # what the timings ran on (torch and ORT on the CPU)
             "variants": variants,
             "parity": result["parity"],
             "ratios": result["ratios"],
@@ -373,10 +375,12 @@ def export_package(
     if not curve:
         shipped_row(chosen, scores, int8, parity, variants["int8_onnx"])
     pruned = {**chosen.row, "metric_torch": scores["pruned_torch"], "fused_ops": chosen.fused_ops}
+    device = device_facts("cpu")
     result = {
         **variants,
         "metric_name": task.headline.label,
         "seq_length": int(ecfg.seq_length),
+        "device": device,
         "parity": parity,
         "pruning": pruned if curve else None,
         "ratios": bench.ratios(variants),

@@ -33,6 +33,7 @@ STAGES: dict[str, str] = {
     "predict": "emergent.stages.predict",
     "serve": "emergent.stages.serve",
     "keys": "emergent.stages.keys",
+    "tune": "emergent.stages.tune",
 }
 
 # Stages that run once per task (DVC `foreach`).

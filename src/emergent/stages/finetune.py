@@ -13,18 +13,20 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ThroughputMonitor
+from lightning.pytorch.callbacks import Callback, ThroughputMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from emergent.config import Paths, finetune_config, task_max_length
 from emergent.data.layout import manifest_path
 from emergent.data.tasks import task_datamodule
 from emergent.errors import ConfigError, StageError
+from emergent.hardware import device_count
 from emergent.io import atomic_dir, sha256_file, write_json
 from emergent.models.backbone import count_parameters, load_tokenizer
 from emergent.models.classifier import apply_lora, load_task_model, mergeable, task_module
@@ -66,7 +68,15 @@ def callbacks(fcfg: DictConfig, task: Task, ckpt_dir: Any) -> dict[str, Any]:
 
 
 @per_task
-def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
+def run(
+    cfg: DictConfig,
+    paths: Paths,
+    task: Task,
+    extra_callbacks: Sequence[Callback] = (),
+    extra_tags: Mapping[str, str] | None = None,
+) -> dict[str, Any] | None:
+    """Fine-tune; returns the run's summary (None outside rank zero). `extra_callbacks` and
+    `extra_tags` let `tune` add its pruning callback and nest the run under its study's run."""
     fcfg = finetune_config(cfg, task.name)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     pretrained = paths.inp("models", "pretrained")
@@ -98,7 +108,8 @@ def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
         len(frozen),
     )
 
-    world = int(cfg.trainer.devices or 1) * int(cfg.trainer.get("num_nodes") or 1)
+    devices = device_count(cfg.trainer.devices, str(cfg.trainer.accelerator))
+    world = devices * int(cfg.trainer.get("num_nodes") or 1)
     batches = math.ceil(len(datamodule.encoded["train"]) / (int(fcfg.batch_size) * world))
     if fcfg.limit_train_batches:
         batches = min(batches, int(fcfg.limit_train_batches))
@@ -116,7 +127,11 @@ def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
     data_sha = sha256_file(manifest) if manifest.is_file() else ""
     ckpt_dir = paths.out("checkpoints", "finetune", task.name)
     with stage_run(
-        cfg, "finetune", task.name, data_sha256=data_sha, extra_tags={"task": task.name}
+        cfg,
+        "finetune",
+        task.name,
+        data_sha256=data_sha,
+        extra_tags={"task": task.name, **(extra_tags or {})},
     ) as tracker:
         tracker.log_params(
             {"params_total": counts["total"], "params_trainable": counts["trainable"]}
@@ -130,7 +145,7 @@ def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
             val_check_interval=fcfg.val_check_interval,
             limit_train_batches=fcfg.limit_train_batches,
             gradient_clip_val=float(fcfg.gradient_clip_val),
-            callbacks=[history, *built.values()],
+            callbacks=[history, *built.values(), *extra_callbacks],
             logger=mlflow_logger(cfg, tracker),
             default_root_dir=paths.out("checkpoints", "finetune", task.name),
         )
@@ -138,7 +153,7 @@ def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
         trainer.fit(module, datamodule=datamodule)
         train_seconds = time.perf_counter() - start
         if not trainer.is_global_zero or not is_rank_zero():
-            return
+            return None
         best = built["best_weights"]
         if best.best_model_path:
             state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
@@ -151,6 +166,8 @@ def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
             "best_val": float(best_score) if best_score is not None else None,
             "best_step": _best_step(history, f"val_{task.headline.metric}", task),
             "global_step": trainer.global_step,
+            "world_size": trainer.world_size,
+            "num_nodes": trainer.num_nodes,
             "epochs_completed": trainer.current_epoch,
             "train_seconds": train_seconds,
             "padding_share": module.padding_share,
@@ -190,6 +207,7 @@ def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
             task.name,
             json.dumps({k: v for k, v in summary.items() if k != "history"}),
         )
+        return summary
 
 
 def _best_step(history: MetricHistory, key: str, task: Task) -> int | None:

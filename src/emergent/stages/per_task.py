@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from emergent.config import Paths
 from emergent.tasks import Task, get_task
 
-StageRun = Callable[..., None]
+StageRun = Callable[..., Any]
 
 
 def per_task(run: StageRun) -> StageRun:
@@ -26,11 +26,11 @@ def per_task(run: StageRun) -> StageRun:
     @functools.wraps(run)
     def by_name(
         cfg: DictConfig, paths: Paths, task: Task | str | None = None, **kwargs: Any
-    ) -> None:
+    ) -> Any:
         if not isinstance(task, Task):
             task = get_task(cfg, str(task or cfg.get("task")))
         cfg = cfg.copy()
         cfg.task = task.name
-        run(cfg, paths, task, **kwargs)
+        return run(cfg, paths, task, **kwargs)
 
     return by_name

@@ -23,6 +23,7 @@ from emergent.data.layout import corpus_path, manifest_path
 from emergent.data.mlm import MLMDataModule, masking_settings
 from emergent.errors import StageError
 from emergent.evaluation.plots import plot_curves, write_csv
+from emergent.hardware import device_count
 from emergent.io import atomic_dir, sha256_file, write_json
 from emergent.models.backbone import count_parameters, load_mlm_model, load_tokenizer
 from emergent.models.mlm import (
@@ -66,7 +67,9 @@ def run(cfg: DictConfig, paths: Paths) -> None:
     datamodule.setup("fit")
     max_steps = -1 if pcfg.max_steps is None else int(pcfg.max_steps)
     if max_steps < 0:
-        per_epoch = len(datamodule.train_dataloader()) // int(cfg.trainer.devices or 1)
+        per_epoch = len(datamodule.train_dataloader()) // device_count(
+            cfg.trainer.devices, str(cfg.trainer.accelerator)
+        )
         max_steps = per_epoch * int(pcfg.max_epochs or 1)
     head = pcfg.get("head") or {}
 

@@ -1,0 +1,56 @@
+"""Command `tune`: an Optuna search over `finetune.<task>` settings (config `conf/tune/`).
+
+Each trial is a run of the finetune stage (same code, same MLflow run layout) in a folder under
+the command's output directory, with Optuna's pruning callback added. Start the same command on
+several machines with one `tune.storage` URL and they share the study. Prints one line per
+finished trial and the study's summary; writes `conf/experiment/<task>_tuned.yaml`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig
+
+from emergent.config import Paths
+from emergent.errors import StageError
+from emergent.stages import finetune
+from emergent.tasks import get_task
+from emergent.tuning import work
+
+
+def run(cfg: DictConfig, paths: Paths) -> None:
+    task = get_task(cfg, str(cfg.task))
+    # Before the study exists: a missing input would otherwise fail (and use up) its first trial.
+    pretrained = paths.inp("models", "pretrained")
+    if not (pretrained / "config.json").is_file():
+        raise StageError(f"{pretrained} has no model: run the pretrain stage first")
+
+    def train(
+        trial_cfg: DictConfig, out_dir: Path, callbacks: list[Callback], tags: dict[str, str]
+    ) -> Mapping[str, Any] | None:
+        trial_paths = Paths(paths.input_dir, out_dir)
+        return finetune.run(
+            trial_cfg, trial_paths, task, extra_callbacks=callbacks, extra_tags=tags
+        )
+
+    summary = work(cfg, task, train, paths.out("tune"))
+    best = summary["best"]
+    counts = summary["counts"]
+    print(
+        f"study {summary['study']!r}: {summary['trials']} trials ({counts['complete']} complete, "
+        f"{counts['pruned']} pruned, {counts['fail']} failed, {counts['waiting']} waiting, "
+        f"{counts['running']} running), {summary['wall_seconds']:.1f} s wall; "
+        f"this worker ran {summary['worker_trials']}"
+    )
+    if best is None:
+        print("no complete trial yet: no preset written")
+        return
+    value = f"{summary['metric']}={best['value']:.4f}"
+    print(f"best: trial {best['number']} {value} {json.dumps(best['params'])}")
+    use = f"python -m emergent finetune task={task.name} experiment={task.name}_tuned"
+    print(f"preset: {summary['preset']} ({use})")

@@ -52,18 +52,23 @@ repro: setup
 	@git rev-parse --git-dir >/dev/null 2>&1 || git init -q
 	$(BIN)/dvc repro
 
+# `make test` is the fast suite (slow tests deselected in pyproject's addopts); CI passes
+# PYTEST_ARGS='-m ""' to run every test, slow and browser ones included (.ci/run).
+PYTEST_ARGS ?=
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-all: setup
-	$(BIN)/python -m pytest -m ""
+	$(BIN)/python -m pytest -m "" $(PYTEST_ARGS)
 
 # MLflow 3.17's UI picks GenAI or model-training pages from a global switch (top left), not from
 # the experiments' `mlflow.experimentKind` tag; the printed link opens the model-training view.
+# One light process: one worker, and no job runner (MLflow 3.17 starts one with many processes
+# for GenAI jobs the UI does not need here).
 ui: setup
 	@echo "MLflow UI: http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) \
-	  --default-artifact-root $(abspath mlartifacts) --host 127.0.0.1 --port 5000 --workers 1
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui \
+	  --backend-store-uri sqlite:///$(abspath mlflow.db) --default-artifact-root $(abspath mlartifacts) --host 127.0.0.1 --port 5000 --workers 1
 
 # Benchmarks: ratios measured side by side in one run (needs the pipeline's outputs:
 # `make repro` first). Results, with the CPU model and flags, in reports/bench/*.json.

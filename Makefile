@@ -18,7 +18,7 @@ export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
 .PHONY: help setup repro test test-all ui params lint format lock clean bench serve loadtest \
-  assets plots browser-deps
+  assets plots browser-deps compare
 
 # Root only where the Debian packages are installed (browser-deps).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -28,6 +28,7 @@ help:
 	@echo "make repro   setup + dvc repro (the whole pipeline on the default data)"
 	@echo "make test    setup + pytest (fast suite; 'make test-all' adds slow tests)"
 	@echo "make ui      MLflow UI on http://127.0.0.1:5000"
+	@echo "make compare experiments side by side: task headlines with intervals, changed params"
 	@echo "make plots   DVC plots page (offline) in reports/plots/index.html"
 	@echo "make assets  offline copies of the reports' JS/CSS (npm; part of setup)"
 	@echo "make browser-deps  chromium + chromedriver (Debian) for tests/browser/"
@@ -69,6 +70,11 @@ ui: setup
 	@echo "MLflow UI: http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui \
 	  --backend-store-uri sqlite:///$(abspath mlflow.db) --default-artifact-root $(abspath mlartifacts) --host 127.0.0.1 --port 5000 --workers 1
+
+# One row per experiment (workspace, HEAD, its `dvc exp run` experiments): each task's headline
+# with its interval and the params that differ. ARGS go to `dvc exp show` (e.g. ARGS="-A").
+compare: setup
+	@$(BIN)/python -m emergent.compare $(ARGS)
 
 # Benchmarks: ratios measured side by side in one run (needs the pipeline's outputs:
 # `make repro` first). Results, with the CPU model and flags, in reports/bench/*.json.

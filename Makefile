@@ -109,11 +109,13 @@ plots: assets
 	  $(BIN)/dvc plots show $$( [ -f $$t ] && echo --html-template $$t ) -o reports/plots
 	@echo "open reports/plots/index.html"
 
-# Headless chromium and its driver for tests/browser/ (they skip without them).
+# Headless chromium and its driver for tests/browser/ (they skip without them; under CI=true
+# they fail, and .ci/run installs them).
 browser-deps:
 	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
 	  echo "chromium and chromedriver already installed"; \
-	else $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium chromium-driver; fi
+	else $(SUDO) apt-get update && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; fi
 
 params: setup
 	$(BIN)/python -m emergent.config

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -83,3 +84,35 @@ def test_loading_into_another_head_logs_one_line(
     printed = capfd.readouterr()
     assert "LOAD REPORT" not in printed.out + printed.err
     assert "UNEXPECTED" not in printed.out + printed.err
+
+
+class _Terminal:
+    """A stand-in stdout that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_progress_bar_only_where_one_can_be_drawn(monkeypatch: pytest.MonkeyPatch) -> None:
+    from omegaconf import OmegaConf
+
+    from emergent.training import build_trainer
+
+    trainer_cfg = OmegaConf.create(
+        {"accelerator": "cpu", "devices": 1, "precision": "32-true", "enable_progress_bar": True}
+    )
+    monkeypatch.setattr(sys, "stdout", _Terminal())
+    assert build_trainer(trainer_cfg, max_steps=1).progress_bar_callback is not None
+    with open(os.devnull, "w") as piped:  # a file, as under `dvc repro > log` or CI
+        monkeypatch.setattr(sys, "stdout", piped)
+        assert build_trainer(trainer_cfg, max_steps=1).progress_bar_callback is None
+    # a user who turned the bar off keeps it off in a terminal too
+    monkeypatch.setattr(sys, "stdout", _Terminal())
+    trainer_cfg.enable_progress_bar = False
+    assert build_trainer(trainer_cfg, max_steps=1).progress_bar_callback is None

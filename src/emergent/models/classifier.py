@@ -108,7 +108,9 @@ class TaskModule(L.LightningModule):
         self.optimizer_cfg = optimizer
         self.scheduler_cfg = scheduler
         self.save_hyperparameters(
-            ignore=["model", "task", "class_weights", "optimizer", "scheduler"]
+            # `teacher`: DistilledTaskModule's (Lightning reads the subclass's arguments too);
+            # a module, not a hyperparameter
+            ignore=["model", "task", "class_weights", "optimizer", "scheduler", "teacher"]
         )
         self.register_buffer("class_weights", class_weights, persistent=False)
         self._outputs: dict[int, RowOutput] = {}

@@ -96,8 +96,8 @@ class MetricHistory(Callback):
         }
         if row:
             self.val.append({"step": trainer.global_step, **row})
-        if row and trainer.state.fn == "fit":
-            # one line per validation during fit: the progress a log shows without a bar
+        if row and trainer.state.fn == "fit" and trainer.progress_bar_callback is None:
+            # where no bar is drawn (piped output, CI), one line per validation during fit
             log.info(
                 "step %d: %s",
                 trainer.global_step,

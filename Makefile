@@ -69,7 +69,8 @@ test-all: setup
 ui: setup
 	@echo "MLflow UI: http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui \
-	  --backend-store-uri sqlite:///$(abspath mlflow.db) --default-artifact-root $(abspath mlartifacts) --host 127.0.0.1 --port 5000 --workers 1
+	  --backend-store-uri sqlite:///$(abspath mlflow.db) \
+	  --default-artifact-root $(abspath mlartifacts) --host 127.0.0.1 --port 5000 --workers 1
 
 # One row per experiment (workspace, HEAD, its `dvc exp run` experiments): each task's headline
 # with its interval and the params that differ. ARGS go to `dvc exp show` (e.g. ARGS="-A").

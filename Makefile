@@ -18,7 +18,7 @@ export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
 .PHONY: help setup repro test test-all ui params lint format lock clean bench serve loadtest \
-  assets plots browser-deps
+  assets plots browser-deps compare
 
 # Root only where the Debian packages are installed (browser-deps).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -28,6 +28,7 @@ help:
 	@echo "make repro   setup + dvc repro (the whole pipeline on the default data)"
 	@echo "make test    setup + pytest (fast suite; 'make test-all' adds slow tests)"
 	@echo "make ui      MLflow UI on http://127.0.0.1:5000"
+	@echo "make compare experiments side by side: task headlines with intervals, changed params"
 	@echo "make plots   DVC plots page (offline) in reports/plots/index.html"
 	@echo "make assets  offline copies of the reports' JS/CSS (npm; part of setup)"
 	@echo "make browser-deps  chromium + chromedriver (Debian) for tests/browser/"
@@ -52,18 +53,29 @@ repro: setup
 	@git rev-parse --git-dir >/dev/null 2>&1 || git init -q
 	$(BIN)/dvc repro
 
+# `make test` is the fast suite (slow tests deselected in pyproject's addopts); CI passes
+# PYTEST_ARGS='-m ""' to run every test, slow and browser ones included (.ci/run).
+PYTEST_ARGS ?=
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-all: setup
-	$(BIN)/python -m pytest -m ""
+	$(BIN)/python -m pytest -m "" $(PYTEST_ARGS)
 
 # MLflow 3.17's UI picks GenAI or model-training pages from a global switch (top left), not from
 # the experiments' `mlflow.experimentKind` tag; the printed link opens the model-training view.
+# One light process: one worker, and no job runner (MLflow 3.17 starts one with many processes
+# for GenAI jobs the UI does not need here).
 ui: setup
 	@echo "MLflow UI: http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) \
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui \
+	  --backend-store-uri sqlite:///$(abspath mlflow.db) \
 	  --default-artifact-root $(abspath mlartifacts) --host 127.0.0.1 --port 5000 --workers 1
+
+# One row per experiment (workspace, HEAD, its `dvc exp run` experiments): each task's headline
+# with its interval and the params that differ. ARGS go to `dvc exp show` (e.g. ARGS="-A").
+compare: setup
+	@$(BIN)/python -m emergent.compare $(ARGS)
 
 # Benchmarks: ratios measured side by side in one run (needs the pipeline's outputs:
 # `make repro` first). Results, with the CPU model and flags, in reports/bench/*.json.
@@ -98,11 +110,13 @@ plots: assets
 	  $(BIN)/dvc plots show $$( [ -f $$t ] && echo --html-template $$t ) -o reports/plots
 	@echo "open reports/plots/index.html"
 
-# Headless chromium and its driver for tests/browser/ (they skip without them).
+# Headless chromium and its driver for tests/browser/ (they skip without them; under CI=true
+# they fail, and .ci/run installs them).
 browser-deps:
 	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
 	  echo "chromium and chromedriver already installed"; \
-	else $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium chromium-driver; fi
+	else $(SUDO) apt-get update && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; fi
 
 params: setup
 	$(BIN)/python -m emergent.config

@@ -13,6 +13,15 @@ log = logging.getLogger(__name__)
 METRIC_TAG = "test_metric"
 
 
+class _DropMessage(logging.Filter):
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
 def register(task: str, export_dir: Path, metric: float, example_texts: list[str]) -> str:
     """Log the pyfunc model into the active run, register it and alias it `candidate`."""
     import mlflow
@@ -23,15 +32,22 @@ def register(task: str, export_dir: Path, metric: float, example_texts: list[str
     from emergent.serving.pyfunc import OnnxTaskModel
 
     name = registered_name(task)
-    info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=OnnxTaskModel(),
-        artifacts={"export_dir": str(export_dir)},
-        model_config={"task": task},
-        signature=ModelSignature(inputs=Schema([ColSpec("string", "text")])),
-        input_example=pd.DataFrame({"text": example_texts}),
-        registered_model_name=name,
-    )
+    # MLflow's caution about pickled models, for a class that is our own and ships with the
+    # package it unpickles from.
+    pickle_note = _DropMessage("Passing a Python object as `python_model`")
+    logging.getLogger("mlflow.pyfunc").addFilter(pickle_note)
+    try:
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=OnnxTaskModel(),
+            artifacts={"export_dir": str(export_dir)},
+            model_config={"task": task},
+            signature=ModelSignature(inputs=Schema([ColSpec("string", "text")])),
+            input_example=pd.DataFrame({"text": example_texts}),
+            registered_model_name=name,
+        )
+    finally:
+        logging.getLogger("mlflow.pyfunc").removeFilter(pickle_note)
     client = mlflow.MlflowClient()
     version = str(info.registered_model_version)
     client.set_model_version_tag(name, version, METRIC_TAG, f"{metric:.6f}")

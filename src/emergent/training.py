@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,53 @@ from emergent.schema import RESERVED_TRAINER_KEYS
 from emergent.tracking import Tracker, tracking_uri
 
 log = logging.getLogger(__name__)
+
+# Lightning's advertisement for its hosted logger, logged (INFO) on every Trainer we build.
+VENDOR_TIPS = ("💡 Tip:",)
+
+# Lightning warnings nobody running this project can act on, by (message regex, module):
+# a deprecation inside Lightning's own pytree helper (torch 2.13 renamed LeafSpec), and
+# ThroughputMonitor asking for FLOPs we do not count (finetune logs tokens/s, not MFU).
+VENDOR_WARNINGS = (
+    (
+        r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        r"lightning\.pytorch\.utilities\._pytree",
+    ),
+    (
+        r"When using the `ThroughputMonitor`, you need to define a `flops_per_batch`",
+        r"lightning\.pytorch\.callbacks\.throughput_monitor",
+    ),
+)
+
+
+class _DropVendorTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(VENDOR_TIPS)
+
+
+def route_lightning_logs() -> None:
+    """One line per Lightning event: its records go through the application's handlers only.
+
+    `import lightning` attaches its own console handler ("INFO: ...") to the `lightning`
+    logger, and the records also propagate to the root handler `emergent.cli.configure_logging`
+    installs, so every Lightning message was printed twice, bare and with a timestamp. Also
+    drops Lightning's vendor tips and filters the warnings in VENDOR_WARNINGS where they arise.
+    Idempotent; called when this module is imported (after `lightning` is).
+    """
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if type(handler) is logging.StreamHandler:  # Lightning's own console handlers
+                logger.removeHandler(handler)
+        logger.propagate = True
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropVendorTips) for f in rank_zero.filters):
+        rank_zero.addFilter(_DropVendorTips())
+    for message, module in VENDOR_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, module=module)
+
+
+route_lightning_logs()
 
 
 def config_fingerprint(cfg: DictConfig, keys: list[str], extra: str = "") -> str:
@@ -48,6 +97,13 @@ class MetricHistory(Callback):
         }
         if row:
             self.val.append({"step": trainer.global_step, **row})
+        if row and trainer.state.fn == "fit" and trainer.progress_bar_callback is None:
+            # where no bar is drawn (piped output, CI), one line per validation during fit
+            log.info(
+                "step %d: %s",
+                trainer.global_step,
+                ", ".join(f"{k} {v:.4g}" for k, v in row.items()),
+            )
 
 
 def mlflow_logger(cfg: DictConfig, tracker: Tracker) -> Any:
@@ -85,6 +141,11 @@ def build_trainer(
     settings["accelerator"] = accelerator
     settings["precision"] = resolve_precision(
         settings.get("precision", "32-true"), accelerator=accelerator
+    )
+    # A progress bar only where one can be drawn: piped into a file, CI or `dvc repro | tee`, the
+    # bar is a block of final-frame text; MetricHistory logs a line per validation instead.
+    settings["enable_progress_bar"] = (
+        bool(settings.get("enable_progress_bar", True)) and sys.stdout.isatty()
     )
     if logger:
         logger.log_hyperparams(

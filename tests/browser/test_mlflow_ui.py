@@ -14,7 +14,7 @@ import mlflow
 import pytest
 
 from emergent.tracking import stage_run
-from tests.browser.conftest import mlflow_ui, skip_reason, wait_for
+from tests.browser.conftest import mlflow_ui, wait_for
 
 RUN_NAMES = ("finetune ner · tiny_bert · exp-lr-a", "finetune ner · tiny_bert · exp-lr-b")
 
@@ -36,12 +36,11 @@ def populate(cfg, prepared: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return mlflow.get_experiment_by_name("ner").experiment_id
 
 
-@pytest.mark.slow  # `mlflow ui` alone takes 20-40 s to start on 2 busy cores
+# slow: `mlflow ui` alone takes 20-40 s to start on 2 busy cores (CI runs it: `.ci/run`)
+@pytest.mark.slow
 def test_one_click_compare_of_trained_models(
     browser, cfg, prepared_smoke: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if skip_reason():
-        pytest.skip(skip_reason())
     from selenium.webdriver.common.by import By
 
     experiment = populate(cfg, prepared_smoke, monkeypatch)

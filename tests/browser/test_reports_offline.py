@@ -14,15 +14,24 @@ import pandas as pd
 import pytest
 
 from emergent.data.quality import Check, run_checks
-from tests.browser.conftest import wait_for
+from tests.browser.conftest import require, wait_for
 from tests.conftest import ROOT
 
 ASSETS = ROOT / "vendor"
 TEMPLATE = ASSETS / "files" / "dvc_plots.html"
 
-needs_assets = pytest.mark.skipif(
-    not TEMPLATE.is_file(), reason="offline report assets not fetched (make assets; needs npm)"
-)
+
+@pytest.fixture
+def assets() -> Path:
+    """The fetched offline assets (`make setup` fetches them; a skip, or under CI a failure,
+    where they are missing)."""
+    require(
+        None
+        if TEMPLATE.is_file()
+        else "offline report assets not fetched (run `make assets`; needs npm)"
+    )
+    return ASSETS
+
 
 # Resources the page loaded from anywhere but disk (there must be none).
 REMOTE = (
@@ -49,9 +58,10 @@ def data_docs(docs: Path, assets: Path | None) -> Path:
     return docs / "index.html"
 
 
-@needs_assets
-def test_data_docs_index_lists_the_validation_results_offline(browser, tmp_path: Path) -> None:
-    index = data_docs(tmp_path / "docs", ASSETS)
+def test_data_docs_index_lists_the_validation_results_offline(
+    browser, assets: Path, tmp_path: Path
+) -> None:
+    index = data_docs(tmp_path / "docs", assets)
     assert "cdn.jsdelivr.net" not in index.read_text(encoding="utf-8")
     browser.get(index.as_uri())
     assert wait_for(browser, f"{TABLE_ROWS} > 0")
@@ -69,8 +79,7 @@ def test_data_docs_with_cdn_links_are_empty_offline(browser, tmp_path: Path) -> 
     assert browser.execute_script(f"return {TABLE_ROWS}") == 0
 
 
-@needs_assets
-def test_dvc_plots_page_draws_offline(browser, tmp_path: Path) -> None:
+def test_dvc_plots_page_draws_offline(browser, assets: Path, tmp_path: Path) -> None:
     out = tmp_path / "plots"
     dvc = Path(sys.executable).with_name("dvc")
     shown = subprocess.run(

@@ -1,9 +1,8 @@
-"""The try-it page at `/` in a real headless Chromium (skipped where the browser is absent:
-`make browser-deps` installs chromium and chromium-driver with apt-get)."""
+"""The try-it page at `/` in a real headless Chromium (the `browser` fixture of conftest: a
+skip where the browser is absent, `make browser-deps` installs it; a failure under CI)."""
 
 from __future__ import annotations
 
-import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,15 +15,7 @@ from emergent.serving.models import resolve_local
 from emergent.serving.settings import Settings
 from tests.helpers import free_port, wait_ready
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        not (CHROMIUM and DRIVER),
-        reason="needs Debian chromium + chromium-driver (run `make browser-deps`)",
-    ),
-]
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
@@ -52,21 +43,8 @@ def server(exported: Path, smoke_pretrained: Path, tmp_path_factory) -> Iterator
     thread.join(10)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
-    yield driver
-    driver.quit()
-
-
-def test_page_predicts_each_task_and_highlights_entities(server: str, browser) -> None:
+# `browser` first: without one the test skips (or fails, under CI) before the costly server.
+def test_page_predicts_each_task_and_highlights_entities(browser, server: str) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait

@@ -26,6 +26,7 @@ from emergent.data.mlm import MaskingCollator, masking_settings, pack_blocks, re
 from emergent.models.backbone import build_tokenizer, load_mlm_model, load_tokenizer
 from emergent.models.mlm import MaskedLMModule, masked_lm_loss
 from emergent.models.optim import linear_warmup_decay, param_groups
+from emergent.training import route_lightning_logs
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ def lightning_loop(
         total_steps=len(batches),
     )
     timer = StepTimer(warmup)
+    route_lightning_logs()  # a bare Trainer: one line per Lightning message, as the stages
     trainer = L.Trainer(
         accelerator="cpu",
         devices=1,

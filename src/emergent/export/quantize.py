@@ -22,14 +22,24 @@ def quantize(src: Path, dst: Path, per_channel: bool) -> Path:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(
-        str(src),
-        str(dst),
-        weight_type=QuantType.QInt8,
-        per_channel=per_channel,
-        op_types_to_quantize=OP_TYPES,
-        # Outputs of contrib ops (SkipLayerNormalization...) have no inferred type: they are
-        # float, which is what the quantizer needs to know.
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
+    from emergent.export.onnx import DropMessage, vendor_info_off
+
+    # The quantizer advises `quant_pre_process` (shape inference and ORT's optimizer) on every
+    # call, on the root logger itself; the graph it gets is already fused (`onnx.fuse`).
+    advice = DropMessage("Please consider to run pre-processing")
+    logging.getLogger().addFilter(advice)
+    try:
+        with vendor_info_off():
+            quantize_dynamic(
+                str(src),
+                str(dst),
+                weight_type=QuantType.QInt8,
+                per_channel=per_channel,
+                op_types_to_quantize=OP_TYPES,
+                # Outputs of contrib ops (SkipLayerNormalization...) have no inferred type:
+                # they are float, which is what the quantizer needs to know.
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
+    finally:
+        logging.getLogger().removeFilter(advice)
     return dst

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,14 @@ def recover(
         enable_checkpointing=False,
     )
     start = time.perf_counter()
-    trainer.fit(module, train_dataloaders=datamodule.train_dataloader())
+    with warnings.catch_warnings():
+        # no validation here by design: the pruning gate validates the exported candidate
+        warnings.filterwarnings(
+            "ignore",
+            message=r"You defined a `validation_step` but have no `val_dataloader`",
+            module=r"lightning\.pytorch\.trainer\.configuration_validator",
+        )
+        trainer.fit(module, train_dataloaders=datamodule.train_dataloader())
     model.eval()
     seconds = time.perf_counter() - start
     log.info("recovery fine-tune: %d steps in %.0f s", steps, seconds)

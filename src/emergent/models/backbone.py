@@ -103,13 +103,55 @@ def bert_config(model_cfg: DictConfig, tokenizer: Any, **extra: Any) -> Any:
     )
 
 
+def from_pretrained_logged(cls: Any, path: str | Path, **kwargs: Any) -> Any:
+    """`cls.from_pretrained(path, **kwargs)`, its load report as one log line.
+
+    Loading a checkpoint into another head (MLM weights into a tagger, a sentence encoder into
+    an MLM) leaves tensors new and unused by design, and transformers prints a 15-line
+    UNEXPECTED/MISSING table on every such load. The line keeps what matters: which parameter
+    groups start from scratch and which checkpoint groups went unused, so an encoder layer
+    that failed to load still shows (as `bert.*`).
+    """
+    # A filter, not a level: transformers runs extra checks (and warns) when this logger's
+    # level is raised. Real load errors (mismatched shapes) still raise.
+    hf_log = logging.getLogger("transformers.modeling_utils")
+    report = _DropLoadReport()
+    hf_log.addFilter(report)
+    try:
+        model, info = cls.from_pretrained(str(path), output_loading_info=True, **kwargs)
+    finally:
+        hf_log.removeFilter(report)
+    missing, unused = info["missing_keys"], info["unexpected_keys"]
+    if missing or unused:
+        log.info(
+            "%s from %s: %d tensors newly initialised (%s), %d checkpoint tensors unused (%s)",
+            type(model).__name__,
+            path,
+            len(missing),
+            _groups(missing),
+            len(unused),
+            _groups(unused),
+        )
+    return model
+
+
+class _DropLoadReport(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in str(record.msg)
+
+
+def _groups(keys: Iterable[str]) -> str:
+    """Parameter names reduced to their top-level groups: `classifier.*, cls.*`."""
+    return ", ".join(sorted({f"{key.split('.')[0]}.*" for key in keys})) or "none"
+
+
 def load_mlm_model(model_cfg: DictConfig, tokenizer: Any) -> Any:
     """`BertForMaskedLM`: packaged pretrained weights (MLM head untrained) or random init."""
     from transformers import BertForMaskedLM
 
     if model_cfg.pretrained:
-        model = BertForMaskedLM.from_pretrained(
-            str(backbone_dir(model_cfg)), **config_overrides(model_cfg)
+        model = from_pretrained_logged(
+            BertForMaskedLM, backbone_dir(model_cfg), **config_overrides(model_cfg)
         )
         if model.config.vocab_size != len(tokenizer):
             raise ValueError(

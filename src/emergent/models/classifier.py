@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from emergent.errors import ConfigError, StageError
+from emergent.models.backbone import from_pretrained_logged
 from emergent.models.optim import param_groups
 from emergent.tasks import Task
 from emergent.tasks.base import RowOutput, softmax
@@ -39,7 +40,7 @@ def load_task_model(
     if init == "random":
         model = cls.from_config(AutoConfig.from_pretrained(path, **settings))
     elif init == "pretrained":
-        model = cls.from_pretrained(path, **settings)
+        model = from_pretrained_logged(cls, path, **settings)
     else:
         raise ConfigError("finetune.init", f"must be 'pretrained' or 'random', got {init!r}")
     return model.train()
@@ -107,7 +108,9 @@ class TaskModule(L.LightningModule):
         self.optimizer_cfg = optimizer
         self.scheduler_cfg = scheduler
         self.save_hyperparameters(
-            ignore=["model", "task", "class_weights", "optimizer", "scheduler"]
+            # `teacher`: DistilledTaskModule's (Lightning reads the subclass's arguments too);
+            # a module, not a hyperparameter
+            ignore=["model", "task", "class_weights", "optimizer", "scheduler", "teacher"]
         )
         self.register_buffer("class_weights", class_weights, persistent=False)
         self._outputs: dict[int, RowOutput] = {}

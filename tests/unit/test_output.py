@@ -1,0 +1,118 @@
+"""What a person sees in a stage's output: one line per event, no vendor tips, no load tables."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+# As the entry points run: configure_logging() first, Lightning imported after (stages load
+# lazily), then Lightning's own messages and warnings.
+SCRIPT = textwrap.dedent(
+    """
+    import warnings
+    from emergent.cli import configure_logging
+    configure_logging()
+    import emergent.training
+    from lightning.pytorch.utilities.rank_zero import rank_zero_info
+    rank_zero_info("GPU available: False, used: False")
+    rank_zero_info("💡 Tip: For seamless cloud logging, try installing [litlogger]")
+    warnings.warn_explicit(
+        "`isinstance(treespec, LeafSpec)` is deprecated, use something else",
+        FutureWarning, "_pytree.py", 21, module="lightning.pytorch.utilities._pytree",
+    )
+    warnings.warn_explicit(
+        "`isinstance(treespec, LeafSpec)` is deprecated, use something else",
+        FutureWarning, "mine.py", 1, module="emergent.mine",
+    )
+    """
+)
+
+
+def test_lightning_messages_print_once_without_vendor_tips() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT / "src")},
+    )
+    assert done.returncode == 0, done.stderr
+    lines = (done.stdout + done.stderr).splitlines()
+    gpu = [line for line in lines if "GPU available" in line]
+    assert len(gpu) == 1, lines  # was twice: "INFO: ..." and the timestamped line
+    assert "lightning.pytorch.utilities.rank_zero: GPU available" in gpu[0]
+    assert not [line for line in lines if "litlogger" in line]
+    # The filter is narrow: Lightning's deprecation goes, the same text from elsewhere stays.
+    deprecations = [line for line in lines if "LeafSpec" in line]
+    assert len(deprecations) == 1 and "mine.py" in deprecations[0], lines
+
+
+def test_loading_into_another_head_logs_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from transformers import BertConfig, BertForMaskedLM, BertForTokenClassification
+
+    from emergent.models.backbone import from_pretrained_logged
+
+    config = BertConfig(
+        vocab_size=30,
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=16,
+    )
+    BertForMaskedLM(config).save_pretrained(tmp_path)
+    capfd.readouterr()
+    with caplog.at_level(logging.INFO, logger="emergent.models.backbone"):
+        model = from_pretrained_logged(BertForTokenClassification, tmp_path, num_labels=3)
+    assert model.classifier.out_features == 3
+    ours = [r.getMessage() for r in caplog.records if r.name == "emergent.models.backbone"]
+    assert ours == [
+        f"BertForTokenClassification from {tmp_path}: 2 tensors newly initialised "
+        "(classifier.*), 5 checkpoint tensors unused (cls.*)"
+    ]
+    printed = capfd.readouterr()
+    assert "LOAD REPORT" not in printed.out + printed.err
+    assert "UNEXPECTED" not in printed.out + printed.err
+
+
+class _Terminal:
+    """A stand-in stdout that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_progress_bar_only_where_one_can_be_drawn(monkeypatch: pytest.MonkeyPatch) -> None:
+    from omegaconf import OmegaConf
+
+    from emergent.training import build_trainer
+
+    trainer_cfg = OmegaConf.create(
+        {"accelerator": "cpu", "devices": 1, "precision": "32-true", "enable_progress_bar": True}
+    )
+    monkeypatch.setattr(sys, "stdout", _Terminal())
+    assert build_trainer(trainer_cfg, max_steps=1).progress_bar_callback is not None
+    with open(os.devnull, "w") as piped:  # a file, as under `dvc repro > log` or CI
+        monkeypatch.setattr(sys, "stdout", piped)
+        assert build_trainer(trainer_cfg, max_steps=1).progress_bar_callback is None
+    # a user who turned the bar off keeps it off in a terminal too
+    monkeypatch.setattr(sys, "stdout", _Terminal())
+    trainer_cfg.enable_progress_bar = False
+    assert build_trainer(trainer_cfg, max_steps=1).progress_bar_callback is None

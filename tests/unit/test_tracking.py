@@ -8,7 +8,14 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from emergent.tracking import ensure_experiment, flatten, run_name, stage_run, tracking_uri
+from emergent.tracking import (
+    Tracker,
+    ensure_experiment,
+    flatten,
+    run_name,
+    stage_run,
+    tracking_uri,
+)
 from tests.conftest import ROOT
 
 
@@ -117,3 +124,14 @@ def test_evaluation_lands_on_the_training_run_with_its_data(cfg, prepared_smoke:
     assert profile["num_rows"] > 0
     test_inputs = mlflow.get_run(evaluate.run_id).inputs.dataset_inputs
     assert [i.dataset.name for i in test_inputs] == ["ner/test"]
+
+
+def test_null_params_are_not_logged(tmp_path: Path) -> None:
+    """A task section's null keys mean 'inherit from finetune.shared': they are not params."""
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'm.db'}")
+    with mlflow.start_run() as run:
+        Tracker(run.info.run_id).log_params(
+            {"finetune": {"shared": {"lr": 2e-4}, "ner": {"lr": None, "epochs": 3}}}
+        )
+    params = mlflow.get_run(run.info.run_id).data.params
+    assert params == {"finetune.shared.lr": "0.0002", "finetune.ner.epochs": "3"}

@@ -184,7 +184,7 @@ def start_writers(uri: str, experiment: str, barrier: Path) -> tuple[list[dict],
     """WRITERS processes log METRICS_PER_WRITER metrics each at the same moment; their
     reports and the wall time of the writing (from the go signal to the last exit)."""
     barrier.mkdir(parents=True)
-    env = {**git_env(), "PYTHONPATH": str(ROOT)}
+    env = git_env()
     processes = [
         subprocess.Popen(
             [

@@ -346,7 +346,7 @@ def test_push_fresh_clone_pull_repro_runs_nothing(pipeline_on_server: Path, tmp_
     git(tmp_path, "clone", "-q", str(root), str(clone))
     assert not (clone / "models").exists()
     start = time.monotonic()
-    run([dvc, "pull"], clone, env)
+    run([dvc, "pull", "--with-deps", TARGET], clone, env)  # what the repro ran (not all)
     pulled = time.monotonic() - start
     repro = run([dvc, "repro", TARGET], clone, env)
     reran = time.monotonic() - start - pulled
@@ -373,7 +373,9 @@ def test_two_queued_experiments_both_finish(
     dvc = str(BIN / "dvc")
     names = {"exp-lr-a": "pretrain.optimizer.lr=0.001", "exp-lr-b": "pretrain.optimizer.lr=0.003"}
     for name, override in names.items():
-        run([dvc, "exp", "run", "--queue", "-n", name, "-S", override, "pretrain"], root, env)
+        # DVC re-composes params.yaml from conf/ with Hydra: the smoke preset goes in every -S.
+        smoke = ["-S", "experiment=smoke", "-S", override]
+        run([dvc, "exp", "run", "--queue", "-n", name, *smoke, "pretrain"], root, env)
     try:
         run([dvc, "exp", "run", "--run-all", "-j", "2"], root, env, timeout=2400)
     finally:
@@ -407,3 +409,44 @@ def test_two_queued_experiments_both_finish(
     # Both ran at once: the two experiments' spans overlap.
     (a_start, a_end), (b_start, b_end) = spans.values()
     assert a_start < b_end and b_start < a_end, spans
+
+
+@pytest.mark.skipif(
+    shutil.which("pg_ctlcluster") is None or postgres_bin() is None,
+    reason="Debian's PostgreSQL is not installed: `make server-deps` (apt-get install postgresql)",
+)
+@pytest.mark.skipif(os.geteuid() != 0, reason="`make server` manages the system cluster: root")
+def test_make_server_is_idempotent_and_stops(tmp_path: Path) -> None:
+    """scripts/server.sh (what `make server` / `make server-stop` run) on the machine's Debian
+    cluster, with a database of its own: ready with the URI printed, the second start reuses
+    the running server, stop stops MLflow (and the cluster only if it started it)."""
+    port, database = free_port(), f"emergent_test_{os.getpid()}"
+    env = {**git_env(), "MLFLOW_PORT": str(port), "PG_DB": database, "SERVER_DIR": str(tmp_path)}
+    script = str(ROOT / "scripts" / "server.sh")
+    was_online = clusters_online()
+    try:
+        first = run([script, "start"], ROOT, env, timeout=600)
+        assert first.strip() == f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(f"{first.strip()}/health", timeout=5) as response:
+            assert response.status == 200
+        start = time.monotonic()
+        assert run([script, "start"], ROOT, env).strip() == first.strip()
+        assert time.monotonic() - start < 10
+        client = mlflow.MlflowClient(tracking_uri=first.strip())
+        assert client.get_experiment_by_name("Default") is not None  # schema on PostgreSQL
+    finally:
+        stopped = subprocess.run([script, "stop"], env=env, capture_output=True, text=True)
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", "dropdb", "--if-exists", database],
+            capture_output=True,
+        )
+    assert stopped.returncode == 0, stopped.stderr
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+    assert clusters_online() == was_online
+
+
+def clusters_online() -> list[str]:
+    """The Debian clusters that are running (`pg_lsclusters`)."""
+    out = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True).stdout
+    return [line.split()[1] for line in out.splitlines() if "online" in line]

@@ -18,7 +18,7 @@ export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
 .PHONY: help setup repro test test-all ui params lint format lock clean bench serve loadtest \
-  assets plots browser-deps compare
+  assets plots browser-deps compare server server-stop server-deps remote
 
 # Root only where the Debian packages are installed (browser-deps).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -37,6 +37,8 @@ help:
 	@echo "make loadtest  service load test, batching vs none -> reports/bench/serve.json"
 	@echo "make params  rewrite params.yaml from conf/"
 	@echo "make lint    ruff and the import-layer contracts (import-linter)"
+	@echo "make server  MLflow tracking server on PostgreSQL (make server-stop; docs/team.md)"
+	@echo "make remote  DVC remote for the team's cache (REMOTE=s3://... or a folder; docs/team.md)"
 
 setup: $(STAMP) assets
 
@@ -117,6 +119,27 @@ browser-deps:
 	  echo "chromium and chromedriver already installed"; \
 	else $(SUDO) apt-get update && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; fi
+
+# Team scale (docs/team.md). `make server`: MLflow on PostgreSQL with proxied artifacts, on
+# http://127.0.0.1:$(MLFLOW_PORT); `export MLFLOW_TRACKING_URI=<printed URI>` points every stage,
+# the registry, promote and serve at it. `make server-stop` stops it (and PostgreSQL when the
+# target started it). `make remote` adds the DVC remote REMOTE (default: a folder next to the
+# work tree: ../emergent-dvc-remote, as an absolute path); then `dvc push` / `dvc pull`.
+MLFLOW_PORT ?= 5000
+REMOTE ?= $(abspath $(CURDIR)/../emergent-dvc-remote)
+server-deps:
+	@scripts/server.sh deps
+
+server: setup
+	@MLFLOW_PORT=$(MLFLOW_PORT) scripts/server.sh start
+
+server-stop:
+	@MLFLOW_PORT=$(MLFLOW_PORT) scripts/server.sh stop
+
+remote: setup
+	@git rev-parse --git-dir >/dev/null 2>&1 || git init -q
+	$(BIN)/dvc remote add --force --default team $(REMOTE)
+	@echo "DVC remote 'team' -> $(REMOTE) (.dvc/config); 'dvc push' uploads the cache, 'dvc pull' fetches it"
 
 params: setup
 	$(BIN)/python -m emergent.config

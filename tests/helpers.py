@@ -4,6 +4,7 @@ service with a stub model whose every answer a test can predict."""
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -13,6 +14,22 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+
+
+def in_ci() -> bool:
+    """True under CI (`CI=true`, as `.ci/run` and most CI services set it)."""
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+
+
+def require(reason: str | None) -> None:
+    """Skip with `reason` on a person's machine; fail under CI, where a skip would hide that a
+    test did not run (`.ci/run` installs what every test needs). No-op when `reason` is None."""
+    if reason is None:
+        return
+    if in_ci():
+        pytest.fail(f"CI must run this test, but {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 def free_port() -> int:

@@ -1,7 +1,9 @@
 """MLflow tracking: one run per stage execution, with config, lineage tags and outputs.
 
 Backend: `sqlite:///mlflow.db` at the project root unless `MLFLOW_TRACKING_URI` is set (MLflow 3
-refuses the plain file store); artifacts go to `mlartifacts/<experiment>/`.
+refuses the plain file store); artifacts go to `mlartifacts/<experiment>/`, or to the tracking
+server's own artifact store (`make server`) when the URI is http(s). The sqlite file is made safe
+for parallel stage processes (`prepare_sqlite`: WAL, schema created under a lock).
 
 What the UI shows is what users compare, so: experiments carry `mlflow.experimentKind` (the UI
 otherwise opens them as GenAI experiments, on the traces tab), runs are named by what they are
@@ -41,13 +43,62 @@ def is_rank_zero() -> bool:
     return all(os.environ.get(key, "0") == "0" for key in ("LOCAL_RANK", "NODE_RANK", "RANK"))
 
 
+def store_root() -> Path:
+    """Where relative tracking paths (the sqlite file, `mlartifacts/`) live: the DVC repository
+    (`DVC_ROOT`, which `dvc exp run --queue` points at the parent repository, not the temporary
+    workspace it runs in and deletes afterwards), else the project root."""
+    dvc_root = os.environ.get("DVC_ROOT")
+    return Path(dvc_root).resolve() if dvc_root else project_root()
+
+
 def tracking_uri(cfg: DictConfig, root: Path | None = None) -> str:
-    """The tracking URI, with a relative sqlite path anchored at the project root."""
+    """The tracking URI, with a relative sqlite path anchored at `store_root()`."""
     uri = os.environ.get("MLFLOW_TRACKING_URI") or str(cfg.mlflow.tracking_uri)
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
-        uri = prefix + str((root or project_root()) / uri[len(prefix) :])
+        uri = prefix + str((root or store_root()) / uri[len(prefix) :])
     return uri
+
+
+def prepare_sqlite(uri: str, lock_timeout_s: float = 300.0) -> None:
+    """Make a sqlite store safe for concurrent stage processes (`dvc queue start -j 2`).
+
+    MLflow 3.17 creates a fresh database's schema without a lock: processes opening a new
+    file at once race through the migrations and all but one die ("duplicate column name",
+    "database is locked"). Here the first process creates the schema under an exclusive file
+    lock while the others wait, and the file is switched to WAL (persistent in the file):
+    readers no longer block the writer and commits are shorter, so writers rarely reach
+    MLflow's 20 s busy timeout. No-op for other URIs (a server serialises its own writes).
+    """
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return
+    import fcntl
+    import sqlite3
+
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    path = Path(uri[len(prefix) :])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_name(path.name + ".lock")
+    deadline = time.monotonic() + lock_timeout_s
+    with open(lock, "a") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{lock}: locked for {lock_timeout_s:.0f} s") from None
+                time.sleep(0.1)
+        try:
+            with sqlite3.connect(path, timeout=60) as connection:
+                if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    connection.execute("PRAGMA journal_mode=WAL")
+            # Creates (or checks) the schema; the engine is cached for the run's own store.
+            SqlAlchemyStore(uri, str(path.parent / "mlartifacts"))
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -81,13 +132,22 @@ def ensure_experiment(name: str, artifact_root: Path, kind: str = "") -> str:
     """The experiment's id, created on first use; `kind` becomes its `mlflow.experimentKind`
     tag (set on experiments made before the tag existed too, never overwriting a user's)."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:
         tags = {EXPERIMENT_KIND_TAG: kind} if kind else None
-        return mlflow.create_experiment(
-            name, artifact_location=(artifact_root / name).as_uri(), tags=tags
-        )
+        # A tracking server stores artifacts itself (proxied, `mlflow-artifacts:/`), so that
+        # every client sees them; a local store keeps them under `artifact_root`.
+        remote = mlflow.get_tracking_uri().startswith(("http://", "https://"))
+        location = None if remote else (artifact_root / name).as_uri()
+        try:
+            return mlflow.create_experiment(name, artifact_location=location, tags=tags)
+        except MlflowException:
+            # Another process (a parallel queued experiment) created it between the two calls.
+            experiment = mlflow.get_experiment_by_name(name)
+            if experiment is None:
+                raise
     if kind and EXPERIMENT_KIND_TAG not in experiment.tags:
         mlflow.MlflowClient().set_experiment_tag(
             experiment.experiment_id, EXPERIMENT_KIND_TAG, kind
@@ -289,10 +349,12 @@ def stage_run(
     import mlflow
 
     root = project_root()
-    mlflow.set_tracking_uri(tracking_uri(cfg, root))
+    uri = tracking_uri(cfg)
+    prepare_sqlite(uri)
+    mlflow.set_tracking_uri(uri)
     # Per-task experiments are named after the task unless `mlflow.experiments` maps them.
     experiment = str(cfg.mlflow.experiments.get(experiment_key, experiment_key))
-    artifact_root = root / str(cfg.mlflow.artifact_dir)
+    artifact_root = store_root() / str(cfg.mlflow.artifact_dir)
     kind = str(cfg.mlflow.get("experiment_kind") or "")
     mlflow.set_experiment(experiment_id=ensure_experiment(experiment, artifact_root, kind))
     origin = run_origin()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port, wait_ready
+from tests.helpers import free_port, require, wait_ready
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 # No DNS except loopback: pages must not need the internet.
@@ -44,21 +44,6 @@ def skip_reason() -> str | None:
     if chromium_paths() is None:
         return "chromium and chromedriver are not installed (run `make browser-deps`)"
     return None
-
-
-def in_ci() -> bool:
-    """True under CI (`CI=true`, as `.ci/run` and most CI services set it)."""
-    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
-
-
-def require(reason: str | None) -> None:
-    """Skip with `reason` on a person's machine; fail under CI, where a skip would hide that
-    the browser tests did not run. No-op when `reason` is None."""
-    if reason is None:
-        return
-    if in_ci():
-        pytest.fail(f"CI must run the browser tests, but {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.fixture

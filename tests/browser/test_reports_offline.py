@@ -14,8 +14,9 @@ import pandas as pd
 import pytest
 
 from emergent.data.quality import Check, run_checks
-from tests.browser.conftest import require, wait_for
+from tests.browser.conftest import wait_for
 from tests.conftest import ROOT
+from tests.helpers import require
 
 ASSETS = ROOT / "vendor"
 TEMPLATE = ASSETS / "files" / "dvc_plots.html"

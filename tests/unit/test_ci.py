@@ -36,6 +36,7 @@ def test_ci_installs_the_browser_lints_and_runs_every_test(tmp_path: Path) -> No
     assert done.returncode == 0, done.stderr
     assert calls.read_text(encoding="utf-8").splitlines() == [
         "browser-deps|CI=true",
+        "server-deps|CI=true",
         "lint|CI=true",
         'test PYTEST_ARGS=-m "" --durations=25|CI=true',
     ]

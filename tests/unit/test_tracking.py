@@ -129,7 +129,7 @@ def test_evaluation_lands_on_the_training_run_with_its_data(cfg, prepared_smoke:
 def test_null_params_are_not_logged(tmp_path: Path) -> None:
     """A task section's null keys mean 'inherit from finetune.shared': they are not params."""
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'm.db'}")
-    with mlflow.start_run() as run:
+    with mlflow.start_run(experiment_id=mlflow.create_experiment("params")) as run:
         Tracker(run.info.run_id).log_params(
             {"finetune": {"shared": {"lr": 2e-4}, "ner": {"lr": None, "epochs": 3}}}
         )

@@ -1,5 +1,5 @@
-"""docs/team.md's "Several machines" recipe on loopback: two `torchrun` processes, each a "node" with one
-process, meet at a c10d rendezvous on 127.0.0.1 and fine-tune with `trainer=ddp
+"""docs/team.md's "Several machines" recipe on loopback: two `torchrun` processes, each a
+"node" with one process, meet at a c10d rendezvous on 127.0.0.1 and fine-tune with `trainer=ddp
 trainer.num_nodes=2` (gloo on the CPU). The validation headline the two-node run reports for
 its best weights equals what one process computes on the same weights and validation data.
 

@@ -7,6 +7,7 @@ import contextlib
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable
@@ -30,6 +31,16 @@ def require(reason: str | None) -> None:
     if in_ci():
         pytest.fail(f"CI must run this test, but {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+def copy_sqlite(source: Path, dest: Path) -> None:
+    """Copy an SQLite database with SQLite's backup API. The MLflow store runs in WAL mode, so
+    until a checkpoint its latest writes live in `<file>-wal`: a plain file copy can miss them."""
+    with (
+        contextlib.closing(sqlite3.connect(source)) as src,
+        contextlib.closing(sqlite3.connect(dest)) as dst,
+    ):
+        src.backup(dst)
 
 
 def free_port() -> int:

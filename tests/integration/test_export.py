@@ -16,7 +16,7 @@ import pytest
 from emergent.config import Paths
 from emergent.stages import StageError, run_stage
 from tests.conftest import ROOT, git_env, run_cmd, smoke_cfg
-from tests.helpers import free_port, known_packages
+from tests.helpers import copy_sqlite, free_port, known_packages
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 def registry(exported: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private copy of the session's registry: aliases set by one test stay in that test."""
     db = tmp_path / "registry.db"
-    shutil.copy2(exported, db)
+    copy_sqlite(exported, db)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
     mlflow.set_tracking_uri(f"sqlite:///{db}")
     return db

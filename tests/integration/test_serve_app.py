@@ -18,7 +18,7 @@ from emergent.serving.keys import KeyStore
 from emergent.serving.models import resolve_local
 from emergent.serving.settings import Settings
 from emergent.serving.store import RequestStore
-from tests.helpers import known_packages, wait_ready
+from tests.helpers import copy_sqlite, known_packages, wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -239,14 +239,12 @@ def test_reload_under_load_fails_no_request(client: TestClient) -> None:
 def test_registry_alias_serves_the_champion_and_reload_follows_the_alias(
     root: Path, exported: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import shutil
-
     import mlflow
 
     from emergent.serving.models import resolve_registry
 
     db = tmp_path / "registry.db"  # a private copy: this test moves aliases
-    shutil.copy2(exported, db)
+    copy_sqlite(exported, db)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
     mlflow.set_tracking_uri(f"sqlite:///{db}")
     client_ = mlflow.MlflowClient()

@@ -72,6 +72,12 @@ class TaskDataConfig(_Section):
     max_tokens: PositiveInt | None = None
 
 
+class TaskConfig(_Section):
+    """`tasks.<name>`: the keys a task kind reads that a typo would silently change."""
+
+    decoding: Literal["argmax", "viterbi"] | None = None
+
+
 class CorpusConfig(_Section):
     min_chars: NonNegativeInt = 1
     max_rows: PositiveInt | None = None
@@ -190,6 +196,7 @@ def validate_config(cfg: DictConfig) -> None:
     _check(CorpusConfig, data.get("corpus"), "data.corpus")
     for name in plain.get("tasks") or {}:
         _check(TaskDataConfig, data.get(name), f"data.{name}")
+        _check(TaskConfig, (plain.get("tasks") or {}).get(name), f"tasks.{name}")
     finetune = plain.get("finetune") or {}
     for name, section in finetune.items():
         _check(FinetuneConfig, section, f"finetune.{name}")

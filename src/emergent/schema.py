@@ -103,6 +103,7 @@ class FinetuneConfig(_Section):
     label_all_tokens: StrictBool | None = None
     class_weights: StrictBool | None = None
     group_by_length: StrictBool | None = None
+    pooling: Literal["auto", "cls", "mean"] | None = None
 
 
 class PretrainConfig(_Section):

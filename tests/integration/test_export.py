@@ -53,6 +53,9 @@ def test_export_package_and_metrics(smoke_pretrained: Path, registry: Path, task
     assert not any(isinstance(v, dict) for k, v in metrics.items() if k not in VARIANTS)
     details = json.loads((package / "export.json").read_text())
     assert details["parity"]["max_abs_logit_diff"] < 1e-3
+    if task == "sentiment":  # the smoke config mean-pools sentiment: the head is in the graph
+        config = json.loads((smoke_pretrained / "models" / task / "config.json").read_text())
+        assert config["classifier_pooling"] == "mean"
     # The exported model is the pruned one: its ONNX twin scores what it scores in PyTorch.
     pruned = details["pruning"]
     assert metrics["fp32_onnx"]["metric"] == pytest.approx(pruned["metric_torch"])

@@ -4,6 +4,7 @@ metrics, so this module holds only the training loop's parts (loss, gathering, o
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +17,28 @@ from omegaconf import DictConfig, OmegaConf
 
 from emergent.errors import ConfigError, StageError
 from emergent.models.optim import param_groups
+from emergent.models.pooling import POOLING_KEY, pooled_class, resolve_pooling
 from emergent.tasks import Task
 from emergent.tasks.base import RowOutput, softmax
+
+log = logging.getLogger(__name__)
 
 HEAD_PREFIXES = ("classifier", "score", "base_model.model.classifier")
 
 
 def load_task_model(
-    task: Task, path: str, labels: list[str], overrides: dict[str, Any], init: str = "pretrained"
+    task: Task,
+    path: str,
+    labels: list[str],
+    overrides: dict[str, Any],
+    init: str = "pretrained",
+    pooling: str = "cls",
 ) -> Any:
     """The task's model from `path`, or the same architecture randomly initialised
-    (`init=random`, to measure what pretraining buys). Returned in train mode."""
+    (`init=random`, to measure what pretraining buys). Returned in train mode.
+
+    `pooling` (tasks that pool one vector per text): `cls`, `mean` or `auto` (the backbone's
+    own, `emergent.models.pooling`); recorded in the model's config as `classifier_pooling`."""
     from transformers import AutoConfig
 
     cls = task.model_class()
@@ -36,12 +48,17 @@ def load_task_model(
         "label2id": {label: i for i, label in enumerate(labels)},
         **overrides,
     }
-    if init == "random":
-        model = cls.from_config(AutoConfig.from_pretrained(path, **settings))
-    elif init == "pretrained":
-        model = cls.from_pretrained(path, **settings)
-    else:
+    if init not in ("random", "pretrained"):
         raise ConfigError("finetune.init", f"must be 'pretrained' or 'random', got {init!r}")
+    config = AutoConfig.from_pretrained(path, **settings)
+    if task.pools:
+        setattr(config, POOLING_KEY, resolve_pooling(pooling, path))
+        cls = pooled_class(cls, config)
+        log.info("%s: %s pooling", task.name, getattr(config, POOLING_KEY))
+    if init == "random":
+        model = cls.from_config(config) if hasattr(cls, "from_config") else cls(config)
+    else:
+        model = cls.from_pretrained(path, config=config)
     return model.train()
 
 
@@ -221,7 +238,10 @@ def load_finetuned(task: Task, model_dir: Path | str) -> tuple[Any, Any, list[st
     if not (model_dir / "labels.json").is_file():
         raise StageError(f"{model_dir} has no fine-tuned model: run finetune@{task.name} first")
     labels = json.loads((model_dir / "labels.json").read_text(encoding="utf-8"))
-    model = task.model_class().from_pretrained(str(model_dir)).eval()
+    from transformers import AutoConfig
+
+    cls = pooled_class(task.model_class(), AutoConfig.from_pretrained(str(model_dir)))
+    model = cls.from_pretrained(str(model_dir)).eval()
     return model, load_tokenizer(model_dir), labels
 
 

@@ -28,6 +28,7 @@ from emergent.io import atomic_dir, sha256_file, write_json
 from emergent.models.backbone import count_parameters, load_tokenizer
 from emergent.models.classifier import apply_lora, load_task_model, mergeable, task_module
 from emergent.models.freezing import GradualUnfreezing, freeze
+from emergent.models.pooling import POOLING_KEY
 from emergent.tasks import Task
 from emergent.tracking import is_rank_zero, stage_run
 from emergent.training import MetricHistory, build_trainer, mlflow_logger
@@ -74,7 +75,12 @@ def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
     max_length = task_max_length(cfg, task.name)
     datamodule = task_datamodule(fcfg, task, prepared, tokenizer, max_length, int(cfg.seed))
     model = load_task_model(
-        task, str(pretrained), datamodule.labels, dropout_overrides(fcfg), init=str(fcfg.init)
+        task,
+        str(pretrained),
+        datamodule.labels,
+        dropout_overrides(fcfg),
+        init=str(fcfg.init),
+        pooling=str(fcfg.get("pooling") or "cls"),
     )
     frozen = freeze(
         model,
@@ -158,6 +164,7 @@ def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
             "frozen_tensors": len(frozen),
             "init": str(fcfg.init),
             "strategy": str(fcfg.strategy),
+            "pooling": getattr(mergeable(module.model).config, POOLING_KEY, None),
             "mlflow_run_id": tracker.run_id,
             "history": {"train": history.train, "validation": history.val},
         }

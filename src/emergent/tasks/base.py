@@ -216,6 +216,8 @@ class Task(ABC):
 
     #: whether long inputs are split into overlapping windows (else truncated)
     windowed: ClassVar[bool] = False
+    #: whether the model pools one vector per input (`finetune.<task>.pooling` applies)
+    pools: ClassVar[bool] = False
 
 
 @dataclass

@@ -104,6 +104,7 @@ class FinetuneConfig(_Section):
     class_weights: StrictBool | None = None
     group_by_length: StrictBool | None = None
     pooling: Literal["auto", "cls", "mean"] | None = None
+    word_shapes: StrictBool | Literal["auto"] | None = None
 
 
 class PretrainConfig(_Section):

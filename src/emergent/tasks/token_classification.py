@@ -25,6 +25,7 @@ from emergent.tasks.base import (
     pick_headline,
 )
 from emergent.tasks.decoding import DECODINGS, decode
+from emergent.tasks.shapes import INPUT, token_shapes
 from emergent.tasks.windows import clamp_stride, owned_positions
 
 IGNORE = -100
@@ -36,6 +37,7 @@ class TokenClassificationTask(Task):
     example_fields: ClassVar[tuple[str, ...]] = ("tokens", "tags")
     lora_task_type: ClassVar[str] = "TOKEN_CLS"
     windowed: ClassVar[bool] = True
+    reads_shapes: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -150,6 +152,8 @@ class TokenClassificationTask(Task):
                     {
                         "input_ids": enc["input_ids"][r],
                         "attention_mask": enc["attention_mask"][r],
+                        # case from the raw words, for models that read shapes
+                        INPUT: token_shapes(ids, examples[ex]["tokens"]),
                         "labels": out,
                         "example": ex,
                         "_positions": [p for p, _ in owned],

@@ -78,7 +78,7 @@ bench: setup
 
 # Figures as seed means: fine-tune and score one task over `seeds.list` (conf/seeds/), each seed
 # a nested MLflow run; writes reports/<task>/seeds.json in the Hydra run folder under outputs/.
-# make seeds TASK=sentiment ARGS="seeds.list=[1,2,3,4,5] finetune.sentiment.pooling=mean"
+# make seeds TASK=sentiment ARGS="seeds.list=[1,2,3,4,5] finetune.shared.pooling=mean"
 TASK ?= ner
 seeds: setup
 	$(BIN)/python -m emergent seeds task=$(TASK) $(ARGS)

@@ -18,7 +18,7 @@ export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
 .PHONY: help setup repro test test-all ui params lint format lock clean bench serve loadtest \
-  assets plots browser-deps compare server server-stop server-deps remote
+  assets plots browser-deps compare server server-stop server-deps remote seeds
 
 # Root only where the Debian packages are installed (browser-deps).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -35,6 +35,7 @@ help:
 	@echo "make bench   benchmarks (after make repro): Lightning vs plain loop, fp32/bf16, int8"
 	@echo "make serve   the inference service on http://127.0.0.1:8000 (ARGS='serve.port=8080 ...')"
 	@echo "make loadtest  service load test, batching vs none -> reports/bench/serve.json"
+	@echo "make seeds   fine-tune + score TASK=ner over seeds.list -> outputs/.../reports/<task>/seeds.json"
 	@echo "make params  rewrite params.yaml from conf/"
 	@echo "make lint    ruff and the import-layer contracts (import-linter)"
 	@echo "make server  MLflow tracking server on PostgreSQL (make server-stop; docs/team.md)"
@@ -88,6 +89,13 @@ bench: setup
 	$(BIN)/python -m emergent.bench finetune task=sentiment --steps 40
 	$(BIN)/python -m emergent.bench inference task=sentiment
 	$(BIN)/python -m emergent.bench inference task=ner
+
+# Figures as seed means: fine-tune and score one task over `seeds.list` (conf/seeds/), each seed
+# a nested MLflow run; writes reports/<task>/seeds.json in the Hydra run folder under outputs/.
+# make seeds TASK=sentiment ARGS="seeds.list=[1,2,3,4,5] finetune.shared.pooling=mean"
+TASK ?= ner
+seeds: setup
+	$(BIN)/python -m emergent seeds task=$(TASK) $(ARGS)
 
 # The inference service: every exported task from models/export/ (serve.source=registry for
 # the MLflow aliases). Overrides: make serve ARGS="serve.port=8080 serve.threads=2".

@@ -136,6 +136,7 @@ class TaskDefinition(_Section):
     headline: Headline
     card: dict[str, str] | None = None
     stride: NonNegativeInt | None = None  # token classification: overlap of long-text windows
+    decoding: Literal["argmax", "viterbi"] | None = None  # token classification: tag decoding
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -314,6 +315,8 @@ class FinetuneShared(_Section):
     dropout: Dropout
     freeze: Freeze
     lora: Lora
+    pooling: Literal["auto", "cls", "mean"]  # sequence tasks (models/pooling.py)
+    word_shapes: StrictBool | Literal["auto"]  # token tasks (tasks/shapes.py)
     label_all_tokens: StrictBool
     class_weights: StrictBool
     # int: validate every N training batches; float: a fraction of an epoch (Lightning's reading)

@@ -369,7 +369,11 @@ def stage_run(
         **(extra_tags or {}),
     }
     name = run_name(stage, str(task) if task else None, model, origin)
-    with mlflow.start_run(run_name=name, tags={k: str(v) for k, v in tags.items()}) as run:
+    # A stage run inside another (each seed's finetune under the `seeds` run) is nested in it.
+    nested = mlflow.active_run() is not None
+    with mlflow.start_run(
+        run_name=name, tags={k: str(v) for k, v in tags.items()}, nested=nested
+    ) as run:
         tracker = Tracker(run.info.run_id, experiment)
         container = OmegaConf.to_container(cfg, resolve=True)
         assert isinstance(container, dict)

@@ -53,6 +53,17 @@ def test_export_package_and_metrics(smoke_pretrained: Path, registry: Path, task
     assert not any(isinstance(v, dict) for k, v in metrics.items() if k not in VARIANTS)
     details = json.loads((package / "export.json").read_text())
     assert details["parity"]["max_abs_logit_diff"] < 1e-3
+    config = json.loads((smoke_pretrained / "models" / task / "config.json").read_text())
+    if task == "sentiment":  # the smoke config mean-pools sentiment: the head is in the graph
+        assert config["classifier_pooling"] == "mean"
+    else:  # and NER reads word shapes: a third graph input, through fp32, int8 and pruning
+        import onnx
+
+        assert config["word_shapes"] is True
+        for name in ("model.onnx", "model.int8.onnx"):
+            graph = onnx.load(str(package / name)).graph
+            inputs = [i.name for i in graph.input]
+            assert inputs == ["input_ids", "attention_mask", "word_shape_ids"], name
     # The exported model is the pruned one: its ONNX twin scores what it scores in PyTorch.
     pruned = details["pruning"]
     assert metrics["fp32_onnx"]["metric"] == pytest.approx(pruned["metric_torch"])

@@ -24,7 +24,26 @@ for task in ("ner", "sentiment"):
     windows = p.encode([long_text])[0]
     owned = owned_positions([w.word_ids for w in windows])
     out[task + "_windows"] = [len(windows), sorted(w for ws in owned for _, w in ws)]
-heavy = sorted(m for m in ("torch", "transformers", "lightning") if m in sys.modules)
+# the NER smoke model reads word shapes: the server computes them from the raw text itself
+import numpy as np
+from emergent.errors import PredictionError
+p = Predictor(sys.argv[1] + "/ner")
+enc = p.encode(["Barack OBAMA visited paris"])[0]
+try:
+    p.probabilities(enc)
+    out["shapes_required"] = False
+except PredictionError:
+    out["shapes_required"] = True
+with_shapes = p.probabilities(enc, ["Barack OBAMA visited paris"])[0]
+ids = np.array([enc[0].ids], dtype=np.int64)
+feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+feeds["word_shape_ids"] = np.zeros_like(ids)  # every token "no word"
+zero = p.session.run(["logits"], feeds)[0][0]
+zero = np.exp(zero) / np.exp(zero).sum(-1, keepdims=True)
+out["shape_inputs"] = [i.name for i in p.session.get_inputs()]
+out["shapes_matter"] = float(np.abs(with_shapes - zero).max())
+heavy = ("torch", "transformers", "lightning", "emergent.models")
+heavy = sorted(m for m in heavy if m in sys.modules)
 print(json.dumps({"heavy": heavy, "out": out}))
 """
 
@@ -46,3 +65,7 @@ def test_predictor_never_imports_torch(smoke_pretrained: Path, exported: Path) -
     assert report["out"]["sentiment_windows"][0] == 1, "sequence tasks truncate to one window"
     assert set(sentiment[0]["probabilities"]) == {"negative", "positive"}
     assert sum(sentiment[0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+    out = report["out"]
+    assert out["shape_inputs"] == ["input_ids", "attention_mask", "word_shape_ids"]
+    assert out["shapes_required"], "a shape-reading model refuses windows without their text"
+    assert out["shapes_matter"] > 1e-4, "the computed shapes change the model's output"

@@ -27,8 +27,13 @@ def test_entity_counts_give_seqeval_micro_f1() -> None:
     pred = [["B-person", "I-person", "O", "O"], ["O", "B-geo-loc"], ["B-geo-loc", "I-person"]]
     examples = [{"tokens": ["w"] * len(t), "tags": t} for t in gold]
     counts = NER.outcome_counts(examples, TAGS, [tag_ids(p) for p in pred])
-    # columns: tp, predicted, gold, correct words, words
-    assert counts.tolist() == [[1, 1, 2, 3, 4], [0, 1, 1, 1, 2], [0, 1, 0, 0, 2]]
+    # columns: tp, predicted, gold, correct words, words, then tp, predicted, gold in
+    # conlleval's convention (sentence 2's `I-person` after `B-geo-loc` starts a person there)
+    assert counts.tolist() == [
+        [1, 1, 2, 3, 4, 1, 1, 2],
+        [0, 1, 1, 1, 2, 0, 1, 1],
+        [0, 1, 0, 0, 2, 0, 2, 0],
+    ]
     f1 = float(NER.headline_from_counts(counts.sum(0)))
     assert f1 == pytest.approx(2 * 1 / (3 + 3))
     assert f1 == pytest.approx(entity_metrics(gold, pred)[0]["f1"])

@@ -13,6 +13,7 @@ import numpy as np
 
 from emergent.tasks import Task
 from emergent.tasks.base import Example, Row, RowOutput, softmax
+from emergent.tasks.shapes import model_inputs
 
 Forward = Callable[[dict[str, Any]], Any]
 
@@ -75,6 +76,6 @@ def torch_forward(model: Any) -> Forward:
     """(padded batch) -> logits, for a transformers model."""
 
     def forward(batch: dict[str, Any]) -> Any:
-        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return model(**model_inputs(model.config, batch)).logits
 
     return forward

@@ -17,6 +17,7 @@ import torch
 
 from emergent.evaluation.predict import torch_forward
 from emergent.serving.runtime import ort_forward, session
+from emergent.tasks.shapes import INPUT, text_shapes
 
 
 def synthetic_batch(
@@ -25,11 +26,21 @@ def synthetic_batch(
     """Real text, tokenized and padded/truncated to exactly `seq_length` tokens."""
     chosen = [texts[i % len(texts)] for i in range(batch_size)]
     enc = tokenizer(
-        chosen, truncation=True, max_length=seq_length, padding="max_length", return_tensors="np"
+        chosen,
+        truncation=True,
+        max_length=seq_length,
+        padding="max_length",
+        return_tensors="np",
+        return_offsets_mapping=True,
     )
+    shapes = [
+        text_shapes(text, enc.word_ids(i), enc["offset_mapping"][i].tolist())
+        for i, text in enumerate(chosen)
+    ]
     return {
         "input_ids": enc["input_ids"].astype(np.int64),
         "attention_mask": enc["attention_mask"].astype(np.int64),
+        INPUT: np.asarray(shapes, dtype=np.int64),  # read only by models with word shapes
     }
 
 

@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from emergent.tasks.shapes import INPUT, N_SHAPES, uses_shapes
+
 log = logging.getLogger(__name__)
 
 INPUTS = ("input_ids", "attention_mask")
@@ -75,6 +77,18 @@ def vendor_info_off() -> Iterator[None]:
         logging.disable(previous)
 
 
+class LogitsWithShapes(LogitsOnly):
+    """(input_ids, attention_mask, word_shape_ids) -> logits, for a model reading word shapes
+    (they enter as token-type ids, so the graph stays the BERT graph ORT fuses)."""
+
+    def forward(  # type: ignore[override]
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, word_shape_ids: torch.Tensor
+    ) -> torch.Tensor:
+        return self.model(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=word_shape_ids
+        ).logits
+
+
 def export_onnx(model: Any, path: Path, opset: int = 17, seq_length: int = 16) -> Path:
     """Export with the TorchScript exporter and eager attention into a single file.
 
@@ -85,18 +99,22 @@ def export_onnx(model: Any, path: Path, opset: int = 17, seq_length: int = 16) -
     ids = torch.randint(5, 100, (2, seq_length))
     mask = torch.ones_like(ids)
     axes = {0: "batch", 1: "sequence"}
+    wrapper, args, names = LogitsOnly(model), (ids, mask), list(INPUTS)
+    if uses_shapes(model.config):
+        shapes = torch.randint(0, N_SHAPES, (2, seq_length))
+        wrapper, args, names = LogitsWithShapes(model), (ids, mask, shapes), [*INPUTS, INPUT]
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         # The tracer's notes on code we do not own and cannot change; the parity gate checks
         # the exported graph against the model instead.
         for message, module in EXPORT_WARNINGS:
             warnings.filterwarnings("ignore", message=message, module=module)
         torch.onnx.export(
-            LogitsOnly(model),
-            (ids, mask),
+            wrapper,
+            args,
             str(path),
-            input_names=list(INPUTS),
+            input_names=names,
             output_names=["logits"],
-            dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": {0: "batch"}},
+            dynamic_axes={**dict.fromkeys(names, axes), "logits": {0: "batch"}},
             opset_version=opset,
             dynamo=False,
             external_data=False,

@@ -77,6 +77,16 @@ def load_tokenizer(path: Path) -> Any:
     return tokenizer
 
 
+def lowercases(tokenizer: Any) -> bool:
+    """Whether the tokenizer lower-cases text before the model sees it (its normalizer turns
+    `Ab` into `ab`), i.e. the backbone is uncased and case must reach it another way."""
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    normalizer = getattr(backend, "normalizer", None)
+    if normalizer is None:
+        return bool(getattr(tokenizer, "do_lower_case", False))
+    return normalizer.normalize_str("Ab") == "ab"
+
+
 def build_tokenizer(model_cfg: DictConfig, corpus: Iterable[str]) -> Any:
     """The tokenizer a model preset asks for: trained on the corpus, or the backbone's own."""
     if model_cfg.tokenizer.train:

@@ -4,6 +4,7 @@ metrics, so this module holds only the training loop's parts (loss, gathering, o
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +18,32 @@ from omegaconf import DictConfig, OmegaConf
 from emergent.errors import ConfigError, StageError
 from emergent.models.backbone import from_pretrained_logged
 from emergent.models.optim import param_groups
+from emergent.models.pooling import POOLING_KEY, pooled_class, resolve_pooling
 from emergent.tasks import Task
 from emergent.tasks.base import RowOutput, softmax
+from emergent.tasks.shapes import CONFIG_KEY as SHAPES_KEY
+from emergent.tasks.shapes import N_SHAPES, model_inputs, uses_shapes
+
+log = logging.getLogger(__name__)
 
 HEAD_PREFIXES = ("classifier", "score", "base_model.model.classifier")
 
 
 def load_task_model(
-    task: Task, path: str, labels: list[str], overrides: dict[str, Any], init: str = "pretrained"
+    task: Task,
+    path: str,
+    labels: list[str],
+    overrides: dict[str, Any],
+    init: str = "pretrained",
+    pooling: str = "cls",
+    word_shapes: bool = False,
 ) -> Any:
     """The task's model from `path`, or the same architecture randomly initialised
-    (`init=random`, to measure what pretraining buys). Returned in train mode."""
+    (`init=random`, to measure what pretraining buys). Returned in train mode.
+
+    `pooling` (tasks that pool one vector per text): `cls`, `mean` or `auto` (the backbone's
+    own, `emergent.models.pooling`); recorded in the model's config as `classifier_pooling`.
+    `word_shapes`: the model reads each word's shape (`enable_word_shapes`)."""
     from transformers import AutoConfig
 
     cls = task.model_class()
@@ -37,13 +53,38 @@ def load_task_model(
         "label2id": {label: i for i, label in enumerate(labels)},
         **overrides,
     }
-    if init == "random":
-        model = cls.from_config(AutoConfig.from_pretrained(path, **settings))
-    elif init == "pretrained":
-        model = from_pretrained_logged(cls, path, **settings)
-    else:
+    if init not in ("random", "pretrained"):
         raise ConfigError("finetune.init", f"must be 'pretrained' or 'random', got {init!r}")
+    config = AutoConfig.from_pretrained(path, **settings)
+    if task.pools:
+        setattr(config, POOLING_KEY, resolve_pooling(pooling, path))
+        cls = pooled_class(cls, config)
+        log.info("%s: %s pooling", task.name, getattr(config, POOLING_KEY))
+    if init == "random":
+        model = cls.from_config(config) if hasattr(cls, "from_config") else cls(config)
+    else:
+        model = from_pretrained_logged(cls, path, config=config)
+    if word_shapes:
+        enable_word_shapes(model)
     return model.train()
+
+
+def enable_word_shapes(model: Any) -> Any:
+    """Give the model a learned embedding per word shape (`emergent.tasks.shapes`): BERT's
+    token-type table grows to one row per shape, each starting as the segment-0 row every
+    input uses now, so training starts from the model as it was; the config records it
+    (`word_shapes`, `type_vocab_size`), so `from_pretrained` rebuilds it from the folder."""
+    embeddings = model.base_model.embeddings
+    old = embeddings.token_type_embeddings
+    if old.num_embeddings >= N_SHAPES and uses_shapes(model.config):
+        return model
+    new = torch.nn.Embedding(N_SHAPES, old.embedding_dim).to(old.weight.device, old.weight.dtype)
+    with torch.no_grad():
+        new.weight.copy_(old.weight[0].expand(N_SHAPES, -1))
+    embeddings.token_type_embeddings = new
+    model.config.type_vocab_size = N_SHAPES
+    setattr(model.config, SHAPES_KEY, True)
+    return model
 
 
 def apply_lora(task: Task, model: Any, lora_cfg: dict[str, Any]) -> Any:
@@ -119,9 +160,7 @@ class TaskModule(L.LightningModule):
         self.padded_tokens = 0
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-        ).logits
+        return self.model(**model_inputs(self.model.config, batch)).logits
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(
@@ -224,7 +263,10 @@ def load_finetuned(task: Task, model_dir: Path | str) -> tuple[Any, Any, list[st
     if not (model_dir / "labels.json").is_file():
         raise StageError(f"{model_dir} has no fine-tuned model: run finetune@{task.name} first")
     labels = json.loads((model_dir / "labels.json").read_text(encoding="utf-8"))
-    model = task.model_class().from_pretrained(str(model_dir)).eval()
+    from transformers import AutoConfig
+
+    cls = pooled_class(task.model_class(), AutoConfig.from_pretrained(str(model_dir)))
+    model = cls.from_pretrained(str(model_dir)).eval()
     return model, load_tokenizer(model_dir), labels
 
 

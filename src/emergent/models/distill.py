@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from emergent.models.classifier import TaskModule
+from emergent.tasks.shapes import model_inputs
 
 
 def distillation_loss(
@@ -56,9 +57,8 @@ class DistilledTaskModule(TaskModule):
         self, batch: dict[str, torch.Tensor], logits: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         with torch.no_grad():
-            target = self._teacher[0](
-                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-            ).logits
+            teacher = self._teacher[0]
+            target = teacher(**model_inputs(teacher.config, batch)).logits
         hard = self.loss(logits, batch["labels"])
         soft = distillation_loss(logits, target, batch["labels"], self.temperature)
         return self.alpha * soft + (1.0 - self.alpha) * hard, {"train_kd": soft}

@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from transformers.pytorch_utils import prune_linear_layer
 
+from emergent.tasks.shapes import model_inputs
+
 log = logging.getLogger(__name__)
 
 HEADS_KEY = "emergent_attention_heads"
@@ -77,11 +79,7 @@ def importance(model: Any, batches: Iterable[dict[str, Any]]) -> tuple[torch.Ten
     model.eval()  # no dropout: importance of the deterministic network
     try:
         for batch in batches:
-            loss = model(
-                input_ids=batch["input_ids"],
-                attention_mask=batch["attention_mask"],
-                labels=batch["labels"],
-            ).loss
+            loss = model(**model_inputs(model.config, batch), labels=batch["labels"]).loss
             heads_grad, neurons_grad = torch.autograd.grad(loss, [head_gates, neuron_gates])
             head_score += heads_grad.abs()
             neuron_score += neurons_grad.abs()

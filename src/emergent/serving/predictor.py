@@ -21,6 +21,8 @@ from emergent.errors import PredictionError, StageError
 from emergent.serving.runtime import session
 from emergent.tasks import Task, Window, task_from_spec
 from emergent.tasks.base import softmax
+from emergent.tasks.shapes import INPUT as SHAPES_INPUT
+from emergent.tasks.shapes import text_shapes
 from emergent.tasks.windows import clamp_stride
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,9 @@ class Predictor:
         )
         self.pad_id = int(meta.get("pad_token_id", 0))
         self.session = session(self.export_dir / MODEL_FILE, threads)
+        # A model with word shapes takes them as a third input; the server computes them from
+        # the raw text with the training path's own function (emergent.tasks.shapes).
+        self.reads_shapes = SHAPES_INPUT in {i.name for i in self.session.get_inputs()}
 
     def encode(self, texts: list[str]) -> list[list[Any]]:
         """Per text, its windows (`tokenizers` Encodings): one, or several for long texts of
@@ -89,15 +94,26 @@ class Predictor:
             windows.append([enc, *enc.overflowing] if self.task.windowed else [enc])
         return windows
 
-    def probabilities(self, encodings: list[Any]) -> list[np.ndarray]:
-        """One ONNX Runtime call over all windows, padded to the longest of them."""
+    def probabilities(
+        self, encodings: list[Any], texts: list[str] | None = None
+    ) -> list[np.ndarray]:
+        """One ONNX Runtime call over all windows, padded to the longest of them (`texts`:
+        each window's raw text, for a model that reads word shapes)."""
         width = max(len(e.ids) for e in encodings)
         ids = np.full((len(encodings), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(encodings), width), dtype=np.int64)
         for i, e in enumerate(encodings):
             ids[i, : len(e.ids)] = e.ids
             mask[i, : len(e.ids)] = 1
-        logits = self.session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if self.reads_shapes:
+            if texts is None:
+                raise PredictionError("this model reads word shapes: pass each window's text")
+            shapes = np.zeros((len(encodings), width), dtype=np.int64)
+            for i, (e, text) in enumerate(zip(encodings, texts, strict=True)):
+                shapes[i, : len(e.ids)] = text_shapes(text, e.word_ids, e.offsets)
+            feeds[SHAPES_INPUT] = shapes
+        logits = self.session.run(["logits"], feeds)[0]
         probs = softmax(logits.astype(np.float64))
         return [
             probs[i, : len(e.ids)] if probs.ndim == 3 else probs[i] for i, e in enumerate(encodings)
@@ -109,7 +125,8 @@ class Predictor:
             return []
         per_text = self.encode(texts)
         flat = [e for windows in per_text for e in windows]
-        probs = self.probabilities(flat)
+        window_texts = [t for t, windows in zip(texts, per_text, strict=True) for _ in windows]
+        probs = self.probabilities(flat, window_texts)
         results, k = [], 0
         for text, windows in zip(texts, per_text, strict=True):
             ws = [Window(probs[k + j], e.word_ids, e.offsets) for j, e in enumerate(windows)]

@@ -26,10 +26,13 @@ def session(path: Path | str, threads: int | None = None) -> Any:
 
 
 def ort_forward(sess: Any) -> Callable[[dict[str, Any]], np.ndarray]:
-    """(batch with input_ids and attention_mask, numpy or torch) -> logits."""
+    """(batch with input_ids and attention_mask, and word_shape_ids for a graph that reads
+    them; numpy or torch) -> logits."""
+
+    names = [i.name for i in sess.get_inputs()]  # INPUTS, and `word_shape_ids` if it reads them
 
     def forward(batch: dict[str, Any]) -> np.ndarray:
-        feeds = {name: np.asarray(batch[name], dtype=np.int64) for name in INPUTS}
+        feeds = {name: np.asarray(batch[name], dtype=np.int64) for name in names}
         return sess.run(["logits"], feeds)[0]
 
     return forward

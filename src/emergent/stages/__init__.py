@@ -34,10 +34,11 @@ STAGES: dict[str, str] = {
     "serve": "emergent.stages.serve",
     "keys": "emergent.stages.keys",
     "tune": "emergent.stages.tune",
+    "seeds": "emergent.stages.seeds",
 }
 
 # Stages that run once per task (DVC `foreach`).
-TASK_STAGES: set[str] = {"finetune", "evaluate", "export", "promote", "predict"}
+TASK_STAGES: set[str] = {"finetune", "evaluate", "export", "promote", "predict", "seeds"}
 
 # Commands taking their own arguments (`keys add --scope predict`, `monitor export`): words and
 # flags that are not `key=value` overrides reach them as `argv`.

@@ -17,7 +17,7 @@ from emergent.config import Paths
 from emergent.data.layout import SPLITS, load_task_split, manifest_path
 from emergent.data.prepare import read_task_file
 from emergent.evaluation import errors, plots
-from emergent.evaluation.bootstrap import Bootstrap, headline_interval
+from emergent.evaluation.bootstrap import Bootstrap, headline_interval, interval
 from emergent.evaluation.predict import predict, torch_forward
 from emergent.io import atomic_dir, sha256_file, write_json, write_jsonl
 from emergent.models.classifier import load_finetuned
@@ -44,13 +44,23 @@ def test_examples(cfg: DictConfig, paths: Paths, task: Task) -> tuple[list[dict]
 def headline_bounds(
     cfg: DictConfig, task: Task, examples: list[dict], labels: list[str], pred: list
 ) -> dict[str, float]:
-    """`<metric>_ci_low/_ci_high`: the bootstrap interval of the headline (none for fewer
-    than two examples, where resampling says nothing)."""
+    """`<metric>_ci_low/_ci_high`: the bootstrap interval of the headline, and of the other
+    metrics a task names in `interval_metrics` (NER: strict and conlleval F1), over the same
+    resamples (none for fewer than two examples, where resampling says nothing)."""
     if len(examples) < 2:
         return {}
     settings = Bootstrap.from_config(cfg)
     low, high = headline_interval(task, examples, labels, pred, settings)
-    return {f"{task.headline.metric}_ci_low": low, f"{task.headline.metric}_ci_high": high}
+    bounds = {f"{task.headline.metric}_ci_low": low, f"{task.headline.metric}_ci_high": high}
+    extra = [m for m in getattr(task, "interval_metrics", ()) if m != task.headline.metric]
+    if extra:
+        counts = task.outcome_counts(examples, labels, pred)
+        for metric in extra:
+            low, high = interval(
+                lambda t, m=metric: task.scores_from_counts(t)[m], [counts], settings
+            )
+            bounds |= {f"{metric}_ci_low": low, f"{metric}_ci_high": high}
+    return bounds
 
 
 @per_task

@@ -28,11 +28,13 @@ from emergent.data.tasks import task_datamodule
 from emergent.errors import ConfigError, StageError
 from emergent.hardware import device_count
 from emergent.io import atomic_dir, sha256_file, write_json
-from emergent.models.backbone import count_parameters, load_tokenizer
+from emergent.models.backbone import count_parameters, load_tokenizer, lowercases
 from emergent.models.classifier import apply_lora, load_task_model, mergeable, task_module
 from emergent.models.freezing import GradualUnfreezing, freeze
+from emergent.models.pooling import POOLING_KEY
 from emergent.stages.per_task import per_task
 from emergent.tasks import Task
+from emergent.tasks.shapes import uses_shapes
 from emergent.tracking import is_rank_zero, stage_run
 from emergent.training import MetricHistory, build_trainer, mlflow_logger
 
@@ -67,6 +69,19 @@ def callbacks(fcfg: DictConfig, task: Task, ckpt_dir: Any) -> dict[str, Any]:
     return built
 
 
+def word_shapes(fcfg: DictConfig, task: Task, tokenizer: Any) -> bool:
+    """`finetune.<task>.word_shapes` made concrete: `auto` is on for word-level tasks whose
+    tokenizer lower-cases (the case they lose comes back as word shapes)."""
+    setting = fcfg.get("word_shapes", False)
+    if setting == "auto":
+        return bool(task.reads_shapes and lowercases(tokenizer))
+    if setting not in (True, False):
+        raise ConfigError("finetune.word_shapes", f"must be auto, true or false, got {setting!r}")
+    if setting and not task.reads_shapes:
+        raise ConfigError("finetune.word_shapes", f"{task.kind} tasks do not read word shapes")
+    return bool(setting)
+
+
 @per_task
 def run(
     cfg: DictConfig,
@@ -87,7 +102,13 @@ def run(
     max_length = task_max_length(cfg, task.name)
     datamodule = task_datamodule(fcfg, task, prepared, tokenizer, max_length, int(cfg.seed))
     model = load_task_model(
-        task, str(pretrained), datamodule.labels, dropout_overrides(fcfg), init=str(fcfg.init)
+        task,
+        str(pretrained),
+        datamodule.labels,
+        dropout_overrides(fcfg),
+        init=str(fcfg.init),
+        pooling=str(fcfg.get("pooling") or "cls"),
+        word_shapes=word_shapes(fcfg, task, tokenizer),
     )
     frozen = freeze(
         model,
@@ -178,6 +199,8 @@ def run(
             "frozen_tensors": len(frozen),
             "init": str(fcfg.init),
             "strategy": str(fcfg.strategy),
+            "pooling": getattr(mergeable(module.model).config, POOLING_KEY, None),
+            "word_shapes": uses_shapes(mergeable(module.model).config),
             "mlflow_run_id": tracker.run_id,
             "history": {"train": history.train, "validation": history.val},
         }

@@ -25,7 +25,12 @@ from emergent.errors import StageError
 from emergent.evaluation.plots import plot_curves, write_csv
 from emergent.hardware import device_count
 from emergent.io import atomic_dir, sha256_file, write_json
-from emergent.models.backbone import count_parameters, load_mlm_model, load_tokenizer
+from emergent.models.backbone import (
+    backbone_dir,
+    count_parameters,
+    load_mlm_model,
+    load_tokenizer,
+)
 from emergent.models.mlm import (
     MaskedLMModule,
     head_parameter_names,
@@ -33,6 +38,7 @@ from emergent.models.mlm import (
     set_dropout,
     tie_decoder,
 )
+from emergent.models.pooling import carry_pooling
 from emergent.tracking import is_rank_zero, stage_run
 from emergent.training import (
     MetricHistory,
@@ -151,6 +157,8 @@ def run(cfg: DictConfig, paths: Paths) -> None:
         with atomic_dir(paths.out("models", "pretrained")) as tmp:
             model.save_pretrained(str(tmp), safe_serialization=True)
             tokenizer.save_pretrained(str(tmp))
+            if cfg.model.get("source"):  # the backbone's pooling, for `pooling=auto`
+                carry_pooling(backbone_dir(cfg.model), tmp)
             if snapshots.saved:
                 shutil.copytree(snapshots.directory, tmp / "snapshots")
                 for snapshot in (tmp / "snapshots").iterdir():

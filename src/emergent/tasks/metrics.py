@@ -46,6 +46,15 @@ def entity_metrics(
     return metrics, per_type
 
 
+def conlleval_f1(true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequence[str]]) -> float:
+    """Micro entity F1 in conlleval's convention (seqeval's default mode, what published
+    CoNLL figures use): an `I-X` that continues no `X` still starts an entity, where strict
+    IOB2 (`entity_metrics`) drops it. The two agree on well-formed tags."""
+    from seqeval.metrics import f1_score
+
+    return float(f1_score([list(t) for t in true_tags], [list(p) for p in pred_tags]))
+
+
 def classification_metrics(
     y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]
 ) -> tuple[dict[str, float], dict[str, dict[str, float]], dict[str, Any]]:

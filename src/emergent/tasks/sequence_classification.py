@@ -31,6 +31,7 @@ class SequenceClassificationTask(Task):
     kind: ClassVar[str] = "sequence classification"
     example_fields: ClassVar[tuple[str, ...]] = ("text", "label")
     lora_task_type: ClassVar[str] = "SEQ_CLS"
+    pools: ClassVar[bool] = True
 
     # --- data ------------------------------------------------------------------------------
     def detect_format(self, path: Path, configured: str) -> str:

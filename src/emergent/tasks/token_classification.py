@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from emergent.errors import DataError
+from emergent.errors import ConfigError, DataError
 from emergent.tasks.base import (
     Evaluation,
     Example,
@@ -24,6 +24,8 @@ from emergent.tasks.base import (
     Window,
     pick_headline,
 )
+from emergent.tasks.decoding import DECODINGS, decode
+from emergent.tasks.shapes import INPUT, token_shapes
 from emergent.tasks.windows import clamp_stride, owned_positions
 
 IGNORE = -100
@@ -35,10 +37,23 @@ class TokenClassificationTask(Task):
     example_fields: ClassVar[tuple[str, ...]] = ("tokens", "tags")
     lora_task_type: ClassVar[str] = "TOKEN_CLS"
     windowed: ClassVar[bool] = True
+    reads_shapes: ClassVar[bool] = True
 
-    def __init__(self, name: str, headline: Mapping[str, Any], stride: int = 32, **kw: Any):
+    def __init__(
+        self,
+        name: str,
+        headline: Mapping[str, Any],
+        stride: int = 32,
+        decoding: str = "argmax",
+        **kw: Any,
+    ):
         super().__init__(name, headline, **kw)
         self.stride = int(stride)
+        # argmax: each word on its own (what packages exported before `decoding` existed
+        # did); viterbi: the best well-formed IOB2 sequence (`emergent.tasks.decoding`).
+        if decoding not in DECODINGS:
+            raise ConfigError(f"tasks.{name}.decoding", f"must be one of {DECODINGS}")
+        self.decoding = str(decoding)
 
     # --- data ------------------------------------------------------------------------------
     def detect_format(self, path: Path, configured: str) -> str:
@@ -137,6 +152,8 @@ class TokenClassificationTask(Task):
                     {
                         "input_ids": enc["input_ids"][r],
                         "attention_mask": enc["attention_mask"][r],
+                        # case from the raw words, for models that read shapes
+                        INPUT: token_shapes(ids, examples[ex]["tokens"]),
                         "labels": out,
                         "example": ex,
                         "_positions": [p for p, _ in owned],
@@ -159,9 +176,11 @@ class TokenClassificationTask(Task):
 
     # --- decoding and metrics --------------------------------------------------------------
     def row_output(self, probs: np.ndarray, row: Row) -> RowOutput:
+        """Per owned word: (word, argmax id, the word's tag probabilities), so `assemble` can
+        decode whole sentences across windows."""
         pos = np.asarray(row["_positions"], dtype=np.int64)
         p = probs[pos]
-        return list(zip(row["_words"], p.argmax(-1).tolist(), p.max(-1).tolist(), strict=True))
+        return list(zip(row["_words"], p.argmax(-1).tolist(), list(p), strict=True))
 
     def assemble(
         self,
@@ -170,15 +189,28 @@ class TokenClassificationTask(Task):
         outputs: Mapping[int, RowOutput],
         rows: Sequence[Row],
     ) -> tuple[list[list[int]], list[Any]]:
-        """Word-level ids and confidences; a word no window saw (it tokenized to nothing)
-        is predicted `O` with confidence 1."""
+        """Word-level ids (decoded per sentence, `decoding`) and the probability of each
+        chosen tag; a word no window saw (it tokenized to nothing) is `O` with probability 1."""
         outside = list(labels).index(OUTSIDE)
-        pred = [[outside] * len(e["tokens"]) for e in examples]
-        conf = [[1.0] * len(e["tokens"]) for e in examples]
+        word_probs = []
+        for e in examples:
+            p = np.zeros((len(e["tokens"]), len(labels)))
+            p[:, outside] = 1.0
+            word_probs.append(p)
         for r, row in enumerate(rows):
-            for word, label, c in outputs[r]:
-                pred[row["example"]][word] = int(label)
-                conf[row["example"]][word] = float(c)
+            for word, _, p in outputs[r]:
+                word_probs[row["example"]][word] = p
+        return self.decode_words(word_probs, labels)
+
+    def decode_words(
+        self, word_probs: Sequence[np.ndarray], labels: Sequence[str]
+    ) -> tuple[list[list[int]], list[list[float]]]:
+        """Per sentence, tag ids and their probabilities from word tag probabilities [W, C]."""
+        pred, conf = [], []
+        for p in word_probs:
+            ids = decode(p, labels, self.decoding)
+            pred.append(ids.tolist())
+            conf.append(p[np.arange(len(ids)), ids].tolist())
         return pred, conf
 
     def evaluate(
@@ -188,11 +220,16 @@ class TokenClassificationTask(Task):
         pred: Sequence[Sequence[int]],
         conf: Sequence[Any],
     ) -> Evaluation:
-        from emergent.tasks.metrics import classification_metrics, entity_metrics
+        from emergent.tasks.metrics import (
+            classification_metrics,
+            conlleval_f1,
+            entity_metrics,
+        )
 
         gold_tags = [list(e["tags"]) for e in examples]
         pred_tags = [[labels[i] for i in p] for p in pred]
         metrics, per_type = entity_metrics(gold_tags, pred_tags)
+        metrics["f1_conlleval"] = conlleval_f1(gold_tags, pred_tags)
         tag_set = sorted(
             {t for s in gold_tags + pred_tags for t in s}, key=lambda t: (t != OUTSIDE, t[2:], t)
         )
@@ -231,38 +268,63 @@ class TokenClassificationTask(Task):
         }
         return (-row["errors"], row["min_confidence"]), row
 
-    # Columns of `outcome_counts`: entities (strict IOB2, as seqeval scores them) and words.
-    COUNTS: ClassVar[tuple[str, ...]] = ("tp", "predicted", "gold", "correct_words", "words")
+    # Columns of `outcome_counts`: entities (strict IOB2, as seqeval scores them), words, and
+    # entities in conlleval's convention (seqeval's default mode).
+    COUNTS: ClassVar[tuple[str, ...]] = (
+        "tp",
+        "predicted",
+        "gold",
+        "correct_words",
+        "words",
+        "tp_conlleval",
+        "predicted_conlleval",
+        "gold_conlleval",
+    )
+    #: metrics besides the headline that get a bootstrap interval (`scores_from_counts`)
+    interval_metrics: ClassVar[tuple[str, ...]] = ("f1", "f1_conlleval")
 
     def outcome_counts(
         self, examples: Sequence[Example], labels: Sequence[str], pred: Sequence[Sequence[int]]
     ) -> np.ndarray:
+        from seqeval.metrics.sequence_labeling import get_entities
         from seqeval.scheme import IOB2, Entities
 
         gold_tags = [list(e["tags"]) for e in examples]
         pred_tags = [[labels[i] for i in p] for p in pred]
         gold = Entities(gold_tags, IOB2).entities
         found = Entities(pred_tags, IOB2).entities
-        return np.array(
-            [
+        rows = []
+        for g, f, gt, pt in zip(gold, found, gold_tags, pred_tags, strict=True):
+            g_loose, f_loose = set(get_entities(gt)), set(get_entities(pt))
+            rows.append(
                 [
                     len(set(g) & set(f)),
                     len(f),
                     len(g),
                     sum(a == b for a, b in zip(gt, pt, strict=True)),
                     len(gt),
+                    len(g_loose & f_loose),
+                    len(f_loose),
+                    len(g_loose),
                 ]
-                for g, f, gt, pt in zip(gold, found, gold_tags, pred_tags, strict=True)
-            ],
-            dtype=np.int64,
-        ).reshape(len(examples), len(self.COUNTS))
+            )
+        return np.array(rows, dtype=np.int64).reshape(len(examples), len(self.COUNTS))
 
-    def headline_from_counts(self, totals: np.ndarray) -> np.ndarray:
+    def scores_from_counts(self, totals: np.ndarray) -> dict[str, np.ndarray]:
+        """Every score the counts give ([..., k] -> {name: [...]})."""
         from emergent.tasks.metrics import precision_recall_f1, ratio
 
-        tp, predicted, gold, correct, words = np.moveaxis(np.asarray(totals), -1, 0)
-        scores = {**precision_recall_f1(tp, predicted, gold), "accuracy": ratio(correct, words)}
-        return pick_headline(self.headline.metric, scores)
+        tp, predicted, gold, correct, words, tp_c, predicted_c, gold_c = np.moveaxis(
+            np.asarray(totals), -1, 0
+        )
+        return {
+            **precision_recall_f1(tp, predicted, gold),
+            "accuracy": ratio(correct, words),
+            "f1_conlleval": precision_recall_f1(tp_c, predicted_c, gold_c)["f1"],
+        }
+
+    def headline_from_counts(self, totals: np.ndarray) -> np.ndarray:
+        return pick_headline(self.headline.metric, self.scores_from_counts(totals))
 
     # --- serving ---------------------------------------------------------------------------
     def respond(self, text: str, windows: Sequence[Window], labels: Sequence[str]) -> dict:
@@ -270,19 +332,22 @@ class TokenClassificationTask(Task):
         from seqeval.metrics.sequence_labeling import get_entities
 
         owned = owned_positions([w.word_ids for w in windows])
-        words: dict[int, tuple[int, int, str, float]] = {}
+        words: dict[int, tuple[int, int, np.ndarray]] = {}
         for window, pairs in zip(windows, owned, strict=True):
             for pos, word in pairs:
-                p = window.probs[pos]
-                tag = int(p.argmax())
                 start = int(window.offsets[pos][0])
                 # the word ends where its last sub-token in this window ends
                 end = max(
                     int(window.offsets[q][1]) for q, w in enumerate(window.word_ids) if w == word
                 )
-                words[word] = (start, end, labels[tag], float(p[tag]))
+                words[word] = (start, end, np.asarray(window.probs[pos]))
         order = sorted(words)
-        spans = [words[w] for w in order]
+        probs = np.stack([words[w][2] for w in order]) if order else np.zeros((0, len(labels)))
+        (tags,), (scores,) = self.decode_words([probs], labels)
+        spans = [
+            (words[w][0], words[w][1], labels[t], c)
+            for w, t, c in zip(order, tags, scores, strict=True)
+        ]
         entities = []
         for kind, first, last in get_entities([s[2] for s in spans]):
             chunk = spans[first : last + 1]

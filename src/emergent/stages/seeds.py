@@ -1,0 +1,118 @@
+"""Command `seeds` (`make seeds TASK=ner`, `python -m emergent seeds task=ner`): fine-tune and
+score one task over several fine-tuning seeds, and report the mean and spread.
+
+Why: on a 230-sentence test set one run moves by several points between seeds, so a figure
+from one seed says little about a recipe and a difference between two recipes from one seed
+each says less. Each seed is a full `finetune` run (nested under one MLflow parent run) into
+its own folder, scored on validation (what choices are made on) and test (what is reported)
+with the task's own metrics; `reports/<task>/seeds.json` holds
+`{"seeds", "mean": {metric: v}, "std": {metric: v}, "runs": [...]}` where the metrics are
+`validation_<m>` and `test_<m>` and `std` is the sample standard deviation (0 for one seed).
+A Hydra CLI command: it writes into its run folder under `outputs/`, never into DVC outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+
+from emergent.config import Paths
+from emergent.data.prepare import load_task_split
+from emergent.errors import ConfigError
+from emergent.evaluation.predict import predict, torch_forward
+from emergent.io import write_json
+from emergent.models.classifier import load_finetuned
+from emergent.stages import finetune
+from emergent.tasks import Task
+from emergent.tracking import Tracker, stage_run
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("validation", "test")
+
+
+def seed_list(cfg: DictConfig) -> list[int]:
+    """`seeds.list` as integers (at least one, no repeats)."""
+    raw = (cfg.get("seeds") or {}).get("list")
+    try:
+        values = [int(s) for s in (raw if raw is not None else [])]
+    except (TypeError, ValueError) as err:
+        raise ConfigError("seeds.list", f"must be a list of integers, got {raw!r}") from err
+    if not values or len(set(values)) != len(values):
+        raise ConfigError("seeds.list", f"needs at least one seed and no repeats, got {raw!r}")
+    return values
+
+
+def summarize(seeds: Sequence[int], runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """seeds.json: per metric the mean and sample standard deviation over the runs (metrics
+    every run has), and the runs themselves."""
+    names = sorted(set.intersection(*(set(r["metrics"]) for r in runs))) if runs else []
+    values = {n: np.array([float(r["metrics"][n]) for r in runs]) for n in names}
+    return {
+        "seeds": list(seeds),
+        "mean": {n: float(v.mean()) for n, v in values.items()},
+        "std": {n: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for n, v in values.items()},
+        "runs": list(runs),
+    }
+
+
+def score_model(cfg: DictConfig, paths: Paths, task: Task) -> dict[str, float]:
+    """`<split>_<metric>` for validation and test of the fine-tuned model in `paths`."""
+    model_dir = paths.out("models", task.name)
+    model, tokenizer, labels = load_finetuned(task, model_dir)
+    training = json.loads((model_dir / "training.json").read_text(encoding="utf-8"))
+    prepared = paths.inp(cfg.data.prepared_dir)
+    scores: dict[str, float] = {}
+    for split in SPLITS:
+        examples = load_task_split(prepared, task.name, split)
+        pred, conf = predict(
+            task, torch_forward(model), tokenizer, examples, labels, int(training["max_length"])
+        )
+        metrics = task.evaluate(examples, labels, pred, conf).metrics
+        scores |= {f"{split}_{k}": float(v) for k, v in metrics.items()}
+    return scores
+
+
+def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
+    seeds = seed_list(cfg)
+    keep = bool((cfg.get("seeds") or {}).get("keep_models", False))
+    with stage_run(cfg, "seeds", task.name, extra_tags={"task": task.name}) as parent:
+        parent.log_params({"seeds": seeds})
+        runs = []
+        for seed in seeds:
+            seed_cfg = cfg.copy()
+            seed_cfg.seed = seed
+            seed_paths = Paths(paths.input_dir, paths.out("seeds", task.name, f"seed-{seed}"))
+            finetune.run(seed_cfg, seed_paths, task)
+            model_dir = seed_paths.out("models", task.name)
+            training = json.loads((model_dir / "training.json").read_text(encoding="utf-8"))
+            metrics = score_model(seed_cfg, seed_paths, task)
+            run_id = training.get("mlflow_run_id")
+            parent.log_to_run(run_id, metrics, tags={"seeds_parent_run_id": parent.run_id})
+            runs.append({"seed": seed, "metrics": metrics, "mlflow_run_id": run_id})
+            log.info("seeds %s: seed %d %s", task.name, seed, json.dumps(metrics))
+            if not keep:
+                shutil.rmtree(model_dir, ignore_errors=True)
+        summary = summarize(seeds, runs)
+        write_json(paths.out("reports", task.name, "seeds.json"), summary)
+        _log_summary(parent, summary)
+        headline = f"test_{task.headline.metric}"
+        log.info(
+            "seeds %s over %s: %s %.4f ± %.4f",
+            task.name,
+            seeds,
+            headline,
+            summary["mean"].get(headline, float("nan")),
+            summary["std"].get(headline, float("nan")),
+        )
+
+
+def _log_summary(tracker: Tracker, summary: Mapping[str, Any]) -> None:
+    tracker.log_metrics({f"mean_{k}": v for k, v in summary["mean"].items()})
+    tracker.log_metrics({f"std_{k}": v for k, v in summary["std"].items()})

@@ -7,11 +7,11 @@ import itertools
 
 import numpy as np
 import pytest
-from emergent.evaluation.metrics import conlleval_f1, entity_metrics
 
 from emergent.errors import ConfigError
 from emergent.tasks import TokenClassificationTask, Window
 from emergent.tasks.decoding import allowed_transitions, decode, viterbi
+from emergent.tasks.metrics import conlleval_f1, entity_metrics
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 

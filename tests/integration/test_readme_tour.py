@@ -79,6 +79,10 @@ TOUR = [
     "dvc repro fewshot",
     "python -m emergent fewshot fewshot.k=[0,4,16,64] fewshot.seeds=[1,2,3,4,5]",
     "dvc exp run -S experiment=fewshot_full",
+    # seeds and the team set-up (queued runs: tests/integration/test_team.py; the tuned preset
+    # exists only after a search: tests/integration/test_tune.py composes it)
+    "python -m emergent seeds task=ner",
+    "python -m emergent tune task=sentiment",
 ]
 # Not here: `make ui`, `make serve`, `make loadtest`, `mlflow models serve` and `curl` open
 # servers (tests/integration/test_serve_*.py and tests/browser/ cover them); `dvc plots show`

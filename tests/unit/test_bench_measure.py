@@ -10,10 +10,19 @@ import numpy as np
 from emergent.export.bench import measure
 
 
+class FakeEncoding(dict):
+    """What a fast tokenizer returns, as far as `synthetic_batch` reads it: one word per text."""
+
+    def word_ids(self, i: int) -> list[int | None]:
+        return [0] * self["input_ids"].shape[1]
+
+
 class FakeTokenizer:
-    def __call__(self, texts: list[str], **kwargs: object) -> dict[str, np.ndarray]:
+    def __call__(self, texts: list[str], **kwargs: object) -> FakeEncoding:
         n = int(kwargs["max_length"])  # type: ignore[call-overload]
-        return {"input_ids": np.ones((len(texts), n)), "attention_mask": np.ones((len(texts), n))}
+        ones = np.ones((len(texts), n))
+        offsets = np.zeros((len(texts), n, 2), dtype=np.int64)
+        return FakeEncoding(input_ids=ones, attention_mask=ones, offset_mapping=offsets)
 
 
 def test_variants_run_in_alternating_blocks_and_make_every_run() -> None:

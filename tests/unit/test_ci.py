@@ -48,7 +48,9 @@ def test_make_test_is_the_fast_suite_and_ci_arguments_select_all() -> None:
     ]["ini_options"]["addopts"]
     assert "-m 'not slow'" in addopts  # `make test`: slow tests deselected
     dry = subprocess.run(
-        ["make", "-n", "test", 'PYTEST_ARGS=-m "" --durations=25'],
+        # --no-print-directory: under CI this runs inside `make test`, where a nested make
+        # would add "Leaving directory" lines.
+        ["make", "--no-print-directory", "-n", "test", 'PYTEST_ARGS=-m "" --durations=25'],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -56,5 +58,7 @@ def test_make_test_is_the_fast_suite_and_ci_arguments_select_all() -> None:
     assert dry.returncode == 0, dry.stderr
     # the later -m wins over addopts': every test, slow and browser ones included
     assert dry.stdout.splitlines()[-1].endswith('python -m pytest -m "" --durations=25')
-    plain = subprocess.run(["make", "-n", "test"], cwd=ROOT, capture_output=True, text=True)
+    plain = subprocess.run(
+        ["make", "--no-print-directory", "-n", "test"], cwd=ROOT, capture_output=True, text=True
+    )
     assert plain.stdout.splitlines()[-1].rstrip().endswith("python -m pytest")

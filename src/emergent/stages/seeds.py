@@ -23,12 +23,13 @@ import numpy as np
 from omegaconf import DictConfig
 
 from emergent.config import Paths
-from emergent.data.prepare import load_task_split
+from emergent.data.layout import load_task_split
 from emergent.errors import ConfigError
 from emergent.evaluation.predict import predict, torch_forward
 from emergent.io import write_json
 from emergent.models.classifier import load_finetuned
 from emergent.stages import finetune
+from emergent.stages.per_task import per_task
 from emergent.tasks import Task
 from emergent.tracking import Tracker, stage_run
 
@@ -79,6 +80,7 @@ def score_model(cfg: DictConfig, paths: Paths, task: Task) -> dict[str, float]:
     return scores
 
 
+@per_task
 def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
     seeds = seed_list(cfg)
     keep = bool((cfg.get("seeds") or {}).get("keep_models", False))

@@ -62,6 +62,8 @@ def test_cli_bad_input_is_one_clear_line(project_copy: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+# About a minute: CI runs it (slow tests included); `make test` keeps under 10 minutes.
+@pytest.mark.slow
 def test_dvc_repro_then_exp_run_with_hydra_overrides(project_copy: Path) -> None:
     smoke = ["-S", "experiment=smoke"]
     result = run_cmd(["dvc", "exp", "run", *smoke, "validate"], cwd=project_copy)

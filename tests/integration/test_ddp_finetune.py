@@ -14,6 +14,8 @@ from tests.conftest import ROOT, run_cmd
 pytestmark = pytest.mark.integration
 
 
+# Two processes with gloo (~40 s): CI runs it; `make test` keeps under 10 minutes.
+@pytest.mark.slow
 def test_two_processes_report_the_same_validation_metrics(
     smoke_pretrained: Path, tmp_path: Path
 ) -> None:

@@ -116,7 +116,7 @@ def jobs(argv: list[str]) -> tuple[str, list[list[str]]]:
 def test_the_tour_list_covers_each_kind_of_command() -> None:
     """Every command of the list is checked by one of the tests below."""
     assert sorted(DVC_RUNS + CLI_RUNS + DVC_READS) == sorted(TOUR)
-    assert len(DVC_RUNS) == 11 and len(CLI_RUNS) == 16 and len(DVC_READS) == 3
+    assert len(DVC_RUNS) == 11 and len(CLI_RUNS) == 18 and len(DVC_READS) == 3
     assert "dvc exp run -S finetune.ner.lr=3e-5" in TOUR
 
 

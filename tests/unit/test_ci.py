@@ -47,18 +47,24 @@ def test_make_test_is_the_fast_suite_and_ci_arguments_select_all() -> None:
         "pytest"
     ]["ini_options"]["addopts"]
     assert "-m 'not slow'" in addopts  # `make test`: slow tests deselected
+    # Under CI this runs inside `make test PYTEST_ARGS=...`: a nested make would inherit that
+    # variable through MAKEFLAGS and print "Leaving directory" lines. Run it as a person would.
+    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL"}}
     dry = subprocess.run(
-        # --no-print-directory: under CI this runs inside `make test`, where a nested make
-        # would add "Leaving directory" lines.
         ["make", "--no-print-directory", "-n", "test", 'PYTEST_ARGS=-m "" --durations=25'],
         cwd=ROOT,
         capture_output=True,
         text=True,
+        env=env,
     )
     assert dry.returncode == 0, dry.stderr
     # the later -m wins over addopts': every test, slow and browser ones included
     assert dry.stdout.splitlines()[-1].endswith('python -m pytest -m "" --durations=25')
     plain = subprocess.run(
-        ["make", "--no-print-directory", "-n", "test"], cwd=ROOT, capture_output=True, text=True
+        ["make", "--no-print-directory", "-n", "test"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert plain.stdout.splitlines()[-1].rstrip().endswith("python -m pytest")

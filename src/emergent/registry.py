@@ -6,20 +6,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from emergent.logfilters import DropMessage
 from emergent.serving.models import registered_name
 
 log = logging.getLogger(__name__)
 
 METRIC_TAG = "test_metric"
-
-
-class _DropMessage(logging.Filter):
-    def __init__(self, prefix: str) -> None:
-        super().__init__()
-        self.prefix = prefix
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.prefix)
 
 
 def register(task: str, export_dir: Path, metric: float, example_texts: list[str]) -> str:
@@ -34,7 +26,7 @@ def register(task: str, export_dir: Path, metric: float, example_texts: list[str
     name = registered_name(task)
     # MLflow's caution about pickled models, for a class that is our own and ships with the
     # package it unpickles from.
-    pickle_note = _DropMessage("Passing a Python object as `python_model`")
+    pickle_note = DropMessage("Passing a Python object as `python_model`")
     logging.getLogger("mlflow.pyfunc").addFilter(pickle_note)
     try:
         info = mlflow.pyfunc.log_model(

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from emergent.logfilters import DropMessage
 from emergent.tasks.shapes import INPUT, N_SHAPES, uses_shapes
 
 log = logging.getLogger(__name__)
@@ -52,17 +53,6 @@ EXPORT_WARNINGS = (
         r"torch\.onnx\._internal\.torchscript_exporter\.symbolic_opset11",
     ),
 )
-
-
-class DropMessage(logging.Filter):
-    """Drops the records of one logger whose message starts with `prefix`."""
-
-    def __init__(self, prefix: str) -> None:
-        super().__init__()
-        self.prefix = prefix
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.prefix)
 
 
 @contextmanager

@@ -22,7 +22,8 @@ def quantize(src: Path, dst: Path, per_channel: bool) -> Path:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from emergent.export.onnx import DropMessage, vendor_info_off
+    from emergent.export.onnx import vendor_info_off
+    from emergent.logfilters import DropMessage
 
     # The quantizer advises `quant_pre_process` (shape inference and ORT's optimizer) on every
     # call, on the root logger itself; the graph it gets is already fused (`onnx.fuse`).

@@ -48,8 +48,12 @@ def test_make_test_is_the_fast_suite_and_ci_arguments_select_all() -> None:
     ]["ini_options"]["addopts"]
     assert "-m 'not slow'" in addopts  # `make test`: slow tests deselected
     # Under CI this runs inside `make test PYTEST_ARGS=...`: a nested make would inherit that
-    # variable through MAKEFLAGS and print "Leaving directory" lines. Run it as a person would.
-    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL"}}
+    # variable through MAKEFLAGS and the environment and print "Leaving directory" lines. Run
+    # it as a person would.
+    # Make also exports command-line variables to the recipe's environment, so PYTEST_ARGS
+    # itself must go too.
+    inherited = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "PYTEST_ARGS"}
+    env = {k: v for k, v in os.environ.items() if k not in inherited}
     dry = subprocess.run(
         ["make", "--no-print-directory", "-n", "test", 'PYTEST_ARGS=-m "" --durations=25'],
         cwd=ROOT,

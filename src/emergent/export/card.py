@@ -23,8 +23,10 @@ def model_card(
         if pruning
         else "Not pruned."
     )
-    if pruning and pruning.get("recover_seconds"):
-        pcfg = cfg.export.prune
+    pcfg = cfg.export.get("prune") or {}
+    # Whether recovery ran is a matter of config, not of its timing: two smoke steps can take
+    # under 0.05 s and round to 0.0 on a fast machine.
+    if pruning and pruning.get("level") and pcfg.get("recover_steps"):
         teacher = " distilling from the unpruned model," if pcfg.get("distill") else ""
         pruned += (
             f" Then fine-tuned {pcfg.recover_steps} steps on the training split,{teacher} "

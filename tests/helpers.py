@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
 import time
@@ -16,6 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from emergent.bench.serve import free_port  # noqa: F401 - the tests' one way to pick a port
 
 
 def in_ci() -> bool:
@@ -41,13 +42,6 @@ def copy_sqlite(source: Path, dest: Path) -> None:
         contextlib.closing(sqlite3.connect(dest)) as dst,
     ):
         src.backup(dst)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_ready(

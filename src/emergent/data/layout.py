@@ -20,6 +20,7 @@ from emergent.errors import DataError
 from emergent.io import read_jsonl, sha256_file
 
 SPLITS = ("train", "validation", "test")
+HELD_OUT = SPLITS[1:]  # what choices are made on (validation) and what is reported (test)
 MANIFEST = "manifest.json"
 
 

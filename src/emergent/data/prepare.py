@@ -21,7 +21,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from emergent.data import formats
-from emergent.data.layout import SPLITS, corpus_path, manifest_path, split_path
+from emergent.data.layout import HELD_OUT, SPLITS, corpus_path, manifest_path, split_path
 from emergent.data.protocols import PreparedTask
 from emergent.data.sources import DataError, resolve
 from emergent.io import atomic_dir, sha256_file, write_json, write_jsonl
@@ -140,7 +140,7 @@ def prepare_task(
                 str(source), f"no examples left for the {split} split of task {task.name!r}"
             )
 
-    held = {s: read[s] for s in ("validation", "test") if s in read}
+    held = {s: read[s] for s in HELD_OUT if s in read}
     dedupe_heldout = bool(cfg.get("dedupe_heldout", False))
     overlaps, validation_removed = _heldout_overlaps(task, held, dedupe_heldout, stats)
     train, stats["duplicates_removed"]["train"] = dedupe(read["train"], task.key)
@@ -153,7 +153,7 @@ def prepare_task(
     }
     stats["heldout_overlaps"] = overlaps
     train = sample_cap(train, cfg.get("max_rows"), seed)
-    carved = [s for s in ("validation", "test") if s not in held]
+    carved = [s for s in HELD_OUT if s not in held]
     fractions = {s: float(split_cfg.get(s, 0.0)) for s in carved}
     pool = len(train)
     if carved:
@@ -185,7 +185,7 @@ def _heldout_overlaps(
             held[split] = kept
             stats["duplicates_removed"][split] = dup
         overlaps[f"{split}_duplicates_kept"] = 0 if dedupe_heldout else dup
-    if {"validation", "test"} <= set(held):
+    if set(HELD_OUT) <= set(held):
         test_keys = {task.key(e) for e in held["test"]}
         shared = _overlap(held["validation"], test_keys, task.key)
         if dedupe_heldout:
@@ -259,7 +259,7 @@ def build_corpus(
     held_out = {
         task.text(e)
         for task, splits in task_splits.items()
-        for split in ("validation", "test")
+        for split in HELD_OUT
         for e in splits[split]
     }
     docs: list[str] = []

@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig
 
-from emergent.data.layout import SPLITS, corpus_path, load_task_split, split_path
+from emergent.data.layout import HELD_OUT, SPLITS, corpus_path, load_task_split, split_path
 from emergent.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def build_checks(prepared: Path, data_cfg: DictConfig, tasks: list[Any]) -> list
                     f"(it carves a missing validation/test split out of train)",
                 )
         checks += task.quality_checks(splits, data_cfg[task.name])
-        held_out |= {task.text(e) for s in ("validation", "test") for e in splits[s]}
+        held_out |= {task.text(e) for s in HELD_OUT for e in splits[s]}
     return checks + corpus_checks(prepared, data_cfg.corpus, held_out)
 
 

@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig
 
 from emergent.config import Paths
-from emergent.data.layout import corpus_path, load_task_split
+from emergent.data.layout import HELD_OUT, corpus_path, load_task_split
 from emergent.data.mlm import read_corpus
 from emergent.evaluation.bootstrap import Bootstrap, drop_interval
 from emergent.evaluation.plots import write_csv
@@ -109,7 +109,7 @@ class ExportInputs:
         model_dir = paths.inp("models", task.name)
         model, tokenizer, labels = load_finetuned(task, model_dir)
         prepared = paths.inp(cfg.data.prepared_dir)
-        splits = {s: load_task_split(prepared, task.name, s) for s in ("validation", "test")}
+        splits = {s: load_task_split(prepared, task.name, s) for s in HELD_OUT}
         training = json.loads((model_dir / "training.json").read_text(encoding="utf-8"))
         max_length = int(training["max_length"])  # the window the model was trained with
         return cls(

@@ -52,7 +52,7 @@ def headline_bounds(
     settings = Bootstrap.from_config(cfg)
     low, high = headline_interval(task, examples, labels, pred, settings)
     bounds = {f"{task.headline.metric}_ci_low": low, f"{task.headline.metric}_ci_high": high}
-    extra = [m for m in getattr(task, "interval_metrics", ()) if m != task.headline.metric]
+    extra = [m for m in task.interval_metrics if m != task.headline.metric]
     if extra:
         counts = task.outcome_counts(examples, labels, pred)
         for metric in extra:

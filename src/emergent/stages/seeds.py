@@ -23,7 +23,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from emergent.config import Paths
-from emergent.data.layout import load_task_split
+from emergent.data.layout import HELD_OUT, load_task_split
 from emergent.errors import ConfigError
 from emergent.evaluation.predict import predict, torch_forward
 from emergent.io import write_json
@@ -34,8 +34,6 @@ from emergent.tasks import Task
 from emergent.tracking import Tracker, stage_run
 
 log = logging.getLogger(__name__)
-
-SPLITS = ("validation", "test")
 
 
 def seed_list(cfg: DictConfig) -> list[int]:
@@ -70,7 +68,7 @@ def score_model(cfg: DictConfig, paths: Paths, task: Task) -> dict[str, float]:
     training = json.loads((model_dir / "training.json").read_text(encoding="utf-8"))
     prepared = paths.inp(cfg.data.prepared_dir)
     scores: dict[str, float] = {}
-    for split in SPLITS:
+    for split in HELD_OUT:
         examples = load_task_split(prepared, task.name, split)
         pred, conf = predict(
             task, torch_forward(model), tokenizer, examples, labels, int(training["max_length"])

@@ -86,6 +86,8 @@ class Task(ABC):
 
     kind: ClassVar[str]  # human-readable kind, for logs and cards
     example_fields: ClassVar[tuple[str, ...]]  # fields every prepared example has
+    #: metrics besides the headline that also get a bootstrap interval (`scores_from_counts`)
+    interval_metrics: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,

@@ -339,7 +339,8 @@ def work(
         echo(format_trial(result, task.headline.metric, total))
         ran += 1
     summary = study_summary(study, task, dims)
-    summary.update(study=name, storage=redact(url), worker_trials=ran)
+    # As configured (a relative SQLite path stays relative): the preset quoting it is committed.
+    summary.update(study=name, storage=redact(str(tune.storage)), worker_trials=ran)
     if summary["best"] is not None:
         path = Path(tune.preset) if tune.preset else preset_path(task.name)
         write_preset(path, task, summary, dims, base_experiment(cfg, task.name))

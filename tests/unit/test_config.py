@@ -150,6 +150,9 @@ def test_resolved_finetune_settings_are_those_of_the_measured_runs() -> None:
             128,
         )
         assert debate.optimizer.betas == [0.9, 0.999] and debate.limit_train_batches is None
+        # the quality levers chosen on validation over three seeds (docs/results.md)
+        assert cfg.tasks.ner.decoding == "viterbi"
+        assert (ner.word_shapes, sent.pooling, debate.pooling) == ("auto", "auto", "cls")
 
 
 def test_schema_knows_every_lightning_trainer_argument() -> None:
@@ -161,7 +164,10 @@ def test_schema_knows_every_lightning_trainer_argument() -> None:
     assert names == TRAINER_ARGUMENTS
 
 
-@pytest.mark.parametrize("option", ["default", "smoke", "scratch", "fewshot_full", "ddp"])
+@pytest.mark.parametrize(
+    "option",
+    ["default", "smoke", "scratch", "fewshot_full", "ner_tuned", "sentiment_tuned", "ddp"],
+)
 def test_every_preset_validates(option: str) -> None:
     from emergent.schema import validate_config
 

@@ -197,7 +197,10 @@ def test_hydra_help_and_info_through_the_cli(tmp_path: Path) -> None:
     help_ = cli(["ingest", "--help"], tmp_path)
     assert help_.returncode == 0, help_.stderr
     assert help_.stdout.startswith("python -m emergent ingest is powered by Hydra.")
-    assert "experiment: fewshot_full, scratch, smoke" in help_.stdout
+    # every preset file of the group, the tuned ones `tune` wrote included, in Hydra's order
+    presets = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+    assert {"fewshot_full", "ner_tuned", "scratch", "smoke"} <= set(presets)
+    assert f"experiment: {', '.join(presets)}\n" in help_.stdout
     info = cli(["ingest", "--info", "defaults"], tmp_path)
     assert info.returncode == 0, info.stderr
     assert "| finetune/task/inherit       | finetune.ner " in info.stdout

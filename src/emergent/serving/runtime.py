@@ -10,8 +10,6 @@ from typing import Any
 
 import numpy as np
 
-INPUTS = ("input_ids", "attention_mask")
-
 
 def session(path: Path | str, threads: int | None = None) -> Any:
     """A CPU inference session with all graph optimisations; `threads` defaults to the
@@ -29,7 +27,7 @@ def ort_forward(sess: Any) -> Callable[[dict[str, Any]], np.ndarray]:
     """(batch with input_ids and attention_mask, and word_shape_ids for a graph that reads
     them; numpy or torch) -> logits."""
 
-    names = [i.name for i in sess.get_inputs()]  # INPUTS, and `word_shape_ids` if it reads them
+    names = [i.name for i in sess.get_inputs()]  # ids, mask, and `word_shape_ids` if it reads them
 
     def forward(batch: dict[str, Any]) -> np.ndarray:
         feeds = {name: np.asarray(batch[name], dtype=np.int64) for name in names}

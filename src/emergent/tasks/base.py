@@ -24,12 +24,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from emergent.tasks.shapes import INPUT as SHAPES_INPUT  # token tasks' word-shape batch key
+
 Example = dict[str, Any]
 Row = dict[str, Any]
 # Per row: (word index within the example, predicted label id, confidence or probabilities).
 RowOutput = list[tuple[int, int, Any]]
 MODEL_KEYS = ("input_ids", "attention_mask", "labels")
-SHAPES_KEY = "word_shape_ids"  # token tasks: each sub-token's word shape (tasks/shapes.py)
 
 
 @dataclass(frozen=True)
@@ -257,17 +258,17 @@ class PassThroughCollator:
         import torch
 
         batch = self.inner([{k: r[k] for k in MODEL_KEYS if k in r} for r in rows])
-        if SHAPES_KEY in rows[0]:  # word shapes: padded like the ids, with 0 ("no word")
+        if SHAPES_INPUT in rows[0]:  # word shapes: padded like the ids, with 0 ("no word")
             width = batch["input_ids"].shape[1]
             left = getattr(getattr(self.inner, "tokenizer", None), "padding_side", "right")
             shapes = torch.zeros((len(rows), width), dtype=torch.long)
             for i, r in enumerate(rows):
-                values = torch.tensor(r[SHAPES_KEY][:width], dtype=torch.long)
+                values = torch.tensor(r[SHAPES_INPUT][:width], dtype=torch.long)
                 if left == "left":
                     shapes[i, width - len(values) :] = values
                 else:
                     shapes[i, : len(values)] = values
-            batch[SHAPES_KEY] = shapes
+            batch[SHAPES_INPUT] = shapes
         for key in ("example", "row"):
             if key in rows[0]:
                 batch[key] = torch.tensor([r[key] for r in rows], dtype=torch.long)

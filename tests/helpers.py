@@ -19,6 +19,21 @@ import pytest
 from emergent.bench.serve import free_port  # noqa: F401 - the tests' one way to pick a port
 
 
+def tiny_bert_config(**overrides: Any) -> Any:
+    """A one-layer BERT config that builds in milliseconds (tests override what they need)."""
+    from transformers import BertConfig
+
+    settings = {
+        "vocab_size": 50,
+        "hidden_size": 16,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "intermediate_size": 32,
+        "max_position_embeddings": 32,
+    }
+    return BertConfig(**{**settings, **overrides})
+
+
 def in_ci() -> bool:
     """True under CI (`CI=true`, as `.ci/run` and most CI services set it)."""
     return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from emergent.models.distill import distillation_loss
+from tests.helpers import tiny_bert_config
 
 
 def test_kl_to_the_teacher_has_the_hand_computed_value() -> None:
@@ -53,17 +54,12 @@ def test_no_labelled_position_gives_zero_with_a_gradient() -> None:
 def _module(alpha: float, teacher: torch.nn.Module | None = None) -> object:
     import copy
 
-    from transformers import BertConfig, BertForSequenceClassification
+    from transformers import BertForSequenceClassification
 
     from emergent.models.distill import DistilledTaskModule
 
-    config = BertConfig(
-        vocab_size=50,
-        hidden_size=8,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=16,
-        num_labels=2,
+    config = tiny_bert_config(
+        hidden_size=8, intermediate_size=16, max_position_embeddings=512, num_labels=2
     )
     torch.manual_seed(0)
     student = BertForSequenceClassification(config).eval()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.helpers import tiny_bert_config
 
 # As the entry points run: configure_logging() first, Lightning imported after (stages load
 # lazily), then Lightning's own messages and warnings.
@@ -59,17 +60,12 @@ def test_lightning_messages_print_once_without_vendor_tips() -> None:
 def test_loading_into_another_head_logs_one_line(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    from transformers import BertConfig, BertForMaskedLM, BertForTokenClassification
+    from transformers import BertForMaskedLM, BertForTokenClassification
 
     from emergent.models.backbone import from_pretrained_logged
 
-    config = BertConfig(
-        vocab_size=30,
-        hidden_size=8,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=16,
-        max_position_embeddings=16,
+    config = tiny_bert_config(
+        vocab_size=30, hidden_size=8, intermediate_size=16, max_position_embeddings=16
     )
     BertForMaskedLM(config).save_pretrained(tmp_path)
     capfd.readouterr()

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import BertConfig
 
 from emergent.errors import ConfigError
 from emergent.models.backbone import backbone_dir
@@ -22,6 +21,7 @@ from emergent.models.pooling import (
     resolve_pooling,
 )
 from emergent.tasks import SequenceClassificationTask
+from tests.helpers import tiny_bert_config
 
 SENT = SequenceClassificationTask("sentiment", {"metric": "accuracy", "label": "accuracy"})
 
@@ -56,15 +56,7 @@ def _minilm_source() -> str:
 def _tiny_backbone(path: Path, pooling: str | None) -> Path:
     from transformers import BertModel
 
-    config = BertConfig(
-        vocab_size=50,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=32,
-    )
-    BertModel(config).save_pretrained(str(path))
+    BertModel(tiny_bert_config()).save_pretrained(str(path))
     if pooling:
         (path / "1_Pooling").mkdir()
         (path / "1_Pooling" / "config.json").write_text(

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import BertConfig, BertForTokenClassification
+from transformers import BertForTokenClassification
 
 from emergent.models.backbone import lowercases, train_wordpiece
 from emergent.models.classifier import enable_word_shapes, load_finetuned
 from emergent.tasks import TokenClassificationTask
 from emergent.tasks.shapes import SHAPES, model_inputs, text_shapes, token_shapes, word_shape
+from tests.helpers import tiny_bert_config
 
 NER = TokenClassificationTask("ner", {"metric": "f1", "label": "F1"})
 
@@ -79,16 +80,7 @@ def test_rows_carry_shapes_and_the_collator_pads_them() -> None:
 
 
 def _tiny_model(labels: int = 3) -> BertForTokenClassification:
-    config = BertConfig(
-        vocab_size=40,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=32,
-        num_labels=labels,
-    )
-    return BertForTokenClassification(config).eval()
+    return BertForTokenClassification(tiny_bert_config(vocab_size=40, num_labels=labels)).eval()
 
 
 def test_a_model_with_shapes_starts_as_the_model_without(tmp_path: Path) -> None:

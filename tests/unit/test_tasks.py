@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from transformers import BertConfig, BertForTokenClassification
+from transformers import BertForTokenClassification
 
 from emergent.config import compose
 from emergent.models.backbone import train_wordpiece
@@ -15,6 +15,7 @@ from emergent.tasks.base import Window
 from emergent.tasks.token_classification import IGNORE
 from emergent.tasks.windows import owned_positions
 from tests.conftest import ROOT
+from tests.helpers import tiny_bert_config
 
 TEXTS = ["Empire State Building is in New York .", "Barack Obama visited Paris ."] * 10
 NER = TokenClassificationTask("ner", {"metric": "f1", "label": "entity F1"}, stride=4)
@@ -167,12 +168,10 @@ def test_unknown_gold_label_encodes_when_scoring_a_sequence_task(tokenizer) -> N
 def tiny_model() -> BertForTokenClassification:
     torch.manual_seed(0)
     return BertForTokenClassification(
-        BertConfig(
+        tiny_bert_config(
             vocab_size=60,
-            hidden_size=16,
             num_hidden_layers=3,
-            num_attention_heads=2,
-            intermediate_size=32,
+            max_position_embeddings=512,
             num_labels=3,
             hidden_dropout_prob=0.3,
         )

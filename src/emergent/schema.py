@@ -305,6 +305,7 @@ class FinetuneShared(_Section):
     max_steps: Annotated[int, Field(ge=-1)] | None = None
     lr: PositiveFloat
     head_lr: PositiveFloat | None = None
+    layer_lr_decay: Annotated[float, Field(gt=0, le=1)] = 1.0
     weight_decay: NonNegativeFloat
     warmup_ratio: Share
     gradient_clip_val: NonNegativeFloat

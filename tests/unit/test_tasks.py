@@ -224,3 +224,30 @@ def test_loaded_task_model_trains_with_dropout(tmp_path) -> None:
     ids = torch.randint(5, 60, (2, 10))
     assert not torch.equal(model(input_ids=ids).logits, model(input_ids=ids).logits)
     assert model.config.hidden_dropout_prob == 0.5
+
+
+def test_layerwise_learning_rates_decay_down_the_stack() -> None:
+    from emergent.models.optim import layer_depth, layerwise_param_groups, param_groups
+
+    model = tiny_model()  # three encoder layers
+    groups = layerwise_param_groups(model.named_parameters(), 0.01, 1.0, 0.5, num_layers=3)
+    rate = {id(p): g["lr"] for g in groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert rate[id(named["bert.embeddings.word_embeddings.weight"])] == 0.125
+    assert rate[id(named["bert.encoder.layer.0.attention.self.query.weight"])] == 0.25
+    assert rate[id(named["bert.encoder.layer.1.output.dense.weight"])] == 0.5
+    assert rate[id(named["bert.encoder.layer.2.output.dense.weight"])] == 1.0
+    assert rate[id(named["classifier.weight"])] == 1.0
+    assert len(rate) == len(named)  # every parameter in exactly one group
+    decay_of = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    assert decay_of[id(named["bert.encoder.layer.1.output.LayerNorm.weight"])] == 0.0
+    assert decay_of[id(named["bert.encoder.layer.1.output.dense.weight"])] == 0.01
+    # LoRA-wrapped names keep their depth
+    assert layer_depth("base_model.model.bert.encoder.layer.4.attention.self.query.lora_A", 6) == 5
+    # decay 1: exactly the groups the optimizer got before the option existed
+    flat = layerwise_param_groups(model.named_parameters(), 0.01, 1e-4, 1.0, num_layers=3)
+    plain = param_groups(model.named_parameters(), 0.01, 1e-4)
+    assert [[id(p) for p in g["params"]] for g in flat] == [
+        [id(p) for p in g["params"]] for g in plain
+    ]
+    assert [g["lr"] for g in flat] == [1e-4, 1e-4]

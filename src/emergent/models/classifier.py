@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from emergent.errors import ConfigError, StageError
 from emergent.models.backbone import from_pretrained_logged
-from emergent.models.optim import param_groups
+from emergent.models.optim import layerwise_param_groups, param_groups
 from emergent.models.pooling import POOLING_KEY, pooled_class, resolve_pooling
 from emergent.tasks import Task
 from emergent.tasks.base import RowOutput, softmax
@@ -141,6 +141,7 @@ class TaskModule(L.LightningModule):
         total_steps: int,
         head_lr: float | None = None,
         class_weights: torch.Tensor | None = None,
+        layer_lr_decay: float = 1.0,
     ) -> None:
         super().__init__()
         self.model = model
@@ -234,7 +235,14 @@ class TaskModule(L.LightningModule):
         ]
         head_ids = {id(p) for _, p in head}
         body = [(n, p) for n, p in self.model.named_parameters() if id(p) not in head_ids]
-        groups = param_groups(body, hp.weight_decay, hp.lr, include_frozen=True)
+        groups = layerwise_param_groups(
+            body,
+            hp.weight_decay,
+            hp.lr,
+            hp.layer_lr_decay,
+            int(self.model.config.num_hidden_layers),
+            include_frozen=True,
+        )
         groups += param_groups(head, hp.weight_decay, hp.head_lr or hp.lr, include_frozen=True)
         optimizer = instantiate(
             self.optimizer_cfg,
@@ -290,6 +298,7 @@ def task_module(
         scheduler=OmegaConf.to_container(fcfg.scheduler),  # type: ignore[arg-type]
         lr=float(fcfg.lr),
         head_lr=fcfg.head_lr,
+        layer_lr_decay=float(fcfg.layer_lr_decay),
         weight_decay=float(fcfg.weight_decay),
         warmup_ratio=float(fcfg.warmup_ratio),
         total_steps=total_steps,

@@ -38,6 +38,23 @@ def tokenizer():
     return train_wordpiece(TEXTS, vocab_size=120, min_frequency=1, lowercase=False, max_length=32)
 
 
+def test_trained_wordpiece_gives_the_same_ids_every_time() -> None:
+    """The trainer breaks frequency ties in hash-map order (huggingface/tokenizers#1794): the
+    same tokens came out under different ids run to run, so smoke and scratch models did not
+    reproduce. Ids are now canonical: specials first, then the other tokens sorted. (A vocab
+    size above what the texts can fill: ties AT the size cut-off can still change which
+    tokens make it, which ordering cannot fix.)"""
+    texts = [f"{w} {v} ##{w}{v} {v.upper()}" for w in "abcdefghij" for v in "klmnopqrst"]
+    vocabs = [
+        train_wordpiece(texts, 5000, 1, lowercase=False, max_length=32).get_vocab()
+        for _ in range(4)
+    ]
+    assert all(v == vocabs[0] for v in vocabs[1:])
+    by_id = sorted(vocabs[0], key=vocabs[0].get)
+    assert by_id[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    assert by_id[5:] == sorted(by_id[5:])
+
+
 def test_trained_wordpiece_is_cased_and_has_bert_specials(tokenizer, tmp_path) -> None:
     tokenizer.save_pretrained(str(tmp_path))
     from emergent.models.backbone import load_tokenizer

@@ -7,7 +7,7 @@ keeps it, which would silently switch dropout off during training.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,19 @@ def config_overrides(model_cfg: DictConfig) -> dict[str, Any]:
     return dict(OmegaConf.to_container(overrides)) if overrides else {}  # type: ignore[arg-type]
 
 
+def canonical_ids(vocab: Mapping[str, int], special: Sequence[str]) -> dict[str, int]:
+    """A trained vocabulary with its ids in a fixed order: the special tokens first, then every
+    other token sorted.
+
+    The WordPiece trainer breaks frequency ties in hash-map order, so two runs on the same
+    texts learn the same tokens under different ids (huggingface/tokenizers#1794), and every
+    model built on them starts from differently ordered embedding rows: the presets that train
+    a tokenizer (smoke, scratch, the scale models) did not reproduce run to run.
+    """
+    rest = sorted(token for token in vocab if token not in special)
+    return {token: i for i, token in enumerate([*special, *rest])}
+
+
 def train_wordpiece(
     texts: Iterable[str], vocab_size: int, min_frequency: int, lowercase: bool, max_length: int
 ) -> Any:
@@ -49,6 +62,9 @@ def train_wordpiece(
         vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
+    tokenizer.model = models.WordPiece(
+        canonical_ids(tokenizer.get_vocab(), SPECIAL_TOKENS), unk_token="[UNK]"
+    )
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",

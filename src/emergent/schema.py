@@ -309,6 +309,7 @@ class FinetuneShared(_Section):
     weight_decay: NonNegativeFloat
     warmup_ratio: Share
     gradient_clip_val: NonNegativeFloat
+    ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.0  # 0: no weight averaging
     optimizer: Target
     scheduler: Target
     callbacks: Callbacks

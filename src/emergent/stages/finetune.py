@@ -28,6 +28,7 @@ from emergent.data.tasks import task_datamodule
 from emergent.errors import ConfigError, StageError
 from emergent.hardware import device_count
 from emergent.io import atomic_dir, sha256_file, write_json
+from emergent.models.averaging import ExponentialMovingAverage
 from emergent.models.backbone import count_parameters, load_tokenizer, lowercases
 from emergent.models.classifier import apply_lora, load_task_model, mergeable, task_module
 from emergent.models.freezing import GradualUnfreezing, freeze
@@ -66,6 +67,8 @@ def callbacks(fcfg: DictConfig, task: Task, ckpt_dir: Any) -> dict[str, Any]:
     }
     if fcfg.freeze.unfreeze_at_epoch is not None:
         built["unfreeze"] = GradualUnfreezing(int(fcfg.freeze.unfreeze_at_epoch))
+    if fcfg.get("ema_decay"):  # the schema keeps it in [0, 1)
+        built["ema"] = ExponentialMovingAverage(float(fcfg.ema_decay))
     return built
 
 

@@ -83,7 +83,8 @@ compare: setup
 # Benchmarks: ratios measured side by side in one run (needs the pipeline's outputs:
 # `make repro` first). Results, with the CPU model and flags, in reports/bench/*.json.
 # pretrain: the default model, Lightning vs a plain loop and fp32 vs bf16-mixed, interleaved.
-# finetune: fp32 vs bf16-mixed tokens/s and test-metric change over a bounded run.
+# finetune: fp32 vs bf16-mixed tokens/s and test-metric change over a bounded run, and the
+# fused AdamW step vs torch's per-operation loop.
 bench: setup
 	$(BIN)/python -m emergent.bench pretrain --rounds 3 --steps 6
 	$(BIN)/python -m emergent.bench finetune task=sentiment --steps 40

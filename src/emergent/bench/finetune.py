@@ -1,6 +1,7 @@
-"""Fine-tuning in fp32 vs bf16-mixed: the real fine-tuning stage run twice for a bounded
-number of steps from the same pretrained model and seed, then both models scored on the test
-split. Reports tokens/s of each run and the headline-metric difference bf16 brings.
+"""Fine-tuning in fp32 vs bf16-mixed, and the fused AdamW step vs torch's per-operation loop:
+the real fine-tuning stage run three times for a bounded number of steps from the same
+pretrained model and seed, then each model scored on the test split. Reports tokens/s of each
+run, the headline-metric difference bf16 brings and the speed-up of the fused step.
 
 Runs are sequential (a whole stage each), not interleaved, so machine-load drift is not
 cancelled: repeat the bench before trusting a small speed difference.
@@ -25,7 +26,12 @@ from emergent.tasks import Task
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = {"fp32": "32-true", "bf16": "bf16-mixed"}
+# Each variant's overrides of the fine-tuning config (`{task}`: the benchmarked task).
+VARIANTS: dict[str, dict[str, object]] = {
+    "fp32": {"trainer.precision": "32-true"},
+    "bf16": {"trainer.precision": "bf16-mixed"},
+    "bf16_unfused": {"trainer.precision": "bf16-mixed", "finetune.{task}.optimizer.fused": False},
+}
 
 
 def test_metric(cfg: DictConfig, paths: Paths, task: Task, model_dir: Path) -> float:
@@ -51,10 +57,11 @@ def run(cfg: DictConfig, paths: Paths, task: Task, steps: int = 40) -> dict:
         raise FileNotFoundError(f"{pretrained} has no model: run `dvc repro pretrain` first")
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-finetune-") as scratch:
-        for name, precision in PRECISIONS.items():
+        for name, overrides in VARIANTS.items():
             out = Path(scratch) / name
             run_cfg = cfg.copy()
-            run_cfg.trainer.precision = precision
+            for key, value in overrides.items():
+                OmegaConf.update(run_cfg, key.format(task=task.name), value, force_add=True)
             run_cfg.mlflow.tracking_uri = f"sqlite:///{Path(scratch) / 'mlflow.db'}"
             run_cfg.mlflow.artifact_dir = str(Path(scratch) / "mlartifacts")
             for key, value in (
@@ -85,7 +92,9 @@ def run(cfg: DictConfig, paths: Paths, task: Task, steps: int = 40) -> dict:
         "tokens_per_second": {k: v["tokens_per_second"] for k, v in results.items()},
         "ratios": {
             "bf16_vs_fp32_tokens_per_second": results["bf16"]["tokens_per_second"]
-            / results["fp32"]["tokens_per_second"]
+            / results["fp32"]["tokens_per_second"],
+            "fused_vs_unfused_tokens_per_second": results["bf16"]["tokens_per_second"]
+            / results["bf16_unfused"]["tokens_per_second"],
         },
         "bf16_metric_change_points": results["bf16"]["test_metric"]
         - results["fp32"]["test_metric"],

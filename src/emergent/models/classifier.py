@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from lightning.pytorch.plugins.precision import Precision
+from lightning.pytorch.utilities import GradClipAlgorithmType
 from omegaconf import DictConfig, OmegaConf
 
 from emergent.errors import ConfigError, StageError
@@ -244,8 +246,14 @@ class TaskModule(L.LightningModule):
             include_frozen=True,
         )
         groups += param_groups(head, hp.weight_decay, hp.head_lr or hp.lr, include_frozen=True)
+        optimizer_cfg = dict(self.optimizer_cfg)
+        if optimizer_cfg.get("fused") and self._loss_scaler() is not None:
+            # A fused optimizer unscales fp16 gradients inside its step, after clipping would
+            # have seen them scaled: Lightning refuses the pair, so fp16 gets the plain loop.
+            log.info("fp16 loss scaling: the optimizer runs unfused so gradients can be clipped")
+            optimizer_cfg["fused"] = False
         optimizer = instantiate(
-            self.optimizer_cfg,
+            optimizer_cfg,
             params=groups,
             lr=hp.lr,
             weight_decay=hp.weight_decay,
@@ -261,6 +269,35 @@ class TaskModule(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+    def _loss_scaler(self) -> Any:
+        """The fp16 gradient scaler of the precision plugin (None under bf16 and fp32)."""
+        return getattr(self.trainer.precision_plugin, "scaler", None)
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip exactly as Lightning does, also for a fused optimizer under bf16 or fp32.
+
+        Lightning's mixed-precision plugin refuses to clip for any optimizer that could unscale
+        gradients itself (fused AdamW), a guard that only matters with an fp16 loss scaler:
+        without one, the base plugin's clipping (the same `clip_grad_norm_` over the
+        optimizer's parameters) is what would have run.
+        """
+        if self._loss_scaler() is not None:
+            super().configure_gradient_clipping(
+                optimizer, gradient_clip_val, gradient_clip_algorithm
+            )
+            return
+        Precision.clip_gradients(
+            self.trainer.precision_plugin,
+            optimizer,
+            float(gradient_clip_val or 0.0),
+            GradClipAlgorithmType(gradient_clip_algorithm or "norm"),
+        )
 
 
 def load_finetuned(task: Task, model_dir: Path | str) -> tuple[Any, Any, list[str]]:

@@ -41,7 +41,9 @@ def _module(trainer: L.Trainer) -> TaskModule:
 
 def _grad_norm(module: TaskModule) -> float:
     grads = [p.grad for p in module.parameters() if p.grad is not None]
-    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+    return float(
+        torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    )
 
 
 def test_fused_adamw_under_bf16_clips_to_the_configured_norm() -> None:

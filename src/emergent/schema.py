@@ -771,5 +771,8 @@ def unknown_override(err: Exception, cfg: DictConfig) -> ConfigError | None:
     path = found.group(1).split(".")
     plain = OmegaConf.to_container(cfg, resolve=False)
     names = list(plain.get("tasks") or {}) if isinstance(plain, dict) else []
+    key = found.group(1)
     hint = suggest(config_model([str(n) for n in names]), path[:-1], path[-1])
-    return ConfigError(found.group(1), "unknown key" + (f"; did you mean {hint}?" if hint else ""))
+    if hint == key:  # a valid key that conf/ does not set (a Lightning argument, say)
+        return ConfigError(key, f"not set in conf/, so add it with a plus: +{key}=...")
+    return ConfigError(key, "unknown key" + (f"; did you mean {hint}?" if hint else ""))

@@ -235,6 +235,12 @@ def test_unknown_key_refused_by_hydra_is_named_like_the_schema_does() -> None:
         "finetune.shared.group_by_lenght: unknown key; "
         "did you mean finetune.shared.datamodule.group_by_length?"
     )
+    # A key the schema accepts but conf/ does not set: the fix is the `+`, not another key.
+    with pytest.raises(HydraException) as err:
+        smoke_cfg("trainer.profiler=simple")
+    assert str(unknown_override(err.value, smoke_cfg())) == (
+        "trainer.profiler: not set in conf/, so add it with a plus: +trainer.profiler=..."
+    )
 
 
 def test_dvc_cli_validates_params_up_front(

@@ -768,10 +768,10 @@ def unknown_override(err: Exception, cfg: DictConfig) -> ConfigError | None:
     found = re.search(r"Could not override '([^']+)'", text)
     if not found or "not in struct" not in text:
         return None
-    path = found.group(1).split(".")
+    key = found.group(1)
+    path = key.split(".")
     plain = OmegaConf.to_container(cfg, resolve=False)
     names = list(plain.get("tasks") or {}) if isinstance(plain, dict) else []
-    key = found.group(1)
     hint = suggest(config_model([str(n) for n in names]), path[:-1], path[-1])
     if hint == key:  # a valid key that conf/ does not set (a Lightning argument, say)
         return ConfigError(key, f"not set in conf/, so add it with a plus: +{key}=...")

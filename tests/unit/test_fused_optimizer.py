@@ -1,5 +1,5 @@
-"""A fused AdamW (the fine-tuning default) under bf16-mixed still gets its gradients clipped;
-under an fp16 loss scaler the module falls back to the unfused loop."""
+"""A fused AdamW (`finetune.<task>.optimizer.fused`) under bf16-mixed still gets its gradients
+clipped; under an fp16 loss scaler the module falls back to the unfused loop."""
 
 from __future__ import annotations
 
@@ -40,9 +40,8 @@ def _module(trainer: L.Trainer) -> TaskModule:
 
 
 def _grad_norm(module: TaskModule) -> float:
-    grads = [p.grad for p in module.parameters() if p.grad is not None]
     return float(
-        torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        torch.nn.utils.get_total_norm(p.grad for p in module.parameters() if p.grad is not None)
     )
 
 

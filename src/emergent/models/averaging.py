@@ -29,7 +29,6 @@ class ExponentialMovingAverage(WeightAveraging):
         if not 0.0 < decay < 1.0:
             raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
         super().__init__(multi_avg_fn=get_ema_multi_avg_fn(decay))
-        self.decay = decay
         self._showing_average = False
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

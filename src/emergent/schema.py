@@ -474,6 +474,7 @@ class ExportConfig(_Section):
 
     opset: PositiveInt
     max_metric_drop: NonNegativeFloat
+    drop_gate: Literal["estimate", "significant"] = "significant"
     parity_atol: PositiveFloat
     per_channel: StrictBool | Literal["auto"]
     seq_length: PositiveInt

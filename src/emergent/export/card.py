@@ -65,8 +65,9 @@ project corpus, fine-tuned, exported to ONNX and quantized to int8 (dynamic, wei
 
 Parity: max |logit difference| fp32 ONNX vs PyTorch = {parity["max_abs_logit_diff"]:.2e}
 (tolerance {parity["atol"]}); int8 {metric_name} drop = {parity["int8_drop"]:.2f} points on
-test{drop_interval(cfg, parity)}, {parity["int8_val_drop"]:.2f} on validation
-(allowed {parity["max_metric_drop"]}; the pruning level and int8 scheme were chosen on
+test{drop_interval(cfg, parity)}, {parity["int8_val_drop"]:.2f} on
+validation{drop_interval(cfg, parity, "validation")} (allowed {parity["max_metric_drop"]}, gate
+`{parity.get("drop_gate", "estimate")}`; the pruning level and int8 scheme were chosen on
 validation). {pruned} Latency measured at
 sequence length {cfg.export.seq_length} on {parity["threads"]} CPU threads.
 
@@ -86,10 +87,11 @@ sequence length {cfg.export.seq_length} on {parity["threads"]} CPU threads.
 """
 
 
-def drop_interval(cfg: Any, parity: dict[str, Any]) -> str:
-    """The test drop's bootstrap interval as a parenthesis (empty if none was measured)."""
-    if not parity.get("int8_drop_ci"):
+def drop_interval(cfg: Any, parity: dict[str, Any], split: str = "test") -> str:
+    """A drop's bootstrap interval on `split` as a parenthesis (empty if none was measured)."""
+    ci = parity.get("int8_drop_ci" if split == "test" else "int8_val_drop_ci")
+    if not ci:
         return ""
-    low, high = parity["int8_drop_ci"]
+    low, high = ci
     level = round(100 * float(cfg.evaluate.bootstrap.confidence))
-    return f" ({level}% interval {low:.2f} to {high:.2f}, paired bootstrap over test examples)"
+    return f" ({level}% interval {low:.2f} to {high:.2f}, paired bootstrap over {split} examples)"

@@ -66,6 +66,9 @@ def gate_failures(parity: dict, name: str) -> list[str]:
 
     The drop is judged on the validation split, where the pruning level and the int8 scheme
     were chosen; the test split only reports (a choice made on it would flatter its figures).
+    With `export.drop_gate: significant` a drop over `max_metric_drop` is refused only when
+    its paired bootstrap interval lies above zero: on 141 validation entities one entity moves
+    NER F1 by about 0.8 points, so the point estimate alone refused packages over a coin toss.
     """
     failures = []
     if parity["max_abs_logit_diff"] > parity["atol"]:
@@ -73,11 +76,26 @@ def gate_failures(parity: dict, name: str) -> list[str]:
             f"fp32 ONNX logits differ from PyTorch by "
             f"{parity['max_abs_logit_diff']:.2e} > export.parity_atol={parity['atol']}"
         )
-    if parity["int8_val_drop"] > parity["max_metric_drop"]:
-        failures.append(
-            f"int8 {name} drops {parity['int8_val_drop']:.2f} points on the validation split "
-            f"(> export.max_metric_drop={parity['max_metric_drop']})"
-        )
+    drop, allowed = parity["int8_val_drop"], parity["max_metric_drop"]
+    if drop > allowed:
+        low, high = parity["int8_val_drop_ci"]
+        if parity["drop_gate"] == "significant" and low <= 0.0:
+            log.warning(
+                "int8 %s drops %.2f points on validation (> export.max_metric_drop=%s), but its "
+                "paired interval %.2f to %.2f includes no loss at all: shipping "
+                "(export.drop_gate=significant)",
+                name,
+                drop,
+                allowed,
+                low,
+                high,
+            )
+        else:
+            failures.append(
+                f"int8 {name} drops {drop:.2f} points on the validation split "
+                f"(> export.max_metric_drop={allowed}; paired interval {low:.2f} to {high:.2f}, "
+                f"export.drop_gate={parity['drop_gate']})"
+            )
     return failures
 
 
@@ -212,17 +230,24 @@ def parity_report(
     scores: dict[str, float],
     baseline: dict[str, float],
     int8: Int8Choice,
-    reference_test: list,
-    shipped_test: list,
+    reference: dict[str, list],
+    shipped: dict[str, list],
     fp32_sess: Any,
 ) -> dict[str, Any]:
     """How far the package is from the fine-tuned model: fp32 ONNX logits off PyTorch, the
-    int8 drop on test (with its paired bootstrap interval) and on validation (the gate's)."""
+    int8 drop on test and on validation (the gate's), each with its paired bootstrap interval
+    (`reference` and `shipped`: both models' predictions per split)."""
     task, ecfg = inp.task, inp.cfg.export
     examples = inp.splits["test"]
-    drop_low, drop_high = drop_interval(
-        task, examples, inp.labels, reference_test, shipped_test, Bootstrap.from_config(inp.cfg)
-    )
+    settings = Bootstrap.from_config(inp.cfg)
+    intervals = {
+        split: list(
+            drop_interval(
+                task, inp.splits[split], inp.labels, reference[split], shipped[split], settings
+            )
+        )
+        for split in ("test", "validation")
+    }
     return {
         "max_abs_logit_diff": max_logit_diff(
             task, chosen.model, fp32_sess, chosen.tokenizer, examples, inp.labels, inp.max_length
@@ -230,9 +255,11 @@ def parity_report(
         "atol": float(ecfg.parity_atol),
         "int8_drop": task.headline.drop(scores["fp32_torch"], scores["int8_onnx"]),
         # paired bootstrap over test examples: how far the test drop is from noise
-        "int8_drop_ci": [drop_low, drop_high],
+        "int8_drop_ci": intervals["test"],
         "int8_val_drop": task.headline.drop(baseline["validation"], int8.val_score),
+        "int8_val_drop_ci": intervals["validation"],
         "max_metric_drop": float(ecfg.max_metric_drop),
+        "drop_gate": str(ecfg.drop_gate),
         "per_channel": int8.per_channel,
         "threads": torch.get_num_threads(),
     }
@@ -313,6 +340,8 @@ def headline_figures(
         "int8_drop_ci_low": parity["int8_drop_ci"][0],
         "int8_drop_ci_high": parity["int8_drop_ci"][1],
         "int8_val_drop": parity["int8_val_drop"],
+        "int8_val_drop_ci_low": parity["int8_val_drop_ci"][0],
+        "int8_val_drop_ci_high": parity["int8_val_drop_ci"][1],
     }
 
 
@@ -354,9 +383,19 @@ def export_package(
     shutil.rmtree(work)
 
     int8_sess = session(tmp / "model.int8.onnx")
-    shipped = inp.predict(ort_forward(int8_sess), chosen.tokenizer, "test")
+    shipped = {
+        s: inp.predict(ort_forward(int8_sess), chosen.tokenizer, s)[0]
+        for s in ("test", "validation")
+    }
     parity = parity_report(
-        inp, chosen, scores, baseline, int8, reference["test"][0], shipped[0], fp32_sess
+        inp,
+        chosen,
+        scores,
+        baseline,
+        int8,
+        {s: reference[s][0] for s in shipped},
+        shipped,
+        fp32_sess,
     )
     measured = bench.measure_package(
         model,

@@ -136,8 +136,9 @@ def test_resolved_finetune_settings_are_those_of_the_measured_runs() -> None:
     sections are written must not move one)."""
     for cfg in (compose([], ROOT / "conf"), OmegaConf.load(ROOT / "params.yaml")):
         ner, sent, debate = (finetune_config(cfg, t) for t in ("ner", "sentiment", "debate"))
-        assert (ner.lr, ner.head_lr, ner.max_epochs, ner.batch_size) == (1e-4, 1e-3, 5, 16)
-        assert ner.callbacks.early_stopping.patience == 1
+        assert (ner.lr, ner.head_lr, ner.max_epochs, ner.batch_size) == (1e-4, 1e-3, 10, 16)
+        assert ner.callbacks.early_stopping.patience == 10
+        assert all(t.optimizer.fused is True for t in (ner, sent, debate))
         assert ner.datamodule.shuffle_batches is False and ner.val_check_interval == 1.0
         assert (sent.lr, sent.head_lr, sent.max_epochs, sent.batch_size) == (2e-4, None, 2, 32)
         assert (sent.max_length, sent.val_check_interval) == (64, 0.5)

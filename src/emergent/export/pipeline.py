@@ -82,7 +82,7 @@ def gate_failures(parity: dict, name: str) -> list[str]:
         if parity["drop_gate"] == "significant" and low <= 0.0:
             log.warning(
                 "int8 %s drops %.2f points on validation (> export.max_metric_drop=%s), but its "
-                "paired interval %.2f to %.2f includes no loss at all: shipping "
+                "paired interval %.2f to %.2f reaches zero (no loss): shipping "
                 "(export.drop_gate=significant)",
                 name,
                 drop,

@@ -67,7 +67,7 @@ Parity: max |logit difference| fp32 ONNX vs PyTorch = {parity["max_abs_logit_dif
 (tolerance {parity["atol"]}); int8 {metric_name} drop = {parity["int8_drop"]:.2f} points on
 test{drop_interval(cfg, parity)}, {parity["int8_val_drop"]:.2f} on
 validation{drop_interval(cfg, parity, "validation")} (allowed {parity["max_metric_drop"]}, gate
-`{parity.get("drop_gate", "estimate")}`; the pruning level and int8 scheme were chosen on
+`{parity["drop_gate"]}`; the pruning level and int8 scheme were chosen on
 validation). {pruned} Latency measured at
 sequence length {cfg.export.seq_length} on {parity["threads"]} CPU threads.
 

@@ -321,6 +321,8 @@ class FinetuneShared(_Section):
     word_shapes: StrictBool | Literal["auto"]  # token tasks (tasks/shapes.py)
     label_all_tokens: StrictBool
     class_weights: StrictBool
+    crf: StrictBool  # token tasks: a CRF layer's loss and transition scores (models/crf.py)
+    crf_lr: NonNegativeFloat  # the transition scores' learning rate (0: kept fixed)
     # int: validate every N training batches; float: a fraction of an epoch (Lightning's reading)
     val_check_interval: Batches
     # batches per epoch; the stage sizes the learning-rate schedule with int() of it

@@ -64,6 +64,17 @@ def test_export_package_and_metrics(smoke_pretrained: Path, registry: Path, task
             graph = onnx.load(str(package / name)).graph
             inputs = [i.name for i in graph.input]
             assert inputs == ["input_ids", "attention_mask", "word_shape_ids"], name
+        # NER trains a CRF (the default): its learned scores ride in the package's task
+        # definition, the very ones the fine-tuned model saved, one per label and label pair
+        labels = json.loads((package / "labels.json").read_text())
+        scores = details["task_spec"]["tag_scores"]
+        assert scores == config["crf_scores"]
+        assert len(scores["start"]) == len(scores["end"]) == len(labels)
+        assert [len(row) for row in scores["transitions"]] == [len(labels)] * len(labels)
+        assert any(v != 0.0 for row in scores["transitions"] for v in row)  # they trained
+        from emergent.serving.predictor import load_package
+
+        assert load_package(package)[2].tag_scores == scores  # the server decodes with them
     # The exported model is the pruned one: its ONNX twin scores what it scores in PyTorch.
     pruned = details["pruning"]
     assert metrics["fp32_onnx"]["metric"] == pytest.approx(pruned["metric_torch"])

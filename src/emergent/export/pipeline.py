@@ -126,6 +126,7 @@ class ExportInputs:
     def load(cls, cfg: DictConfig, paths: Paths, task: Task) -> ExportInputs:
         model_dir = paths.inp("models", task.name)
         model, tokenizer, labels = load_finetuned(task, model_dir)
+        task = task.for_model(model.config)  # decode as the model learned to (CRF scores)
         prepared = paths.inp(cfg.data.prepared_dir)
         splits = {s: load_task_split(prepared, task.name, s) for s in HELD_OUT}
         training = json.loads((model_dir / "training.json").read_text(encoding="utf-8"))
@@ -296,7 +297,8 @@ def write_package(
         tmp / "export.json",
         {
             "task": task.name,
-            "task_spec": task_spec(cfg, task.name),
+            # the server rebuilds the task from it, with what the model learned (model_spec)
+            "task_spec": {**task_spec(cfg, task.name), **task.model_spec()},
             "pad_token_id": int(chosen.tokenizer.pad_token_id or 0),
             "max_length": inp.max_length,
             "opset": int(ecfg.opset),

@@ -54,9 +54,11 @@ def recover(
         fcfg, task, prepared, tokenizer, max_length, int(cfg.seed), labels=list(labels)
     )
     distill = (cfg.export.get("prune") or {}).get("distill")
-    extra: dict[str, Any] = {}
+    # A CRF-trained model keeps its transition scores: every candidate then decodes with the
+    # fine-tuned model's, which the package's task definition carries.
+    extra: dict[str, Any] = {"crf_lr": 0.0}
     if teacher is not None and distill:
-        extra = {
+        extra |= {
             "module_class": DistilledTaskModule,
             "teacher": teacher,
             "alpha": float(distill.alpha),

@@ -19,10 +19,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from emergent.errors import ConfigError, StageError
 from emergent.models.backbone import from_pretrained_logged
+from emergent.models.crf import TagTransitions
 from emergent.models.optim import layerwise_param_groups, param_groups
 from emergent.models.pooling import POOLING_KEY, pooled_class, resolve_pooling
 from emergent.tasks import Task
 from emergent.tasks.base import RowOutput, softmax
+from emergent.tasks.decoding import CONFIG_KEY as SCORES_KEY
 from emergent.tasks.shapes import CONFIG_KEY as SHAPES_KEY
 from emergent.tasks.shapes import N_SHAPES, model_inputs, uses_shapes
 
@@ -128,6 +130,12 @@ class TaskModule(L.LightningModule):
     Validation metrics are the task's own (`task.evaluate`) over the whole validation set:
     predictions of every process are gathered before scoring, so early stopping and best-weight
     selection see all the data under DDP. Logged as `val_<metric>` (the headline among them).
+
+    With `crf` (tasks whose labels form a chain) the loss is a CRF's sentence log-likelihood
+    and the learned transition scores (`emergent.models.crf`) join decoding; they start from
+    the model config's (a fine-tuned model's, e.g. in the export's recovery fine-tune) or at
+    zero, train at `crf_lr` (0: kept fixed) and are written back into the config
+    (`sync_tag_scores`), which is saved with the model.
     """
 
     def __init__(
@@ -144,6 +152,8 @@ class TaskModule(L.LightningModule):
         head_lr: float | None = None,
         class_weights: torch.Tensor | None = None,
         layer_lr_decay: float = 1.0,
+        crf: bool = False,
+        crf_lr: float = 0.0,
     ) -> None:
         super().__init__()
         self.model = model
@@ -161,11 +171,23 @@ class TaskModule(L.LightningModule):
         self.last_scored_rows: list[int] = []  # rows scored in the last validation (all ranks)
         self.real_tokens = 0
         self.padded_tokens = 0
+        self.tag_transitions: TagTransitions | None = None
+        if crf:
+            saved = getattr(model.config, SCORES_KEY, None)
+            self.tag_transitions = TagTransitions(len(labels), saved)
+            self.tag_transitions.requires_grad_(crf_lr > 0)
+
+    def sync_tag_scores(self) -> None:
+        """Write the learned transition scores into the model's config (saved with it)."""
+        if self.tag_transitions is not None:
+            setattr(self.model.config, SCORES_KEY, self.tag_transitions.as_dict())
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model(**model_inputs(self.model.config, batch)).logits
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.tag_transitions is not None:
+            return self.tag_transitions.nll(logits, labels)
         return F.cross_entropy(
             logits.reshape(-1, logits.shape[-1]).float(),
             labels.reshape(-1),
@@ -221,8 +243,10 @@ class TaskModule(L.LightningModule):
         if len(outputs) < len(rows):  # a partial validation (limit_val_batches) is not scored
             return
         self.last_scored_rows = sorted(outputs)
-        pred, conf = self.task.assemble(examples, self.labels, outputs, rows)
-        metrics = self.task.evaluate(examples, self.labels, pred, conf).metrics
+        self.sync_tag_scores()
+        task = self.task.for_model(self.model.config)  # with the scores learned so far
+        pred, conf = task.assemble(examples, self.labels, outputs, rows)
+        metrics = task.evaluate(examples, self.labels, pred, conf).metrics
         # Every process holds the same gathered metrics, so no further reduction is needed.
         headline = self.task.headline.metric
         self.log_dict({f"val_{k}": float(v) for k, v in metrics.items() if k != headline})
@@ -246,6 +270,9 @@ class TaskModule(L.LightningModule):
             include_frozen=True,
         )
         groups += param_groups(head, hp.weight_decay, hp.head_lr or hp.lr, include_frozen=True)
+        if self.tag_transitions is not None and hp.crf_lr > 0:
+            scores = list(self.tag_transitions.parameters())
+            groups.append({"params": scores, "weight_decay": 0.0, "lr": hp.crf_lr})
         optimizer_cfg = dict(self.optimizer_cfg)
         if optimizer_cfg.get("fused") and self._loss_scaler() is not None:
             # A fused optimizer unscales fp16 gradients inside its step, after clipping would
@@ -326,7 +353,18 @@ def task_module(
     **extra: Any,
 ) -> Any:
     """The TaskModule (or a subclass, given its `extra` arguments) with the fine-tuning
-    configuration's optimizer, schedule and rates."""
+    configuration's optimizer, schedule and rates. `extra` may override `crf_lr` (the export's
+    recovery keeps the fine-tuned transition scores fixed with 0)."""
+    crf = bool(fcfg.get("crf"))
+    if crf and not task.learns_transitions:
+        raise ConfigError(
+            f"finetune.{task.name}.crf", f"a {task.kind} task has no chain of labels for a CRF"
+        )
+    if crf and class_weights is not None:
+        raise ConfigError(
+            f"finetune.{task.name}.class_weights", "cannot be combined with crf (a sequence loss)"
+        )
+    extra = {"crf": crf, "crf_lr": float(fcfg.get("crf_lr") or 0.0), **extra}
     return (module_class or TaskModule)(
         model,
         task,

@@ -67,6 +67,7 @@ def headline_bounds(
 def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
     model_dir = paths.inp("models", task.name)
     model, tokenizer, labels = load_finetuned(task, model_dir)
+    task = task.for_model(model.config)  # decode as the model learned to (CRF scores)
     examples, source = test_examples(cfg, paths, task)
     training = json.loads((model_dir / "training.json").read_text(encoding="utf-8"))
     max_length = int(training["max_length"])

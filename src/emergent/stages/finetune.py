@@ -182,6 +182,7 @@ def run(
         if best.best_model_path:
             state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
             module.load_state_dict(state["state_dict"])
+        module.sync_tag_scores()  # the best weights' transition scores go into the config
         best_score = best.best_model_score
         summary = {
             "task": task.name,

@@ -65,6 +65,7 @@ def score_model(cfg: DictConfig, paths: Paths, task: Task) -> dict[str, float]:
     """`<split>_<metric>` for validation and test of the fine-tuned model in `paths`."""
     model_dir = paths.out("models", task.name)
     model, tokenizer, labels = load_finetuned(task, model_dir)
+    task = task.for_model(model.config)
     training = json.loads((model_dir / "training.json").read_text(encoding="utf-8"))
     prepared = paths.inp(cfg.data.prepared_dir)
     scores: dict[str, float] = {}

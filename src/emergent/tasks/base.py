@@ -89,6 +89,9 @@ class Task(ABC):
     example_fields: ClassVar[tuple[str, ...]]  # fields every prepared example has
     #: metrics besides the headline that also get a bootstrap interval (`scores_from_counts`)
     interval_metrics: ClassVar[tuple[str, ...]] = ()
+    #: labels form a chain per example, so a CRF layer can learn transition scores
+    #: (`finetune.<task>.crf`, emergent.models.crf)
+    learns_transitions: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -104,6 +107,17 @@ class Task(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
+
+    def for_model(self, config: Any) -> Task:
+        """This task as the trained model with `config` (a transformers config) decodes: what
+        that model learned besides its weights (token tasks: CRF transition scores). Evaluation
+        and export call it on loading a model; the base task decodes every model alike."""
+        return self
+
+    def model_spec(self) -> dict[str, Any]:
+        """What `for_model` bound, as task-definition entries: an export package's task
+        definition carries them, so the server decodes as evaluation did."""
+        return {}
 
     # --- data ------------------------------------------------------------------------------
     @abstractmethod

@@ -7,6 +7,7 @@ sub-token of a word carries the word's label and the rest are ignored (-100), or
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -24,7 +25,8 @@ from emergent.tasks.base import (
     Window,
     pick_headline,
 )
-from emergent.tasks.decoding import DECODINGS, decode
+from emergent.tasks.decoding import CONFIG_KEY as SCORES_KEY
+from emergent.tasks.decoding import DECODINGS, TagScores, decode
 from emergent.tasks.shapes import INPUT, token_shapes
 from emergent.tasks.windows import clamp_stride, owned_positions
 
@@ -38,6 +40,7 @@ class TokenClassificationTask(Task):
     lora_task_type: ClassVar[str] = "TOKEN_CLS"
     windowed: ClassVar[bool] = True
     reads_shapes: ClassVar[bool] = True
+    learns_transitions: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -45,6 +48,7 @@ class TokenClassificationTask(Task):
         headline: Mapping[str, Any],
         stride: int = 32,
         decoding: str = "argmax",
+        tag_scores: TagScores | None = None,
         **kw: Any,
     ):
         super().__init__(name, headline, **kw)
@@ -54,6 +58,20 @@ class TokenClassificationTask(Task):
         if decoding not in DECODINGS:
             raise ConfigError(f"tasks.{name}.decoding", f"must be one of {DECODINGS}")
         self.decoding = str(decoding)
+        # A CRF-trained model's learned transition scores (`for_model`; an export package's
+        # task definition carries them); None: the masks alone.
+        self.tag_scores = tag_scores
+
+    def for_model(self, config: Any) -> TokenClassificationTask:
+        scores = getattr(config, SCORES_KEY, None)
+        if scores is None:
+            return self
+        bound = copy.copy(self)
+        bound.tag_scores = scores
+        return bound
+
+    def model_spec(self) -> dict[str, Any]:
+        return {} if self.tag_scores is None else {"tag_scores": self.tag_scores}
 
     # --- data ------------------------------------------------------------------------------
     def detect_format(self, path: Path, configured: str) -> str:
@@ -208,7 +226,7 @@ class TokenClassificationTask(Task):
         """Per sentence, tag ids and their probabilities from word tag probabilities [W, C]."""
         pred, conf = [], []
         for p in word_probs:
-            ids = decode(p, labels, self.decoding)
+            ids = decode(p, labels, self.decoding, self.tag_scores)
             pred.append(ids.tolist())
             conf.append(p[np.arange(len(ids)), ids].tolist())
         return pred, conf

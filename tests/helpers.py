@@ -230,3 +230,47 @@ def known_packages(exports: Path, out: Path) -> Path:
     known_package(exports / "ner", out / "ner", ner, default=row("O"))
     known_package(exports / "sentiment", out / "sentiment", {"great": [0.0, 3.0]}, [1.0, 0.0])
     return out
+
+
+CAUSAL_TEXTS = [
+    "Review: a great and fun movie\nSentiment: positive",
+    "Review: a terrible waste of time\nSentiment: negative",
+    "Review: the plot was bad and dull\nSentiment: negative",
+    "Review: a joy from start to end\nSentiment: positive",
+] * 20
+
+
+def tiny_causal_lm(folder: Path, seed: int = 0) -> Path:
+    """A two-layer Llama with a byte-level BPE tokenizer trained on `CAUSAL_TEXTS`, saved as an
+    HF folder: the smallest model that goes through the causal-LM code paths for real (its
+    labels words ` positive` / ` negative` are single tokens)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    bpe.train_from_iterator(CAUSAL_TEXTS, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>")
+    tokenizer.pad_token = tokenizer.eos_token
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -45,6 +45,7 @@ from pydantic import (
     StrictBool,
     ValidationError,
     create_model,
+    model_validator,
 )
 
 from emergent.errors import ConfigError
@@ -208,6 +209,11 @@ class TokenizerConfig(_Section):
 class ModelConfig(_Section):
     name: str
     source: str | None = None
+    # masked: a BERT-style encoder (MLM head, cloze prompts); causal: a decoder-only LM
+    # (next-word prompts), which only the few-shot lab and sequence classification take.
+    family: Literal["masked", "causal"]
+    prompting: Literal["raw", "chat"]  # template as the whole input, or the model's chat turns
+    training_tokens: PositiveFloat | None = None  # pretraining tokens where published
     pretrained: StrictBool
     max_length: PositiveInt
     tokenizer: TokenizerConfig
@@ -489,6 +495,11 @@ class Prompt(_Section):
     verbalizer: dict[str, str]
 
 
+FewshotMethod = Literal[
+    "zero_shot", "zero_shot_calibrated", "in_context", "in_context_calibrated", "head", "prompt"
+]
+
+
 class FewshotTrain(_Section):
     steps: PositiveInt
     batch_size: PositiveInt
@@ -506,7 +517,37 @@ class FewshotDemonstrations(_Section):
 
 class FewshotModel(_Section):
     name: str
-    path: str
+    path: str | None = None  # a masked-LM folder made by the pipeline (relative: stage inputs)
+    preset: str | None = None  # or a model preset of conf/model/ (its `source`)
+    source: str | None = None  # with `preset`: another source for the same kind of model
+    methods: list[FewshotMethod] | None = None  # null: fewshot.methods
+    k: list[NonNegativeInt] | None = None  # null: fewshot.k
+
+    @model_validator(mode="after")
+    def _one_location(self) -> FewshotModel:
+        if (self.path is None) == (self.preset is None):
+            raise ValueError("give exactly one of `path` (a model folder) or `preset`")
+        return self
+
+
+class FewshotComparison(_Section):
+    a: str  # <model>/<method>/<k>
+    b: str
+
+
+class FewshotLora(_Section):
+    r: PositiveInt
+    alpha: PositiveInt
+    dropout: Fraction
+    target_modules: list[str]
+
+
+class FewshotCausal(_Section):
+    adapter: Literal["lora", "full"]  # prompt fine-tuning: LoRA adapters or every weight
+    lora: FewshotLora
+    train: FewshotTrain
+    text_tokens: PositiveInt  # each query or demonstration text is cut to this many tokens
+    batch_size: PositiveInt
 
 
 class FewshotScale(_Section):
@@ -516,7 +557,7 @@ class FewshotScale(_Section):
 
 class FewshotConfig(_Section):
     task: str
-    methods: list[Literal["zero_shot", "zero_shot_calibrated", "in_context", "head", "prompt"]]
+    methods: list[FewshotMethod]
     k: list[NonNegativeInt]
     seeds: list[int]
     test_size: PositiveInt | None = None
@@ -531,7 +572,10 @@ class FewshotConfig(_Section):
     models: list[FewshotModel]
     include_snapshots: StrictBool
     scale: FewshotScale
-    prompts: dict[str, Prompt]
+    prompts: dict[str, Prompt]  # masked LMs: cloze templates
+    compare: list[FewshotComparison] = []
+    causal: FewshotCausal
+    causal_prompts: dict[str, Prompt]  # causal LMs: next-word templates ending in {mask}
 
 
 # --- mlflow, serve, monitor ------------------------------------------------------------------

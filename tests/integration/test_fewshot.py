@@ -66,3 +66,84 @@ def test_fewshot_rejects_a_multi_token_verbalizer(smoke_pretrained: Path, tmp_pa
     with pytest.raises(StageError, match=r"fewshot\.prompts\.sentiment\.verbalizer\.positive"):
         run_stage("fewshot", cfg, Paths(smoke_pretrained, tmp_path))
     assert not (tmp_path / "metrics/fewshot.json").exists()
+
+
+def _with_causal(cfg, tiny: Path, methods: list[str]) -> None:
+    from omegaconf import OmegaConf
+
+    cfg.fewshot.models = OmegaConf.create(
+        [
+            {"name": "smoke", "path": "models/pretrained", "methods": ["head"]},
+            {
+                "name": "tiny-llama",
+                "preset": "smollm2_135m_instruct",
+                "source": str(tiny),
+                "methods": methods,
+            },
+        ]
+    )
+    cfg.fewshot.compare = OmegaConf.create(
+        [
+            {"a": "tiny-llama/prompt/4", "b": "smoke/head/4"},
+            {"a": "tiny-llama/prompt/4", "b": "tiny-llama/zero_shot/0"},
+        ]
+    )
+
+
+def test_fewshot_stage_runs_a_causal_lm_beside_the_masked_one(
+    smoke_pretrained: Path, tmp_path: Path
+) -> None:
+    """A causal preset with another source (a tiny Llama) runs its methods beside the smoke
+    MLM's head; the paired comparisons and the scale table cover both."""
+    from tests.helpers import tiny_causal_lm
+
+    cfg = smoke_cfg(tmp=tmp_path)
+    causal = ["zero_shot", "zero_shot_calibrated", "in_context", "in_context_calibrated", "prompt"]
+    _with_causal(cfg, tiny_causal_lm(tmp_path / "tiny"), causal)
+    cfg.fewshot.causal.train.steps = 4
+    run_stage("fewshot", cfg, Paths(smoke_pretrained, tmp_path))
+    metrics = json.loads((tmp_path / "metrics/fewshot.json").read_text())
+    assert set(metrics) == {"smoke", "tiny-llama"}
+    assert set(metrics["smoke"]) == {"head"}
+    assert set(metrics["tiny-llama"]) == set(causal)
+    assert set(metrics["tiny-llama"]["in_context_calibrated"]) == {"4"}
+    details = json.loads((tmp_path / "reports/fewshot/details.json").read_text())
+    assert details["models"]["tiny-llama"]["family"] == "causal"
+    assert details["models"]["tiny-llama"]["params"] > 0
+    test_texts = (smoke_pretrained / "data/prepared/sentiment/test.jsonl").read_text()
+    n = min(int(cfg.fewshot.test_size), len(test_texts.splitlines()))
+    compared = {(c["a"], c["b"]): c for c in details["comparisons"]}
+    assert set(compared) == {
+        ("tiny-llama/prompt/4", "smoke/head/4"),
+        ("tiny-llama/prompt/4", "tiny-llama/zero_shot/0"),
+    }
+    for c in compared.values():
+        assert c["n_texts"] == n
+        assert c["ci_low"] <= c["difference"] <= c["ci_high"]
+    results = (tmp_path / "reports/fewshot/results.csv").read_text()
+    assert "correct" not in results.splitlines()[0]  # per-text lists stay out of the CSV
+    summary = (tmp_path / "reports/fewshot/summary.md").read_text()
+    assert "## Paired comparisons" in summary and "## Across scale" in summary
+    scale = (tmp_path / "plots/fewshot/scale.csv").read_text().splitlines()
+    assert scale[0].startswith("model,family,params,training_tokens")
+    assert any(line.startswith("tiny-llama,causal,") for line in scale)
+    assert (tmp_path / "plots/fewshot/accuracy_vs_size.png").stat().st_size > 1000
+
+
+def test_fewshot_refuses_a_method_the_model_family_cannot_run(
+    smoke_pretrained: Path, tmp_path: Path
+) -> None:
+    from tests.helpers import tiny_causal_lm
+
+    cfg = smoke_cfg(tmp=tmp_path)
+    _with_causal(cfg, tiny_causal_lm(tmp_path / "tiny"), ["zero_shot", "head"])
+    with pytest.raises(StageError, match=r"^fewshot\.models\[1\]\.methods: \['head'\] cannot run"):
+        run_stage("fewshot", cfg, Paths(smoke_pretrained, tmp_path))
+    cfg.fewshot.models[1].methods = ["zero_shot"]
+    cfg.fewshot.causal_prompts.sentiment.template = "{text} It was {mask}."
+    with pytest.raises(StageError, match=r"causal_prompts\.sentiment\.template=.*must end"):
+        run_stage("fewshot", cfg, Paths(smoke_pretrained, tmp_path))
+    cfg.fewshot.models[1].source = str(tmp_path / "missing.gguf")
+    with pytest.raises(StageError, match=r"^fewshot\.models\[1\]\.preset=.*does not exist"):
+        run_stage("fewshot", cfg, Paths(smoke_pretrained, tmp_path))
+    assert not (tmp_path / "metrics/fewshot.json").exists()

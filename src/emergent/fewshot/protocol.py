@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -40,7 +40,8 @@ from emergent.fewshot.verbalizers import Verbalizer
 log = logging.getLogger(__name__)
 
 ZERO_SHOT = ("zero_shot", "zero_shot_calibrated")
-METHODS = (*ZERO_SHOT, "in_context", "head", "prompt")
+IN_CONTEXT = ("in_context", "in_context_calibrated")
+METHODS = (*ZERO_SHOT, *IN_CONTEXT, "head", "prompt")
 
 
 @dataclass
@@ -69,6 +70,7 @@ class Lab:
     classifier_class: Any  # the task's AutoModelFor... class (head fine-tuning)
     batch_size: int = 32
     bootstrap: Bootstrap | None = None  # accuracy intervals over the test texts
+    family: str = "masked"
     _gold: torch.Tensor = field(init=False)
 
     def __post_init__(self) -> None:
@@ -76,6 +78,14 @@ class Lab:
 
     def label_index(self, example: dict) -> int:
         return self.data.labels.index(str(example["label"]))
+
+    def supports(self, method: str) -> bool:
+        # Demonstrations differ per query here, so there is no one context to calibrate.
+        return method in METHODS and method != "in_context_calibrated"
+
+    def load(self) -> Any:
+        """A fresh masked LM (in-context and zero-shot never train it)."""
+        return load_masked_lm(self.path)
 
     # -- cloze scoring -------------------------------------------------------------------
     def prompts(self, examples: Sequence[dict], pool: Sequence[dict] = (), seed: int = 0) -> list:
@@ -111,7 +121,8 @@ class Lab:
         if prior is not None:
             probs = calibrate(probs, prior)
         word = logprobs.gather(1, self._gold[:, None])[:, 0]
-        return classification_metrics(probs, self._gold, word, self.bootstrap)
+        metrics = classification_metrics(probs, self._gold, word, self.bootstrap)
+        return {**metrics, "correct": (probs.argmax(-1) == self._gold).int().tolist()}
 
     def accuracy_fn(self, model: Any, prompts: Sequence[dict]) -> Callable[[Any], float]:
         gold = torch.tensor([p["label"] for p in prompts])
@@ -134,8 +145,9 @@ class Lab:
         calibrated["prior"] = [round(float(p), 4) for p in prior]
         return {"zero_shot": self.cloze_metrics(logprobs), "zero_shot_calibrated": calibrated}
 
-    def in_context(self, model: Any, shots: list[dict], seed: int) -> dict:
-        return self.cloze_metrics(self.score(model, self.prompts(self.data.test, shots, seed)))
+    def in_context(self, model: Any, shots: list[dict], seed: int) -> dict[str, dict]:
+        logprobs = self.score(model, self.prompts(self.data.test, shots, seed))
+        return {"in_context": self.cloze_metrics(logprobs)}
 
     def settings(self, seed: int) -> TrainSettings:
         return TrainSettings(seed=seed, **dict(self.train))
@@ -174,11 +186,26 @@ class Lab:
         loss = classifier_loss(self.tokenizer)
         best = fit(model, train_rows, loss, dev_accuracy, self.settings(seed), new)
         probs = classifier_probs(model, self.tokenizer, test_rows, self.batch_size)
-        return {**classification_metrics(probs, self._gold, bootstrap=self.bootstrap), **best}
+        metrics = classification_metrics(probs, self._gold, bootstrap=self.bootstrap)
+        correct = (probs.argmax(-1) == self._gold).int().tolist()
+        return {**metrics, **best, "correct": correct}
+
+
+class AnyLab(Protocol):
+    """What the protocol needs of a lab: `Lab` (masked LMs) and `CausalLab` provide it."""
+
+    data: FewShotData
+
+    def supports(self, method: str) -> bool: ...
+    def load(self) -> Any: ...
+    def zero_shot(self, model: Any) -> dict[str, dict]: ...
+    def in_context(self, model: Any, shots: list[dict], seed: int) -> dict[str, dict]: ...
+    def head(self, shots: list[dict], dev: list[dict], seed: int) -> dict: ...
+    def prompt(self, shots: list[dict], dev: list[dict], seed: int, demos: bool) -> dict: ...
 
 
 def run_protocol(
-    lab: Lab,
+    lab: AnyLab,
     methods: Sequence[str],
     ks: Sequence[int],
     seeds: Sequence[int],
@@ -189,29 +216,41 @@ def run_protocol(
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise FewShotConfigError(f"fewshot.methods: unknown {unknown}; choose from {METHODS}")
+    unsupported = [m for m in methods if not lab.supports(m)]
+    if unsupported:
+        raise FewShotConfigError(f"fewshot.methods: {unsupported} cannot run on this model")
     results: list[dict] = []
 
     def record(method: str, k: int, seed: int | None, metrics: dict, start: float) -> None:
         row = {"method": method, "k": k, "seed": seed, **metrics}
         row["seconds"] = round(time.perf_counter() - start, 2)
         results.append(row)
-        log.info("%s k=%d seed=%s accuracy=%.3f", method, k, seed, row["accuracy"])
+        log.info(
+            "%s k=%d seed=%s accuracy=%.3f (%.0f s)",
+            method,
+            k,
+            seed,
+            row["accuracy"],
+            row["seconds"],
+        )
         if on_result:
             on_result(row)
 
     if any(m in methods for m in ZERO_SHOT) and 0 in ks:
         start = time.perf_counter()
-        for method, metrics in lab.zero_shot(load_masked_lm(lab.path)).items():
+        for method, metrics in lab.zero_shot(lab.load()).items():
             if method in methods:
                 record(method, 0, None, metrics, start)
-    base = load_masked_lm(lab.path) if "in_context" in methods else None
+    base = lab.load() if any(m in methods for m in IN_CONTEXT) else None
     for k in (k for k in ks if k > 0):
         for seed in seeds:
             shots = sample_per_class(lab.data.train, lab.data.labels, k, seed)
             dev = sample_per_class(lab.data.dev_pool, lab.data.labels, k, seed)
             if base is not None:
                 start = time.perf_counter()
-                record("in_context", k, seed, lab.in_context(base, shots, seed), start)
+                for method, metrics in lab.in_context(base, shots, seed).items():
+                    if method in methods:
+                        record(method, k, seed, metrics, start)
             if "head" in methods:
                 start = time.perf_counter()
                 record("head", k, seed, lab.head(shots, dev, seed), start)

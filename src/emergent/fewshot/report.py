@@ -100,6 +100,92 @@ def data_advantage(table: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list
     return rows
 
 
+def run_id(spec: str, key: str) -> tuple[str, str, int]:
+    """`model/method/k` of a comparison spec (the model name may itself hold no `/`)."""
+    parts = spec.rsplit("/", 2)
+    if len(parts) != 3 or not parts[2].isdigit():
+        raise ValueError(f"{key}={spec!r}: expected <model>/<method>/<k>")
+    return parts[0], parts[1], int(parts[2])
+
+
+def per_example(rows: Sequence[Mapping[str, Any]], model: str, method: str, k: int):
+    """Per test text, the share of this setting's runs (seeds) that got it right: [N] or None."""
+    import numpy as np
+
+    runs = [
+        r["correct"]
+        for r in rows
+        if r["model"] == model and r["method"] == method and int(r["k"]) == k and "correct" in r
+    ]
+    return np.mean(np.asarray(runs, dtype=np.float64), axis=0) if runs else None
+
+
+def paired_comparisons(
+    rows: Sequence[Mapping[str, Any]], pairs: Sequence[Mapping[str, str]], bootstrap: Any
+) -> list[dict[str, Any]]:
+    """Accuracy difference a − b over the same test texts, each side averaged over its seeds,
+    with a paired bootstrap interval over the texts (both sides resampled together).
+
+    A pair whose runs are absent (a model or k not in this protocol) is skipped.
+    """
+    import numpy as np
+
+    from emergent.evaluation.bootstrap import interval
+
+    out = []
+    for index, pair in enumerate(pairs):
+        a = run_id(str(pair["a"]), f"fewshot.compare[{index}].a")
+        b = run_id(str(pair["b"]), f"fewshot.compare[{index}].b")
+        left, right = per_example(rows, *a), per_example(rows, *b)
+        if left is None or right is None:
+            continue
+        counts = np.stack([left, right, np.ones_like(left)], -1)
+        low, high = interval(lambda t: (t[..., 0] - t[..., 1]) / t[..., 2], [counts], bootstrap)
+        out.append(
+            {
+                "a": str(pair["a"]),
+                "b": str(pair["b"]),
+                "a_accuracy": round(float(left.mean()), 4),
+                "b_accuracy": round(float(right.mean()), 4),
+                "difference": round(float(left.mean() - right.mean()), 4),
+                "ci_low": round(low, 4),
+                "ci_high": round(high, 4),
+                "excludes_zero": bool(low > 0 or high < 0),
+                "n_texts": len(left),
+            }
+        )
+    return out
+
+
+def scale_rows(
+    tables: Mapping[str, Mapping[str, Any]], models: Mapping[str, Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """One row per (model, method) at the method's largest k: the scale axis as a table."""
+    out = []
+    for model, table in tables.items():
+        info = models.get(model, {})
+        for method, cells in table.items():
+            k = max(cells, key=int)
+            cell = cells[k]
+            out.append(
+                {
+                    "model": model,
+                    "family": info.get("family", "masked"),
+                    "params": info.get("params"),
+                    "training_tokens": info.get("pretrain_tokens"),
+                    "method": method,
+                    "k": int(k),
+                    "accuracy": cell["mean"],
+                    "gold_logprob": cell.get("gold_logprob"),
+                }
+            )
+    return sorted(out, key=lambda r: (r["params"] or 0, r["model"], r["method"]))
+
+
+def _tokens(value: Any) -> str:
+    return "unknown" if not value else f"{float(value):.2g}"
+
+
 def _pm(cell: Mapping[str, Any] | None) -> str:
     if not cell:
         return ""
@@ -116,6 +202,7 @@ def summary_markdown(
     tables: Mapping[str, Mapping[str, Any]],
     models: Mapping[str, Mapping[str, Any]],
     settings: Mapping[str, Any],
+    comparisons: Sequence[Mapping[str, Any]] = (),
 ) -> str:
     lines = [
         f"# Few-shot and in-context learning: `{task}`",
@@ -174,6 +261,44 @@ def summary_markdown(
                 gain = "" if row["advantage"] is None else f"{row['advantage']}"
                 lines.append(f"| {row['k']} | {100 * row['prompt']:.1f} | {match} | {gain} |")
         lines.append("")
+    if comparisons:
+        lines += [
+            "## Paired comparisons",
+            "",
+            "Accuracy difference (points) over the same test texts, each side averaged over its "
+            "seeds; 95% paired bootstrap interval over the texts.",
+            "",
+            "| a | b | a | b | a − b | interval | excludes 0 |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for c in comparisons:
+            lines.append(
+                f"| {c['a']} | {c['b']} | {100 * c['a_accuracy']:.1f} | "
+                f"{100 * c['b_accuracy']:.1f} | {100 * c['difference']:+.1f} | "
+                f"{100 * c['ci_low']:+.1f} to {100 * c['ci_high']:+.1f} | "
+                f"{'yes' if c['excludes_zero'] else 'no'} |"
+            )
+        lines.append("")
+    scale = scale_rows(tables, models)
+    if len(tables) > 1:
+        lines += [
+            "## Across scale",
+            "",
+            "Each method at its largest k, by parameters (training tokens: pretraining tokens "
+            "where known; our MLMs: the tokens of this pipeline's MLM steps).",
+            "",
+            "| model | family | parameters | training tokens | method | k | accuracy | "
+            "gold log-prob |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in scale:
+            gold = "" if r["gold_logprob"] is None else f"{r['gold_logprob']:.3f}"
+            params = "?" if r["params"] is None else f"{r['params'] / 1e6:.1f}M"
+            lines.append(
+                f"| {r['model']} | {r['family']} | {params} | {_tokens(r['training_tokens'])} | "
+                f"{r['method']} | {r['k']} | {100 * r['accuracy']:.1f} | {gold} |"
+            )
+        lines.append("")
     lines += [
         "## Published anchors (LM-BFF, Gao et al. 2021; RoBERTa-large, 355M parameters, K=16)",
         "",
@@ -196,19 +321,42 @@ def write_outputs(
     metrics_path: Path,
     plots_dir: Path,
     report_dir: Path,
+    comparisons: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """metrics/fewshot.json, plots/fewshot/*.csv + PNGs, reports/fewshot/{summary.md,...}."""
+    """metrics/fewshot.json, plots/fewshot/*.csv + PNGs, reports/fewshot/{summary.md,...}.
+
+    `rows` may carry per-text lists (`correct`, `prior`): they stay out of results.csv."""
+    rows = [{k: v for k, v in r.items() if not isinstance(v, list)} for r in rows]
     tables = {
         model: aggregate([r for r in rows if r["model"] == model])
         for model in dict.fromkeys(r["model"] for r in rows)
     }
     write_json(metrics_path, {model: headline(table) for model, table in tables.items()})
-    write_json(report_dir / "details.json", {"models": models, "tables": tables})
+    write_json(
+        report_dir / "details.json",
+        {"models": models, "tables": tables, "comparisons": list(comparisons)},
+    )
     order = {name: i for i, name in enumerate(_FIRST)}
     fields = sorted({key for row in rows for key in row}, key=lambda f: (order.get(f, 99), f))
     write_csv(report_dir / "results.csv", rows, fields)
-    atomic_write_text(report_dir / "summary.md", summary_markdown(task, tables, models, settings))
+    summary = summary_markdown(task, tables, models, settings, comparisons)
+    atomic_write_text(report_dir / "summary.md", summary)
     _plots(tables, models, plots_dir)
+    if len(tables) > 1:
+        write_csv(
+            plots_dir / "scale.csv",
+            scale_rows(tables, models),
+            [
+                "model",
+                "family",
+                "params",
+                "training_tokens",
+                "method",
+                "k",
+                "accuracy",
+                "gold_logprob",
+            ],
+        )
     return tables
 
 
@@ -286,17 +434,39 @@ def _plots(tables: Mapping[str, Any], models: Mapping[str, Any], out: Path) -> N
         ax.legend(fontsize=8)
     save_png(fig, out / "accuracy_vs_k.png")
     if len(tables) > 1:
-        fig, ax = plt.subplots(figsize=(5.5, 4))
-        for method in methods:
-            points = sorted(
-                (models.get(m, {}).get("params", 0), t[method][max(t[method], key=int)]["mean"])
-                for m, t in tables.items()
-                if method in t
+        _scale_plot(scale_rows(tables, models), out)
+
+
+def _scale_plot(rows: Sequence[Mapping[str, Any]], out: Path) -> None:
+    """Accuracy and gold-label log-probability against parameters, one line per method."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    methods = sorted({r["method"] for r in rows})
+    for ax, metric, label in (
+        (axes[0], "accuracy", "accuracy (largest k)"),
+        (axes[1], "gold_logprob", "gold-label log-prob (largest k)"),
+    ):
+        for index, method in enumerate(methods):
+            points = [
+                (r["params"], r[metric], r["model"])
+                for r in rows
+                if r["method"] == method and r[metric] is not None and r["params"]
+            ]
+            if not points:
+                continue
+            ax.plot(
+                [p for p, _, _ in points],
+                [v for _, v, _ in points],
+                marker="o",
+                label=method,
+                color=f"C{index}",
             )
-            ax.plot([p for p, _ in points], [a for _, a in points], marker="o", label=method)
+        for r in rows:
+            if r["params"] and r[metric] is not None and r["method"] == methods[0]:
+                ax.annotate(r["model"], (r["params"], r[metric]), fontsize=7, alpha=0.7)
         ax.set_xscale("log")
         ax.set_xlabel("parameters")
-        ax.set_ylabel("accuracy (largest k)")
+        ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        save_png(fig, out / "accuracy_vs_size.png")
+    axes[0].legend(fontsize=8)
+    save_png(fig, out / "accuracy_vs_size.png")

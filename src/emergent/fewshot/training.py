@@ -7,7 +7,6 @@ have (a fresh classifier and pooler) get their own learning rate, as in pretrain
 
 from __future__ import annotations
 
-import copy
 import logging
 import random
 from collections.abc import Callable, Collection, Sequence
@@ -49,7 +48,9 @@ def fit(
     Returns {"best_step", "best_dev_accuracy"}; step 0 (untrained) is a candidate too.
     """
     torch.manual_seed(settings.seed)
-    named = list(model.named_parameters())
+    # Only what trains is optimised and checkpointed: with LoRA adapters the frozen base (all
+    # but ~1% of the weights) is neither copied at every improvement nor given optimizer state.
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     old = [(n, p) for n, p in named if n not in new_params]
     new = [(n, p) for n, p in named if n in new_params]
     optimizer = torch.optim.AdamW(
@@ -59,7 +60,7 @@ def fit(
     )
     scheduler = linear_warmup_decay(optimizer, settings.steps, settings.warmup_ratio)
     best = {"best_step": 0, "best_dev_accuracy": dev_accuracy(model)}
-    best_state = copy.deepcopy(model.state_dict())
+    best_state = _trainable_state(named)
     rng = random.Random(settings.seed)
     order: list[int] = []
     model.train()
@@ -81,10 +82,16 @@ def fit(
             model.train()
             if accuracy > best["best_dev_accuracy"]:
                 best = {"best_step": step, "best_dev_accuracy": accuracy}
-                best_state = copy.deepcopy(model.state_dict())
-    model.load_state_dict(best_state)
+                best_state = _trainable_state(named)
+    with torch.no_grad():
+        for name, param in named:
+            param.copy_(best_state[name])
     model.eval()
     return best
+
+
+def _trainable_state(named: Sequence[tuple[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {name: param.detach().clone() for name, param in named}
 
 
 def prompt_loss(word_ids: Sequence[int], tokenizer: Any) -> Callable[[Any, Sequence], torch.Tensor]:

@@ -1,0 +1,281 @@
+"""The few-shot protocol on a causal (decoder-only) language model.
+
+Same methods, data, seeds and metrics as the masked-LM lab (`protocol.Lab`), with the label
+word predicted after the prompt instead of at a [MASK]:
+- zero_shot / zero_shot_calibrated: the next-word distribution over the label words, with
+  contextual calibration from content-free inputs;
+- in_context: all k demonstrations per class (one seeded order, the same for every query)
+  before the query, their key/value cache computed once and reused for every query;
+- prompt: prompt-based fine-tuning on the k-shot set (cross-entropy over the label words at
+  the last position), through LoRA adapters (peft) or all weights, the best dev-set step kept.
+Head fine-tuning of a causal LM is not part of the lab (the MiniLM head is the baseline).
+
+The backbone is loaded once (de-quantizing a GGUF file takes ~20 s) and kept: LoRA adapters
+are removed after each run, full fine-tuning trains a copy.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+
+from emergent.evaluation.bootstrap import Bootstrap
+from emergent.fewshot import FewShotConfigError
+from emergent.fewshot.calibration import calibrate, content_free_prior
+from emergent.fewshot.causal import CausalPrompter, Prefix, label_logprobs, last_logits
+from emergent.fewshot.metrics import classification_metrics
+from emergent.fewshot.training import TrainSettings, fit
+from emergent.models.source import ModelSource, load_pretrained
+
+CAUSAL_METHODS = (
+    "zero_shot",
+    "zero_shot_calibrated",
+    "in_context",
+    "in_context_calibrated",
+    "prompt",
+)
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+@dataclass
+class CausalLab:
+    """One causal LM under the protocol (see `protocol.run_protocol`)."""
+
+    source: ModelSource
+    key: str  # the model entry's config key, for errors
+    prompter: CausalPrompter
+    word_ids: tuple[int, ...]
+    data: Any  # protocol.FewShotData
+    content_free: Sequence[str]
+    train: Mapping[str, Any]
+    adapter: Literal["lora", "full"] = "lora"
+    lora: LoraSettings = LoraSettings()
+    batch_size: int = 16
+    bootstrap: Bootstrap | None = None
+    family: str = "causal"
+    _model: Any = field(default=None, init=False, repr=False)
+    _gold: torch.Tensor = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._gold = torch.tensor([self.label_index(e) for e in self.data.test])
+
+    def supports(self, method: str) -> bool:
+        return method in CAUSAL_METHODS
+
+    def label_index(self, example: Mapping[str, Any]) -> int:
+        return list(self.data.labels).index(str(example["label"]))
+
+    def load(self) -> Any:
+        """The backbone, loaded once per lab and kept in eval mode between methods."""
+        if self._model is None:
+            from transformers import AutoModelForCausalLM
+
+            self._model = load_pretrained(AutoModelForCausalLM, self.source, self.key).eval()
+        return self._model
+
+    def release(self) -> None:
+        """Drop the weights (the stage moves on to the next backbone)."""
+        self._model = None
+
+    @property
+    def pad_id(self) -> int:
+        tokenizer = self.prompter.tokenizer
+        return int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+
+    @property
+    def parameters(self) -> int:
+        return sum(p.numel() for p in self.load().parameters())
+
+    # -- prompts and scores ------------------------------------------------------------------
+    def _words(self) -> dict[str, str]:
+        return {
+            label: self.prompter.tokenizer.decode([i]).strip()
+            for label, i in zip(self.data.labels, self.word_ids, strict=True)
+        }
+
+    def demonstrations(self, shots: Sequence[Mapping[str, Any]], seed: int) -> list[tuple]:
+        """Every shot as a (text, label word) demonstration, in one seeded order."""
+        words = self._words()
+        order = list(shots)
+        random.Random(f"demos:{seed}").shuffle(order)
+        return [(e["text"], words[str(e["label"])]) for e in order]
+
+    def encode(
+        self, examples: Sequence[Mapping[str, Any]], demos: Sequence[tuple] = ()
+    ) -> tuple[list[int], list[list[int]]]:
+        """(shared prefix ids, per-example query ids) for prompts with these demonstrations."""
+        prefix_text = self.prompter.split(demos, "")[0] if demos else ""
+        queries = [self.prompter.ids(self.prompter.split(demos, e["text"])[1]) for e in examples]
+        return self.prompter.ids(prefix_text), queries
+
+    def score(self, model: Any, queries: Sequence[Sequence[int]], prefix: Prefix | None = None):
+        return label_logprobs(model, queries, self.word_ids, self.pad_id, self.batch_size, prefix)
+
+    def metrics(self, logprobs: torch.Tensor, prior: torch.Tensor | None = None) -> dict:
+        probs = logprobs.softmax(-1)
+        if prior is not None:
+            probs = calibrate(probs, prior)
+        word = logprobs.gather(1, self._gold[:, None])[:, 0]
+        out = classification_metrics(probs, self._gold, word, self.bootstrap)
+        out["correct"] = (probs.argmax(-1) == self._gold).int().tolist()
+        return out
+
+    # -- methods -----------------------------------------------------------------------------
+    def _with_and_without_prior(
+        self, model: Any, demos: Sequence[tuple], names: tuple[str, str]
+    ) -> dict[str, dict]:
+        """The test prompts scored once, read plainly and with contextual calibration: the
+        prior is the label distribution for content-free queries in the same context."""
+        prefix_ids, queries = self.encode(self.data.test, demos)
+        prefix = Prefix(model, prefix_ids) if prefix_ids else None
+        logprobs = self.score(model, queries, prefix)
+        free = self.encode([{"text": t} for t in self.free_texts()], demos)[1]
+        prior = content_free_prior(self.score(model, free, prefix).softmax(-1))
+        plain, calibrated = self.metrics(logprobs), self.metrics(logprobs, prior)
+        calibrated["prior"] = [round(float(p), 4) for p in prior]
+        if prefix_ids:
+            plain["prefix_tokens"] = calibrated["prefix_tokens"] = len(prefix_ids)
+        return {names[0]: plain, names[1]: calibrated}
+
+    def zero_shot(self, model: Any) -> dict[str, dict]:
+        return self._with_and_without_prior(model, (), ("zero_shot", "zero_shot_calibrated"))
+
+    def free_texts(self) -> list[str]:
+        """Content-free inputs; a causal LM has no mask token, so `{mask}` ones are skipped."""
+        return [t for t in self.content_free if "{mask}" not in t]
+
+    def in_context(self, model: Any, shots: list[dict], seed: int) -> dict[str, dict]:
+        demos = self.demonstrations(shots, seed)
+        return self._with_and_without_prior(model, demos, ("in_context", "in_context_calibrated"))
+
+    def head(self, shots: list[dict], dev: list[dict], seed: int) -> dict:
+        raise FewShotConfigError(
+            f"{self.key}: head fine-tuning runs on masked-LM backbones; remove `head` from this "
+            "model's methods (the MiniLM head is the lab's baseline)"
+        )
+
+    def prompt(self, shots: list[dict], dev: list[dict], seed: int, demos: bool) -> dict:
+        if demos:
+            raise FewShotConfigError(
+                "fewshot.prompt_demonstrations: prompt fine-tuning with demonstrations is "
+                f"built for masked LMs; set it to false for {self.key}"
+            )
+        base = self.load()
+        model, restore = self._trainable(base)
+        try:
+            rows = self._rows(shots)
+            dev_rows = self._rows(dev)
+            settings = TrainSettings(seed=seed, **dict(self.train))
+            best = fit(model, rows, self._loss(), self._dev_accuracy(dev_rows), settings)
+            metrics = self.metrics(self.score(model, self.encode(self.data.test)[1]))
+        finally:
+            restore()
+        return {**metrics, **best, "trainable_parameters": self._trainable_count}
+
+    # -- prompt fine-tuning ------------------------------------------------------------------
+    _trainable_count: int = 0
+
+    def _trainable(self, base: Any) -> tuple[Any, Callable[[], None]]:
+        """The model to train and how to put the base back: LoRA adapters on the base (removed
+        afterwards), or a full copy."""
+        if self.adapter == "full":
+            model = copy.deepcopy(base).train()
+            self._trainable_count = sum(p.numel() for p in model.parameters())
+            return model, lambda: None
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(
+            r=self.lora.r,
+            lora_alpha=self.lora.alpha,
+            lora_dropout=self.lora.dropout,
+            target_modules=list(self.lora.target_modules),
+            bias="none",
+        )
+        peft_model = get_peft_model(base, config)
+        self._trainable_count = sum(p.numel() for p in base.parameters() if p.requires_grad)
+        base.train()
+
+        def restore() -> None:
+            peft_model.unload()  # the original modules back, adapters dropped (not merged)
+            for p in base.parameters():
+                p.requires_grad_(True)
+            base.eval()
+
+        return base, restore
+
+    def _rows(self, examples: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        queries = self.encode(examples)[1]
+        return [
+            {"input_ids": q, "label": self.label_index(e)}
+            for q, e in zip(queries, examples, strict=True)
+        ]
+
+    def _loss(self) -> Callable[[Any, Sequence[dict]], torch.Tensor]:
+        ids = torch.tensor(list(self.word_ids))
+
+        def loss(model: Any, rows: Sequence[dict]) -> torch.Tensor:
+            logits = last_logits(model, [r["input_ids"] for r in rows], self.pad_id)[:, ids]
+            return F.cross_entropy(logits.float(), torch.tensor([r["label"] for r in rows]))
+
+        return loss
+
+    def _dev_accuracy(self, rows: Sequence[dict]) -> Callable[[Any], float]:
+        gold = torch.tensor([r["label"] for r in rows])
+        queries = [r["input_ids"] for r in rows]
+        return lambda m: float((self.score(m, queries).argmax(-1) == gold).float().mean())
+
+
+def build_causal_lab(
+    model_cfg: Any, fcfg: Any, data: Any, bootstrap: Bootstrap | None, key: str
+) -> CausalLab:
+    """A causal LM preset (`model_cfg`) under the lab's settings (`fewshot.*`).
+
+    Everything that can be wrong in config (source, template, label words) fails here, before
+    any run starts; the weights themselves load on first use.
+    """
+    from emergent.fewshot.causal import CausalTemplate, label_word_ids
+    from emergent.models.source import load_source_tokenizer, resolve_source
+
+    task = str(fcfg.task)
+    prompt = fcfg.causal_prompts[task]
+    source = resolve_source(str(model_cfg.source), key)
+    prompter = CausalPrompter(
+        tokenizer=load_source_tokenizer(source, key),
+        template=CausalTemplate.parse(
+            str(prompt.template), f"fewshot.causal_prompts.{task}.template"
+        ),
+        prompting=str(model_cfg.prompting),  # type: ignore[arg-type]
+        text_tokens=int(fcfg.causal.text_tokens),
+    )
+    word_ids = label_word_ids(
+        prompter, prompt.verbalizer, data.labels, f"fewshot.causal_prompts.{task}.verbalizer"
+    )
+    lora = fcfg.causal.lora
+    return CausalLab(
+        source=source,
+        key=key,
+        prompter=prompter,
+        word_ids=word_ids,
+        data=data,
+        content_free=list(fcfg.content_free),
+        train=dict(fcfg.causal.train),
+        adapter=str(fcfg.causal.adapter),  # type: ignore[arg-type]
+        lora=LoraSettings(
+            int(lora.r), int(lora.alpha), float(lora.dropout), tuple(lora.target_modules)
+        ),
+        batch_size=int(fcfg.causal.batch_size),
+        bootstrap=bootstrap,
+    )

@@ -92,7 +92,7 @@ def export_row(export: Mapping[str, Any] | None) -> str:
     if size is not None:
         parts.append(f"{size:.1f} MB")
     if ratio is not None:
-        parts.append(f"{ratio:.2f}x the throughput of fp32 PyTorch")
+        parts.append(f"{ratio:.2f}x the batch-32 throughput of fp32 PyTorch")
     if drop is not None:
         low, high = _number(export, "int8_drop_ci_low"), _number(export, "int8_drop_ci_high")
         parts.append(f"test drop {drop:.2f} points{_interval(low, high, 2)}")

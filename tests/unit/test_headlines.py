@@ -97,7 +97,7 @@ def test_table_rows_from_a_small_metrics_folder(tmp_path: Path) -> None:
         "| --- | --- | --- |",
         "| Tagging (`tags`), test | entity F1 0.512 (95% CI 0.410 to 0.600), 1,230 test examples"
         " | `metrics/tags.json` |",
-        "| Tagging, int8 ONNX package | 21.7 MB, 1.74x the throughput of fp32 PyTorch,"
+        "| Tagging, int8 ONNX package | 21.7 MB, 1.74x the batch-32 throughput of fp32 PyTorch,"
         " test drop -0.85 points (95% CI -3.59 to 1.55) | `metrics/export_tags.json` |",
         "| mood (`mood`), test | accuracy 0.800 | `metrics/mood.json` |",
         "| mood, int8 ONNX package | 12.0 MB, test drop 0.50 points | `metrics/export_mood.json` |",

@@ -18,7 +18,7 @@ export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
 .PHONY: help setup repro test test-all ui params lint format lock clean bench serve loadtest \
-  assets plots browser-deps compare server server-stop server-deps remote seeds
+  assets plots browser-deps compare server server-stop server-deps remote seeds headlines
 
 # Root only where the Debian packages are installed (browser-deps).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -37,6 +37,7 @@ help:
 	@echo "make loadtest  service load test, batching vs none -> reports/bench/serve.json"
 	@echo "make seeds   fine-tune + score TASK=ner over seeds.list -> outputs/.../reports/<task>/seeds.json"
 	@echo "make params  rewrite params.yaml from conf/"
+	@echo "make headlines  rewrite the README's headline table from metrics/*.json"
 	@echo "make lint    ruff and the import-layer contracts (import-linter)"
 	@echo "make server  MLflow tracking server on PostgreSQL (make server-stop; docs/team.md)"
 	@echo "make remote  DVC remote for the team's cache (REMOTE=s3://... or a folder; docs/team.md)"
@@ -152,6 +153,11 @@ remote: setup
 
 params: setup
 	$(BIN)/python -m emergent.config
+
+# The README's table of headline figures, generated from metrics/*.json (after `dvc repro`);
+# a test fails while the committed table differs from what this writes.
+headlines: setup
+	$(BIN)/python -m emergent.headlines
 
 lint: setup
 	$(BIN)/ruff check src tests

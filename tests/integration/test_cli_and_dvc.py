@@ -98,10 +98,10 @@ def test_dvc_repro_then_exp_run_with_hydra_overrides(project_copy: Path) -> None
     assert shown.returncode == 0 and "max_rows" in shown.stdout
 
 
-def readme_data_overrides() -> list[list[str]]:
-    """The `-S` overrides of every command in the README's data section, in order."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text.split("\n## Data\n", 1)[1].split("\n## ", 1)[0]
+def data_doc_overrides() -> list[list[str]]:
+    """The `-S` overrides of every command in docs/data.md's "Your own files", in order."""
+    text = (ROOT / "docs" / "data.md").read_text(encoding="utf-8")
+    section = text.split("\n## Your own files\n", 1)[1].split("\n## ", 1)[0]
     block = section.split("```bash\n", 1)[1].split("```", 1)[0].replace("\\\n", " ")
     commands = [c for c in (shlex.split(line, comments=True) for line in block.splitlines()) if c]
     overrides = []
@@ -145,13 +145,13 @@ def run_cli_in_process(
     return code, capsys.readouterr().err
 
 
-def test_readme_data_commands_run_on_small_files(
+def test_data_doc_commands_run_on_small_files(
     project_copy: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture,
 ) -> None:
-    """Every command of the README's data section gets through ingest and the quality gate
+    """Every command of docs/data.md's "Your own files" gets through ingest and the quality gate
     (the Hydra CLI's `main`, on small stand-ins for the /data/... files)."""
     data = tmp_path / "data"
     data.mkdir()
@@ -173,7 +173,7 @@ def test_readme_data_commands_run_on_small_files(
     }
     for name, content in files.items():
         (data / name).write_text(content, encoding="utf-8")
-    commands = readme_data_overrides()
+    commands = data_doc_overrides()
     assert len(commands) == 3
     for number, overrides in enumerate(commands):
         local = [

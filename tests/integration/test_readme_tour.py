@@ -1,8 +1,10 @@
-"""The README's tour, command by command: each composes and validates the way it runs.
+"""The documented tour, command by command: each composes and validates the way it runs.
 
-TOUR mirrors the commands of README.md's tour (its short tour, the service and the few-shot
-lab). It is an explicit list, not parsed from the README, so the README can be rewritten for
-readers freely: when a command is added to or changed in the README's tour, change it here.
+TOUR mirrors the commands of README.md and of the docs it links for using the pipeline
+(docs/pipeline.md's command list and few-shot lab, docs/data.md's own-files examples,
+docs/service.md, docs/team.md's tuning). It is an explicit list, not parsed from the docs, so
+they can be rewritten for readers freely: when a documented command is added or changed,
+change it here.
 
 - `dvc exp run -S ...` / `dvc repro`: DVC's own Hydra composition (`compose_and_dump`, what
   `-S` runs) writes a params.yaml, which must validate (the misspelt-key and type checks) and
@@ -34,7 +36,7 @@ from tests.conftest import ROOT, run_cmd
 
 pytestmark = pytest.mark.integration
 
-# The README's tour (commands that only open a UI or a server port are marked `not here`).
+# The documented tour (commands that only open a UI or a server port are marked `not here`).
 TOUR = [
     "dvc dag",
     "dvc repro",

@@ -132,7 +132,7 @@ def test_readme_per_task_override_changes_that_task_only() -> None:
 
 
 def test_resolved_finetune_settings_are_those_of_the_measured_runs() -> None:
-    """The per-task figures the README's results were measured with (a refactor of how task
+    """The per-task settings docs/results.md's figures were measured with (a refactor of how task
     sections are written must not move one)."""
     for cfg in (compose([], ROOT / "conf"), OmegaConf.load(ROOT / "params.yaml")):
         ner, sent, debate = (finetune_config(cfg, t) for t in ("ner", "sentiment", "debate"))

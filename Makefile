@@ -18,7 +18,7 @@ export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
 .PHONY: help setup repro test test-all ui params lint format lock clean bench serve loadtest \
-  assets plots browser-deps compare server server-stop server-deps remote seeds headlines
+  assets plots browser-deps compare server server-stop server-deps remote seeds headlines dvc-deps
 
 # Root only where the Debian packages are installed (browser-deps).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -38,6 +38,7 @@ help:
 	@echo "make seeds   fine-tune + score TASK=ner over seeds.list -> outputs/.../reports/<task>/seeds.json"
 	@echo "make params  rewrite params.yaml from conf/"
 	@echo "make headlines  rewrite the README's headline table from metrics/*.json"
+	@echo "make dvc-deps  rewrite dvc.yaml's src/ deps: each stage's import closure (after an import changes)"
 	@echo "make lint    ruff and the import-layer contracts (import-linter)"
 	@echo "make server  MLflow tracking server on PostgreSQL (make server-stop; docs/team.md)"
 	@echo "make remote  DVC remote for the team's cache (REMOTE=s3://... or a folder; docs/team.md)"
@@ -159,14 +160,20 @@ params: setup
 headlines: setup
 	$(BIN)/python -m emergent.headlines
 
+# dvc.yaml's `src/emergent/...` deps are generated, never edited: each stage's transitive
+# import closure (scripts/dvc_deps.py; only those entries are rewritten). A test fails when
+# they are stale.
+dvc-deps: setup
+	$(BIN)/python scripts/dvc_deps.py
+
 lint: setup
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
 	$(BIN)/lint-imports
 
 format: setup
-	$(BIN)/ruff check --fix src tests
-	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests scripts
+	$(BIN)/ruff format src tests scripts
 
 # Regenerate the full lock from requirements.in (maintainers only).
 lock: setup

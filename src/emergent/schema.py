@@ -645,6 +645,24 @@ class MonitorConfig(_Section):
     reference_max_rows: PositiveInt
 
 
+class TuneConfig(_Section):
+    """`tune` (conf/tune/): the Optuna search of `python -m emergent tune`. The space's
+    dimensions are checked against the task's fine-tuning keys by `tuning.parse_space`."""
+
+    storage: str
+    study_name: str | None = None
+    n_trials: PositiveInt
+    timeout: PositiveFloat | None = None
+    sampler: Target
+    pruner: Target | None = None
+    space: dict[str, Any]
+    # Replace the committed preset (`preset`, default conf/experiment/<task>_tuned.yaml) with
+    # the study's best trial; without it the preset goes into the run folder only.
+    adopt: StrictBool = False
+    preset: str | None = None
+    keep_models: StrictBool
+
+
 # --- the whole config ------------------------------------------------------------------------
 
 
@@ -665,6 +683,7 @@ class RootBase(_Open):
     mlflow: MlflowConfig
     serve: ServeConfig
     monitor: MonitorConfig
+    tune: TuneConfig
 
 
 def config_model(task_names: list[str]) -> type[BaseModel]:

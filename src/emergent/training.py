@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -20,12 +21,21 @@ from emergent.tracking import Tracker, tracking_uri
 
 log = logging.getLogger(__name__)
 
-# Lightning's advertisement for its hosted logger, logged (INFO) on every Trainer we build.
-VENDOR_TIPS = ("💡 Tip:",)
+# Lightning's INFO lines that say nothing a run can act on, logged on every Trainer we build
+# (so once per trial of `tune`, per seed of `seeds`): its advertisement for its hosted logger,
+# which devices exist (the stage's run records the accelerator it resolved), that a setting
+# of 1 / 1.0 means what it says, and that a fit ran to its configured max_epochs/max_steps.
+# A checkpoint it resumes from, and anything else it says, stays.
+VENDOR_NOTES = re.compile(
+    r"💡 Tip:|(GPU|TPU|HPU) available:|LOCAL_RANK: \d+ - |"
+    r"`Trainer\(\w+=1(\.0)?\)` was configured so |`Trainer\.fit` stopped: `max_(epochs|steps)="
+)
 
 # Lightning warnings nobody running this project can act on, by (message regex, module):
-# a deprecation inside Lightning's own pytree helper (torch 2.13 renamed LeafSpec), and
-# ThroughputMonitor asking for FLOPs we do not count (finetune logs tokens/s, not MFU).
+# a deprecation inside Lightning's own pytree helper (torch 2.13 renamed LeafSpec),
+# ThroughputMonitor asking for FLOPs we do not count (finetune logs tokens/s, not MFU), and
+# a tiny run (smoke, a tuning trial) having fewer batches than `trainer.log_every_n_steps`
+# (MetricHistory keeps every step's loss regardless).
 VENDOR_WARNINGS = (
     (
         r"`isinstance\(treespec, LeafSpec\)` is deprecated",
@@ -35,12 +45,16 @@ VENDOR_WARNINGS = (
         r"When using the `ThroughputMonitor`, you need to define a `flops_per_batch`",
         r"lightning\.pytorch\.callbacks\.throughput_monitor",
     ),
+    (
+        r"The number of training batches \(\d+\) is smaller than the logging interval",
+        r"lightning\.pytorch\.loops\.fit_loop",
+    ),
 )
 
 
-class _DropVendorTips(logging.Filter):
+class _DropVendorNotes(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(VENDOR_TIPS)
+        return not VENDOR_NOTES.match(str(record.msg))
 
 
 def route_lightning_logs() -> None:
@@ -49,7 +63,8 @@ def route_lightning_logs() -> None:
     `import lightning` attaches its own console handler ("INFO: ...") to the `lightning`
     logger, and the records also propagate to the root handler `emergent.cli.configure_logging`
     installs, so every Lightning message was printed twice, bare and with a timestamp. Also
-    drops Lightning's vendor tips and filters the warnings in VENDOR_WARNINGS where they arise.
+    drops Lightning's VENDOR_NOTES and filters the warnings in VENDOR_WARNINGS where they arise,
+    for the stages and for the commands that run them (`tune`, `seeds`, the benchmarks).
     Idempotent; called when this module is imported (after `lightning` is).
     """
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
@@ -58,9 +73,10 @@ def route_lightning_logs() -> None:
             if type(handler) is logging.StreamHandler:  # Lightning's own console handlers
                 logger.removeHandler(handler)
         logger.propagate = True
-    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, _DropVendorTips) for f in rank_zero.filters):
-        rank_zero.addFilter(_DropVendorTips())
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
+        logger = logging.getLogger(name)  # a filter sees only its own logger's records
+        if not any(isinstance(f, _DropVendorNotes) for f in logger.filters):
+            logger.addFilter(_DropVendorNotes())
     for message, module in VENDOR_WARNINGS:
         warnings.filterwarnings("ignore", message=message, module=module)
 

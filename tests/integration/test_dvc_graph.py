@@ -1,18 +1,20 @@
-"""The DVC graph re-runs exactly what changed: source deps are each stage's import closure,
-and a per-task parameter touches only that task's branch."""
+"""The DVC graph re-runs exactly what changed: source deps are each stage's import closure
+(written by `make dvc-deps`, scripts/dvc_deps.py), and a per-task parameter touches only that
+task's branch."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from scripts.dvc_deps import SRC, render, stage_files, stage_sources
 
 from tests.conftest import ROOT, copy_project, git_env, run_cmd
-from tests.import_closure import SRC, stage_files
 
 pytestmark = pytest.mark.integration
 
@@ -34,6 +36,8 @@ def resolved_stages(project: Path) -> dict[str, dict]:
 
 
 def test_every_stage_depends_on_exactly_its_import_closure(project_copy: Path) -> None:
+    """As DVC resolves dvc.yaml (flow lists, `${key}` per task): each task's stage lists all
+    it imports, and nothing that none of the stage's tasks imports."""
     raw = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     params = yaml.safe_load((project_copy / "params.yaml").read_text())
     for name, stage in resolved_stages(project_copy).items():
@@ -42,7 +46,45 @@ def test_every_stage_depends_on_exactly_its_import_closure(project_copy: Path) -
         declared = {d for d in stage["deps"] if d.startswith("src/")}
         assert not sorted(needed - declared), f"{name} lacks deps it imports"
         # ... and no more: a file it does not import must not re-run it.
-        assert not sorted(declared - needed), f"{name} lists deps it does not import"
+        assert not sorted(declared - set(stage_sources(base, raw, params))), (
+            f"{name} lists deps it does not import"
+        )
+
+
+def current_files() -> tuple[str, dict]:
+    return (ROOT / "dvc.yaml").read_text(encoding="utf-8"), yaml.safe_load(
+        (ROOT / "params.yaml").read_text(encoding="utf-8")
+    )
+
+
+def test_dvc_yaml_source_deps_are_current() -> None:
+    """The generated deps match the code: an import added or removed needs `make dvc-deps`."""
+    text, params = current_files()
+    assert render(text, params) == text, (
+        "dvc.yaml's source deps differ from the stages' import closures: run `make dvc-deps`"
+    )
+
+
+def test_dvc_deps_rewrites_only_the_source_entries() -> None:
+    """A stale dvc.yaml (stages missing a file they import, one listing a file it does not,
+    one written by hand as a block list with a comment inside) comes back exactly as
+    committed: comments, data deps, params and outs untouched, the comment moved above."""
+    text, params = current_files()
+    stale = text.replace(" src/emergent/models/crf.py,", "")
+    stale = stale.replace(
+        "src/emergent/cli.py,", "src/emergent/cli.py, src/emergent/serving/app.py,", 1
+    )
+    flow = re.search(r"  pretrain:\n    cmd: .*?\n(    deps: \[.*?\]\n)", text, re.DOTALL)
+    assert flow is not None
+    block = (
+        "    deps:\n      # the corpus and its tokenizer\n      - data/prepared/corpus\n"
+        "      - models/tokenizer\n      - src/emergent/io.py\n"
+    )
+    stale = stale.replace(flow.group(1), block)
+    assert stale.count("crf.py") < text.count("crf.py") and "serving/app.py" in stale
+    assert render(stale, params) == text.replace(
+        flow.group(1), "    # the corpus and its tokenizer\n" + flow.group(1)
+    )
 
 
 def lock_over_placeholders(project: Path, params: dict) -> None:

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -13,7 +17,7 @@ import pytest
 from emergent.config import Paths
 from emergent.errors import ConfigError
 from emergent.stages import run_stage
-from tests.conftest import smoke_cfg
+from tests.conftest import ROOT, git_env, smoke_cfg
 
 pytestmark = pytest.mark.integration
 
@@ -46,3 +50,24 @@ def test_seeds_need_distinct_integers(smoke_pretrained: Path, tmp_path: Path) ->
     for bad in ("seeds.list=[1,1]", "seeds.list=[]", "seeds.list=[a]"):
         with pytest.raises(ConfigError, match=r"seeds\.list"):
             run_stage("seeds", smoke_cfg(bad, tmp=tmp_path), Paths(smoke_pretrained, tmp_path))
+
+
+@pytest.mark.slow
+def test_the_seeds_command_prints_like_a_stage(smoke_pretrained: Path, tmp_path: Path) -> None:
+    """As a user runs it: each seed's lines are the stage's own, with none of Lightning's
+    device lines or a tiny run's log_every_n_steps warning (seconds of import and training)."""
+    project = tmp_path / "project"
+    shutil.copytree(ROOT / "conf", project / "conf")
+    env = git_env()
+    env.update(EMERGENT_ROOT=str(project), MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'm.db'}")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    run_dir = project / "outputs" / "seeds"
+    args = [sys.executable, "-m", "emergent", "seeds", "task=debate", "experiment=smoke"]
+    args += ["seeds.list=[1]", f"paths.input_dir={smoke_pretrained}", f"hydra.run.dir={run_dir}"]
+    done = subprocess.run(args, cwd=project, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((run_dir / "reports" / "debate" / "seeds.json").read_text())["seeds"] == [1]
+    printed = done.stdout + done.stderr
+    assert "emergent.stages.seeds" in printed  # its own summary line
+    for note in ("GPU available", "TPU available", "log_every_n_steps", "stopped: `max_"):
+        assert note not in printed, (note, printed[-3000:])

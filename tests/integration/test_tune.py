@@ -28,7 +28,7 @@ TASK = "debate"
 
 
 def _worker(
-    project: Path, inputs: Path, storage: str, name: str, env: dict[str, str]
+    project: Path, inputs: Path, storage: str, name: str, env: dict[str, str], *extra: str
 ) -> subprocess.Popen:
     args = [
         sys.executable,
@@ -42,6 +42,7 @@ def _worker(
         f"tune.storage={storage}",
         f"paths.input_dir={inputs}",
         f"hydra.run.dir={project / 'outputs' / name}",
+        *extra,
     ]
     return subprocess.Popen(
         args, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -66,6 +67,8 @@ def test_two_workers_share_one_study(smoke_pretrained: Path, tmp_path: Path) -> 
     env.update(EMERGENT_ROOT=str(project), MLFLOW_TRACKING_URI=mlflow_uri)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
 
+    experiments = project / "conf" / "experiment"
+    committed = {p.name: p.read_bytes() for p in experiments.iterdir()}
     start = time.perf_counter()
     workers = [_worker(project, smoke_pretrained, storage, f"w{i}", env) for i in (1, 2)]
     outputs = [w.communicate(timeout=600) for w in workers]
@@ -75,6 +78,27 @@ def test_two_workers_share_one_study(smoke_pretrained: Path, tmp_path: Path) -> 
     print(f"two workers, {N_TRIALS} trials: {wall:.1f} s wall")
     for out, _ in outputs:
         print(out)
+
+    # A smoke study leaves the committed presets alone: each worker writes the preset into its
+    # run folder and prints the one command that adopts it.
+    assert {p.name: p.read_bytes() for p in experiments.iterdir()} == committed
+    for name, (out, _) in zip(("w1", "w2"), outputs, strict=True):
+        if "no complete trial yet" in out:  # finished while the other's trial still ran
+            continue
+        run_preset = project / "outputs" / name / "tune" / f"{TASK}_tuned.yaml"
+        assert run_preset.read_text().startswith("# @package _global_\n")
+        shown = f"outputs/{name}/tune/{TASK}_tuned.yaml conf/experiment/{TASK}_tuned.yaml"
+        assert f"adopt it: cp {shown}" in out, out  # paths as typed from the project root
+    # ... and prints like the stages: no Lightning device lines, no tiny-run warnings.
+    for out, err in outputs:
+        for note in ("GPU available", "TPU available", "log_every_n_steps", "stopped: `max_"):
+            assert note not in out + err, (note, err[-3000:])
+
+    # Adopting takes the flag: on the finished study it runs no trial and writes the preset.
+    adopter = _worker(project, smoke_pretrained, storage, "adopt", env, "tune.adopt=true")
+    adopted, err = adopter.communicate(timeout=600)
+    assert adopter.returncode == 0, err[-3000:]
+    assert "this worker ran 0" in adopted and "(adopted; use:" in adopted, adopted
 
     # Exactly the trials asked for, all workers together, each number once.
     ran = [int(re.search(r"this worker ran (\d+)", out).group(1)) for out, _ in outputs]  # type: ignore[union-attr]

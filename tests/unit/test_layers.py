@@ -6,8 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from scripts.dvc_deps import SRC, closure, module_graph
+
 from tests.conftest import ROOT
-from tests.import_closure import SRC, closure, module_graph
 
 
 def test_import_contracts_are_kept() -> None:

@@ -91,6 +91,7 @@ def test_two_workers_run_exactly_the_trials_asked_for(tmp_path: Path) -> None:
         f"tune.storage={storage}",
         f"tune.study_name={study_name}",
         f"tune.preset={preset}",
+        "tune.adopt=true",
         "mlflow.enabled=false",
     ]
     ctx = multiprocessing.get_context("fork")
@@ -147,6 +148,52 @@ def test_a_second_run_on_a_finished_study_runs_nothing(tmp_path: Path) -> None:
     assert lines[0].startswith("created study 'debate-tiny_bert'")
     assert sum(line.startswith("trial ") for line in lines) == 2
     assert lines[-1].startswith("joined study 'debate-tiny_bert'")
+
+
+def test_the_adopt_flag_is_typed() -> None:
+    """`tune.adopt=yes` or a misspelt flag would silently leave the committed preset alone."""
+    from emergent.schema import validate_config
+
+    with pytest.raises(ConfigError, match=r"^tune\.adopt: Input should be a valid boolean"):
+        validate_config(compose(["tune.adopt=yes"], ROOT / "conf"))
+    with pytest.raises(ConfigError, match=r"^tune\.adopted: unknown key; did you mean tune\.adopt"):
+        validate_config(compose(["+tune.adopted=true"], ROOT / "conf"))
+
+
+def test_a_study_replaces_the_committed_preset_only_when_asked(
+    project_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tried as a new user would, a smoke study overwrote conf/experiment/<task>_tuned.yaml,
+    a real study's preset. Now the preset goes into the run folder; `tune.adopt=true` (here
+    on the finished study: no trial runs again) is what replaces the committed one."""
+    monkeypatch.setenv("EMERGENT_ROOT", str(project_copy))
+    experiments = project_copy / "conf" / "experiment"
+    committed = experiments / "debate_tuned.yaml"
+    committed.write_text("# @package _global_\n# the preset of a real study\n")
+    before = {p.name: p.read_bytes() for p in experiments.iterdir()}
+    overrides = [
+        "experiment=smoke",
+        "tune=smoke",
+        "tune.n_trials=2",
+        f"tune.storage=sqlite:///{tmp_path / 'optuna.db'}",
+        "mlflow.enabled=false",
+    ]
+    cfg = compose(overrides, project_copy / "conf")
+    task = get_task(cfg, "debate")
+    summary = work(cfg, task, _quick_train, tmp_path / "run" / "tune", echo=lambda _: None)
+    assert summary["worker_trials"] == 2 and summary["best"] is not None
+    assert {p.name: p.read_bytes() for p in experiments.iterdir()} == before
+    preset = tmp_path / "run" / "tune" / "debate_tuned.yaml"
+    assert summary["preset"] == str(preset) and "adopted" not in summary
+    assert preset.read_text().startswith("# @package _global_\n")
+
+    adopt = compose([*overrides, "tune.adopt=true"], project_copy / "conf")
+    again = work(adopt, task, _quick_train, tmp_path / "run2" / "tune", echo=lambda _: None)
+    assert again["worker_trials"] == 0 and again["adopted"] == str(committed)
+    assert committed.read_text() == preset.read_text()
+    fcfg = finetune_config(compose(["experiment=debate_tuned"], project_copy / "conf"), "debate")
+    assert fcfg.weight_decay == pytest.approx(summary["best"]["params"]["weight_decay"])
+    assert sorted(p.name for p in experiments.iterdir()) == sorted(before)
 
 
 def test_the_lightning_callback_reports_every_validation_check(tmp_path: Path) -> None:

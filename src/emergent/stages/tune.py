@@ -3,12 +3,16 @@
 Each trial is a run of the finetune stage (same code, same MLflow run layout) in a folder under
 the command's output directory, with Optuna's pruning callback added. Start the same command on
 several machines with one `tune.storage` URL and they share the study. Prints one line per
-finished trial and the study's summary; writes `conf/experiment/<task>_tuned.yaml`.
+finished trial and the study's summary, and writes the best trial's preset into the run folder
+(`tune/<task>_tuned.yaml`) with the one command that adopts it. The committed
+`conf/experiment/<task>_tuned.yaml` (the preset of a real study) is replaced only when asked:
+`tune.adopt=true`; a smoke run, or any run not asked to, leaves `conf/` alone.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,7 +24,7 @@ from emergent.config import Paths
 from emergent.errors import StageError
 from emergent.stages import finetune
 from emergent.tasks import get_task
-from emergent.tuning import work
+from emergent.tuning import adopt_path, work
 
 
 def run(cfg: DictConfig, paths: Paths) -> None:
@@ -53,4 +57,16 @@ def run(cfg: DictConfig, paths: Paths) -> None:
     value = f"{summary['metric']}={best['value']:.4f}"
     print(f"best: trial {best['number']} {value} {json.dumps(best['params'])}")
     use = f"python -m emergent finetune task={task.name} experiment={task.name}_tuned"
-    print(f"preset: {summary['preset']} ({use})")
+    if summary.get("adopted"):
+        print(f"preset: {shown(summary['adopted'])} (adopted; use: {use})")
+        return
+    print(f"preset: {shown(summary['preset'])} (in the run folder; conf/ is unchanged)")
+    target = shown(adopt_path(cfg, task.name))
+    print(f"adopt it: cp {shown(summary['preset'])} {target}   (then: {use})")
+
+
+def shown(path: str | Path) -> str:
+    """`path` as typed from the current folder when it lies below it (the printed `cp`
+    command is meant to be pasted), else absolute."""
+    absolute = Path(path).resolve()
+    return os.path.relpath(absolute) if absolute.is_relative_to(Path.cwd()) else str(absolute)

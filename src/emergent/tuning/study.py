@@ -279,7 +279,9 @@ def work(
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """One worker: join (or create) the study, run queued trials until none are left or the
-    timeout passes, write the preset from the best trial; returns the study's summary."""
+    timeout passes, write the preset from the best trial into `out_root` (and, with
+    `tune.adopt`, over the committed one); returns the study's summary (`preset`, `adopted`:
+    the paths written)."""
     from emergent.tuning import mlflow_runs
 
     tune = cfg.tune
@@ -342,9 +344,12 @@ def work(
     # As configured (a relative SQLite path stays relative): the preset quoting it is committed.
     summary.update(study=name, storage=redact(str(tune.storage)), worker_trials=ran)
     if summary["best"] is not None:
-        path = Path(tune.preset) if tune.preset else preset_path(task.name)
-        write_preset(path, task, summary, dims, base_experiment(cfg, task.name))
-        summary["preset"] = str(path)
+        text = preset_text(task, summary, dims, base_experiment(cfg, task.name))
+        # The run's own copy always; the committed preset only when asked (`tune.adopt`): a
+        # smoke study must not replace the preset of a real one.
+        summary["preset"] = str(write_preset(out_root / f"{task.name}_tuned.yaml", text))
+        if tune.adopt:
+            summary["adopted"] = str(write_preset(adopt_path(cfg, task.name), text))
     if parent:
         mlflow_runs.update_parent(cfg, parent, summary)
     return summary
@@ -380,6 +385,12 @@ def study_summary(study: optuna.Study, task: Task, dims: list[Dimension]) -> dic
 
 def preset_path(task: str, root: Path | None = None) -> Path:
     return (root or project_root()) / "conf" / "experiment" / f"{task}_tuned.yaml"
+
+
+def adopt_path(cfg: DictConfig, task: str) -> Path:
+    """Where adopting the study's preset puts it: `tune.preset`, else the committed
+    `conf/experiment/<task>_tuned.yaml` that `experiment=<task>_tuned` selects."""
+    return Path(cfg.tune.preset) if cfg.tune.preset else preset_path(task)
 
 
 def base_experiment(cfg: DictConfig, task: str) -> str | None:
@@ -419,9 +430,8 @@ def preset_text(
     return "\n".join(lines) + "\n" + body
 
 
-def write_preset(
-    path: Path, task: Task, summary: Mapping[str, Any], dims: list[Dimension], base: str | None
-) -> None:
+def write_preset(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, preset_text(task, summary, dims, base))
-    log.info("wrote %s", path)
+    atomic_write_text(path, text)
+    log.debug("wrote %s", path)  # the command prints where the preset went
+    return path

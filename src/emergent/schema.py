@@ -185,6 +185,8 @@ class TaskDataConfig(_Section):
     max_chars: PositiveInt | None = None
     min_tokens: NonNegativeInt | None = None
     max_tokens: PositiveInt | None = None
+    # a folder of user feedback (train.jsonl, test.jsonl: examples in the task's own shape)
+    feedback: str | None = None
 
 
 class DataBase(_Section):
@@ -601,6 +603,16 @@ class MonitorConfig(_Section):
     reference_max_rows: PositiveInt
 
 
+class PromoteConfig(_Section):
+    """`promote`: the promotion gate's rule (emergent.registry.gate)."""
+
+    tolerance: NonNegativeFloat
+    min_feedback_test: NonNegativeInt
+    confidence: Annotated[float, Field(gt=0, lt=1)]
+    resamples: PositiveInt
+    reports_dir: str
+
+
 # --- the whole config ------------------------------------------------------------------------
 
 
@@ -621,6 +633,7 @@ class RootBase(_Open):
     mlflow: MlflowConfig
     serve: ServeConfig
     monitor: MonitorConfig
+    promote: PromoteConfig
 
 
 def config_model(task_names: list[str]) -> type[BaseModel]:

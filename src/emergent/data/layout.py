@@ -2,6 +2,7 @@
 
 ```
 <prepared>/<task>/{train,validation,test}.jsonl   one example per line
+<prepared>/<task>/feedback_test.jsonl              held-out user feedback (`data.<task>.feedback`)
 <prepared>/corpus/{train,validation}.txt          the MLM corpus, one paragraph per line
 <prepared>/manifest.json                          seed, counts, sha256 of every file above
 ```
@@ -21,6 +22,9 @@ from emergent.io import read_jsonl, sha256_file
 
 SPLITS = ("train", "validation", "test")
 HELD_OUT = SPLITS[1:]  # what choices are made on (validation) and what is reported (test)
+# The test half of a task's user feedback: never trained on, scored by the promotion gate
+# beside the test split (`emergent.registry.gate`).
+FEEDBACK_TEST = "feedback_test"
 MANIFEST = "manifest.json"
 
 

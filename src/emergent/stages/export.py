@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -22,6 +24,15 @@ from emergent.tasks import Task
 from emergent.tracking import stage_run
 
 log = logging.getLogger(__name__)
+
+
+def feedback_seen(manifest: Path, task: str) -> dict[str, Any] | None:
+    """The feedback the model was trained with: the prepared manifest's `feedback.<task>`
+    entry (ingest writes it when `data.<task>.feedback` is set), None without any."""
+    if not manifest.is_file():
+        return None
+    entry = json.loads(manifest.read_text(encoding="utf-8")).get("feedback", {}).get(task)
+    return dict(entry) if entry else None
 
 
 @per_task
@@ -44,9 +55,10 @@ def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
         tracker.set_tags({"parity_gate": "passed"})
         publish(paths, task, result)
         if tracker.enabled:
-            from emergent.registry import register
+            from emergent.registry.versions import lineage, register
 
             examples = load_task_split(paths.inp(cfg.data.prepared_dir), task.name, "test")[:2]
             texts = [task.text(e) for e in examples]
-            register(task.name, out_dir, result["int8_onnx"]["metric"], texts)
+            origin = lineage(task.name, feedback_seen(manifest, task.name))
+            register(task.name, out_dir, result["int8_onnx"]["metric"], texts, origin)
     log.info("export %s: %s", task.name, json.dumps(result["ratios"]))

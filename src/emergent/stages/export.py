@@ -27,11 +27,12 @@ log = logging.getLogger(__name__)
 
 
 def feedback_seen(manifest: Path, task: str) -> dict[str, Any] | None:
-    """The feedback the model was trained with: the prepared manifest's `feedback.<task>`
+    """The feedback the model was trained with: the prepared manifest's `tasks.<task>.feedback`
     entry (ingest writes it when `data.<task>.feedback` is set), None without any."""
     if not manifest.is_file():
         return None
-    entry = json.loads(manifest.read_text(encoding="utf-8")).get("feedback", {}).get(task)
+    tasks = json.loads(manifest.read_text(encoding="utf-8")).get("tasks", {})
+    entry = tasks.get(task, {}).get("feedback")
     return dict(entry) if entry else None
 
 

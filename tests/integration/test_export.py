@@ -175,6 +175,7 @@ def test_unpruned_export_with_both_int8_schemes(
     assert float(row["val_drop"]) == pytest.approx(details["parity"]["int8_val_drop"])
 
 
+@pytest.mark.slow  # three `promote` commands: about 35 s on two cores
 def test_promote_runs_the_gate_on_the_same_examples(
     smoke_pretrained: Path, registry: Path, tmp_path: Path
 ) -> None:

@@ -154,3 +154,33 @@ def test_example_sets_read_the_feedback_split_when_ingest_made_one(tmp_path: Pat
     sets = example_sets(tmp_path, "sentiment")
     assert [(s.name, len(s.examples)) for s in sets] == [("test", 1), ("feedback_test", 3)]
     assert len(sets[1].sha256) == 64
+
+
+def test_lineage_names_the_champion_and_the_feedback_seen(tmp_path: Path) -> None:
+    """A real MLflow sqlite store (tests/conftest.py points MLFLOW_TRACKING_URI at one)."""
+    import mlflow
+
+    from emergent.data.layout import feedback_seen
+    from emergent.registry.versions import alias_version, lineage, set_champion
+
+    client = mlflow.MlflowClient()
+    client.create_registered_model("emergent-sentiment")
+    version = client.create_model_version("emergent-sentiment", str(tmp_path)).version
+    assert alias_version("sentiment", "champion") is None
+    assert lineage("sentiment", None).tags() == {
+        "parent_version": "none",
+        "feedback_sha256": "none",
+        "feedback_examples": "none",
+    }
+    set_champion("sentiment", str(version))
+    champion = alias_version("sentiment", "champion")
+    assert champion is not None and champion.version == str(version)
+    manifest = tmp_path / "manifest.json"
+    entry = {"sha256": "ab" * 32, "train": 12, "test": 40}
+    manifest.write_text(json.dumps({"tasks": {"sentiment": {"feedback": entry}, "ner": {}}}))
+    assert feedback_seen(manifest, "ner") is None
+    assert lineage("sentiment", feedback_seen(manifest, "sentiment")).tags() == {
+        "parent_version": str(version),
+        "feedback_sha256": "ab" * 32,
+        "feedback_examples": "12",
+    }

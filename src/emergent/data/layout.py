@@ -75,3 +75,15 @@ def verify_prepared(prepared_dir: Path) -> dict[str, Any]:
                 "re-run ingest rather than editing prepared data",
             )
     return manifest
+
+
+def feedback_seen(manifest: Path, task: str) -> dict[str, Any] | None:
+    """The user feedback a model trained on this prepared data saw: the manifest's
+    `tasks.<task>.feedback` entry (ingest writes it with `data.<task>.feedback`: the train
+    file's sha256, the examples that joined train, ...), None without any or without a
+    manifest. The export stage tags the registered version with it (its lineage)."""
+    if not Path(manifest).is_file():
+        return None
+    tasks = json.loads(Path(manifest).read_text(encoding="utf-8")).get("tasks", {})
+    entry = tasks.get(task, {}).get("feedback")
+    return dict(entry) if entry else None

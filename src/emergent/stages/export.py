@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig
 
 from emergent.config import Paths
-from emergent.data.layout import load_task_split, manifest_path
+from emergent.data.layout import feedback_seen, load_task_split, manifest_path
 from emergent.errors import StageError
 from emergent.export.pipeline import export_package, publish
 from emergent.io import atomic_dir, sha256_file
@@ -24,16 +22,6 @@ from emergent.tasks import Task
 from emergent.tracking import stage_run
 
 log = logging.getLogger(__name__)
-
-
-def feedback_seen(manifest: Path, task: str) -> dict[str, Any] | None:
-    """The feedback the model was trained with: the prepared manifest's `tasks.<task>.feedback`
-    entry (ingest writes it when `data.<task>.feedback` is set), None without any."""
-    if not manifest.is_file():
-        return None
-    tasks = json.loads(manifest.read_text(encoding="utf-8")).get("tasks", {})
-    entry = tasks.get(task, {}).get("feedback")
-    return dict(entry) if entry else None
 
 
 @per_task

@@ -11,7 +11,6 @@ import pytest
 from emergent.evaluation.bootstrap import Bootstrap
 from emergent.io import write_jsonl
 from emergent.registry.gate import (
-    Decision,
     ExampleSet,
     GateRule,
     Predictions,
@@ -141,7 +140,9 @@ def test_the_decision_file_holds_versions_hashes_and_intervals(tmp_path: Path) -
         "confidence": 0.95,
         "seed": 0,
     }
-    assert Decision.save(decision, tmp_path / "reports" / "loop") != path  # never overwritten
+    assert path.name == decision.time.replace(":", "-") + ".json"
+    again = decide(SENT, RULE, CANDIDATE, CHAMPION, [test])
+    assert again.save(tmp_path / "reports" / "loop") != path  # a later decision, another file
     assert decision.lines()[-1].startswith(
         "refused: emergent-sentiment candidate v2 vs champion v1"
     )

@@ -202,7 +202,7 @@ class Decision:
     outcome: Outcome
     reason: str
     rule: GateRule
-    time: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    time: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
 
     @property
     def promoted(self) -> bool:
@@ -223,10 +223,9 @@ class Decision:
         }
 
     def save(self, folder: Path) -> Path:
-        """Write the decision atomically as `<folder>/<UTC time>.json` (microseconds in the
-        name: two decisions in one second keep both files)."""
-        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H-%M-%S.%fZ")
-        path = Path(folder) / f"{stamp}.json"
+        """Write the decision atomically as `<folder>/<its UTC time>.json` (microseconds in
+        the name: two decisions in one second keep both files)."""
+        path = Path(folder) / f"{self.time.replace(':', '-')}.json"
         write_json(path, self.to_json())
         return path
 

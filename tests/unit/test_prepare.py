@@ -279,5 +279,9 @@ def test_feedback_is_prepared_recorded_and_checked(tmp_path: Path) -> None:
     assert "ner/feedback_test.jsonl" in manifest["files"]
     rows = [json.loads(line) for line in (out / "ner" / "feedback_test.jsonl").open()]
     assert rows[0] == test[0]
+    # the corpus does not move: feedback re-runs fine-tuning, not pretraining
+    for split in ("train", "validation"):
+        corpus = Path("corpus") / f"{split}.txt"
+        assert (out / corpus).read_bytes() == (tmp_path / "base" / corpus).read_bytes()
     checks = {c.name: c for c in build_checks(out, cfg.data, all_tasks(cfg))}
     assert len(checks["ner_feedback_test"].frame) == 2

@@ -6,7 +6,8 @@ feedback export writes them under `data/feedback/<task>/`. Ingest joins the trai
 the task's train split, less any whose dedupe key (`Task.key`) is in the validation or test
 split (a model must not train on what it is scored on) or already in train; the test examples
 become `<prepared>/<task>/feedback_test.jsonl`, less any in train, which the promotion gate
-scores beside the test split. The quality gate checks that split like the others, and the
+scores beside the test split. Neither joins the MLM corpus, so new feedback re-runs the
+task's fine-tuning and not pretraining. The quality gate checks that split like the others, and the
 manifest records the counts and the files' sha256 (`feedback.<task>`), which the export
 stage copies onto the registered version as its lineage.
 """
@@ -56,8 +57,9 @@ def add_feedback(
     normalize: Callable[[str], str],
     base_dir: Path,
 ) -> dict[str, Any]:
-    """Join the feedback in folder `source` to `splits` (train grows, `feedback_test` is
-    added, in place) and return its manifest entry."""
+    """Join the feedback in folder `source` to `splits` in place (the kept train examples
+    are appended after the task's own, `feedback_test` is added) and return its manifest
+    entry."""
     folder = under(base_dir, source)
     if not folder.is_dir():
         raise DataError(

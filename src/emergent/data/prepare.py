@@ -264,7 +264,8 @@ def build_corpus(
     seed: int,
     base_dir: Path,
 ) -> tuple[dict[str, list[str]], dict[str, Any]]:
-    """MLM corpus: train-split texts of every task plus unlabeled sources.
+    """MLM corpus: train-split texts of every task (user feedback aside: `prepare_all`)
+    plus unlabeled sources.
 
     Validation, test and feedback test texts of any task never enter it: an unlabeled document whose
     normalised text is a held-out example is dropped whole, before it is cut into paragraphs
@@ -330,13 +331,18 @@ def prepare_all(
     On any error nothing under `prepared_dir` changes.
     """
     task_splits: dict[PreparedTask, dict[str, list[dict]]] = {}
+    corpus_splits: dict[PreparedTask, dict[str, list[dict]]] = {}
     manifest: dict[str, Any] = {"seed": seed, "tasks": {}}
     for task in tasks:
         splits, stats = prepare_task(task, data_cfg[task.name], data_cfg.split, seed, base_dir)
         task_splits[task] = splits
         manifest["tasks"][task.name] = stats
         log.info("%s: %s", task.name, stats["rows"])
-    corpus, corpus_stats = build_corpus(task_splits, data_cfg.corpus, seed, base_dir)
+        # User feedback (appended to train by add_feedback) stays out of the MLM corpus: new
+        # feedback re-runs a task's fine-tuning, never the tokenizer and pretraining.
+        own = len(splits["train"]) - int(stats.get("feedback", {}).get("train", 0))
+        corpus_splits[task] = {**splits, "train": splits["train"][:own]}
+    corpus, corpus_stats = build_corpus(corpus_splits, data_cfg.corpus, seed, base_dir)
     manifest["corpus"] = corpus_stats
     log.info("corpus: %s", corpus_stats["rows"])
 

@@ -24,6 +24,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 PROJECT_FILES = [
     "conf",
+    "data/feedback",
     "src",
     "dvc.yaml",
     "params.yaml",

@@ -29,11 +29,12 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Known failure kinds print one readable message and exit 1 instead of a traceback."""
+    """Known failure kinds print one readable message and exit 1 (or their kind's
+    `exit_code`: 3 for a candidate the promotion gate refused) instead of a traceback."""
     from emergent.errors import UserError
 
     try:
         yield
     except (UserError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(getattr(err, "exit_code", 1))

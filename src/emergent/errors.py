@@ -13,6 +13,9 @@ from pathlib import Path
 class UserError(Exception):
     """A problem the user can fix (bad input, missing upstream output, bad config)."""
 
+    #: the command line's exit status for this kind (1 unless a kind says otherwise)
+    exit_code: int = 1
+
 
 class DataError(UserError, ValueError):
     """Bad input data. The message always names the file and, where known, the line or column."""
@@ -38,3 +41,10 @@ class StageError(UserError, RuntimeError):
 
 class PredictionError(UserError, ValueError):
     """Input the model cannot take (empty text, ...): a message for the user, not a crash."""
+
+
+class GateRefused(UserError):
+    """The promotion gate refused the candidate: not a failure of the command, a decision,
+    so it exits with its own status (3) that scripts can tell from an error (1)."""
+
+    exit_code = 3

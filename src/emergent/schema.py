@@ -186,6 +186,8 @@ class TaskDataConfig(_Section):
     max_chars: PositiveInt | None = None
     min_tokens: NonNegativeInt | None = None
     max_tokens: PositiveInt | None = None
+    # a folder of user feedback (train.jsonl, test.jsonl: examples in the task's own shape)
+    feedback: str | None = None
 
 
 class DataBase(_Section):
@@ -663,6 +665,16 @@ class TuneConfig(_Section):
     keep_models: StrictBool
 
 
+class PromoteConfig(_Section):
+    """`promote`: the promotion gate's rule (emergent.registry.gate)."""
+
+    tolerance: NonNegativeFloat
+    min_feedback_test: NonNegativeInt
+    confidence: Annotated[float, Field(gt=0, lt=1)]
+    resamples: PositiveInt
+    reports_dir: str
+
+
 # --- the whole config ------------------------------------------------------------------------
 
 
@@ -684,6 +696,7 @@ class RootBase(_Open):
     serve: ServeConfig
     monitor: MonitorConfig
     tune: TuneConfig
+    promote: PromoteConfig
 
 
 def config_model(task_names: list[str]) -> type[BaseModel]:

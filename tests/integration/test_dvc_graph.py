@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -165,4 +166,18 @@ def test_a_serving_only_change_reruns_no_stage(locked: Path) -> None:
     no pipeline stage's code."""
     edit_source(locked, "src/emergent/serving/app.py")
     edit_source(locked, "src/emergent/serving/settings.py")
+    assert changed(locked) == {}
+
+
+def test_user_feedback_reruns_ingest(locked: Path) -> None:
+    """`data/feedback/` is ingest's dependency (its committed README keeps the folder in
+    place, as DVC refuses a missing dependency): new feedback makes ingest stale, and only
+    ingest until what ingest writes changes."""
+    folder = locked / "data" / "feedback" / "sentiment"
+    folder.mkdir()
+    try:
+        (folder / "train.jsonl").write_text('{"text": "a fine film", "label": "positive"}\n')
+        assert sorted(changed(locked)) == ["ingest"]
+    finally:
+        shutil.rmtree(folder)
     assert changed(locked) == {}

@@ -14,6 +14,7 @@ import mlflow
 import pytest
 
 from emergent.config import Paths
+from emergent.io import sha256_file, write_jsonl
 from emergent.stages import StageError, run_stage
 from tests.conftest import ROOT, git_env, run_cmd, smoke_cfg
 from tests.helpers import copy_sqlite, free_port, known_packages
@@ -174,33 +175,77 @@ def test_unpruned_export_with_both_int8_schemes(
     assert float(row["val_drop"]) == pytest.approx(details["parity"]["int8_val_drop"])
 
 
-def test_promote_moves_champion_only_on_improvement(
+@pytest.mark.slow  # three `promote` commands: about 35 s on two cores
+def test_promote_runs_the_gate_on_the_same_examples(
     smoke_pretrained: Path, registry: Path, tmp_path: Path
 ) -> None:
-    client = mlflow.MlflowClient()
-    name = "emergent-ner"
-    first = run_cmd(
-        [sys.executable, "-m", "emergent", "promote", "task=ner", "experiment=smoke"],
-        cwd=tmp_path,
-        root=ROOT,
-    )
-    assert first.returncode == 0, first.stderr
-    champion = client.get_model_version_by_alias(name, "champion").version
-    # Same metric again: a new candidate that does not beat the champion stays candidate.
-    from emergent.registry import METRIC_TAG, promote
-    from emergent.tasks import Headline
+    from emergent.registry.versions import METRIC_TAG
 
+    client = mlflow.MlflowClient()
+    name = "emergent-sentiment"
+    # the export registered the candidate with its lineage: no champion then, no feedback
     candidate = client.get_model_version_by_alias(name, "candidate")
-    metric = float(candidate.tags[METRIC_TAG])
+    assert candidate.tags["parent_version"] == "none"
+    assert candidate.tags["feedback_sha256"] == candidate.tags["feedback_examples"] == "none"
+    prepared = tmp_path / "prepared"
+    shutil.copytree(smoke_pretrained / "data" / "prepared" / "sentiment", prepared / "sentiment")
+    reports = tmp_path / "loop"
+
+    def promote() -> tuple[subprocess.CompletedProcess, dict]:
+        done = run_cmd(
+            [
+                sys.executable, "-m", "emergent", "promote", "task=sentiment", "experiment=smoke",
+                f"paths.input_dir={smoke_pretrained}", f"data.prepared_dir={prepared}",
+                f"promote.reports_dir={reports}",
+            ],
+            cwd=tmp_path,
+            root=ROOT,
+        )  # fmt: skip
+        latest = max(reports.glob("*.json"), default=None)
+        return done, json.loads(latest.read_text()) if latest else {}
+
+    first, record = promote()  # no champion yet: promoted without a comparison
+    assert first.returncode == 0, first.stderr
+    assert (record["outcome"], record["example_sets"]) == ("promoted", [])
+    assert str(client.get_model_version_by_alias(name, "champion").version) == str(
+        candidate.version
+    )
+
+    # A new version of the same package: scored on the same test split, it ties the champion
+    # to the example, and both figures are the int8 test metric the export registered.
     new = client.create_model_version(name, candidate.source, run_id=candidate.run_id)
-    client.set_model_version_tag(name, new.version, METRIC_TAG, str(metric))
     client.set_registered_model_alias(name, "candidate", new.version)
-    headline = Headline("f1", "entity F1")
-    assert promote("ner", headline)["promoted"] is False
-    assert client.get_model_version_by_alias(name, "champion").version == champion
-    client.set_model_version_tag(name, new.version, METRIC_TAG, str(metric + 1))
-    assert promote("ner", headline)["promoted"] is True
-    assert client.get_model_version_by_alias(name, "champion").version == new.version
+    second, record = promote()
+    assert second.returncode == 0, second.stderr
+    assert record["outcome"] == "promoted" and record["champion"]["version"] == str(
+        candidate.version
+    )
+    (test,) = record["example_sets"]
+    assert test["name"] == "test" and test["sha256"] == sha256_file(
+        prepared / "sentiment" / "test.jsonl"
+    )
+    metric = float(candidate.tags[METRIC_TAG])
+    assert test["champion"] == pytest.approx(metric, abs=1e-4)
+    assert test["candidate"] == pytest.approx(metric, abs=1e-4)
+    assert (test["gain"], test["ci_low"], test["ci_high"]) == (0.0, 0.0, 0.0)
+    assert "test " in second.stdout and "promoted: emergent-sentiment candidate" in second.stdout
+    assert str(client.get_model_version_by_alias(name, "champion").version) == str(new.version)
+
+    # Enough feedback test examples and no gain on them: refused, exit 3, champion kept.
+    rows = [json.loads(line) for line in (prepared / "sentiment" / "test.jsonl").open()]
+    write_jsonl(prepared / "sentiment" / "feedback_test.jsonl", (rows * 30)[:30])
+    third = client.create_model_version(name, candidate.source, run_id=candidate.run_id)
+    client.set_registered_model_alias(name, "candidate", third.version)
+    refused, record = promote()
+    assert refused.returncode == 3, refused.stderr
+    assert "promotion refused by the gate: feedback_test" in refused.stderr
+    assert record["outcome"] == "refused"
+    assert [s["verdict"] for s in record["example_sets"]] == ["pass", "refuse"]
+    assert str(client.get_model_version_by_alias(name, "champion").version) == str(new.version)
+    # one MLflow run per decision in the experiment `loop`
+    runs = mlflow.search_runs(experiment_names=["loop"], output_format="list")
+    assert sorted(r.data.tags["decision"] for r in runs) == ["promoted", "promoted", "refused"]
+    assert all(r.data.tags["task"] == "sentiment" for r in runs)
 
 
 def test_predict_cli_arguments_file_and_bad_input(
@@ -277,10 +322,11 @@ def test_predict_cli_arguments_file_and_bad_input(
 
 
 def test_mlflow_serves_the_champion_over_http(registry: Path) -> None:
-    from emergent.registry import promote
-    from emergent.tasks import Headline
+    from emergent.registry.versions import alias_version, set_champion
 
-    promote("sentiment", Headline("accuracy", "accuracy"))
+    candidate = alias_version("sentiment", "candidate")
+    assert candidate is not None
+    set_champion("sentiment", candidate.version)
     port = free_port()
     env = git_env()
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{registry}"

@@ -206,3 +206,82 @@ def test_given_splits_are_used_and_leaks_removed(tmp_path: Path) -> None:
     assert splits["train"] == [{"tokens": ["Bob"], "tags": ["B-person"]}]
     assert stats["duplicates_removed"]["train"] == 1
     assert stats["leaks_removed"]["train_overlapping_heldout"] == 1
+
+
+def write_feedback(folder: Path, train: list[dict], test: list[dict]) -> Path:
+    from emergent.io import write_jsonl
+
+    write_jsonl(folder / "train.jsonl", train)
+    write_jsonl(folder / "test.jsonl", test)
+    return folder
+
+
+def test_feedback_joins_train_less_what_is_held_out(explicit_files, tmp_path: Path) -> None:
+    # prepared without feedback: train ["a"], validation b d e e, test c d f f
+    folder = write_feedback(
+        tmp_path / "feedback",
+        # g is new; d is in validation and test; a is in train; g again is a duplicate
+        [{"text": t, "label": "pos"} for t in ("g", "d", "a", "g", "  h  ")],
+        # i is new; g and h (whitespace normalised) are now in train; i again is a duplicate
+        [{"text": t, "label": "neg"} for t in ("i", "g", "h", "i")],
+    )
+    explicit_files.feedback = "feedback"  # relative: under the base folder
+    splits, stats = prepare.prepare_task(SENT, explicit_files, {}, 0, tmp_path)
+    texts = {s: [e["text"] for e in rows] for s, rows in splits.items()}
+    assert texts["train"] == ["a", "g", "h"]
+    assert texts["validation"] == ["b", "d", "e", "e"] and texts["test"] == ["c", "d", "f", "f"]
+    assert texts["feedback_test"] == ["i"]
+    feedback = stats["feedback"]
+    assert (feedback["train"], feedback["test"]) == (2, 1)
+    assert feedback["rows_read"] == {"train": 5, "test": 4}
+    assert feedback["removed"] == {
+        "train_overlapping_heldout_or_train": 3,
+        "test_overlapping_train": 3,
+    }
+    from emergent.io import sha256_file
+
+    assert feedback["sha256"] == sha256_file(folder / "train.jsonl")
+    assert stats["rows"] == {"train": 3, "validation": 4, "test": 4, "feedback_test": 1}
+
+
+def test_bad_feedback_is_one_line_naming_file_line_and_fields(
+    explicit_files, tmp_path: Path
+) -> None:
+    explicit_files.feedback = str(tmp_path / "nowhere")
+    with pytest.raises(DataError, match=r"nowhere: data.sentiment.feedback: no such folder"):
+        prepare.prepare_task(SENT, explicit_files, {}, 0, tmp_path)
+    folder = write_feedback(
+        tmp_path / "fb", [{"text": "g", "label": "pos"}, {"text": "x", "label": "neg", "id": 3}], []
+    )
+    explicit_files.feedback = str(folder)
+    with pytest.raises(DataError, match=r"train\.jsonl:2: expected exactly the fields \['text', "):
+        prepare.prepare_task(SENT, explicit_files, {}, 0, tmp_path)
+
+
+def test_feedback_is_prepared_recorded_and_checked(tmp_path: Path) -> None:
+    from emergent.data.quality import build_checks
+
+    cfg = smoke_cfg()
+    base = prepare.prepare_all(cfg.data, all_tasks(cfg), 1, tmp_path / "base", base_dir=ROOT)
+    # feedback test may repeat the test split (both are held out); only train overlap goes
+    test = [json.loads(line) for line in (tmp_path / "base" / "ner" / "test.jsonl").open()]
+    new = {
+        "tokens": ["Ada", "Lovelace", "wrote", "notes"],
+        "tags": ["B-person", "I-person", "O", "O"],
+    }
+    write_feedback(tmp_path / "fb", [new], [test[0], {"tokens": ["Paris"], "tags": ["B-geo-loc"]}])
+    cfg.data.ner.feedback = str(tmp_path / "fb")
+    out = tmp_path / "prepared"
+    manifest = prepare.prepare_all(cfg.data, all_tasks(cfg), 1, out, base_dir=ROOT)
+    stats = manifest["tasks"]["ner"]
+    assert stats["rows"]["train"] == base["tasks"]["ner"]["rows"]["train"] + 1
+    assert stats["rows"]["feedback_test"] == 2 and stats["feedback"]["test"] == 2
+    assert "ner/feedback_test.jsonl" in manifest["files"]
+    rows = [json.loads(line) for line in (out / "ner" / "feedback_test.jsonl").open()]
+    assert rows[0] == test[0]
+    # the corpus does not move: feedback re-runs fine-tuning, not pretraining
+    for split in ("train", "validation"):
+        corpus = Path("corpus") / f"{split}.txt"
+        assert (out / corpus).read_bytes() == (tmp_path / "base" / corpus).read_bytes()
+    checks = {c.name: c for c in build_checks(out, cfg.data, all_tasks(cfg))}
+    assert len(checks["ner_feedback_test"].frame) == 2

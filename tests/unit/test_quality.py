@@ -103,3 +103,22 @@ def test_label_map_with_integer_keys_maps_a_files_text_labels(tmp_path) -> None:
         path, "tsv", "sentence", "label", label_map={0: "negative", 1: "positive"}
     )
     assert [e["label"] for e in examples] == ["positive", "negative"]
+
+
+def test_the_feedback_test_split_is_checked_like_any_other(
+    prepared_smoke, gate_cfg, tmp_path
+) -> None:
+    """Ingest's `feedback_test.jsonl` (data.<task>.feedback) passes through the same checks:
+    an unknown label and a text under min_chars fail on it by name."""
+    from emergent.io import write_jsonl
+
+    prepared = tmp_path / "prepared"
+    shutil.copytree(prepared_smoke, prepared)
+    rows = [{"text": "dull and far too long", "label": "negative"}, {"text": "x", "label": "meh"}]
+    write_jsonl(prepared / "sentiment" / "feedback_test.jsonl", rows)
+    failed = failures(run_gate(prepared, gate_cfg))
+    found = {(f["check"], f["kwargs"].get("column")): f["unexpected_count"] for f in failed}
+    assert found == {
+        ("sentiment_feedback_test", "label"): 1,
+        ("sentiment_feedback_test", "n_chars"): 1,
+    }

@@ -2,6 +2,7 @@
 
 ```
 <prepared>/<task>/{train,validation,test}.jsonl   one example per line
+<prepared>/<task>/feedback_test.jsonl              held-out user feedback (`data.<task>.feedback`)
 <prepared>/corpus/{train,validation}.txt          the MLM corpus, one paragraph per line
 <prepared>/manifest.json                          seed, counts, sha256 of every file above
 ```
@@ -21,6 +22,9 @@ from emergent.io import read_jsonl, sha256_file
 
 SPLITS = ("train", "validation", "test")
 HELD_OUT = SPLITS[1:]  # what choices are made on (validation) and what is reported (test)
+# The test half of a task's user feedback: never trained on, scored by the promotion gate
+# beside the test split (`emergent.registry.gate`).
+FEEDBACK_TEST = "feedback_test"
 MANIFEST = "manifest.json"
 
 
@@ -71,3 +75,15 @@ def verify_prepared(prepared_dir: Path) -> dict[str, Any]:
                 "re-run ingest rather than editing prepared data",
             )
     return manifest
+
+
+def feedback_seen(manifest: Path, task: str) -> dict[str, Any] | None:
+    """The user feedback a model trained on this prepared data saw: the manifest's
+    `tasks.<task>.feedback` entry (ingest writes it with `data.<task>.feedback`: the train
+    file's sha256, the examples that joined train, ...), None without any or without a
+    manifest. The export stage tags the registered version with it (its lineage)."""
+    if not Path(manifest).is_file():
+        return None
+    tasks = json.loads(Path(manifest).read_text(encoding="utf-8")).get("tasks", {})
+    entry = tasks.get(task, {}).get("feedback")
+    return dict(entry) if entry else None

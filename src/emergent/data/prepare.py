@@ -1,8 +1,9 @@
 """Turn configured sources into clean, split, de-duplicated and leak-free prepared data.
 
 Output layout (`data/prepared/`, see `emergent.data.layout`): `<task>/{train,validation,test}.jsonl`
-for every configured task, `corpus/{train,validation}.txt` and `manifest.json`
-(counts of everything kept and removed, sha256 of every source and output file).
+for every configured task (and `<task>/feedback_test.jsonl` with `data.<task>.feedback`),
+`corpus/{train,validation}.txt` and `manifest.json` (counts of everything kept and removed,
+sha256 of every source and output file).
 
 A task is anything with the `PreparedTask` protocol (`emergent.data.protocols`): data sits
 below the task package, so it never imports `emergent.tasks`.
@@ -21,7 +22,15 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from emergent.data import formats
-from emergent.data.layout import HELD_OUT, SPLITS, corpus_path, manifest_path, split_path
+from emergent.data.feedback import add_feedback
+from emergent.data.layout import (
+    FEEDBACK_TEST,
+    HELD_OUT,
+    SPLITS,
+    corpus_path,
+    manifest_path,
+    split_path,
+)
 from emergent.data.protocols import PreparedTask
 from emergent.data.sources import DataError, resolve
 from emergent.io import atomic_dir, sha256_file, write_json, write_jsonl
@@ -161,10 +170,16 @@ def prepare_task(
         train = pieces["train"]
         held.update({s: pieces[s] for s in carved})
     stats["carved_from_train"] = {s: fractions[s] for s in carved}
-    splits = {"train": train, "validation": held["validation"], "test": held["test"]}
+    splits: dict[str, list[dict]] = {
+        "train": train,
+        "validation": held["validation"],
+        "test": held["test"],
+    }
     for split, examples in splits.items():
         if not examples:
             raise _empty_split(task, split, carved, fractions, pool)
+    if cfg.get("feedback"):  # joins train, adds `feedback_test` (emergent.data.feedback)
+        stats["feedback"] = add_feedback(task, str(cfg.feedback), splits, normalize_text, base_dir)
     _warn_overlaps(task, stats)
     stats["rows"] = {s: len(v) for s, v in splits.items()}
     stats["labels"] = {s: task.label_counts(v) for s, v in splits.items()}
@@ -249,9 +264,10 @@ def build_corpus(
     seed: int,
     base_dir: Path,
 ) -> tuple[dict[str, list[str]], dict[str, Any]]:
-    """MLM corpus: train-split texts of every task plus unlabeled sources.
+    """MLM corpus: train-split texts of every task (user feedback aside: `prepare_all`)
+    plus unlabeled sources.
 
-    Validation and test texts of any task never enter it: an unlabeled document whose
+    Validation, test and feedback test texts of any task never enter it: an unlabeled document whose
     normalised text is a held-out example is dropped whole, before it is cut into paragraphs
     (a multi-paragraph debate statement would otherwise slip in piece by piece).
     """
@@ -259,8 +275,8 @@ def build_corpus(
     held_out = {
         task.text(e)
         for task, splits in task_splits.items()
-        for split in HELD_OUT
-        for e in splits[split]
+        for split in (*HELD_OUT, FEEDBACK_TEST)
+        for e in splits.get(split, [])
     }
     docs: list[str] = []
     stats: dict[str, Any] = {"sources": {}}
@@ -315,13 +331,18 @@ def prepare_all(
     On any error nothing under `prepared_dir` changes.
     """
     task_splits: dict[PreparedTask, dict[str, list[dict]]] = {}
+    corpus_splits: dict[PreparedTask, dict[str, list[dict]]] = {}
     manifest: dict[str, Any] = {"seed": seed, "tasks": {}}
     for task in tasks:
         splits, stats = prepare_task(task, data_cfg[task.name], data_cfg.split, seed, base_dir)
         task_splits[task] = splits
         manifest["tasks"][task.name] = stats
         log.info("%s: %s", task.name, stats["rows"])
-    corpus, corpus_stats = build_corpus(task_splits, data_cfg.corpus, seed, base_dir)
+        # User feedback (appended to train by add_feedback) stays out of the MLM corpus: new
+        # feedback re-runs a task's fine-tuning, never the tokenizer and pretraining.
+        own = len(splits["train"]) - int(stats.get("feedback", {}).get("train", 0))
+        corpus_splits[task] = {**splits, "train": splits["train"][:own]}
+    corpus, corpus_stats = build_corpus(corpus_splits, data_cfg.corpus, seed, base_dir)
     manifest["corpus"] = corpus_stats
     log.info("corpus: %s", corpus_stats["rows"])
 

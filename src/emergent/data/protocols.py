@@ -20,6 +20,7 @@ class PreparedTask(Protocol):
     stratifying and counting its examples, and its quality checks."""
 
     name: str
+    example_fields: tuple[str, ...]  # the fields of a prepared example (user feedback's shape)
 
     def read(
         self, path: Path, fmt: str, data_cfg: Mapping[str, Any], source: str

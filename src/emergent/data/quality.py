@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig
 
-from emergent.data.layout import HELD_OUT, SPLITS, corpus_path, load_task_split, split_path
+from emergent.data.layout import FEEDBACK_TEST, SPLITS, corpus_path, load_task_split, split_path
 from emergent.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -85,8 +85,12 @@ def build_checks(prepared: Path, data_cfg: DictConfig, tasks: list[Any]) -> list
                     f"the {split} split of task {task.name!r} is empty: re-run ingest "
                     f"(it carves a missing validation/test split out of train)",
                 )
+        # user feedback's test split (data.<task>.feedback) is checked like any other input
+        feedback = split_path(prepared, task.name, FEEDBACK_TEST)
+        if feedback.is_file() and (rows := load_task_split(prepared, task.name, FEEDBACK_TEST)):
+            splits[FEEDBACK_TEST] = rows
         checks += task.quality_checks(splits, data_cfg[task.name])
-        held_out |= {task.text(e) for s in HELD_OUT for e in splits[s]}
+        held_out |= {task.text(e) for s in splits if s != "train" for e in splits[s]}
     return checks + corpus_checks(prepared, data_cfg.corpus, held_out)
 
 

@@ -77,22 +77,38 @@ def resolve_local(task: str, export_root: Path) -> Source:
 def resolve_registry(task: str, alias: str, download_root: Path) -> Source:
     """`models:/emergent-<task>@<alias>`: download the pyfunc model, find its export dir."""
     import mlflow
-    import yaml
     from mlflow.exceptions import MlflowException
 
     name = registered_name(task)
     try:
         version = mlflow.MlflowClient().get_model_version_by_alias(name, alias)
-        dst = Path(download_root) / name / str(version.version)
-        dst.mkdir(parents=True, exist_ok=True)
-        local = Path(
-            mlflow.artifacts.download_artifacts(
-                f"models:/{name}/{version.version}", dst_path=str(dst)
-            )
-        )
     except MlflowException as err:
         raise ModelLoadError(
             f"task {task!r}: cannot resolve models:/{name}@{alias}: {err.message}"
+        ) from err
+    return download_version(task, str(version.version), download_root, alias)
+
+
+def download_version(
+    task: str, version: str, download_root: Path, alias: str | None = None
+) -> Source:
+    """`models:/emergent-<task>/<version>`: download the pyfunc model, find its export dir.
+    By number, so a caller that read an alias once (the promotion gate) scores that very
+    version even if the alias moves meanwhile."""
+    import mlflow
+    import yaml
+    from mlflow.exceptions import MlflowException
+
+    name = registered_name(task)
+    dst = Path(download_root) / name / version
+    dst.mkdir(parents=True, exist_ok=True)
+    try:
+        local = Path(
+            mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=str(dst))
+        )
+    except MlflowException as err:
+        raise ModelLoadError(
+            f"task {task!r}: cannot download models:/{name}/{version}: {err.message}"
         ) from err
     mlmodel = yaml.safe_load((local / "MLmodel").read_text(encoding="utf-8"))
     try:
@@ -101,7 +117,7 @@ def resolve_registry(task: str, alias: str, download_root: Path) -> Source:
         raise ModelLoadError(
             f"{local}/MLmodel: no `export_dir` artifact (not an emergent model)"
         ) from err
-    return Source(task, local / rel, name, str(version.version), alias)
+    return Source(task, local / rel, name, version, alias)
 
 
 def load(source: Source, threads: int | None, warmup_batches: int) -> Loaded:

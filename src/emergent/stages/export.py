@@ -13,7 +13,7 @@ import logging
 from omegaconf import DictConfig
 
 from emergent.config import Paths
-from emergent.data.layout import load_task_split, manifest_path
+from emergent.data.layout import feedback_seen, load_task_split, manifest_path
 from emergent.errors import StageError
 from emergent.export.pipeline import export_package, publish
 from emergent.io import atomic_dir, sha256_file
@@ -44,9 +44,10 @@ def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
         tracker.set_tags({"parity_gate": "passed"})
         publish(paths, task, result)
         if tracker.enabled:
-            from emergent.registry import register
+            from emergent.registry.versions import lineage, register
 
             examples = load_task_split(paths.inp(cfg.data.prepared_dir), task.name, "test")[:2]
             texts = [task.text(e) for e in examples]
-            register(task.name, out_dir, result["int8_onnx"]["metric"], texts)
+            origin = lineage(task.name, feedback_seen(manifest, task.name))
+            register(task.name, out_dir, result["int8_onnx"]["metric"], texts, origin)
     log.info("export %s: %s", task.name, json.dumps(result["ratios"]))

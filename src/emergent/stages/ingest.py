@@ -1,4 +1,5 @@
-"""Stage `ingest`: configured sources -> `data/prepared/` (splits, corpus, manifest)."""
+"""Stage `ingest`: configured sources (and user feedback, `data.<task>.feedback`) ->
+`data/prepared/` (splits, corpus, manifest)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,9 @@ def run(cfg: DictConfig, paths: Paths) -> None:
             metrics[f"{task}.duplicates_removed"] = sum(stats["duplicates_removed"].values())
             metrics[f"{task}.heldout_overlaps_kept"] = sum(stats["heldout_overlaps"].values())
             metrics[f"{task}.empty_dropped"] = stats["empty_dropped"]
+            if "feedback" in stats:  # data.<task>.feedback: what joined train, what was dropped
+                metrics[f"{task}.feedback.train_joined"] = stats["feedback"]["train"]
+                metrics[f"{task}.feedback.removed"] = sum(stats["feedback"]["removed"].values())
         for split, n in manifest["corpus"]["rows"].items():
             metrics[f"corpus.{split}.rows"] = n
         tracker.log_metrics(metrics)

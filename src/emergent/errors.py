@@ -38,3 +38,15 @@ class StageError(UserError, RuntimeError):
 
 class PredictionError(UserError, ValueError):
     """Input the model cannot take (empty text, ...): a message for the user, not a crash."""
+
+
+class ExampleError(UserError, ValueError):
+    """A labelled example that breaks its task's rules (unknown label, tags not IOB2, ...).
+
+    `field` names the offending field of the example (`label`, `tags`, ...), so a caller
+    that holds many examples can say which one and where: `examples[3].tags`."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")

@@ -564,6 +564,7 @@ class ServeStore(_Section):
     path: str
     sample_rate: Share
     max_pending: PositiveInt
+    feedback_uri: Annotated[str, Field(pattern=r"^postgres(ql)?://")] | None = None
 
 
 class ServeMasking(_Section):
@@ -601,6 +602,11 @@ class MonitorConfig(_Section):
     reference_max_rows: PositiveInt
 
 
+class FeedbackConfig(_Section):
+    dir: str
+    test_percent: Annotated[int, Field(ge=0, le=100)]
+
+
 # --- the whole config ------------------------------------------------------------------------
 
 
@@ -621,6 +627,7 @@ class RootBase(_Open):
     mlflow: MlflowConfig
     serve: ServeConfig
     monitor: MonitorConfig
+    feedback: FeedbackConfig
 
 
 def config_model(task_names: list[str]) -> type[BaseModel]:

@@ -3,6 +3,8 @@
 WAL with one writer thread: every batch is one transaction, so a kill -9 loses at most the
 records not yet committed and never corrupts the file (the next open replays or drops the WAL).
 The optional `masked_text` column holds sampled texts only after masking.
+The same file holds the `feedback` table (`emergent.serving.feedback`): labelled examples
+that users chose to send, kept as sent.
 """
 
 from __future__ import annotations

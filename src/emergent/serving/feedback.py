@@ -193,8 +193,11 @@ class FeedbackStore:
             except Exception as err:  # sqlite3.Error / psycopg.Error: nothing was stored
                 if not is_db_error(err):
                     raise
+                # the first line only: PostgreSQL's DETAIL line quotes the failing row, and
+                # an example is never logged
+                reason = (str(err).splitlines() or [""])[0]
                 raise FeedbackStoreError(
-                    f"feedback store {self.describe()}: {type(err).__name__}: {err}"
+                    f"feedback store {self.describe()}: {type(err).__name__}: {reason}"
                 ) from err
 
     def examples(self, task: str) -> list[Feedback]:

@@ -16,8 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,8 +98,6 @@ def is_db_error(err: BaseException) -> bool:
     """An error of either database driver (psycopg is imported only where it is used)."""
     if isinstance(err, sqlite3.Error):
         return True
-    import sys
-
     psycopg = sys.modules.get("psycopg")
     return psycopg is not None and isinstance(err, psycopg.Error)
 
@@ -168,11 +168,24 @@ class FeedbackStore:
             raise FeedbackStoreError(f"feedback store {path}: {err}") from err
         return conn
 
-    def live(self) -> Any:
-        """The connection, re-opened when PostgreSQL dropped it (a server restart)."""
-        if self.postgres and (self.conn.closed or self.conn.broken):
-            self.connect()
-        return self.conn
+    @contextmanager
+    def using(self) -> Iterator[Any]:
+        """The connection, to one caller at a time, re-opened when PostgreSQL dropped it (a
+        server restart). A database error becomes one FeedbackStoreError line: its first line
+        only, since PostgreSQL's DETAIL line quotes the failing row, and an example is never
+        logged."""
+        with self.lock:
+            try:
+                if self.postgres and (self.conn.closed or self.conn.broken):
+                    self.connect()
+                yield self.conn
+            except Exception as err:
+                if not is_db_error(err):
+                    raise
+                reason = (str(err).splitlines() or [""])[0]
+                raise FeedbackStoreError(
+                    f"feedback store {self.describe()}: {type(err).__name__}: {reason}"
+                ) from err
 
     def add(self, rows: Sequence[NewFeedback]) -> list[int]:
         """Store `rows` in one transaction (all or none); their ids, in order."""
@@ -180,31 +193,17 @@ class FeedbackStore:
             f"INSERT INTO feedback ({', '.join(COLUMNS)}) "
             f"VALUES ({', '.join([self.mark] * len(COLUMNS))}) RETURNING id"
         )
-        with self.lock:
-            try:
-                conn = self.live()
-                if self.postgres:
-                    with conn.transaction():
-                        return [int(conn.execute(sql, r.values()).fetchone()[0]) for r in rows]
-                with conn:  # sqlite3: commit on success, roll back on any error
+        with self.using() as conn:
+            if self.postgres:
+                with conn.transaction():
                     return [int(conn.execute(sql, r.values()).fetchone()[0]) for r in rows]
-            except FeedbackStoreError:
-                raise
-            except Exception as err:  # sqlite3.Error / psycopg.Error: nothing was stored
-                if not is_db_error(err):
-                    raise
-                # the first line only: PostgreSQL's DETAIL line quotes the failing row, and
-                # an example is never logged
-                reason = (str(err).splitlines() or [""])[0]
-                raise FeedbackStoreError(
-                    f"feedback store {self.describe()}: {type(err).__name__}: {reason}"
-                ) from err
+            with conn:  # sqlite3: commit on success, roll back on any error
+                return [int(conn.execute(sql, r.values()).fetchone()[0]) for r in rows]
 
     def examples(self, task: str) -> list[Feedback]:
         """Every stored example of `task`, in the order they arrived (by id)."""
         sql = f"SELECT id, {', '.join(COLUMNS)} FROM feedback WHERE task = {self.mark} ORDER BY id"
-        with self.lock:
-            conn = self.live()
+        with self.using() as conn:
             rows = conn.execute(sql, (task,)).fetchall()
         return [
             Feedback(int(r[0]), float(r[1]), r[2], r[3], r[4], r[5], json.loads(r[6]), r[7])
@@ -215,8 +214,7 @@ class FeedbackStore:
         sql, args = "SELECT COUNT(*) FROM feedback", ()
         if task is not None:
             sql, args = f"{sql} WHERE task = {self.mark}", (task,)
-        with self.lock:
-            conn = self.live()
+        with self.using() as conn:
             return int(conn.execute(sql, args).fetchone()[0])
 
     def close(self) -> None:

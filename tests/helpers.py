@@ -1,5 +1,6 @@
-"""Helpers the tests share: a free loopback port, waiting for a service to be ready, and a
-service with a stub model whose every answer a test can predict."""
+"""Helpers the tests share: a free loopback port, waiting for a service to be ready, a
+service with a stub model whose every answer a test can predict, and a throw-away
+PostgreSQL cluster (the team tests' MLflow backend, the feedback store)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,17 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from emergent.bench.serve import free_port  # noqa: F401 - the tests' one way to pick a port
+from emergent.bench.serve import free_port
 
 
 def tiny_bert_config(**overrides: Any) -> Any:
@@ -97,9 +100,13 @@ class StubPredictor:
     labels = ("negative", "positive")
     max_length = 16
 
-    def __init__(self) -> None:
+    def __init__(self, task: str = "sentiment") -> None:
         from tokenizers import Tokenizer, models, pre_tokenizers
 
+        from emergent.tasks import SequenceClassificationTask
+
+        # the task definition an export package carries (what feedback is checked against)
+        self.task = SequenceClassificationTask(task, {"metric": "f1_macro", "label": "F1"})
         self.tokenizer = Tokenizer(models.WordLevel({"[UNK]": 0, "good": 1}, unk_token="[UNK]"))
         self.tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
         self.calls: list[list[str]] = []
@@ -113,6 +120,30 @@ class StubPredictor:
             label = "positive" if "good" in text else "negative"
             other = "negative" if label == "positive" else "positive"
             rows.append({"text": text, "label": label, "probabilities": {label: 0.75, other: 0.25}})
+        return rows
+
+
+class StubTagger(StubPredictor):
+    """A token-classification stand-in: tags `O`, `B-person`, `I-person`; every word of a
+    text holding "Ada" starting with "Ada" is a person, nothing else."""
+
+    labels = ("O", "B-person", "I-person")  # type: ignore[assignment]
+
+    def __init__(self, task: str = "ner") -> None:
+        from emergent.tasks import TokenClassificationTask
+
+        super().__init__(task)
+        self.task = TokenClassificationTask(task, {"metric": "f1", "label": "F1"})  # type: ignore[assignment]
+
+    def predict(self, texts: list[str]) -> list[dict[str, Any]]:
+        self.calls.append(list(texts))
+        rows = []
+        for text in texts:
+            start = text.find("Ada")
+            entities = [] if start < 0 else [
+                {"type": "person", "start": start, "end": start + 3, "text": "Ada", "score": 0.9}
+            ]  # fmt: skip
+            rows.append({"text": text, "entities": entities})
         return rows
 
 
@@ -132,16 +163,19 @@ def stub_settings(tmp: Path, tasks: tuple[str, ...] = ("sentiment",), **override
     return Settings(**values)
 
 
-def stub_models(monkeypatch: Any) -> dict[str, StubPredictor]:
-    """Make the app load a StubPredictor for every source; returns them by task."""
+def stub_models(monkeypatch: Any, taggers: tuple[str, ...] = ()) -> dict[str, StubPredictor]:
+    """Make the app load a StubPredictor for every source (a StubTagger for the tasks named in
+    `taggers`); returns them by task."""
     from emergent.serving import app as app_module
     from emergent.serving.models import Loaded
 
     made: dict[str, StubPredictor] = {}
 
     def load(source: Any, threads: Any, warmup_batches: int) -> Loaded:
-        made[source.task] = predictor = StubPredictor()
-        return Loaded(predictor, source, "classes")  # type: ignore[arg-type]
+        tagger = source.task in taggers
+        made[source.task] = predictor = (StubTagger if tagger else StubPredictor)(source.task)
+        kind = "entities" if tagger else "classes"
+        return Loaded(predictor, source, kind)  # type: ignore[arg-type]
 
     monkeypatch.setattr(app_module, "load", load)
     return made
@@ -274,3 +308,48 @@ def tiny_causal_lm(folder: Path, seed: int = 0) -> Path:
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def postgres_bin() -> Path | None:
+    """The newest Debian PostgreSQL's bin folder (`initdb`, `pg_ctl`), else one on PATH."""
+    found = sorted(
+        (p for p in Path("/usr/lib/postgresql").glob("*/bin") if (p / "initdb").is_file()),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+    )
+    if found:
+        return found[-1]
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+NO_POSTGRES = "PostgreSQL is not installed: `make server-deps` (apt-get install postgresql)"
+
+
+@contextmanager
+def postgres_cluster() -> Iterator[str]:
+    """A throw-away cluster on a free port of 127.0.0.1 with a database `mlflow`; its URI.
+    PostgreSQL refuses to run as root, so as root it runs as the `postgres` user."""
+    bindir = postgres_bin()
+    assert bindir is not None
+    base = Path(tempfile.mkdtemp(prefix="emergent-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data, port = base / "data", free_port()
+
+    def pg(*args: str | Path) -> None:
+        out = subprocess.run(
+            [*as_user, *map(str, args)], capture_output=True, text=True, timeout=180
+        )
+        assert out.returncode == 0, f"{args[0]}: {out.stdout[-1500:]}{out.stderr[-1500:]}"
+
+    pg(bindir / "initdb", "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8")
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {base}"
+    pg(bindir / "pg_ctl", "-D", data, "-l", base / "log", "-w", "-t", "120", "-o", options, "start")
+    try:
+        pg(bindir / "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "mlflow")
+        yield f"postgresql://postgres@127.0.0.1:{port}/mlflow"
+    finally:
+        pg(bindir / "pg_ctl", "-D", data, "-m", "fast", "-w", "stop")
+        shutil.rmtree(base, ignore_errors=True)

@@ -25,7 +25,8 @@ examples:
   python -m emergent -m pretrain model=tiny_bert,minilm pretrain.max_steps=20
 Hydra's flags work after the stage: --cfg job|hydra|all [--resolve] [-p PACKAGE] (print the
 config the stage would run with, and run nothing), --info [all|config|defaults|...], --help;
-for `keys` and `monitor` put them before the command: python -m emergent --cfg job keys list
+for `keys`, `monitor` and `feedback` put them before the command:
+  python -m emergent --cfg job keys list
 """
 
 # A Hydra override: `key=value`, `+key=value`, `++key=value` or `~key[=value]`, where the key

@@ -48,3 +48,15 @@ class GateRefused(UserError):
     so it exits with its own status (3) that scripts can tell from an error (1)."""
 
     exit_code = 3
+
+
+class ExampleError(UserError, ValueError):
+    """A labelled example that breaks its task's rules (unknown label, tags not IOB2, ...).
+
+    `field` names the offending field of the example (`label`, `tags`, ...), so a caller
+    that holds many examples can say which one and where: `examples[3].tags`."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")

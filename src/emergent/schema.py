@@ -610,6 +610,7 @@ class ServeStore(_Section):
     path: str
     sample_rate: Share
     max_pending: PositiveInt
+    feedback_uri: Annotated[str, Field(pattern=r"^postgres(ql)?://")] | None = None
 
 
 class ServeMasking(_Section):
@@ -675,6 +676,11 @@ class PromoteConfig(_Section):
     reports_dir: str
 
 
+class FeedbackConfig(_Section):
+    dir: str
+    test_percent: Annotated[int, Field(ge=0, le=100)]
+
+
 # --- the whole config ------------------------------------------------------------------------
 
 
@@ -697,6 +703,7 @@ class RootBase(_Open):
     monitor: MonitorConfig
     tune: TuneConfig
     promote: PromoteConfig
+    feedback: FeedbackConfig
 
 
 def config_model(task_names: list[str]) -> type[BaseModel]:

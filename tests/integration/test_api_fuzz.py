@@ -1,16 +1,19 @@
 """API fuzzing: the service against its own OpenAPI schema (schemathesis, property-based),
 and raw bodies beyond what a schema-driven generator writes.
 
-The service runs on 127.0.0.1 with the smoke exports of both tasks and a key holding both
-scopes. Schemathesis generates requests that fit the schema and requests that break it
-(wrong types, missing fields, too many or too long texts, unknown tasks). The rule for every
-one: no 5xx, and every answer that is not 2xx carries a JSON `detail`. Bounded (examples per
-operation, no per-example deadline on a shared CPU): well under a minute after the models load.
+The service runs on 127.0.0.1 with the smoke exports of both tasks and a key holding the
+predict and admin scopes (admin implies feedback). Schemathesis generates requests that fit
+the schema and requests that break it (wrong types, missing fields, too many or too long
+texts, unknown tasks), for every route: predict, feedback (labelled examples), reload. The
+rule for every one: no 5xx, and every answer that is not 2xx carries a JSON `detail`. Bounded
+(examples per operation, no per-example deadline on a shared CPU): well under a minute after
+the models load.
 
 Schemathesis writes valid UTF-8 JSON of modest depth; the 500s the service used to give came
 from bodies outside that: lone surrogate escapes ("\\ud800", which tokenizers and the JSON
 answer cannot encode), nesting deeper than json.loads recurses, numbers longer than Python
-converts. `test_raw_bodies_get_no_5xx` generates those too, under the same rule.
+converts. `test_raw_bodies_get_no_5xx` generates those too, under the same rule, for predict
+and feedback bodies alike (feedback examples of both shapes with awkward words and tags).
 """
 
 from __future__ import annotations
@@ -150,9 +153,32 @@ RAW_BODIES = st.one_of(
     st.integers(1, 6000).map(lambda n: b'{"texts": [' + b"9" * n + b"]}"),
     st.binary(max_size=300),
 )
+AWKWARD_LIST = st.lists(AWKWARD_TEXT, max_size=6)
+EXAMPLE = st.fixed_dictionaries(
+    {},
+    optional={
+        "text": st.one_of(AWKWARD_TEXT, JSON_VALUE),
+        "label": st.one_of(st.sampled_from(["positive", "negative", "O"]), JSON_VALUE),
+        "tokens": st.one_of(AWKWARD_LIST, JSON_VALUE),
+        "tags": st.one_of(
+            st.lists(st.sampled_from(["O", "B-person", "I-person", "I-x", ""]), max_size=6),
+            JSON_VALUE,
+        ),
+        "request_id": st.one_of(AWKWARD_TEXT, JSON_VALUE),
+    },
+)
+FEEDBACK_BODIES = st.one_of(
+    st.lists(EXAMPLE, max_size=10).map(lambda examples: json.dumps({"examples": examples})),
+    JSON_VALUE.map(lambda value: json.dumps({"examples": value})),
+    st.integers(1, 4000).map(lambda d: '{"examples": ' + "[" * d + "]" * d + "}"),
+).map(str.encode)
 
 
-@given(body=RAW_BODIES, task=st.sampled_from(["ner", "sentiment"]))
+@given(
+    route=st.sampled_from(["predict", "feedback"]),
+    body=st.data(),
+    task=st.sampled_from(["ner", "sentiment"]),
+)
 @settings(
     max_examples=100,
     deadline=None,
@@ -160,12 +186,15 @@ RAW_BODIES = st.one_of(
     derandomize=True,
     database=None,
 )
-def test_raw_bodies_get_no_5xx(service: tuple[str, str], body: bytes, task: str) -> None:
+def test_raw_bodies_get_no_5xx(
+    service: tuple[str, str], route: str, body: st.DataObject, task: str
+) -> None:
     url, key = service
+    raw = body.draw(st.one_of(RAW_BODIES, FEEDBACK_BODIES) if route == "feedback" else RAW_BODIES)
     response = httpx.post(
-        f"{url}/v1/{task}/predict",
-        content=body,
+        f"{url}/v1/{task}/{route}",
+        content=raw,
         headers={"X-API-Key": key, "Content-Type": "application/json"},
         timeout=30,
     )
-    assert_answered(response.status_code, response.text, f"POST /v1/{task}/predict {body[:200]!r}")
+    assert_answered(response.status_code, response.text, f"POST /v1/{task}/{route} {raw[:200]!r}")

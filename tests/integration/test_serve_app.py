@@ -8,12 +8,14 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from emergent.serving.app import create_app
+from emergent.serving.feedback import FeedbackStore
 from emergent.serving.keys import KeyStore
 from emergent.serving.models import resolve_local
 from emergent.serving.settings import Settings
@@ -208,6 +210,36 @@ def test_metrics_and_request_store_hold_features_not_text(root: Path, tmp_path: 
     ):
         assert name in metrics, name
     assert "Zyxwvut" not in metrics
+
+
+def test_feedback_is_checked_against_each_exported_task_definition(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """The rules come from the export package (its task definition and labels), not from
+    the stub models of the unit tests."""
+    ner_labels = client.get("/v1/models").json()["models"][0]["labels"]
+    tag = next(label for label in ner_labels if label.startswith("B-"))
+    ner = client.post(
+        "/v1/ner/feedback", json={"examples": [{"tokens": ["Paris", "."], "tags": [tag, "O"]}]}
+    )
+    sentiment = client.post(
+        "/v1/sentiment/feedback", json={"examples": [{"text": "fine", "label": "positive"}]}
+    )
+    not_iob2 = client.post(
+        "/v1/ner/feedback",
+        json={"examples": [{"tokens": ["Paris"], "tags": ["I-" + tag[2:]]}]},
+    )
+    unknown = client.post(
+        "/v1/sentiment/feedback", json={"examples": [{"text": "fine", "label": "B-person"}]}
+    )
+    assert (ner.status_code, sentiment.status_code) == (201, 201), (ner.text, sentiment.text)
+    assert not_iob2.status_code == 422 and not_iob2.json()["field"] == "examples[0].tags"
+    assert unknown.status_code == 422 and unknown.json()["field"] == "examples[0].label"
+    with closing(FeedbackStore(tmp_path / "requests.db")) as store:
+        assert [r.example for r in store.examples("ner")] == [
+            {"tokens": ["Paris", "."], "tags": [tag, "O"]}
+        ]
+        assert store.count() == 2
 
 
 def test_reload_under_load_fails_no_request(client: TestClient) -> None:

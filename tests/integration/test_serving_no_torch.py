@@ -42,6 +42,11 @@ zero = p.session.run(["logits"], feeds)[0][0]
 zero = np.exp(zero) / np.exp(zero).sum(-1, keepdims=True)
 out["shape_inputs"] = [i.name for i in p.session.get_inputs()]
 out["shapes_matter"] = float(np.abs(with_shapes - zero).max())
+# feedback is checked by the package's task definition (the IOB2 rule included), torch-free
+ner = Predictor(sys.argv[1] + "/ner")
+out["feedback"] = ner.task.check_labelled(
+    {"tokens": ["Paris", "!"], "tags": ["O", "O"]}, ner.labels, 100
+)
 heavy = ("torch", "transformers", "lightning", "emergent.models")
 heavy = sorted(m for m in heavy if m in sys.modules)
 print(json.dumps({"heavy": heavy, "out": out}))
@@ -69,3 +74,4 @@ def test_predictor_never_imports_torch(smoke_pretrained: Path, exported: Path) -
     assert out["shape_inputs"] == ["input_ids", "attention_mask", "word_shape_ids"]
     assert out["shapes_required"], "a shape-reading model refuses windows without their text"
     assert out["shapes_matter"] > 1e-4, "the computed shapes change the model's output"
+    assert out["feedback"] == {"tokens": ["Paris", "!"], "tags": ["O", "O"]}

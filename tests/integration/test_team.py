@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -27,61 +26,24 @@ import pytest
 
 from emergent.config import params_text
 from tests.conftest import PROJECT_FILES, ROOT, git_env, smoke_cfg
-from tests.helpers import free_port, in_ci, require, wait_ready
+from tests.helpers import (
+    NO_POSTGRES,
+    free_port,
+    in_ci,
+    postgres_bin,
+    postgres_cluster,
+    require,
+    wait_ready,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# On a person's machine without PostgreSQL these skip; under CI (`.ci/run` installs it) they run.
+needs_postgres = pytest.mark.skipif(postgres_bin() is None and not in_ci(), reason=NO_POSTGRES)
 
 BIN = Path(sys.executable).parent
 WRITERS, METRICS_PER_WRITER = 4, 500
 # The smoke pipeline up to a registered model: ingest, tokenizer, pretrain, finetune, export.
 TARGET = "export@sentiment"
-
-
-def postgres_bin() -> Path | None:
-    """The newest Debian PostgreSQL's bin folder (`initdb`, `pg_ctl`), else one on PATH."""
-    found = sorted(
-        (p for p in Path("/usr/lib/postgresql").glob("*/bin") if (p / "initdb").is_file()),
-        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
-    )
-    if found:
-        return found[-1]
-    initdb = shutil.which("initdb")
-    return Path(initdb).parent if initdb else None
-
-
-NO_POSTGRES = "PostgreSQL is not installed: `make server-deps` (apt-get install postgresql)"
-# On a person's machine without PostgreSQL these skip; under CI (`.ci/run` installs it) they run.
-needs_postgres = pytest.mark.skipif(postgres_bin() is None and not in_ci(), reason=NO_POSTGRES)
-
-
-@contextmanager
-def postgres_cluster() -> Iterator[str]:
-    """A throw-away cluster on a free port of 127.0.0.1 with a database `mlflow`; its URI.
-    PostgreSQL refuses to run as root, so as root it runs as the `postgres` user."""
-    bindir = postgres_bin()
-    assert bindir is not None
-    base = Path(tempfile.mkdtemp(prefix="emergent-pg-"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        shutil.chown(base, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    data, port = base / "data", free_port()
-
-    def pg(*args: str | Path) -> None:
-        out = subprocess.run(
-            [*as_user, *map(str, args)], capture_output=True, text=True, timeout=180
-        )
-        assert out.returncode == 0, f"{args[0]}: {out.stdout[-1500:]}{out.stderr[-1500:]}"
-
-    pg(bindir / "initdb", "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8")
-    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {base}"
-    pg(bindir / "pg_ctl", "-D", data, "-l", base / "log", "-w", "-t", "120", "-o", options, "start")
-    try:
-        pg(bindir / "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "mlflow")
-        yield f"postgresql://postgres@127.0.0.1:{port}/mlflow"
-    finally:
-        pg(bindir / "pg_ctl", "-D", data, "-m", "fast", "-w", "stop")
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def wait_http(url: str, process: subprocess.Popen, log: Path, timeout: float = 240.0) -> float:

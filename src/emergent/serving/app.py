@@ -24,9 +24,16 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from emergent.errors import ExampleError
 from emergent.serving.access import AccessLog
 from emergent.serving.batching import MicroBatcher, Overloaded
 from emergent.serving.errors import ApiError
+from emergent.serving.feedback import (
+    FeedbackStore,
+    FeedbackStoreError,
+    NewFeedback,
+    content_hash,
+)
 from emergent.serving.keys import KeyRecord, KeyStore
 from emergent.serving.limits import RateLimiter
 from emergent.serving.metrics import Metrics
@@ -39,6 +46,7 @@ from emergent.serving.validation import (
     BODY_ERROR,
     BodyGuard,
     api_error,
+    feedback_model,
     request_model,
     unparsable,
 )
@@ -46,7 +54,8 @@ from emergent.serving.validation import (
 log = logging.getLogger(__name__)
 
 ANONYMOUS = "anonymous"
-ADMITTED = "admitted"  # request.state key: the predict route's caller checks have passed
+ADMITTED = "admitted"  # request.state key: the route's caller checks have passed
+FEEDBACK_PATH = "/v1/{task}/feedback"
 
 
 class Service:
@@ -62,6 +71,7 @@ class Service:
         self.ready = False
         self.error: str | None = None
         self.store: RequestStore | None = None
+        self.feedback: FeedbackStore | None = None
         self.recorder: Recorder | None = None
         self.masking: Any = None
         self.keys_checked = 0.0
@@ -89,6 +99,9 @@ class Service:
                 batcher.start()
                 self.batchers[task] = batcher
             self.store = RequestStore(self.s.store_path)
+            self.feedback = await asyncio.to_thread(
+                FeedbackStore.open, self.s.feedback_uri, self.s.store_path
+            )
             if self.s.sample_rate > 0 and self.s.masking.get("enabled", True):
                 self.masking = self.start_masking()
             self.recorder = Recorder(
@@ -146,6 +159,8 @@ class Service:
             await asyncio.to_thread(self.masking.stop)
         if self.store is not None:
             self.store.close()
+        if self.feedback is not None:
+            self.feedback.close()
 
     def on_batch(self, task: str, n: int, waits: list[float]) -> None:
         self.metrics.batch_size.labels(task).observe(n)
@@ -166,7 +181,7 @@ class Service:
         if record is None:
             raise ApiError(401, "missing or unknown API key (header X-API-Key)")
         request.state.key_id = record.id
-        if scope not in record.scopes:
+        if not record.allows(scope):
             raise ApiError(403, f"API key {record.id} lacks the {scope!r} scope")
         return record.id
 
@@ -175,14 +190,14 @@ class Service:
         if wait > 0:
             raise ApiError(429, f"rate limit of {self.s.rate_per_second:g} requests/s", retry=wait)
 
-    def admit(self, task: str, request: Request) -> str:
-        """The checks before a predict body is looked at, in the order callers meet them:
-        unknown task (404), key (401/403), rate (429), readiness (503), then what BodyGuard
-        found in the raw body (413, 400). Returns the caller's key id."""
+    def admit(self, task: str, request: Request, scope: str = "predict") -> str:
+        """The checks before a predict or feedback body is looked at, in the order callers
+        meet them: unknown task (404), key (401/403), rate (429), readiness (503), then what
+        BodyGuard found in the raw body (413, 400). Returns the caller's key id."""
         if task not in self.s.sources:
             raise ApiError(404, f"unknown task {task!r}; served tasks: {', '.join(self.tasks)}")
         request.state.task = task
-        key_id = self.authorize(request, "predict")
+        key_id = self.authorize(request, scope)
         request.state.key_id = key_id
         self.limit_rate(key_id)
         if not self.ready:
@@ -217,6 +232,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.service = service
     PredictRequest = request_model(settings.max_texts, settings.max_chars)
+    FeedbackRequest = feedback_model(settings.max_texts, settings.max_chars)
     # the schema lists the served tasks; another name is still a 404 naming them (not a 422)
     served = {"enum": list(settings.sources)}
     TaskName = Annotated[str, Path(description="A served task", json_schema_extra=served)]
@@ -228,20 +244,25 @@ def create_app(settings: Settings) -> FastAPI:
     async def on_api_error(request: Request, err: ApiError) -> JSONResponse:
         return err.response()
 
+    def is_feedback(request: Request) -> bool:
+        return getattr(request.scope.get("route"), "path", None) == FEEDBACK_PATH
+
     def refused(request: Request) -> JSONResponse | None:
         """FastAPI reads the body before the route's own checks run: a caller the route would
         refuse (unknown task, key, rate, not ready) hears that first, as before."""
         task = request.path_params.get("task")
         if task is not None and not getattr(request.state, ADMITTED, False):
+            scope = "feedback" if is_feedback(request) else "predict"
             try:
-                service.admit(str(task), request)
+                service.admit(str(task), request, scope)
             except ApiError as err:
                 return err.response()
         return None
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, err: RequestValidationError) -> JSONResponse:
-        return refused(request) or api_error(err.errors(), err.body).response()
+        key = "examples" if is_feedback(request) else "texts"
+        return refused(request) or api_error(err.errors(), err.body, key).response()
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, err: StarletteHTTPException) -> Response:
@@ -328,6 +349,75 @@ def create_app(settings: Settings) -> FastAPI:
                 "alias": src.alias,
                 "predictions": rows,
             }
+        )
+
+    async def feedback_admitted(task: TaskName, request: Request) -> str:
+        return service.admit(task, request, "feedback")
+
+    @app.post(
+        FEEDBACK_PATH,
+        status_code=201,
+        summary="Store labelled examples (the task's shape), optionally naming the prediction "
+        "each corrects",
+        responses={
+            201: {"description": "How many examples were stored, and their ids"},
+            400: {"description": "Malformed JSON or a body that is not UTF-8"},
+            401: {"description": "Missing or unknown API key"},
+            403: {"description": "Key lacks the feedback scope"},
+            404: {"description": "Unknown task"},
+            413: {"description": "Body too large"},
+            422: {"description": "Invalid example (`field` names it); nothing is stored"},
+            429: {"description": "Rate limit (Retry-After)"},
+            503: {"description": "Not ready (Retry-After)"},
+        },
+    )
+    async def feedback(
+        task: TaskName,
+        body: Annotated[FeedbackRequest, Body()],  # type: ignore[valid-type]
+        request: Request,
+        key_id: Annotated[str, Depends(feedback_admitted)],
+    ) -> JSONResponse:
+        model = service.slots[task].current
+        rules, labels = model.predictor.task, list(model.predictor.labels)
+        sent = [e.model_dump(exclude_unset=True) for e in body.examples]
+        request.state.batch_size = len(sent)  # a count: the access log never sees an example
+        checked = []
+        for i, example in enumerate(sent):
+            request_id = example.pop("request_id", None)
+            try:
+                fields = rules.check_labelled(example, labels, settings.max_chars)
+            except ExampleError as err:
+                name = f"examples[{i}].{err.field}"
+                raise ApiError(422, f"{name}: {err.message}", name) from err
+            checked.append((fields, request_id))
+        wanted = {rid for _, rid in checked if rid is not None}
+        assert service.store is not None and service.feedback is not None
+        known = await asyncio.to_thread(service.store.known_requests, task, wanted)
+        for i, (_, request_id) in enumerate(checked):
+            if request_id is not None and request_id not in known:
+                name = f"examples[{i}].request_id"
+                raise ApiError(422, f"{name}: no prediction of {task} with that id", name)
+        now = time.time()
+        rows = [
+            NewFeedback(
+                now,
+                task,
+                model.source.version,
+                request_id,
+                key_id,
+                fields,
+                content_hash(fields, rules.example_fields),
+            )
+            for fields, request_id in checked
+        ]
+        try:
+            ids = await asyncio.to_thread(service.feedback.add, rows)
+        except FeedbackStoreError as err:
+            log.error("feedback not stored: %s", err)
+            raise ApiError(503, "feedback store unavailable; nothing stored", retry=5.0) from err
+        return JSONResponse(
+            {"task": task, "version": model.source.version, "stored": len(ids), "ids": ids},
+            status_code=201,
         )
 
     @app.post("/admin/reload", summary="Resolve the models again and swap them in atomically")

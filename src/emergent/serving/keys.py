@@ -18,7 +18,9 @@ from pathlib import Path
 
 from emergent.io import write_json
 
-SCOPES = ("predict", "admin")
+SCOPES = ("predict", "feedback", "admin")
+# What a scope grants besides itself: an administrator may also send labelled feedback.
+IMPLIES = {"admin": ("feedback",)}
 
 
 class KeyFileError(ValueError):
@@ -32,6 +34,10 @@ class KeyRecord:
     sha256: str
     created: str = ""
     name: str = ""
+
+    def allows(self, scope: str) -> bool:
+        """Whether this key may act in `scope`: it holds it, or a scope that implies it."""
+        return any(scope == held or scope in IMPLIES.get(held, ()) for held in self.scopes)
 
 
 def digest(key: str) -> str:

@@ -23,6 +23,7 @@ class Settings:
     sources: dict[str, Callable[[], Source]]  # task -> resolve (re-run on /admin/reload)
     keys_file: Path
     store_path: Path
+    feedback_uri: str | None = None  # PostgreSQL for the feedback table; None: store_path
     threads: int = 1
     warmup_batches: int = 3
     max_batch_size: int = 32
@@ -97,6 +98,7 @@ def build(serve: Any, tasks: list[str], root: Path, **overrides: Any) -> Setting
         "sources": sources,
         "keys_file": under(root, serve.keys_file),
         "store_path": under(root, store.path),
+        "feedback_uri": store.get("feedback_uri"),
         "threads": int(serve.threads),
         "warmup_batches": int(serve.warmup_batches),
         "max_batch_size": int(batching.max_batch_size),

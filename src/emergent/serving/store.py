@@ -3,11 +3,14 @@
 WAL with one writer thread: every batch is one transaction, so a kill -9 loses at most the
 records not yet committed and never corrupts the file (the next open replays or drops the WAL).
 The optional `masked_text` column holds sampled texts only after masking.
+The same file holds the `feedback` table (`emergent.serving.feedback`): labelled examples
+that users chose to send, kept as sent.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import closing
@@ -37,6 +40,7 @@ CREATE TABLE IF NOT EXISTS predictions (
     n_entities INTEGER, masked_text TEXT
 );
 CREATE INDEX IF NOT EXISTS predictions_task_ts ON predictions (task, ts);
+CREATE INDEX IF NOT EXISTS predictions_request ON predictions (request_id);
 """
 assert all(c in SCHEMA for c in COLUMNS)
 
@@ -55,6 +59,9 @@ class RequestStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.conn = connect(self.path)
+        # one connection shared by the recorder's writer thread and the feedback route's
+        # look-ups: a lookup must not run inside (and see) a half-written batch
+        self.lock = threading.Lock()
 
     def integrity(self) -> str:
         return str(self.conn.execute("PRAGMA integrity_check").fetchone()[0])
@@ -65,11 +72,24 @@ class RequestStore:
             f"INSERT INTO predictions ({', '.join(COLUMNS)}) "
             f"VALUES ({', '.join('?' * len(COLUMNS))})"
         )
-        with self.conn:
+        with self.lock, self.conn:
             return [
                 int(self.conn.execute(sql, tuple(r.get(c) for c in COLUMNS)).lastrowid or 0)
                 for r in records
             ]
+
+    def known_requests(self, task: str, request_ids: Iterable[str]) -> set[str]:
+        """Which of `request_ids` name a stored prediction of `task` (feedback may say which
+        prediction it corrects)."""
+        wanted = sorted(set(request_ids))
+        if not wanted:
+            return set()
+        sql = (
+            "SELECT DISTINCT request_id FROM predictions WHERE task = ? "
+            f"AND request_id IN ({', '.join('?' * len(wanted))})"
+        )
+        with self.lock:
+            return {row[0] for row in self.conn.execute(sql, (task, *wanted))}
 
     def count(self, task: str | None = None) -> int:
         sql, args = "SELECT COUNT(*) FROM predictions", ()

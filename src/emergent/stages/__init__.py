@@ -33,6 +33,7 @@ STAGES: dict[str, str] = {
     "predict": "emergent.stages.predict",
     "serve": "emergent.stages.serve",
     "keys": "emergent.stages.keys",
+    "feedback": "emergent.stages.feedback",
     "tune": "emergent.stages.tune",
     "seeds": "emergent.stages.seeds",
 }
@@ -40,9 +41,9 @@ STAGES: dict[str, str] = {
 # Stages that run once per task (DVC `foreach`).
 TASK_STAGES: set[str] = {"finetune", "evaluate", "export", "promote", "predict", "seeds"}
 
-# Commands taking their own arguments (`keys add --scope predict`, `monitor export`): words and
-# flags that are not `key=value` overrides reach them as `argv`.
-ARGV_STAGES: set[str] = {"keys", "monitor"}
+# Commands taking their own arguments (`keys add --scope predict`, `monitor export`, `feedback
+# export`): words and flags that are not `key=value` overrides reach them as `argv`.
+ARGV_STAGES: set[str] = {"keys", "monitor", "feedback"}
 
 
 def run_stage(

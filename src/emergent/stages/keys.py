@@ -1,9 +1,10 @@
 """Command `keys`: manage the service's API keys (hashes and scopes in serve.keys_file).
 
-  python -m emergent keys add --scope predict [--scope admin] [--name NAME]
+  python -m emergent keys add --scope predict [--scope feedback] [--scope admin] [--name NAME]
   python -m emergent keys list
   python -m emergent keys revoke KEY_ID
 
+Scopes: `predict`, `feedback` (labelled examples in), `admin` (reload; implies `feedback`).
 `add` prints the new key once, alone on the last line of stdout; only its hash is stored.
 """
 
@@ -15,13 +16,14 @@ from omegaconf import DictConfig
 
 from emergent.config import Paths, project_root
 from emergent.errors import StageError
+from emergent.serving.keys import SCOPES
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m emergent keys", description=__doc__)
     sub = parser.add_subparsers(dest="action", required=True)
     add = sub.add_parser("add", help="create a key (printed once)")
-    add.add_argument("--scope", action="append", required=True, choices=("predict", "admin"))
+    add.add_argument("--scope", action="append", required=True, choices=SCOPES)
     add.add_argument("--name", default="", help="a label to recognise the key by")
     sub.add_parser("list", help="key ids, scopes and creation times (never the keys)")
     revoke = sub.add_parser("revoke", help="delete a key")
@@ -30,7 +32,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         return parser.parse_args(argv)
     except SystemExit as err:
         raise StageError(
-            "usage: keys add --scope predict|admin | keys list | keys revoke ID"
+            f"usage: keys add --scope {'|'.join(SCOPES)} | keys list | keys revoke ID"
         ) from err
 
 

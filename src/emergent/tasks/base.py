@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from emergent.errors import ExampleError
 from emergent.tasks.shapes import INPUT as SHAPES_INPUT  # token tasks' word-shape batch key
 
 Example = dict[str, Any]
@@ -145,6 +146,30 @@ class Task(ABC):
     def stratify(self, example: Example) -> Hashable | None:
         """The value splits are stratified by (None: no stratification)."""
         return None
+
+    def check_labelled(
+        self, example: Mapping[str, Any], labels: Sequence[str], max_chars: int
+    ) -> Example:
+        """A labelled example from outside the pipeline (the service's feedback), checked by
+        this task's rules against a model's `labels`, with `max_chars` characters of text at
+        most (the predict limit). Returns the example's task fields, unchanged (it is kept as
+        sent); raises ExampleError naming the first bad field."""
+        fields = self.example_fields
+        for name in example:
+            if name not in fields:
+                raise ExampleError(
+                    name, f"not a field of a {self.kind} example ({', '.join(fields)})"
+                )
+        for name in fields:
+            if example.get(name) is None:
+                raise ExampleError(name, "is missing")
+        checked = {name: example[name] for name in fields}
+        self.check_fields(checked, labels, max_chars)
+        return checked
+
+    @abstractmethod
+    def check_fields(self, example: Example, labels: Sequence[str], max_chars: int) -> None:
+        """The kind's own rules over an example holding every field (see `check_labelled`)."""
 
     @abstractmethod
     def label_counts(self, examples: Sequence[Example]) -> dict[str, int]:

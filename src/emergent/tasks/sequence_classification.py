@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import numpy as np
 from omegaconf import OmegaConf
 
-from emergent.errors import DataError
+from emergent.errors import DataError, ExampleError
 from emergent.tasks.base import (
     Evaluation,
     Example,
@@ -74,6 +74,23 @@ class SequenceClassificationTask(Task):
 
     def labels(self, examples: Sequence[Example]) -> list[str]:
         return sorted({str(e["label"]) for e in examples})
+
+    def check_fields(self, example: Example, labels: Sequence[str], max_chars: int) -> None:
+        """A text the service would predict for (a string, not blank, within `max_chars`)
+        and one of the model's labels."""
+        text, label = example["text"], example["label"]
+        if not isinstance(text, str):
+            raise ExampleError("text", f"must be a string, not {type(text).__name__}")
+        if not text.strip():
+            raise ExampleError("text", "is empty")
+        if len(text) > max_chars:
+            raise ExampleError("text", f"has {len(text)} characters; at most {max_chars}")
+        if not isinstance(label, str):
+            raise ExampleError("label", f"must be a string, not {type(label).__name__}")
+        if label not in labels:
+            raise ExampleError(
+                "label", f"unknown label {label!r}; the model's labels: {', '.join(labels)}"
+            )
 
     def quality_checks(self, splits: Mapping[str, list[Example]], data_cfg: Any) -> list[Any]:
         from emergent.tasks.checks import text_checks

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from emergent.errors import ConfigError, DataError
+from emergent.errors import ConfigError, DataError, ExampleError
 from emergent.tasks.base import (
     Evaluation,
     Example,
@@ -111,6 +111,41 @@ class TokenClassificationTask(Task):
         """`O` first, then B-/I- of every entity type seen, sorted by type."""
         types = sorted({t[2:] for e in examples for t in e["tags"] if t != OUTSIDE})
         return [OUTSIDE] + [f"{p}-{t}" for t in types for p in ("B", "I")]
+
+    def check_fields(self, example: Example, labels: Sequence[str], max_chars: int) -> None:
+        """Words the service could predict for (strings without whitespace, not empty, their
+        text within `max_chars`) and one tag of the model's tag set per word, in IOB2."""
+        from emergent.data.formats import iob2_error
+
+        tokens, tags = example["tokens"], example["tags"]
+        for name, values in (("tokens", tokens), ("tags", tags)):
+            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                raise ExampleError(name, "must be a list of strings")
+        if not tokens:
+            raise ExampleError("tokens", "is empty")
+        for i, token in enumerate(tokens):
+            if not token or any(c.isspace() for c in token):
+                raise ExampleError("tokens", f"tokens[{i}] {token!r}: one word, no whitespace")
+        if len(self.text(example)) > max_chars:
+            raise ExampleError(
+                "tokens", f"has {len(self.text(example))} characters; at most {max_chars}"
+            )
+        if len(tags) != len(tokens):
+            raise ExampleError("tags", f"{len(tags)} tags for {len(tokens)} tokens")
+        known = set(labels)
+        for i, tag in enumerate(tags):
+            if tag not in known:
+                raise ExampleError(
+                    "tags", f"tags[{i}] {tag!r} is not a tag of the model ({', '.join(labels)})"
+                )
+        bad = iob2_error(list(tags))
+        if bad is not None:
+            previous = repr(tags[bad - 1]) if bad else "the start"
+            raise ExampleError(
+                "tags",
+                f"tags[{bad}] {tags[bad]!r} follows {previous}: not IOB2 "
+                f"(I-X only after B-X or I-X)",
+            )
 
     def quality_checks(self, splits: Mapping[str, list[Example]], data_cfg: Any) -> list[Any]:
         from emergent.tasks.checks import token_checks

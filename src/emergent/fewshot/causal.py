@@ -203,14 +203,19 @@ def label_logprobs(
     batch_size: int = 16,
     prefix: Prefix | None = None,
 ) -> torch.Tensor:
-    """log p(label word | prompt) over the whole vocabulary: [N, labels], no gradient."""
+    """log p(label word | prompt) over the whole vocabulary: [N, labels], no gradient.
+
+    Batches are formed in order of length (less padding: review lengths vary ~10x) and the
+    scores returned in the rows' order."""
     was_training = model.training
     model.eval()
     ids = torch.tensor(list(word_ids))
-    out = []
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    out = torch.empty(len(rows), len(ids))
     with torch.inference_mode():
         for start in range(0, len(rows), batch_size):
-            logits = last_logits(model, rows[start : start + batch_size], pad_id, prefix)
-            out.append(logits.float().log_softmax(-1)[:, ids])
+            chunk = order[start : start + batch_size]
+            logits = last_logits(model, [rows[i] for i in chunk], pad_id, prefix)
+            out[chunk] = logits.float().log_softmax(-1)[:, ids]
     model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, len(ids))
+    return out

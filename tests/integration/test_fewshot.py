@@ -147,3 +147,32 @@ def test_fewshot_refuses_a_method_the_model_family_cannot_run(
     with pytest.raises(StageError, match=r"^fewshot\.models\[1\]\.preset=.*does not exist"):
         run_stage("fewshot", cfg, Paths(smoke_pretrained, tmp_path))
     assert not (tmp_path / "metrics/fewshot.json").exists()
+
+
+CLEAR_REVIEWS = [
+    ("A wonderful, moving film; I loved every minute of it.", "positive"),
+    ("Brilliant acting and a beautiful story. A joy to watch.", "positive"),
+    ("One of the best movies of the year, funny and smart.", "positive"),
+    ("A delightful, charming comedy that the whole family will enjoy.", "positive"),
+    ("Terrible. A boring, stupid mess that wasted two hours of my life.", "negative"),
+    ("The worst film I have seen in years: dull, ugly and badly acted.", "negative"),
+    ("An awful, tedious movie with a plot that makes no sense.", "negative"),
+    ("Painfully bad, lazy and completely unfunny.", "negative"),
+]
+
+
+@pytest.mark.slow
+def test_the_instruct_lm_from_its_package_reads_sentiment_zero_shot() -> None:
+    """The shipped GGUF model, loaded through the preset's source, tells clearly positive from
+    clearly negative reviews with no example (the ability the lab measures at scale)."""
+    from emergent.config import compose
+    from emergent.fewshot.causal_lab import build_causal_lab
+    from emergent.fewshot.protocol import FewShotData
+
+    cfg = compose(["model=smollm2_135m_instruct"])
+    texts = [{"text": t, "label": label} for t, label in CLEAR_REVIEWS]
+    data = FewShotData(["negative", "positive"], texts, texts, texts)
+    lab = build_causal_lab(cfg.model, cfg.fewshot, data, None, "model.source")
+    out = lab.zero_shot(lab.load())["zero_shot"]
+    assert lab.parameters == 134_515_008
+    assert sum(out["correct"]) >= 7, out["correct"]

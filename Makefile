@@ -86,12 +86,14 @@ compare: setup
 # `make repro` first). Results, with the CPU model and flags, in reports/bench/*.json.
 # pretrain: the default model, Lightning vs a plain loop and fp32 vs bf16-mixed, interleaved.
 # finetune: fp32 vs bf16-mixed tokens/s and test-metric change over a bounded run, and the
-# fused AdamW step vs torch's per-operation loop.
+# fused AdamW step vs torch's per-operation loop. incontext: the instruct LM's in-context
+# scoring with the demonstrations' key/value cache reused vs recomputed for every query.
 bench: setup
 	$(BIN)/python -m emergent.bench pretrain --rounds 3 --steps 6
 	$(BIN)/python -m emergent.bench finetune task=sentiment --steps 40
 	$(BIN)/python -m emergent.bench inference task=sentiment
 	$(BIN)/python -m emergent.bench inference task=ner
+	$(BIN)/python -m emergent.bench incontext --rounds 2
 
 # Figures as seed means: fine-tune and score one task over `seeds.list` (conf/seeds/), each seed
 # a nested MLflow run; writes reports/<task>/seeds.json in the Hydra run folder under outputs/.

@@ -1,4 +1,4 @@
-"""`python -m emergent.bench {pretrain,finetune,inference,serve} [key=value ...]`: run a
+"""`python -m emergent.bench {pretrain,finetune,inference,incontext,serve} [key=value ...]`: run a
 benchmark, print ratios, write `reports/bench/<name>.json`.
 
 Overrides compose `conf/` like the CLI, e.g. `python -m emergent.bench pretrain model=tiny_bert`
@@ -25,7 +25,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return serve.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m emergent.bench", description=__doc__)
-    parser.add_argument("bench", choices=("pretrain", "finetune", "inference", "serve"))
+    parser.add_argument(
+        "bench", choices=("pretrain", "finetune", "inference", "incontext", "serve")
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides (key=value)")
     parser.add_argument("--rounds", type=int, default=3, help="pretrain: interleaved rounds")
     parser.add_argument(
@@ -52,6 +54,12 @@ def main(argv: list[str] | None = None) -> int:
             result = finetune.run(cfg, paths, get_task(cfg, str(cfg.task)), steps=args.steps or 40)
             rates = result["tokens_per_second"]
             unit = "tokens/s"
+        elif args.bench == "incontext":
+            from emergent.bench import incontext
+
+            result = incontext.run(cfg, paths, rounds=args.rounds)
+            rates = result["rates"]
+            unit = "texts/s"
         else:
             from emergent.bench import inference
             from emergent.tasks import get_task
@@ -61,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             unit = "sequences/s at batch 32"
     result["cpu"] = cpu_facts()  # figures from different machines stay apart
     name = args.bench if args.bench == "pretrain" else f"{args.bench}_{cfg.task}"
+    if args.bench == "incontext":
+        name = f"incontext_{cfg.fewshot.task}"
     write_json(paths.out("reports", "bench", f"{name}.json"), result)
     print(json.dumps(result, indent=2))
     print(f"\n{name} ({result['model']}, {result['threads']} threads):")

@@ -13,12 +13,12 @@ label maps. Top-level sections this module does not know are left alone (a new c
 is new config, not a typo).
 
 Adding a config key: add it to its YAML in conf/ (and, under `finetune.shared`, to
-conf/finetune/task/inherit.yaml as null), then declare it here in the section's model with
-the type the code reads it as, e.g. `pooling: Literal["cls", "mean"] = "cls"` in
-`FinetuneShared`; every task's own section (`finetune.<task>`) accepts it automatically, all
-keys optional there. A key of a task definition (`tasks.<name>.<key>`, conf/tasks/) goes in
-`TaskDefinition`, of a data source in `TaskDataConfig`; a new top-level section needs nothing
-here until it is worth checking (then a model and a line in `RootBase`).
+conf/finetune/task/inherit.yaml as an interpolation of it), then declare it here in the
+section's model with the type the code reads it as, e.g. `pooling: Literal["cls", "mean"] =
+"cls"` in `FinetuneShared`; every task's own section (`finetune.<task>`) accepts it
+automatically, all keys optional there. A key of a task definition (`tasks.<name>.<key>`,
+conf/tasks/) goes in `TaskDefinition`, of a data source in `TaskDataConfig`; a new top-level
+section needs nothing here until it is worth checking (then a model and a line in `RootBase`).
 tests/unit/test_config.py checks that conf/ (every preset) and the schema agree.
 """
 
@@ -105,7 +105,7 @@ class Target(_Open):
 
 
 class TaskTarget(_Open):
-    """A Hydra target node in a task's section: null keys inherit the shared node's."""
+    """A Hydra target node in a task's section (composition fills it from the shared one)."""
 
     target: str | None = Field(None, alias="_target_")
 
@@ -339,7 +339,9 @@ class FinetuneShared(_Section):
 
 def _optional(model: type[BaseModel], suffix: str = "Task") -> type[BaseModel]:
     """`model` with every key optional (default null), nested sections included: a task's own
-    section (`finetune.<task>`), where null inherits the shared value."""
+    section (`finetune.<task>`), which `emergent.config.finetune_config` merges over
+    `finetune.shared` (composition fills it from there, but a config written by hand or an
+    older params.yaml may hold only the keys a task changes)."""
     fields: dict[str, Any] = {}
     for name, field in model.model_fields.items():
         annotation = field.annotation

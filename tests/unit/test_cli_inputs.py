@@ -133,7 +133,7 @@ def test_default_and_smoke_configs_are_valid() -> None:
     raises on a broken one: the same composition with one key of the wrong kind."""
     smoke = validate_config(smoke_cfg())
     assert smoke.finetune.shared.lr == 1e-3 and smoke.finetune.sentiment.batch_size == 8
-    assert smoke.finetune.ner.lr is None  # inherits finetune.shared.lr
+    assert smoke.finetune.ner.lr == 1e-3  # composed from finetune.shared.lr
     assert smoke.pretrain.val_check_interval == 3 and smoke.model.name == "tiny_bert"
     default = validate_config(compose([], ROOT / "conf"))
     assert default.finetune.sentiment.val_check_interval == 0.5

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -67,22 +66,16 @@ def load_params(path: Path | None = None) -> DictConfig:
     return cfg
 
 
-def set_keys(node: Any) -> Any:
-    """A task section without its null keys: null means "inherit from `finetune.shared`".
-
-    Every task section declares every shared key (conf/finetune/task/inherit.yaml, all null)
-    so that `finetune.<task>.<key>=v` needs no `+`; only the keys a task sets override."""
-    if not isinstance(node, dict):
-        return node
-    kept = {k: set_keys(v) for k, v in node.items() if v is not None}
-    return {k: v for k, v in kept.items() if v != {}}
-
-
 def finetune_config(cfg: DictConfig, task: str) -> DictConfig:
-    """`finetune.shared` with the keys the task's own section (`finetune.ner`, ...) sets
-    merged over it (its null keys inherit the shared value)."""
+    """The settings a task fine-tunes with: its own section (`finetune.ner`, ...).
+
+    Composition fills each task section from `finetune.shared` (conf/finetune/task/
+    inherit.yaml interpolates every shared key) and then sets what the task changes, so the
+    section is complete. It is merged over `finetune.shared` all the same, so that a key added
+    to `finetune.shared` alone (`+finetune.shared.optimizer.momentum=0.9`, a Hydra target's
+    keyword argument) still reaches every task."""
     own = cfg.finetune.get(task)
-    own = set_keys(OmegaConf.to_container(own, resolve=True)) if own is not None else {}
+    own = OmegaConf.to_container(own, resolve=True) if own is not None else {}
     merged = OmegaConf.merge(cfg.finetune.shared, own)
     assert isinstance(merged, DictConfig)
     return merged

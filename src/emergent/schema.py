@@ -13,10 +13,10 @@ label maps. Top-level sections this module does not know are left alone (a new c
 is new config, not a typo).
 
 Adding a config key: add it to its YAML in conf/ (and, under `finetune.shared`, to
-conf/finetune/task/inherit.yaml as null), then declare it here in the section's model with
-the type the code reads it as, e.g. `pooling: Literal["cls", "mean"] = "cls"` in
-`FinetuneShared`; every task's own section (`finetune.<task>`) accepts it automatically, all
-keys optional there. A key of a task definition (`tasks.<name>.<key>`, conf/tasks/) goes in
+conf/finetune/task/inherit.yaml as an interpolation of it), then declare it here in the
+section's model with the type the code reads it as, e.g. `pooling: Literal["cls", "mean"] =
+"cls"` in `FinetuneShared`; every task's own section (`finetune.<task>`) is checked against
+the same model. A key of a task definition (`tasks.<name>.<key>`, conf/tasks/) goes in
 `TaskDefinition`, of a data source in `TaskDataConfig`; a new top-level section needs nothing
 here until it is worth checking (then a model and a line in `RootBase`).
 tests/unit/test_config.py checks that conf/ (every preset) and the schema agree.
@@ -102,12 +102,6 @@ class Target(_Open):
     """A node built with `hydra.utils.instantiate`: `_target_` and its keyword arguments."""
 
     target: str = Field(alias="_target_")
-
-
-class TaskTarget(_Open):
-    """A Hydra target node in a task's section: null keys inherit the shared node's."""
-
-    target: str | None = Field(None, alias="_target_")
 
 
 # --- root, paths, predict --------------------------------------------------------------------
@@ -335,25 +329,6 @@ class FinetuneShared(_Section):
     val_check_interval: Batches
     # batches per epoch; the stage sizes the learning-rate schedule with int() of it
     limit_train_batches: PositiveInt | None = None
-
-
-def _optional(model: type[BaseModel], suffix: str = "Task") -> type[BaseModel]:
-    """`model` with every key optional (default null), nested sections included: a task's own
-    section (`finetune.<task>`), where null inherits the shared value."""
-    fields: dict[str, Any] = {}
-    for name, field in model.model_fields.items():
-        annotation = field.annotation
-        if annotation is Target:
-            annotation = TaskTarget
-        elif isinstance(annotation, type) and issubclass(annotation, _Section):
-            annotation = _optional(annotation, suffix)
-        elif field.metadata:  # constraints such as PositiveInt's gt=0 live here
-            annotation = Annotated[(annotation, *field.metadata)]  # type: ignore[valid-type]
-        fields[name] = (annotation | None, Field(None, alias=field.alias) if field.alias else None)
-    return create_model(f"{model.__name__}{suffix}", __base__=model.__base__, **fields)
-
-
-FinetuneTask = _optional(FinetuneShared)
 
 
 # --- trainer ---------------------------------------------------------------------------------
@@ -718,7 +693,9 @@ def config_model(task_names: list[str]) -> type[BaseModel]:
         "Finetune",
         __base__=_Section,
         shared=(FinetuneShared, ...),
-        **{n: (FinetuneTask | None, None) for n in task_names},
+        # a task's section is complete (conf/finetune/task/inherit.yaml fills it from shared),
+        # so it is checked as `shared` is: `finetune.ner.batch_size=null` is an error
+        **{n: (FinetuneShared | None, None) for n in task_names},
     )
     return create_model(
         "EmergentConfig", __base__=RootBase, tasks=(tasks, ...), data=(data, ...),

@@ -259,8 +259,8 @@ class Tracker:
         if self.enabled:
             import mlflow
 
-            # A null means "not set here" (a task section inherits every null key from
-            # finetune.shared): logging ~150 "None" params would bury the ones that matter.
+            # A null means "not set" (no path, no cap, the default): logging the "None"
+            # params would bury the ones that matter.
             items = [(k, v) for k, v in flatten(params).items() if v != "None"]
             for start in range(0, len(items), 100):
                 mlflow.log_params(dict(items[start : start + 100]))

@@ -154,6 +154,20 @@ def test_a_task_param_reruns_only_that_task(locked: Path) -> None:
     assert sorted(status) == ["export@ner", "finetune@ner"], status
 
 
+def test_a_shared_param_reruns_every_task(locked: Path) -> None:
+    """`-S finetune.shared.batch_size=4` as DVC's Hydra composition writes it: the task sections
+    that interpolate the key change with it (sentiment sets its own, 32, and keeps it), and every
+    task's fine-tuning and export re-run; evaluation (which reads the trained model) does not."""
+    from emergent.config import compose, params_text
+
+    cfg = compose(["finetune.shared.batch_size=4"], locked / "conf")
+    assert (cfg.finetune.ner.batch_size, cfg.finetune.sentiment.batch_size) == (4, 32)
+    (locked / "params.yaml").write_text(params_text(cfg), encoding="utf-8")
+    tasks = list(cfg.tasks)
+    expected = sorted(f"{stage}@{t}" for stage in ("finetune", "export") for t in tasks)
+    assert sorted(changed(locked)) == expected
+
+
 def test_changing_how_mistakes_are_ranked_reruns_only_evaluation(locked: Path) -> None:
     """The error ranking once sat below every stage: editing it re-ran MLM pretraining."""
     tasks = yaml.safe_load((locked / "params.yaml").read_text())["tasks"]

@@ -133,7 +133,7 @@ def test_default_and_smoke_configs_are_valid() -> None:
     raises on a broken one: the same composition with one key of the wrong kind."""
     smoke = validate_config(smoke_cfg())
     assert smoke.finetune.shared.lr == 1e-3 and smoke.finetune.sentiment.batch_size == 8
-    assert smoke.finetune.ner.lr is None  # inherits finetune.shared.lr
+    assert smoke.finetune.ner.lr == 1e-3  # composed from finetune.shared.lr
     assert smoke.pretrain.val_check_interval == 3 and smoke.model.name == "tiny_bert"
     default = validate_config(compose([], ROOT / "conf"))
     assert default.finetune.sentiment.val_check_interval == 0.5
@@ -200,6 +200,8 @@ def test_unknown_key_names_the_key_and_the_closest_valid_one(override: str, mess
         ("finetune.shared.limit_train_batches=0.5", r"limit_train_batches: .*valid integer"),
         ("finetune.ner.batch_size=0", r"finetune\.ner\.batch_size: .*greater than 0"),
         ("finetune.debate.strategy=qlora", r"finetune\.debate\.strategy: .*'full' or 'lora'"),
+        # null is a value in a task's section now (no longer "inherit"): one the code can't read
+        ("finetune.ner.batch_size=null", r"finetune\.ner\.batch_size: .*valid integer; got None"),
         ("finetune.shared.datamodule.shuffle_batches=1", r"shuffle_batches: .*valid boolean"),
         ("trainer.precision=16", r"trainer\.precision: Input should be 'auto'"),
         ("serve.port=70000", r"serve\.port: Input should be less than or equal to 65535"),

@@ -87,35 +87,85 @@ def leaves(node: object, prefix: str = "") -> dict[str, object]:
 
 
 def test_every_task_section_declares_every_shared_key_as_inherit() -> None:
-    """conf/finetune/task/inherit.yaml has the shape of finetune.shared, all null, and each
-    task's section starts from it (so `finetune.<task>.<key>=v` needs no `+`)."""
+    """conf/finetune/task/inherit.yaml has the shape of finetune.shared, each key interpolating
+    its shared key, and each task's section starts from it (so `finetune.<task>.<key>=v` needs
+    no `+`, and params.yaml holds no null "inherit" markers)."""
     cfg = compose([], ROOT / "conf")
     shared = leaves(OmegaConf.to_container(cfg.finetune.shared))
     inherit = leaves(
         OmegaConf.to_container(OmegaConf.load(ROOT / "conf/finetune/task/inherit.yaml"))
     )
     assert set(inherit) == set(shared), "conf/finetune/task/inherit.yaml differs from shared"
-    assert set(inherit.values()) == {None}
+    assert inherit == {key: f"${{finetune.shared.{key}}}" for key in shared}
     assert set(cfg.finetune) == {"shared", *cfg.tasks}
     for task in cfg.tasks:
-        assert set(leaves(OmegaConf.to_container(cfg.finetune[task]))) == set(shared), task
+        own = leaves(OmegaConf.to_container(cfg.finetune[task]))
+        assert set(own) == set(shared), task
+        # a null in a task's section is a null of finetune.shared, never an "inherit" copy
+        assert {k for k, v in own.items() if v is None} <= {
+            k for k, v in shared.items() if v is None
+        }, task
+
+
+def _own_keys(*files: str) -> dict[str, dict]:
+    """The keys each task section sets in these conf files (what differs from `shared`)."""
+    out: dict[str, dict] = {}
+    for rel in files:
+        data = OmegaConf.to_container(OmegaConf.load(ROOT / rel))
+        # conf/finetune/*.yaml is placed at `finetune`; an experiment preset is global
+        finetune = data if rel.startswith("conf/finetune/") else data.get("finetune", {})
+        for task, keys in finetune.items():
+            if task not in ("defaults", "shared"):
+                out[task] = OmegaConf.to_container(OmegaConf.merge(out.get(task, {}), keys))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("overrides", "files"),
+    [
+        ([], ["conf/finetune/default.yaml"]),
+        (["experiment=smoke"], ["conf/finetune/default.yaml", "conf/experiment/smoke.yaml"]),
+    ],
+)
+def test_each_task_trains_with_shared_and_only_its_own_keys_over_it(
+    overrides: list[str], files: list[str]
+) -> None:
+    """What a task fine-tunes with is `finetune.shared` with exactly the keys its section sets
+    in conf/ merged over it, under the default config and `experiment=smoke` (how the settings
+    were defined before task sections were filled from `shared`)."""
+    cfg = compose(overrides, ROOT / "conf")
+    own = _own_keys(*files)
+    assert set(own) == set(cfg.tasks)
+    for task in cfg.tasks:
+        expected = OmegaConf.merge(cfg.finetune.shared, own[task])
+        assert finetune_config(cfg, task) == expected, task
+
+
+def test_a_shared_key_reaches_every_task_that_does_not_set_it() -> None:
+    """`finetune.shared.<key>=v` (`dvc exp run -S ...`) moves every task except one that sets
+    the key itself; a key added to `shared` alone (a Hydra target's argument) reaches all."""
+    cfg = compose(
+        ["finetune.shared.batch_size=4", "+finetune.shared.optimizer.amsgrad=true"],
+        ROOT / "conf",
+    )
+    ner, sent, debate = (finetune_config(cfg, t) for t in ("ner", "sentiment", "debate"))
+    assert (ner.batch_size, sent.batch_size, debate.batch_size) == (4, 32, 4)
+    assert all(t.optimizer.amsgrad is True for t in (ner, sent, debate))
 
 
 def test_any_shared_key_overrides_per_task_without_plus() -> None:
-    """Each (non-null) shared key set on `finetune.debate` from the command line (what `dvc
-    exp run -S` passes to Hydra): all compose, and the debate run then trains with the shared
-    values (its own max_epochs=4 is overridden back), the other tasks unchanged."""
+    """Each shared key set on `finetune.debate` from the command line (what `dvc exp run -S`
+    passes to Hydra): all compose, and the debate run then trains with the shared values (its
+    own max_epochs=4 and head_lr=1e-3 are set back; null is a value), the other tasks
+    unchanged."""
     import json
 
     cfg = compose([], ROOT / "conf")
     shared = leaves(OmegaConf.to_container(cfg.finetune.shared))
     overrides = [f"finetune.debate.{key}={json.dumps(value)}" for key, value in shared.items()]
-    overrides = [o for o in overrides if not o.endswith("=null")]  # null keeps inheriting
     assert len(overrides) > 30
     changed = compose(overrides, ROOT / "conf")
-    # shared head_lr is null, so it was not set: null inherits, debate keeps its own 1e-3
-    expected = OmegaConf.merge(changed.finetune.shared, {"head_lr": 1e-3})
-    assert finetune_config(changed, "debate") == expected
+    assert finetune_config(changed, "debate") == changed.finetune.shared
     assert finetune_config(cfg, "debate").max_epochs == 4
     assert finetune_config(changed, "ner") == finetune_config(cfg, "ner")
 

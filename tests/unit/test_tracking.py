@@ -127,11 +127,11 @@ def test_evaluation_lands_on_the_training_run_with_its_data(cfg, prepared_smoke:
 
 
 def test_null_params_are_not_logged(tmp_path: Path) -> None:
-    """A task section's null keys mean 'inherit from finetune.shared': they are not params."""
+    """A null key means 'not set' (no cap, no path, the default): it is not a param."""
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'm.db'}")
     with mlflow.start_run(experiment_id=mlflow.create_experiment("params")) as run:
         Tracker(run.info.run_id).log_params(
-            {"finetune": {"shared": {"lr": 2e-4}, "ner": {"lr": None, "epochs": 3}}}
+            {"finetune": {"shared": {"lr": 2e-4}, "ner": {"head_lr": None, "epochs": 3}}}
         )
     params = mlflow.get_run(run.info.run_id).data.params
     assert params == {"finetune.shared.lr": "0.0002", "finetune.ner.epochs": "3"}

@@ -89,6 +89,35 @@ def smoke_pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+#: the tasks the session's `exported` fixture fine-tunes and exports
+EXPORTED_TASKS = ("ner", "sentiment")
+
+#: session fixtures that train models (pretraining, fine-tuning, export: minutes on two cores).
+#: A test that asks for one is slow by definition; `pytest_collection_modifyitems` refuses it
+#: unmarked, so that the fast suite never builds them.
+TRAINING_FIXTURES = frozenset({"smoke_pretrained", "exported"})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Refuse a test that needs a trained model unless it is marked slow (one line per test).
+
+    `tryfirst`: this runs before `-m` deselects, so the check holds whatever is selected."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ()))
+        and item.get_closest_marker("slow") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "these tests train a model (they use "
+            + " or ".join(sorted(TRAINING_FIXTURES))
+            + ") and must be marked @pytest.mark.slow:\n  "
+            + "\n  ".join(unmarked)
+        )
+
+
 @pytest.fixture(scope="session")
 def exported(smoke_pretrained: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Both tasks fine-tuned and exported, registered in a module-local MLflow db."""
@@ -96,7 +125,7 @@ def exported(smoke_pretrained: Path, tmp_path_factory: pytest.TempPathFactory) -
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
         paths = Paths.for_dvc(smoke_pretrained)
-        for task in ("ner", "sentiment"):
+        for task in EXPORTED_TASKS:
             run_stage("finetune", smoke_cfg(), paths, task=task)
             run_stage("export", smoke_cfg(), paths, task=task)
     return db

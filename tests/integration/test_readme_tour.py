@@ -217,6 +217,7 @@ def test_hydra_help_and_info_through_the_cli(tmp_path: Path) -> None:
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.slow  # a real ingest: about 20 s on two shared cores
 def test_ingest_of_the_tour_runs_on_small_data(tmp_path: Path) -> None:
     """`python -m emergent ingest data.ner.max_rows=200`, on the smoke-sized data: it really
     runs and writes into its own run folder, capped at 200 NER sentences."""
@@ -234,6 +235,7 @@ def test_ingest_of_the_tour_runs_on_small_data(tmp_path: Path) -> None:
     assert (prepared / "manifest.json").is_file()
 
 
+@pytest.mark.slow  # DVC in a copy of the project
 @pytest.mark.parametrize("command", DVC_READS)
 def test_dvc_read_commands_run(command: str, project_copy: Path) -> None:
     done = run_cmd(shlex.split(command), project_copy, timeout=300)

@@ -92,28 +92,28 @@ def smoke_pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 #: the tasks the session's `exported` fixture fine-tunes and exports
 EXPORTED_TASKS = ("ner", "sentiment")
 
-#: session fixtures that train models (pretraining, fine-tuning, export: minutes on two cores).
-#: A test that asks for one is slow by definition; `pytest_collection_modifyitems` refuses it
-#: unmarked, so that the fast suite never builds them.
-TRAINING_FIXTURES = frozenset({"smoke_pretrained", "exported"})
+#: fixtures that make a test heavy: a trained model (pretraining, fine-tuning, export: minutes
+#: on two cores), a DVC lock over a project copy, a PostgreSQL cluster. A test that asks for
+#: one is slow by definition (the budget is stated with the markers in pyproject.toml);
+#: `pytest_collection_modifyitems` refuses it unmarked. (`project_copy` alone is cheap: what
+#: a test runs in the copy decides.)
+HEAVY_FIXTURES = frozenset({"smoke_pretrained", "exported", "locked_project", "postgres"})
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Refuse a test that needs a trained model unless it is marked slow (one line per test).
+    """Refuse a test that needs a heavy fixture unless it is marked slow (one line per test).
 
     `tryfirst`: this runs before `-m` deselects, so the check holds whatever is selected."""
     unmarked = [
-        item.nodeid
+        f"{item.nodeid} (uses {', '.join(sorted(HEAVY_FIXTURES & set(item.fixturenames)))})"
         for item in items
-        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ()))
         and item.get_closest_marker("slow") is None
     ]
     if unmarked:
         raise pytest.UsageError(
-            "these tests train a model (they use "
-            + " or ".join(sorted(TRAINING_FIXTURES))
-            + ") and must be marked @pytest.mark.slow:\n  "
+            "these tests need a heavy fixture and must be marked @pytest.mark.slow:\n  "
             + "\n  ".join(unmarked)
         )
 

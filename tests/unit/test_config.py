@@ -131,20 +131,6 @@ def test_readme_per_task_override_changes_that_task_only() -> None:
     assert finetune_config(cfg, "debate").lr == 1e-4  # shared
 
 
-def test_each_task_trains_with_its_own_keys_and_the_shared_ones_for_the_rest() -> None:
-    """Resolution, key by key on the real conf/: a task's run uses the value its own section
-    sets, else the shared one (null inherits), so rewriting how sections are laid out cannot
-    move a setting silently. Every task sets some key of its own, or its section is idle."""
-    cfg = compose([], ROOT / "conf")
-    shared = leaves(OmegaConf.to_container(cfg.finetune.shared, resolve=True))
-    for task in cfg.tasks:
-        own = leaves(OmegaConf.to_container(cfg.finetune[task], resolve=True))
-        resolved = leaves(OmegaConf.to_container(finetune_config(cfg, task), resolve=True))
-        expected = {k: shared[k] if own[k] is None else own[k] for k in shared}
-        assert resolved == expected, task
-        assert any(v is not None for v in own.values()), task
-
-
 def test_schema_knows_every_lightning_trainer_argument() -> None:
     import lightning
 

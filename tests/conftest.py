@@ -89,6 +89,35 @@ def smoke_pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+#: the tasks the session's `exported` fixture fine-tunes and exports
+EXPORTED_TASKS = ("ner", "sentiment")
+
+#: fixtures that make a test heavy: a trained model (pretraining, fine-tuning, export: minutes
+#: on two cores), a DVC lock over a project copy, a PostgreSQL cluster. A test that asks for
+#: one is slow by definition (the budget is stated with the markers in pyproject.toml);
+#: `pytest_collection_modifyitems` refuses it unmarked. (`project_copy` alone is cheap: what
+#: a test runs in the copy decides.)
+HEAVY_FIXTURES = frozenset({"smoke_pretrained", "exported", "locked_project", "postgres"})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Refuse a test that needs a heavy fixture unless it is marked slow (one line per test).
+
+    `tryfirst`: this runs before `-m` deselects, so the check holds whatever is selected."""
+    unmarked = [
+        f"{item.nodeid} (uses {', '.join(sorted(HEAVY_FIXTURES & set(item.fixturenames)))})"
+        for item in items
+        if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ()))
+        and item.get_closest_marker("slow") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "these tests need a heavy fixture and must be marked @pytest.mark.slow:\n  "
+            + "\n  ".join(unmarked)
+        )
+
+
 @pytest.fixture(scope="session")
 def exported(smoke_pretrained: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Both tasks fine-tuned and exported, registered in a module-local MLflow db."""
@@ -96,7 +125,7 @@ def exported(smoke_pretrained: Path, tmp_path_factory: pytest.TempPathFactory) -
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
         paths = Paths.for_dvc(smoke_pretrained)
-        for task in ("ner", "sentiment"):
+        for task in EXPORTED_TASKS:
             run_stage("finetune", smoke_cfg(), paths, task=task)
             run_stage("export", smoke_cfg(), paths, task=task)
     return db

@@ -15,7 +15,8 @@ from emergent.serving.models import resolve_local
 from emergent.serving.settings import Settings
 from tests.helpers import free_port, wait_ready
 
-pytestmark = pytest.mark.integration
+# A browser against a server of the session's exported smoke models.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,8 @@ from emergent.serving.models import resolve_local
 from emergent.serving.settings import Settings
 from tests.helpers import free_port, wait_ready
 
-pytestmark = pytest.mark.integration
+# Fuzzes the service over the session's exported smoke models (built by training).
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 EXAMPLES = 120  # per operation; /admin/reload (it reloads both models) gets fewer
 RELOAD_EXAMPLES = 12

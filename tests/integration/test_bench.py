@@ -10,7 +10,8 @@ from emergent.config import Paths
 from emergent.tasks import get_task
 from tests.conftest import smoke_cfg
 
-pytestmark = pytest.mark.integration
+# Times pretraining, fine-tuning and inference on the session's smoke models.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_pretrain_bench_reports_lightning_manual_and_precision_ratios(

@@ -16,6 +16,7 @@ from tests.conftest import ROOT, run_cmd
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.slow  # an ingest through the CLI: about 30 s on two shared cores
 def test_cli_ingest_with_user_files_writes_to_a_hydra_run_dir(project_copy: Path) -> None:
     ner = project_copy / "user" / "eng.train"
     ner.parent.mkdir()
@@ -50,6 +51,7 @@ def test_cli_ingest_with_user_files_writes_to_a_hydra_run_dir(project_copy: Path
     assert manifest["tasks"]["sentiment"]["labels"]["train"].keys() == {"0", "1"}
 
 
+@pytest.mark.slow  # CLI processes: about 17 s on two shared cores
 def test_cli_bad_input_is_one_clear_line(project_copy: Path) -> None:
     bad = project_copy / "bad.conll"
     bad.write_text("Hello\tO\nworld\n", encoding="utf-8")
@@ -62,7 +64,6 @@ def test_cli_bad_input_is_one_clear_line(project_copy: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-# About a minute: CI runs it (slow tests included); `make test` keeps under 10 minutes.
 @pytest.mark.slow
 def test_dvc_repro_then_exp_run_with_hydra_overrides(project_copy: Path) -> None:
     smoke = ["-S", "experiment=smoke"]
@@ -145,6 +146,7 @@ def run_cli_in_process(
     return code, capsys.readouterr().err
 
 
+@pytest.mark.slow  # ingests each documented file layout: over a minute
 def test_data_doc_commands_run_on_small_files(
     project_copy: Path,
     tmp_path: Path,

@@ -36,6 +36,7 @@ def resolved_stages(project: Path) -> dict[str, dict]:
         }
 
 
+@pytest.mark.slow  # DVC resolves the stages in a copy of the project: about 25 s
 def test_every_stage_depends_on_exactly_its_import_closure(project_copy: Path) -> None:
     """As DVC resolves dvc.yaml (flow lists, `${key}` per task): each task's stage lists all
     it imports, and nothing that none of the stage's tasks imports."""
@@ -143,6 +144,7 @@ def locked(locked_project: Path) -> Iterator[Path]:
     subprocess.run(["git", "checkout", "--", "."], cwd=locked_project, env=git_env(), check=True)
 
 
+@pytest.mark.slow  # DVC status over a locked copy of the project
 def test_a_task_param_reruns_only_that_task(locked: Path) -> None:
     """Change `finetune.ner.lr` under a lock of the current code and params: `dvc status`."""
     params = yaml.safe_load((locked / "params.yaml").read_text())
@@ -154,6 +156,7 @@ def test_a_task_param_reruns_only_that_task(locked: Path) -> None:
     assert sorted(status) == ["export@ner", "finetune@ner"], status
 
 
+@pytest.mark.slow  # DVC status over a locked copy of the project
 def test_a_shared_param_reruns_every_task(locked: Path) -> None:
     """`-S finetune.shared.batch_size=4` as DVC's Hydra composition writes it: the task sections
     that interpolate the key change with it (sentiment sets its own, 32, and keeps it), and every
@@ -168,6 +171,7 @@ def test_a_shared_param_reruns_every_task(locked: Path) -> None:
     assert sorted(changed(locked)) == expected
 
 
+@pytest.mark.slow  # DVC status over a locked copy of the project
 def test_changing_how_mistakes_are_ranked_reruns_only_evaluation(locked: Path) -> None:
     """The error ranking once sat below every stage: editing it re-ran MLM pretraining."""
     tasks = yaml.safe_load((locked / "params.yaml").read_text())["tasks"]
@@ -175,6 +179,7 @@ def test_changing_how_mistakes_are_ranked_reruns_only_evaluation(locked: Path) -
     assert sorted(changed(locked)) == sorted(f"evaluate@{t}" for t in tasks)
 
 
+@pytest.mark.slow  # DVC status over a locked copy of the project
 def test_a_serving_only_change_reruns_no_stage(locked: Path) -> None:
     """The service (and the settings the monitor stage once imported a path helper from) is
     no pipeline stage's code."""
@@ -183,6 +188,7 @@ def test_a_serving_only_change_reruns_no_stage(locked: Path) -> None:
     assert changed(locked) == {}
 
 
+@pytest.mark.slow  # DVC status over a locked copy of the project
 def test_user_feedback_reruns_ingest(locked: Path) -> None:
     """`data/feedback/` is ingest's dependency (its committed README keeps the folder in
     place, as DVC refuses a missing dependency): new feedback makes ingest stale, and only

@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import mlflow
 import pytest
+from pytest import approx
 
-from emergent.config import Paths
+from emergent.config import Paths, finetune_config
 from emergent.io import sha256_file, write_jsonl
+from emergent.serving.models import registered_name
 from emergent.stages import StageError, run_stage
-from tests.conftest import ROOT, git_env, run_cmd, smoke_cfg
+from emergent.tasks import Task, get_task
+from tests.conftest import EXPORTED_TASKS, ROOT, git_env, run_cmd, smoke_cfg
 from tests.helpers import copy_sqlite, free_port, known_packages
 
-pytestmark = pytest.mark.integration
+# Every test here reads the session's fine-tuned and exported smoke models (minutes to build).
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture
@@ -35,93 +42,176 @@ def registry(exported: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 VARIANTS = ("fp32_torch", "fp32_onnx", "int8_onnx")
 
 
-@pytest.mark.parametrize("task", ["ner", "sentiment"])
-def test_export_package_and_metrics(smoke_pretrained: Path, registry: Path, task: str) -> None:
-    package = smoke_pretrained / "models" / "export" / task
-    for name in (
-        "model.onnx",
-        "model.int8.onnx",
-        "tokenizer.json",
-        "labels.json",
-        "MODEL_CARD.md",
-        "export.json",
-    ):
-        assert (package / name).is_file(), name
-    metrics = json.loads((smoke_pretrained / "metrics" / f"export_{task}.json").read_text())
+@cache
+def task_of(name: str) -> Task:
+    """The smoke config's task `name` (composed once: parametrisation asks it at collection)."""
+    return get_task(smoke_cfg(), name)
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """What the export stage shipped for one task of the session's `exported` fixture."""
+
+    task: Task
+    package: Path  # models/export/<task>
+    metrics: dict  # metrics/export_<task>.json
+    details: dict  # the package's export.json
+    model_config: dict  # the fine-tuned model's config.json (what the export started from)
+    curve: list[dict[str, str]]  # plots/export/<task>_prune.csv, one row per candidate
+
+    @property
+    def pruning(self) -> dict:
+        return self.details["pruning"]
+
+
+@pytest.fixture(params=EXPORTED_TASKS)
+def shipped(request: pytest.FixtureRequest, smoke_pretrained: Path, exported: Path) -> Shipped:
+    name = request.param
+    root = smoke_pretrained
+    package = root / "models" / "export" / name
+    with (root / "plots" / "export" / f"{name}_prune.csv").open(encoding="utf-8") as f:
+        curve = list(csv.DictReader(f))
+    return Shipped(
+        task=task_of(name),
+        package=package,
+        metrics=json.loads((root / "metrics" / f"export_{name}.json").read_text()),
+        details=json.loads((package / "export.json").read_text()),
+        model_config=json.loads((root / "models" / name / "config.json").read_text()),
+        curve=curve,
+    )
+
+
+def test_the_package_holds_both_onnx_models_tokenizer_labels_and_card(shipped: Shipped) -> None:
+    names = ("model.onnx", "model.int8.onnx", "tokenizer.json", "labels.json", "MODEL_CARD.md")
+    assert [n for n in (*names, "export.json") if not (shipped.package / n).is_file()] == []
+
+
+def test_the_metrics_hold_one_measured_entry_per_variant(shipped: Shipped) -> None:
     for variant in VARIANTS:
-        assert {"metric", "size_mb", "latency_ms_p50", "throughput"} <= set(metrics[variant])
-        assert metrics[variant]["throughput"] > 0
-    assert not any(isinstance(v, dict) for k, v in metrics.items() if k not in VARIANTS)
-    details = json.loads((package / "export.json").read_text())
-    assert details["parity"]["max_abs_logit_diff"] < 1e-3
-    config = json.loads((smoke_pretrained / "models" / task / "config.json").read_text())
-    if task == "sentiment":  # the smoke config mean-pools sentiment: the head is in the graph
-        assert config["classifier_pooling"] == "mean"
-    else:  # and NER reads word shapes: a third graph input, through fp32, int8 and pruning
-        import onnx
+        assert {"metric", "size_mb", "latency_ms_p50", "throughput"} <= set(
+            shipped.metrics[variant]
+        )
+        assert shipped.metrics[variant]["throughput"] > 0
+    # the rest are flat figures (DVC's metrics table shows nested dicts badly)
+    assert not any(isinstance(v, dict) for k, v in shipped.metrics.items() if k not in VARIANTS)
 
-        assert config["word_shapes"] is True
-        for name in ("model.onnx", "model.int8.onnx"):
-            graph = onnx.load(str(package / name)).graph
-            inputs = [i.name for i in graph.input]
-            assert inputs == ["input_ids", "attention_mask", "word_shape_ids"], name
-        # NER trains a CRF (the default): its learned scores ride in the package's task
-        # definition, the very ones the fine-tuned model saved, one per label and label pair
-        labels = json.loads((package / "labels.json").read_text())
-        scores = details["task_spec"]["tag_scores"]
-        assert scores == config["crf_scores"]
-        assert len(scores["start"]) == len(scores["end"]) == len(labels)
-        assert [len(row) for row in scores["transitions"]] == [len(labels)] * len(labels)
-        assert any(v != 0.0 for row in scores["transitions"] for v in row)  # they trained
-        from emergent.serving.predictor import load_package
 
-        assert load_package(package)[2].tag_scores == scores  # the server decodes with them
-    # The exported model is the pruned one: its ONNX twin scores what it scores in PyTorch.
-    pruned = details["pruning"]
-    assert metrics["fp32_onnx"]["metric"] == pytest.approx(pruned["metric_torch"])
-    assert metrics["int8_onnx"]["size_mb"] < metrics["fp32_onnx"]["size_mb"]
-    # Smoke levels [0, 0.5], each with the full and the pruned vocabulary, under the smoke
-    # preset's wide max_metric_drop (100 points: near-chance models, see smoke.yaml): the
-    # smallest candidate ships (1 of 2 heads, half the FFN, pruned vocabulary), every layer
-    # fused, and the curve has one row per candidate.
-    assert pruned["level"] == 0.5 and pruned["heads_per_layer"] == 1
-    assert (
-        pruned["fused_ops"]["Attention"] == 2 and pruned["fused_ops"]["SkipLayerNormalization"] == 4
+def test_the_fp32_onnx_twin_scores_what_the_pruned_pytorch_model_scores(shipped: Shipped) -> None:
+    assert shipped.details["parity"]["max_abs_logit_diff"] < smoke_cfg().export.parity_atol
+    assert shipped.metrics["fp32_onnx"]["metric"] == approx(shipped.pruning["metric_torch"])
+
+
+def test_the_int8_model_is_smaller_than_the_fp32_one(shipped: Shipped) -> None:
+    assert shipped.metrics["int8_onnx"]["size_mb"] < shipped.metrics["fp32_onnx"]["size_mb"]
+
+
+def test_both_graphs_take_word_shapes_exactly_when_the_task_reads_them(shipped: Shipped) -> None:
+    """The smoke config turns word shapes on for every task that reads them (`reads_shapes`):
+    a third graph input, through fp32, int8 and pruning."""
+    import onnx
+
+    expected = ["input_ids", "attention_mask"] + ["word_shape_ids"] * shipped.task.reads_shapes
+    assert bool(shipped.model_config.get("word_shapes")) == shipped.task.reads_shapes
+    for name in ("model.onnx", "model.int8.onnx"):
+        graph = onnx.load(str(shipped.package / name)).graph
+        assert [i.name for i in graph.input] == expected, name
+
+
+@pytest.mark.parametrize("name", [t for t in EXPORTED_TASKS if task_of(t).pools])
+def test_a_pooled_head_is_exported_with_the_configured_pooling(
+    name: str, smoke_pretrained: Path, exported: Path
+) -> None:
+    config = json.loads((smoke_pretrained / "models" / name / "config.json").read_text())
+    assert config["classifier_pooling"] == finetune_config(smoke_cfg(), name).pooling
+
+
+@pytest.mark.parametrize("name", [t for t in EXPORTED_TASKS if task_of(t).learns_transitions])
+def test_learned_transition_scores_ride_in_the_package(
+    name: str, smoke_pretrained: Path, exported: Path
+) -> None:
+    """A token task trains a CRF (the default): its scores, the very ones the fine-tuned model
+    saved, one per label and label pair, are in the package's task definition, and the server
+    decodes with them."""
+    from emergent.serving.predictor import load_package
+
+    package = smoke_pretrained / "models" / "export" / name
+    config = json.loads((smoke_pretrained / "models" / name / "config.json").read_text())
+    labels = json.loads((package / "labels.json").read_text())
+    scores = json.loads((package / "export.json").read_text())["task_spec"]["tag_scores"]
+    assert scores == config["crf_scores"]
+    assert len(scores["start"]) == len(scores["end"]) == len(labels)
+    assert [len(row) for row in scores["transitions"]] == [len(labels)] * len(labels)
+    assert any(v != 0.0 for row in scores["transitions"] for v in row)  # they trained
+    assert load_package(package)[2].tag_scores == scores
+
+
+def test_the_most_pruned_candidate_ships_with_every_layer_fused(shipped: Shipped) -> None:
+    """Under the smoke preset's wide max_metric_drop (near-chance models, see smoke.yaml) the
+    highest level ships; the curve has one row per level, each with the full and the pruned
+    vocabulary."""
+    cfg = smoke_cfg()
+    level = max(cfg.export.prune.levels)
+    layers = cfg.model.config.num_hidden_layers
+    assert shipped.pruning["level"] == level
+    assert shipped.pruning["heads_per_layer"] == cfg.model.config.num_attention_heads * (1 - level)
+    fused = shipped.pruning["fused_ops"]
+    assert (fused["Attention"], fused["SkipLayerNormalization"]) == (layers, 2 * layers)
+    assert len(shipped.curve) == 2 * len(cfg.export.prune.levels)
+
+
+def test_the_gate_judged_the_shipped_row_by_the_configured_rule(shipped: Shipped) -> None:
+    """(The choice rule itself: tests/unit/test_pruning.py.)"""
+    size = shipped.pruning["size_mb"]
+    rows = [r for r in shipped.curve if float(r["size_mb"]) == approx(size)]
+    assert len(rows) == 1, "one curve row is the shipped model"
+    parity = shipped.details["parity"]
+    assert float(rows[0]["val_drop"]) == approx(parity["int8_val_drop"])
+    cfg = smoke_cfg()
+    assert (parity["max_metric_drop"], parity["drop_gate"]) == (
+        cfg.export.max_metric_drop,
+        cfg.export.drop_gate,
     )
-    curve = (smoke_pretrained / "plots" / "export" / f"{task}_prune.csv").read_text().splitlines()
-    assert curve[0].startswith("level,heads_per_layer") and len(curve) == 5
-    # The gate judged the shipped row's validation drop (the choice rule: test_pruning.py).
-    header = curve[0].split(",")
-    rows = [dict(zip(header, line.split(","), strict=True)) for line in curve[1:]]
-    shipped = [r for r in rows if float(r["size_mb"]) == pytest.approx(pruned["size_mb"])]
-    parity = details["parity"]
-    assert len(shipped) == 1
-    assert float(shipped[0]["val_drop"]) == pytest.approx(parity["int8_val_drop"])
-    assert parity["max_metric_drop"] == 100.0 and parity["drop_gate"] == "significant"
-    # the validation drop with its paired bootstrap interval, in export.json and the metrics
-    val_low, val_high = parity["int8_val_drop_ci"]
-    assert val_low <= parity["int8_val_drop"] <= val_high
-    assert (metrics["int8_val_drop_ci_low"], metrics["int8_val_drop_ci_high"]) == (
-        val_low,
-        val_high,
-    )
-    # the test drop's paired bootstrap interval, from the shipped int8 model's own predictions
-    low, high = details["parity"]["int8_drop_ci"]
-    assert low <= details["parity"]["int8_drop"] <= high
-    assert (metrics["int8_drop_ci_low"], metrics["int8_drop_ci_high"]) == (low, high)
-    full_vocab = json.loads((smoke_pretrained / "models/pretrained/config.json").read_text())
-    vocab_sizes = sorted({int(row.split(",")[3]) for row in curve[1:]})
-    assert vocab_sizes == [pruned["vocab_size"], full_vocab["vocab_size"]]
-    assert json.loads((package / "export.json").read_text())["pruning"]["level"] == 0.5
+
+
+@pytest.mark.parametrize("split", ["int8_val_drop", "int8_drop"])
+def test_each_int8_drop_has_a_bootstrap_interval_around_it(shipped: Shipped, split: str) -> None:
+    """The validation and the test drop, each with its paired bootstrap interval, in export.json
+    and in the metrics."""
+    parity = shipped.details["parity"]
+    low, high = parity[f"{split}_ci"]
+    assert low <= parity[split] <= high
+    assert (shipped.metrics[f"{split}_ci_low"], shipped.metrics[f"{split}_ci_high"]) == (low, high)
+
+
+def test_the_package_tokenizer_has_the_pruned_vocabulary(
+    shipped: Shipped, smoke_pretrained: Path
+) -> None:
     from transformers import AutoTokenizer
 
-    vocab = AutoTokenizer.from_pretrained(str(package)).vocab_size
-    assert vocab == pruned["vocab_size"] < 1000
-    card = (package / "MODEL_CARD.md").read_text()
+    full = json.loads((smoke_pretrained / "models/pretrained/config.json").read_text())
+    pruned = shipped.pruning["vocab_size"]
+    assert sorted({int(row["vocab_size"]) for row in shipped.curve}) == [pruned, full["vocab_size"]]
+    assert AutoTokenizer.from_pretrained(str(shipped.package)).vocab_size == pruned
+    assert pruned < full["vocab_size"]
+
+
+def test_the_model_card_describes_the_shipped_variant_and_its_recovery(shipped: Shipped) -> None:
+    card = (shipped.package / "MODEL_CARD.md").read_text()
+    steps = smoke_cfg().export.prune.recover_steps
     assert "int8_onnx" in card and "Intended use" in card
-    assert "Then fine-tuned 2 steps on the training split, distilling from the unpruned" in card
-    version = mlflow.MlflowClient().get_model_version_by_alias(f"emergent-{task}", "candidate")
-    assert float(version.tags["test_metric"]) == pytest.approx(metrics["int8_onnx"]["metric"])
+    assert (
+        f"Then fine-tuned {steps} steps on the training split, distilling from the unpruned" in card
+    )
+
+
+def test_the_registered_candidate_carries_the_int8_test_metric(
+    shipped: Shipped, registry: Path
+) -> None:
+    from emergent.registry.versions import METRIC_TAG
+
+    name = registered_name(shipped.task.name)
+    version = mlflow.MlflowClient().get_model_version_by_alias(name, "candidate")
+    assert float(version.tags[METRIC_TAG]) == approx(shipped.metrics["int8_onnx"]["metric"])
 
 
 @pytest.mark.parametrize(
@@ -175,7 +265,6 @@ def test_unpruned_export_with_both_int8_schemes(
     assert float(row["val_drop"]) == pytest.approx(details["parity"]["int8_val_drop"])
 
 
-@pytest.mark.slow  # three `promote` commands: about 35 s on two cores
 def test_promote_runs_the_gate_on_the_same_examples(
     smoke_pretrained: Path, registry: Path, tmp_path: Path
 ) -> None:

@@ -37,6 +37,7 @@ def postgres() -> Iterator[str]:
         yield uri
 
 
+@pytest.mark.slow  # starts a PostgreSQL cluster
 def test_the_service_stores_feedback_in_postgresql_and_export_reads_it(
     postgres: str,
     tmp_path: Path,
@@ -80,6 +81,7 @@ def test_the_service_stores_feedback_in_postgresql_and_export_reads_it(
     assert "wrote 2 examples to" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # starts a PostgreSQL cluster
 def test_postgresql_store_is_all_or_nothing_and_reconnects(postgres: str) -> None:
     good = NewFeedback(1.0, "debate", "v1", "req-1", "k1", {"text": "a", "label": "x"}, "0" * 64)
     broken = NewFeedback(2.0, None, "v1", None, "k1", {"text": "b", "label": "y"}, "1" * 64)  # type: ignore[arg-type]

@@ -12,7 +12,8 @@ from emergent.config import Paths
 from emergent.stages import StageError, run_stage
 from tests.conftest import smoke_cfg
 
-pytestmark = pytest.mark.integration
+# Runs the few-shot stage on the session's pretrained smoke model.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 METHODS = {"zero_shot", "zero_shot_calibrated", "in_context", "head", "prompt"}
 

@@ -13,7 +13,8 @@ from emergent.config import Paths
 from emergent.stages import run_stage
 from tests.conftest import ROOT, run_cmd, smoke_cfg
 
-pytestmark = pytest.mark.integration
+# Fine-tunes and evaluates on the session's pretrained smoke model.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

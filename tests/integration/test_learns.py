@@ -14,7 +14,8 @@ from emergent.io import write_jsonl
 from emergent.stages import run_stage
 from tests.conftest import smoke_cfg
 
-pytestmark = pytest.mark.integration
+# Fine-tunes on the session's pretrained smoke model.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 FILLER = [
     "the",

@@ -15,7 +15,8 @@ from emergent.config import Paths
 from emergent.stages import run_stage
 from tests.conftest import git_env, smoke_cfg, smoke_project
 
-pytestmark = pytest.mark.integration
+# Pretrains smoke models (one killed and resumed, one on two processes).
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def run_stage_process(root: Path, stage: str) -> subprocess.Popen:

@@ -19,7 +19,8 @@ from emergent.errors import ConfigError
 from emergent.stages import run_stage
 from tests.conftest import ROOT, git_env, smoke_cfg
 
-pytestmark = pytest.mark.integration
+# Fine-tunes once per seed on the session's pretrained smoke model.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_seeds_summarise_the_runs_they_log(smoke_pretrained: Path, tmp_path: Path) -> None:
@@ -52,7 +53,6 @@ def test_seeds_need_distinct_integers(smoke_pretrained: Path, tmp_path: Path) ->
             run_stage("seeds", smoke_cfg(bad, tmp=tmp_path), Paths(smoke_pretrained, tmp_path))
 
 
-@pytest.mark.slow
 def test_the_seeds_command_prints_like_a_stage(smoke_pretrained: Path, tmp_path: Path) -> None:
     """As a user runs it: each seed's lines are the stage's own, with none of Lightning's
     device lines or a tiny run's log_every_n_steps warning (seconds of import and training)."""

@@ -22,7 +22,8 @@ from emergent.serving.settings import Settings
 from emergent.serving.store import RequestStore
 from tests.helpers import copy_sqlite, known_packages, wait_ready
 
-pytestmark = pytest.mark.integration
+# Serves the session's exported smoke models (built by training).
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def settings(

@@ -87,6 +87,7 @@ def test_keys_cli_prints_the_key_once_and_stores_its_hash(tmp_path: Path) -> Non
     assert revoke.returncode == 0 and json.loads(keys.read_text())["keys"] == []
 
 
+@pytest.mark.slow  # serves the session's exported smoke models
 def test_refuses_public_host_without_keys_and_missing_or_corrupt_models(
     tmp_path: Path, exported: Path, smoke_pretrained: Path
 ) -> None:
@@ -110,6 +111,7 @@ def test_refuses_public_host_without_keys_and_missing_or_corrupt_models(
     assert "cannot load the model package" in corrupt.stderr and "sentiment" in corrupt.stderr
 
 
+@pytest.mark.slow  # serves the session's exported smoke models
 def test_kill_9_under_load_then_restart(
     tmp_path: Path, exported: Path, smoke_pretrained: Path
 ) -> None:

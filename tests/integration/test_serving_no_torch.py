@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
+# Loads the session's exported smoke models (built by training).
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SCRIPT = """
 import json, sys

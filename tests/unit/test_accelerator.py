@@ -56,6 +56,7 @@ def test_device_count_reads_every_form_of_trainer_devices() -> None:
     assert device_count("auto", "cpu") == 1
 
 
+@pytest.mark.slow  # needs the session's pretrained smoke model
 @pytest.mark.skipif(
     __import__("torch").cuda.is_available(), reason="checks the machine without a GPU"
 )

@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
-import tomllib
+import sys
 from pathlib import Path
 
 from tests.conftest import ROOT, git_env
@@ -42,33 +43,46 @@ def test_ci_installs_the_browser_lints_and_runs_every_test(tmp_path: Path) -> No
     ]
 
 
-def test_make_test_is_the_fast_suite_and_ci_arguments_select_all() -> None:
-    addopts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"][
-        "pytest"
-    ]["ini_options"]["addopts"]
-    assert "-m 'not slow'" in addopts  # `make test`: slow tests deselected
+PICK = """import pytest
+
+
+def test_quick() -> None:
+    pass
+
+
+@pytest.mark.slow
+def test_heavy() -> None:
+    pass
+"""
+
+
+def test_make_test_is_the_fast_suite_and_ci_arguments_select_all(tmp_path: Path) -> None:
+    """`make test` with the project's Makefile and pytest settings, on a scratch suite of one
+    quick and one slow test: alone it runs the quick one only; with CI's arguments both."""
+    project = tmp_path / "project"
+    (project / "tests").mkdir(parents=True)
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy2(ROOT / name, project / name)
+    (project / "tests" / "test_pick.py").write_text(PICK, encoding="utf-8")
     # Under CI this runs inside `make test PYTEST_ARGS=...`: a nested make would inherit that
-    # variable through MAKEFLAGS and the environment and print "Leaving directory" lines. Run
-    # it as a person would.
-    # Make also exports command-line variables to the recipe's environment, so PYTEST_ARGS
-    # itself must go too.
+    # variable through MAKEFLAGS and the environment. Run it as a person would.
     inherited = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "PYTEST_ARGS"}
     env = {k: v for k, v in os.environ.items() if k not in inherited}
-    dry = subprocess.run(
-        ["make", "--no-print-directory", "-n", "test", 'PYTEST_ARGS=-m "" --durations=25'],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    assert dry.returncode == 0, dry.stderr
+
+    def make_test(*args: str) -> str:
+        """`make test` with this venv's Python and the (already done) set-up skipped."""
+        bin_dir = f"BIN={Path(sys.executable).parent}"
+        done = subprocess.run(
+            ["make", "--no-print-directory", "-o", "setup", "test", bin_dir, *args],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        return done.stdout
+
+    assert re.search(r"\b1 passed, 1 deselected\b", make_test())
     # the later -m wins over addopts': every test, slow and browser ones included
-    assert dry.stdout.splitlines()[-1].endswith('python -m pytest -m "" --durations=25')
-    plain = subprocess.run(
-        ["make", "--no-print-directory", "-n", "test"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    assert plain.stdout.splitlines()[-1].rstrip().endswith("python -m pytest")
+    assert re.search(r"\b2 passed\b", make_test('PYTEST_ARGS=-m "" --durations=25'))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 from scripts.dvc_deps import SRC, closure, module_graph
@@ -12,6 +13,9 @@ from tests.conftest import ROOT
 
 
 def test_import_contracts_are_kept() -> None:
+    """Every contract pyproject.toml declares is checked, and none is broken."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    declared = len(pyproject["tool"]["importlinter"]["contracts"])
     lint = Path(sys.executable).parent / "lint-imports"
     result = subprocess.run(
         [str(lint), "--config", str(ROOT / "pyproject.toml")],
@@ -21,7 +25,7 @@ def test_import_contracts_are_kept() -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stdout[-4000:]
-    assert "3 kept, 0 broken" in result.stdout
+    assert f"{declared} kept, 0 broken" in result.stdout
 
 
 def test_no_task_name_tests_outside_the_task_package() -> None:

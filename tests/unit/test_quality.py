@@ -55,6 +55,7 @@ def test_bad_prepared_data_fails_with_examples(prepared_smoke, gate_cfg, tmp_pat
     assert "B-city" in message
 
 
+@pytest.mark.slow  # a whole gate run: about 40 s on two shared cores
 def test_label_share_and_row_count_bounds(prepared_smoke, tmp_path) -> None:
     cfg = smoke_cfg(
         "data.sentiment.label_share={negative:[0.9,1.0]}", "data.ner.min_rows.test=10000"
@@ -65,6 +66,7 @@ def test_label_share_and_row_count_bounds(prepared_smoke, tmp_path) -> None:
     assert ("ner_test", "expect_table_row_count_to_be_between") in checks
 
 
+@pytest.mark.slow  # a whole gate run: about 20 s on two shared cores
 def test_share_failure_says_which_label_has_which_share(prepared_smoke) -> None:
     cfg = smoke_cfg("data.sentiment.label_share={negative:[0.9,1.0]}")
     failed = [f for f in failures(run_gate(prepared_smoke, cfg)) if "label_share" in f["check"]]
@@ -105,6 +107,7 @@ def test_label_map_with_integer_keys_maps_a_files_text_labels(tmp_path) -> None:
     assert [e["label"] for e in examples] == ["positive", "negative"]
 
 
+@pytest.mark.slow  # a whole gate run (test_bad_prepared_data_fails_with_examples is the quick one)
 def test_the_feedback_test_split_is_checked_like_any_other(
     prepared_smoke, gate_cfg, tmp_path
 ) -> None:

@@ -68,6 +68,7 @@ def test_kind_is_added_to_old_experiments_but_never_overrides_a_users(cfg, tmp_p
     assert client.get_experiment(chosen).tags["mlflow.experimentKind"] == "finetuning"
 
 
+@pytest.mark.slow  # two MLflow runs: about 20 s; run_name itself is tested below
 def test_runs_are_named_by_stage_task_model_and_dvc_experiment(cfg, monkeypatch) -> None:
     """...in experiments that the UI opens as model training (not as a GenAI app)."""
     monkeypatch.setenv("DVC_EXP_NAME", "lr-sweep-1")

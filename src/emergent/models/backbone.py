@@ -9,6 +9,7 @@ keeps it, which would silently switch dropout off during training.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -217,7 +218,24 @@ def load_causal_backbone(model_cfg: DictConfig) -> Any:
     from transformers import AutoModelForCausalLM
 
     model = load_pretrained(AutoModelForCausalLM, backbone_source(model_cfg))
-    return model.train()
+    return without_quantizer(model).train()
+
+
+def without_quantizer(model: Any) -> Any:
+    """The same weights in a plain model of the same class.
+
+    transformers de-quantizes a GGUF file to ordinary float tensors but keeps its GGUF
+    quantizer on the model, and `save_pretrained` refuses any model whose quantizer is not
+    serializable: a plain copy saves as ordinary safetensors.
+    """
+    if getattr(model, "hf_quantizer", None) is None:
+        return model
+    config = copy.deepcopy(model.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = type(model)(config)
+    plain.load_state_dict(model.state_dict())
+    return plain
 
 
 def count_parameters(model: Any) -> dict[str, int]:

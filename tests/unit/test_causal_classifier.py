@@ -106,3 +106,22 @@ def test_the_int8_export_refuses_a_causal_model_in_one_line(tiny: Path, tmp_path
     _classifier(tiny).save_pretrained(tmp_path / "sentiment")
     with pytest.raises(ConfigError, match=r"^model\.family: the int8 export handles BERT-style"):
         require_encoder(tmp_path / "sentiment")
+
+
+@pytest.mark.slow
+def test_the_packaged_gguf_backbone_saves_as_plain_safetensors(tmp_path: Path) -> None:
+    """transformers keeps its GGUF quantizer on the de-quantized model and refuses to save it;
+    the backbone pretraining passes on saves, and reloads with the same weights (~1 min)."""
+    from safetensors.torch import load_file
+
+    from emergent.config import compose
+    from emergent.models.backbone import load_causal_backbone
+    from tests.conftest import ROOT
+
+    model = load_causal_backbone(compose(["model=smollm2_135m_instruct"], ROOT / "conf").model)
+    assert getattr(model, "hf_quantizer", None) is None and model.training
+    model.save_pretrained(tmp_path, safe_serialization=True)
+    saved = load_file(tmp_path / "model.safetensors")
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert saved[name].equal(model.state_dict()[name])
+    assert model.config.pad_token_id == 2

@@ -65,7 +65,7 @@ def test_pretrain_passes_a_causal_backbone_on_unchanged(causal_project: Path) ->
 
 
 @pytest.mark.slow
-def test_finetune_trains_a_sequence_classifier_and_export_refuses_it(
+def test_finetune_trains_a_sequence_classifier_evaluate_reads_it_export_refuses_it(
     causal_project: Path, tmp_path: Path
 ) -> None:
     cfg = _causal_cfg(causal_project / "tiny", tmp_path)
@@ -80,6 +80,9 @@ def test_finetune_trains_a_sequence_classifier_and_export_refuses_it(
     training = json.loads((model_dir / "training.json").read_text())
     assert training["strategy"] == "lora" and training["best_val"] is not None
     assert training["global_step"] > 0 and training["pooling"] is None
+    run_stage("evaluate", cfg, paths, task="sentiment")  # reads the model back from its folder
+    metrics = json.loads((tmp_path / "metrics" / "sentiment.json").read_text())
+    assert 0.0 <= metrics["accuracy"] <= 1.0
     with pytest.raises(ConfigError, match=r"^model\.family: the int8 export handles BERT-style"):
         run_stage("export", cfg, paths, task="sentiment")
     assert not (tmp_path / "models" / "export" / "sentiment").exists()

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from emergent.config import Paths
 from emergent.data.layout import HELD_OUT, corpus_path, load_task_split
 from emergent.data.mlm import read_corpus
+from emergent.errors import ConfigError, StageError
 from emergent.evaluation.bootstrap import Bootstrap, drop_interval
 from emergent.evaluation.plots import write_csv
 from emergent.evaluation.predict import batches, encode_for_scoring, predict, torch_forward
@@ -97,6 +98,26 @@ def gate_failures(parity: dict, name: str) -> list[str]:
                 f"export.drop_gate={parity['drop_gate']})"
             )
     return failures
+
+
+EXPORTABLE_MODEL_TYPES = ("bert",)
+
+
+def require_encoder(model_dir: Path) -> None:
+    """Refuse, in one line, a fine-tuned model the export cannot handle: head pruning, ONNX
+    Runtime's fusion (`model_type="bert"`) and the QAttention int8 scheme are all built for
+    BERT-style encoders, and a causal LM (Llama) would fail deep inside them. Checked before
+    anything loads, so no package or MLflow run is half-made."""
+    config = model_dir / "config.json"
+    if not config.is_file():
+        raise StageError(f"{model_dir} has no fine-tuned model: run finetune first")
+    model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    if model_type not in EXPORTABLE_MODEL_TYPES:
+        raise ConfigError(
+            "model.family",
+            f"the int8 export handles BERT-style encoders only; {model_dir} is a "
+            f"{model_type!r} model (a causal backbone is not exported yet)",
+        )
 
 
 def publish(paths: Paths, task: Task, result: dict[str, Any]) -> None:

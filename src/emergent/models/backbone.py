@@ -1,4 +1,7 @@
-"""Backbones and tokenizers: the packaged pretrained MiniLM or a BERT built from config.
+"""Backbones and tokenizers: a pretrained backbone named by `model.source` (MiniLM, a causal
+LM such as SmolLM2) or a BERT built from config. Every pretrained load goes through
+`emergent.models.source` (folders, pkg://, .gguf, hf://), so the tokenizer, pretraining and
+fine-tuning stages accept every way of naming a model the few-shot lab does.
 
 Every loader returns a model in *train* mode: `from_pretrained` returns eval mode and Lightning
 keeps it, which would silently switch dropout off during training.
@@ -6,6 +9,7 @@ keeps it, which would silently switch dropout off during training.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -13,18 +17,33 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from emergent.data.sources import resolve
+from emergent.models.source import (
+    ModelSource,
+    load_pretrained,
+    load_source_tokenizer,
+    resolve_source,
+)
 
 log = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def backbone_dir(model_cfg: DictConfig) -> Path:
-    """Folder of a pretrained backbone (`model.source`, local path or pkg://)."""
+def backbone_source(model_cfg: DictConfig) -> ModelSource:
+    """The pretrained backbone `model.source` names (folder, pkg://, .gguf or hf://)."""
     if not model_cfg.get("source"):
         raise ValueError(f"model {model_cfg.name!r} has no `source`: it is built from config")
-    return resolve(f"{model_cfg.source}/config.json").parent
+    return resolve_source(str(model_cfg.source))
+
+
+def backbone_dir(model_cfg: DictConfig) -> Path:
+    """Folder of a pretrained backbone (for a .gguf source: the folder holding the file)."""
+    return backbone_source(model_cfg).folder
+
+
+def is_causal(model_cfg: DictConfig) -> bool:
+    """Whether the preset's backbone is a causal (left-to-right) LM, not a BERT-style encoder."""
+    return str(model_cfg.get("family") or "masked") == "causal"
 
 
 def config_overrides(model_cfg: DictConfig) -> dict[str, Any]:
@@ -113,7 +132,9 @@ def build_tokenizer(model_cfg: DictConfig, corpus: Iterable[str]) -> Any:
             lowercase=bool(model_cfg.tokenizer.lowercase),
             max_length=int(model_cfg.max_length),
         )
-    tokenizer = load_tokenizer(backbone_dir(model_cfg))
+    tokenizer = load_source_tokenizer(backbone_source(model_cfg))
+    if tokenizer.pad_token is None:  # a causal LM's tokenizer may have none: batches need one
+        tokenizer.pad_token = tokenizer.eos_token
     tokenizer.model_max_length = int(model_cfg.max_length)
     return tokenizer
 
@@ -129,7 +150,7 @@ def bert_config(model_cfg: DictConfig, tokenizer: Any, **extra: Any) -> Any:
     )
 
 
-def from_pretrained_logged(cls: Any, path: str | Path, **kwargs: Any) -> Any:
+def from_pretrained_logged(cls: Any, path: str | Path | ModelSource, **kwargs: Any) -> Any:
     """`cls.from_pretrained(path, **kwargs)`, its load report as one log line.
 
     Loading a checkpoint into another head (MLM weights into a tagger, a sentence encoder into
@@ -143,8 +164,9 @@ def from_pretrained_logged(cls: Any, path: str | Path, **kwargs: Any) -> Any:
     hf_log = logging.getLogger("transformers.modeling_utils")
     report = _DropLoadReport()
     hf_log.addFilter(report)
+    source = path if isinstance(path, ModelSource) else ModelSource(Path(path))
     try:
-        model, info = cls.from_pretrained(str(path), output_loading_info=True, **kwargs)
+        model, info = load_pretrained(cls, source, output_loading_info=True, **kwargs)
     finally:
         hf_log.removeFilter(report)
     missing, unused = info["missing_keys"], info["unexpected_keys"]
@@ -177,7 +199,7 @@ def load_mlm_model(model_cfg: DictConfig, tokenizer: Any) -> Any:
 
     if model_cfg.pretrained:
         model = from_pretrained_logged(
-            BertForMaskedLM, backbone_dir(model_cfg), **config_overrides(model_cfg)
+            BertForMaskedLM, backbone_source(model_cfg), **config_overrides(model_cfg)
         )
         if model.config.vocab_size != len(tokenizer):
             raise ValueError(
@@ -188,6 +210,32 @@ def load_mlm_model(model_cfg: DictConfig, tokenizer: Any) -> Any:
     else:
         model = BertForMaskedLM(bert_config(model_cfg, tokenizer))
     return model.train()
+
+
+def load_causal_backbone(model_cfg: DictConfig) -> Any:
+    """The causal LM `model.source` names, as saved (a GGUF file de-quantized to float32), in
+    train mode: pretraining passes it on unchanged for fine-tuning to read."""
+    from transformers import AutoModelForCausalLM
+
+    model = load_pretrained(AutoModelForCausalLM, backbone_source(model_cfg))
+    return without_quantizer(model).train()
+
+
+def without_quantizer(model: Any) -> Any:
+    """The same weights in a plain model of the same class.
+
+    transformers de-quantizes a GGUF file to ordinary float tensors but keeps its GGUF
+    quantizer on the model, and `save_pretrained` refuses any model whose quantizer is not
+    serializable: a plain copy saves as ordinary safetensors.
+    """
+    if getattr(model, "hf_quantizer", None) is None:
+        return model
+    config = copy.deepcopy(model.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = type(model)(config)
+    plain.load_state_dict(model.state_dict())
+    return plain
 
 
 def count_parameters(model: Any) -> dict[str, int]:

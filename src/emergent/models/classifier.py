@@ -30,7 +30,7 @@ from emergent.tasks.shapes import N_SHAPES, model_inputs, uses_shapes
 
 log = logging.getLogger(__name__)
 
-HEAD_PREFIXES = ("classifier", "score", "base_model.model.classifier")
+HEAD_PREFIXES = ("classifier", "score", "base_model.model.classifier", "base_model.model.score")
 
 
 def load_task_model(
@@ -41,15 +41,21 @@ def load_task_model(
     init: str = "pretrained",
     pooling: str = "cls",
     word_shapes: bool = False,
+    causal: bool = False,
 ) -> Any:
     """The task's model from `path`, or the same architecture randomly initialised
     (`init=random`, to measure what pretraining buys). Returned in train mode.
 
     `pooling` (tasks that pool one vector per text): `cls`, `mean` or `auto` (the backbone's
     own, `emergent.models.pooling`); recorded in the model's config as `classifier_pooling`.
-    `word_shapes`: the model reads each word's shape (`enable_word_shapes`)."""
+    `word_shapes`: the model reads each word's shape (`enable_word_shapes`).
+    `causal`: the backbone is a causal LM (`model.family=causal`): transformers' own sequence
+    classifier for it (e.g. LlamaForSequenceClassification, which classifies from the last
+    non-pad token's state, the only one that has read the whole text)."""
     from transformers import AutoConfig
 
+    if causal:
+        check_causal(task, pooling)
     cls = task.model_class()
     settings = {
         "num_labels": len(labels),
@@ -60,7 +66,12 @@ def load_task_model(
     if init not in ("random", "pretrained"):
         raise ConfigError("finetune.init", f"must be 'pretrained' or 'random', got {init!r}")
     config = AutoConfig.from_pretrained(path, **settings)
-    if task.pools:
+    if causal and config.pad_token_id is None:
+        raise ConfigError(
+            "model.source",
+            f"{path}: the causal LM's config has no pad_token_id to find the last real token by",
+        )
+    if task.pools and not causal:
         setattr(config, POOLING_KEY, resolve_pooling(pooling, path))
         cls = pooled_class(cls, config)
         log.info("%s: %s pooling", task.name, getattr(config, POOLING_KEY))
@@ -71,6 +82,25 @@ def load_task_model(
     if word_shapes:
         enable_word_shapes(model)
     return model.train()
+
+
+def check_causal(task: Task, pooling: str) -> None:
+    """Refuse what a causal backbone cannot do, one line naming the key: a per-token task (a
+    left-to-right LM sees no right context for a token's label) and a pooling other than the
+    model's own (the project's `[CLS]`/mean wrappers are BERT classes)."""
+    if not task.pools:
+        raise ConfigError(
+            "model.family",
+            f"causal backbones are for tasks that classify whole texts; finetune@{task.name} "
+            f"is {task.kind}, which needs each token's right context: use a masked "
+            "(BERT-style) model preset",
+        )
+    if pooling != "auto":
+        raise ConfigError(
+            f"finetune.{task.name}.pooling",
+            f"must be auto with a causal backbone (it classifies from its last token), "
+            f"got {pooling!r}",
+        )
 
 
 def enable_word_shapes(model: Any) -> Any:
@@ -92,7 +122,10 @@ def enable_word_shapes(model: Any) -> Any:
 
 
 def apply_lora(task: Task, model: Any, lora_cfg: dict[str, Any]) -> Any:
+    """LoRA adapters on `lora.target_modules` (BERT: query, value; Llama: q_proj, v_proj);
+    names that match no module of this backbone are one line naming the key."""
     from peft import LoraConfig, TaskType, get_peft_model
+    from peft.utils.error import NoMatchingPeftModuleError
 
     config = LoraConfig(
         task_type=getattr(TaskType, task.lora_task_type),
@@ -101,7 +134,15 @@ def apply_lora(task: Task, model: Any, lora_cfg: dict[str, Any]) -> Any:
         lora_dropout=float(lora_cfg["dropout"]),
         target_modules=list(lora_cfg["target_modules"]),
     )
-    return get_peft_model(model, config)
+    try:
+        return get_peft_model(model, config)
+    except NoMatchingPeftModuleError:
+        leaves = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if not list(m.children())}
+        raise ConfigError(
+            f"finetune.{task.name}.lora.target_modules",
+            f"{list(lora_cfg['target_modules'])} match no module of this "
+            f"{model.config.model_type} backbone (its layers: {', '.join(sorted(leaves))})",
+        ) from None
 
 
 def mergeable(model: Any) -> Any:

@@ -13,13 +13,30 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
+from emergent.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
 def encoder_model(model: Any) -> Any:
-    """The bare encoder (BertModel) inside a task model, also through a PEFT wrapper."""
+    """The bare backbone (BertModel, LlamaModel) inside a task model, also through PEFT."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return base.base_model
+
+
+def stacked_layers(backbone: Any) -> Any:
+    """The backbone's transformer layers, bottom first: BERT's `encoder.layer`, Llama's
+    `layers`; None for a layout freezing does not know."""
+    encoder = getattr(backbone, "encoder", None)
+    if encoder is not None and hasattr(encoder, "layer"):
+        return encoder.layer
+    return getattr(backbone, "layers", None)
+
+
+def embedding_module(backbone: Any) -> Any:
+    """BERT's embeddings block (words, positions, segments, norm); else the input embeddings."""
+    embeddings = getattr(backbone, "embeddings", None)
+    return embeddings if embeddings is not None else backbone.get_input_embeddings()
 
 
 def freeze(
@@ -32,11 +49,17 @@ def freeze(
         modules.append(bert)
     else:
         if embeddings:
-            modules.append(bert.embeddings)
-        n_layers = len(bert.encoder.layer)
+            modules.append(embedding_module(bert))
+        stack = stacked_layers(bert)
+        if stack is None and layers:
+            raise ConfigError(
+                "finetune.freeze.layers",
+                f"cannot find the layers of a {type(bert).__name__} backbone to freeze",
+            )
+        n_layers = len(stack) if stack is not None else 0
         if layers > n_layers:
             raise ValueError(f"finetune.freeze.layers={layers} but the encoder has {n_layers}")
-        modules.extend(bert.encoder.layer[:layers])
+        modules.extend(stack[:layers] if stack is not None else [])
     frozen: list[str] = []
     names = {id(p): n for n, p in model.named_parameters()}
     for module in modules:

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from emergent.config import Paths
 from emergent.data.layout import feedback_seen, load_task_split, manifest_path
 from emergent.errors import StageError
-from emergent.export.pipeline import export_package, publish
+from emergent.export.pipeline import export_package, publish, require_encoder
 from emergent.io import atomic_dir, sha256_file
 from emergent.stages.per_task import per_task
 from emergent.tasks import Task
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 @per_task
 def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
+    require_encoder(paths.inp("models", task.name))
     manifest = manifest_path(paths.inp(cfg.data.prepared_dir))
     out_dir = paths.out("models", "export", task.name)
     with stage_run(

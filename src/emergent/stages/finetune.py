@@ -29,8 +29,14 @@ from emergent.errors import ConfigError, StageError
 from emergent.hardware import device_count
 from emergent.io import atomic_dir, sha256_file, write_json
 from emergent.models.averaging import ExponentialMovingAverage
-from emergent.models.backbone import count_parameters, load_tokenizer, lowercases
-from emergent.models.classifier import apply_lora, load_task_model, mergeable, task_module
+from emergent.models.backbone import count_parameters, is_causal, load_tokenizer, lowercases
+from emergent.models.classifier import (
+    apply_lora,
+    check_causal,
+    load_task_model,
+    mergeable,
+    task_module,
+)
 from emergent.models.freezing import GradualUnfreezing, freeze
 from emergent.models.pooling import POOLING_KEY
 from emergent.stages.per_task import per_task
@@ -42,7 +48,11 @@ from emergent.training import MetricHistory, build_trainer, mlflow_logger
 log = logging.getLogger(__name__)
 
 
-def dropout_overrides(fcfg: DictConfig) -> dict[str, Any]:
+def dropout_overrides(fcfg: DictConfig, causal: bool = False) -> dict[str, Any]:
+    """The config overrides for `finetune.<task>.dropout`: BERT's three rates, or a causal
+    LM's (Llama has attention dropout only; its score head has none)."""
+    if causal:
+        return {"attention_dropout": float(fcfg.dropout.attention)}
     return {
         "hidden_dropout_prob": float(fcfg.dropout.hidden),
         "attention_probs_dropout_prob": float(fcfg.dropout.attention),
@@ -100,18 +110,25 @@ def run(
     pretrained = paths.inp("models", "pretrained")
     if not (pretrained / "config.json").is_file():
         raise StageError(f"{pretrained} has no model: run the pretrain stage first")
+    causal = is_causal(cfg.model)
+    if causal:  # before any data is encoded: a causal LM cannot do every task
+        check_causal(task, str(fcfg.get("pooling") or "cls"))
     prepared = paths.inp(cfg.data.prepared_dir)
     tokenizer = load_tokenizer(pretrained)
     max_length = task_max_length(cfg, task.name)
     datamodule = task_datamodule(fcfg, task, prepared, tokenizer, max_length, int(cfg.seed))
+    overrides = dropout_overrides(fcfg, causal)
+    if causal:  # the classifier finds each text's last token by the padding id
+        overrides["pad_token_id"] = tokenizer.pad_token_id
     model = load_task_model(
         task,
         str(pretrained),
         datamodule.labels,
-        dropout_overrides(fcfg),
+        overrides,
         init=str(fcfg.init),
         pooling=str(fcfg.get("pooling") or "cls"),
         word_shapes=word_shapes(fcfg, task, tokenizer),
+        causal=causal,
     )
     frozen = freeze(
         model,

@@ -3,6 +3,10 @@
 Resumable: `last.ckpt` is written every `pretrain.checkpoint_every_n_steps` steps into
 `checkpoints/pretrain/<config fingerprint>/`; with `pretrain.resume=true` a killed run continues
 from there. The folder is removed once the stage completes.
+
+A causal backbone (`model.family=causal`, e.g. SmolLM2) is not a masked LM: the stage passes it
+on unchanged (de-quantized, safetensors) with `skipped: true` in its metrics, so fine-tuning
+reads every backbone from `models/pretrained`.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from emergent.io import atomic_dir, sha256_file, write_json
 from emergent.models.backbone import (
     backbone_dir,
     count_parameters,
+    is_causal,
+    load_causal_backbone,
     load_mlm_model,
     load_tokenizer,
 )
@@ -53,6 +59,9 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig, paths: Paths) -> None:
+    if is_causal(cfg.model):
+        pass_on_causal(cfg, paths)
+        return
     pcfg = cfg.pretrain
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     prepared = paths.inp(cfg.data.prepared_dir)
@@ -170,6 +179,42 @@ def run(cfg: DictConfig, paths: Paths) -> None:
         tracker.log_artifact(paths.out("models", "pretrained", "config.json"), "model")
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         log.info("pretrain: %s", json.dumps(metrics))
+
+
+SKIP_REASON = "a causal LM is not trained with masked-LM pretraining: its backbone is passed on"
+
+
+def pass_on_causal(cfg: DictConfig, paths: Paths) -> None:
+    """Save the causal backbone unchanged into `models/pretrained` (with the tokenizer stage's
+    tokenizer), so fine-tuning loads it like any other; the metrics say it was skipped."""
+    log.info("pretrain skipped for %s: %s", cfg.model.name, SKIP_REASON)
+    manifest = manifest_path(paths.inp(cfg.data.prepared_dir))
+    data_sha = sha256_file(manifest) if manifest.is_file() else ""
+    tokenizer = load_tokenizer(paths.inp("models", "tokenizer"))
+    with stage_run(cfg, "pretrain", "pretrain", data_sha256=data_sha) as tracker:
+        model = load_causal_backbone(cfg.model)
+        if model.config.pad_token_id is None:  # sequence classification finds the last token
+            model.config.pad_token_id = tokenizer.pad_token_id
+        counts = count_parameters(model)
+        metrics = {
+            "skipped": True,
+            "reason": SKIP_REASON,
+            "train_seconds": 0.0,
+            "global_step": 0,
+            "params_total": counts["total"],
+            "params_trainable": counts["trainable"],
+        }
+        if not is_rank_zero():
+            return
+        with atomic_dir(paths.out("models", "pretrained")) as tmp:
+            model.save_pretrained(str(tmp), safe_serialization=True)
+            tokenizer.save_pretrained(str(tmp))
+        write_json(paths.out("metrics", "pretrain.json"), metrics)
+        tracker.log_params(
+            {"params_total": counts["total"], "params_trainable": counts["trainable"]}
+        )
+        tracker.log_metrics({"skipped": 1.0, "train_seconds": 0.0})
+        tracker.log_artifact(paths.out("models", "pretrained", "config.json"), "model")
 
 
 def snapshot_steps(fractions: list[float], max_steps: int) -> list[int]:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from emergent.fewshot.scoring import mask_logits, pad_prompts
 from emergent.models.optim import linear_warmup_decay, param_groups
+from emergent.models.source import load_pretrained, resolve_source
 
 log = logging.getLogger(__name__)
 
@@ -109,15 +110,16 @@ def prompt_loss(word_ids: Sequence[int], tokenizer: Any) -> Callable[[Any, Seque
 def load_masked_lm(path: Path) -> Any:
     from transformers import AutoModelForMaskedLM
 
-    return AutoModelForMaskedLM.from_pretrained(str(path)).train()
+    return load_pretrained(AutoModelForMaskedLM, resolve_source(path)).train()
 
 
 def load_classifier(path: Path, labels: Sequence[str], model_class: Any) -> tuple[Any, set[str]]:
     """The task's classification model (`model_class`, an `AutoModelFor...`) on the backbone
     at `path` and the names of its new parameters (classifier, pooler if the checkpoint had
     none)."""
-    model, info = model_class.from_pretrained(
-        str(path),
+    model, info = load_pretrained(
+        model_class,
+        resolve_source(path),
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},

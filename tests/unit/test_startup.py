@@ -70,7 +70,7 @@ def test_measured_start_up_opens_a_run_in_the_given_store(tmp_path: Path) -> Non
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert all(result[phase] > 0 for phase in startup.PHASES)
+    assert all(result[phase] > 0 for phase in startup.PHASES) and result["opens_mlflow_run"]
     assert result["cpu_s"] > 0
     assert not {"torch", "lightning"} & set(result["imported"])
 
@@ -82,6 +82,23 @@ def test_measured_start_up_opens_a_run_in_the_given_store(tmp_path: Path) -> Non
     runs = client.search_runs([experiment.experiment_id])
     assert [run.data.tags["dvc_stage"] for run in runs] == ["monitor"]
     assert runs[0].info.status == "FINISHED"
+
+
+def test_a_stage_without_a_run_is_measured_without_mlflow(tmp_path: Path) -> None:
+    env = {**os.environ, "DVC_ROOT": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "emergent.bench.startup", "tokenizer"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["opens_mlflow_run"] is False and result["mlflow_run_s"] == 0.0
+    assert result["stage_import_s"] > 0 and "mlflow" not in result["imported"]
+    assert not list(tmp_path.iterdir())  # no store, no artifacts
 
 
 def test_unknown_stage_is_refused_by_name(capsys: pytest.CaptureFixture[str]) -> None:

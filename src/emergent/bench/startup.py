@@ -4,7 +4,8 @@ Every `dvc repro` stage is a fresh `python -m emergent.stages <stage>` process, 
 stage does anything it pays for: the entry point's imports (`emergent.stages.__main__`: cli,
 config, schema), loading and checking params.yaml, importing the stage module (and whatever
 that imports at module level: torch, Lightning, transformers, ...), and opening its MLflow
-run (importing mlflow, the sqlite store, logging the resolved config). Each stage is measured
+run (importing mlflow, the sqlite store, logging the resolved config; only for a stage whose
+module calls `stage_run`). Each stage is measured
 in a fresh interpreter, phase by phase, with the process's wall time from the parent and its
 CPU time (user + system, which load from other processes on a shared machine inflates less
 than wall time). Stages are interleaved round by round (`--repeats`) and medians reported, so
@@ -81,15 +82,19 @@ def measure(stage: str) -> dict[str, Any]:
     validate_config(cfg)
     times["config_s"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    importlib.import_module(STAGES[stage])
+    module = importlib.import_module(STAGES[stage])
     times["stage_import_s"] = time.perf_counter() - mark
     times["imported"] = [name for name in HEAVY if name in sys.modules]
-    from emergent.tracking import stage_run
+    # A stage that opens no run (the tokenizer) pays nothing for MLflow.
+    times["opens_mlflow_run"] = "stage_run(" in Path(str(module.__file__)).read_text("utf-8")
+    times["mlflow_run_s"] = 0.0
+    if times["opens_mlflow_run"]:
+        from emergent.tracking import stage_run
 
-    mark = time.perf_counter()
-    with stage_run(cfg, stage, "startup_bench"):
-        pass
-    times["mlflow_run_s"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        with stage_run(cfg, stage, "startup_bench"):
+            pass
+        times["mlflow_run_s"] = time.perf_counter() - mark
     times["cpu_s"] = _cpu_s()
     return times
 

@@ -18,7 +18,8 @@ export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
 .PHONY: help setup repro test test-all ui params lint format lock clean bench serve loadtest \
-  assets plots browser-deps compare server server-stop server-deps remote seeds headlines dvc-deps
+  assets plots browser-deps compare server server-stop server-deps remote seeds headlines dvc-deps \
+  bench-startup
 
 # Root only where the Debian packages are installed (browser-deps).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -33,6 +34,7 @@ help:
 	@echo "make assets  offline copies of the reports' JS/CSS (npm; part of setup)"
 	@echo "make browser-deps  chromium + chromedriver (Debian) for tests/browser/"
 	@echo "make bench   benchmarks (after make repro): Lightning vs plain loop, fp32/bf16, int8"
+	@echo "make bench-startup  each DVC stage process's start-up (imports, params, MLflow run)"
 	@echo "make serve   the inference service on http://127.0.0.1:8000 (ARGS='serve.port=8080 ...')"
 	@echo "make loadtest  service load test, batching vs none -> reports/bench/serve.json"
 	@echo "make seeds   fine-tune + score TASK=ner over seeds.list -> outputs/.../reports/<task>/seeds.json"
@@ -94,6 +96,12 @@ bench: setup
 	$(BIN)/python -m emergent.bench inference task=sentiment
 	$(BIN)/python -m emergent.bench inference task=ner
 	$(BIN)/python -m emergent.bench incontext --rounds 2
+
+# What each DVC stage process spends before its work (imports, params.yaml, its MLflow run in a
+# throwaway store), fresh interpreters interleaved, medians of ARGS="--repeats 3" rounds ->
+# reports/bench/startup.json. Needs no pipeline outputs.
+bench-startup: setup
+	$(BIN)/python -m emergent.bench startup $(ARGS)
 
 # Figures as seed means: fine-tune and score one task over `seeds.list` (conf/seeds/), each seed
 # a nested MLflow run; writes reports/<task>/seeds.json in the Hydra run folder under outputs/.

@@ -484,7 +484,7 @@ def test_recovery_does_not_depend_on_the_random_state_before_it(
     import torch
 
     from emergent.export.recover import recover
-    from emergent.models.classifier import load_finetuned
+    from emergent.models.finetuned import load_finetuned
     from emergent.tasks import get_task
 
     cfg = smoke_cfg()
@@ -508,7 +508,7 @@ def test_recovery_distils_from_the_unpruned_teacher(smoke_pretrained: Path, expo
     import torch
 
     from emergent.export.recover import recover
-    from emergent.models.classifier import load_finetuned
+    from emergent.models.finetuned import load_finetuned
     from emergent.tasks import get_task
 
     cfg = smoke_cfg("export.prune.distill.alpha=1.0")

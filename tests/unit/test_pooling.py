@@ -11,7 +11,8 @@ import torch
 
 from emergent.errors import ConfigError
 from emergent.models.backbone import backbone_dir
-from emergent.models.classifier import load_finetuned, load_task_model
+from emergent.models.classifier import load_task_model
+from emergent.models.finetuned import load_finetuned
 from emergent.models.pooling import (
     POOLING_KEY,
     MeanPooledBertForSequenceClassification,

@@ -11,7 +11,8 @@ import torch
 from transformers import BertForTokenClassification
 
 from emergent.models.backbone import lowercases, train_wordpiece
-from emergent.models.classifier import enable_word_shapes, load_finetuned
+from emergent.models.classifier import enable_word_shapes
+from emergent.models.finetuned import load_finetuned
 from emergent.tasks import TokenClassificationTask
 from emergent.tasks.shapes import SHAPES, model_inputs, text_shapes, token_shapes, word_shape
 from tests.helpers import tiny_bert_config

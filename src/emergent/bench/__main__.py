@@ -1,9 +1,10 @@
-"""`python -m emergent.bench {pretrain,finetune,inference,incontext,serve} [key=value ...]`: run a
-benchmark, print ratios, write `reports/bench/<name>.json`.
+"""`python -m emergent.bench {pretrain,finetune,inference,incontext,serve,startup} [key=value
+...]`: run a benchmark, print ratios, write `reports/bench/<name>.json`.
 
 Overrides compose `conf/` like the CLI, e.g. `python -m emergent.bench pretrain model=tiny_bert`
 or `python -m emergent.bench inference task=sentiment`. `serve` (the service under load, with
-and without micro-batching) takes its own options: `python -m emergent.bench serve --help`.
+and without micro-batching) takes its own options: `python -m emergent.bench serve --help`, and
+so does `startup` (each DVC stage process's start-up, phase by phase: `... startup --help`).
 """
 
 from __future__ import annotations
@@ -24,9 +25,13 @@ def main(argv: list[str] | None = None) -> int:
         from emergent.bench import serve
 
         return serve.main(argv[1:])
+    if argv[:1] == ["startup"]:  # fresh processes per stage: options of its own, no config
+        from emergent.bench import startup
+
+        return startup.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m emergent.bench", description=__doc__)
     parser.add_argument(
-        "bench", choices=("pretrain", "finetune", "inference", "incontext", "serve")
+        "bench", choices=("pretrain", "finetune", "inference", "incontext", "serve", "startup")
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides (key=value)")
     parser.add_argument("--rounds", type=int, default=3, help="pretrain: interleaved rounds")

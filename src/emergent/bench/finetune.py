@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from emergent.config import Paths, finetune_config
 from emergent.data.layout import load_task_split
 from emergent.evaluation.predict import predict, torch_forward
-from emergent.models.classifier import load_finetuned
+from emergent.models.finetuned import load_finetuned
 from emergent.stages import run_stage
 from emergent.tasks import Task
 

@@ -14,7 +14,7 @@ from emergent.data.layout import load_task_split
 from emergent.export import bench
 from emergent.hardware import cpu_facts, device_facts
 from emergent.models.backbone import load_tokenizer
-from emergent.models.classifier import load_finetuned
+from emergent.models.finetuned import load_finetuned
 from emergent.tasks import Task
 
 TARGETS = {

@@ -21,8 +21,8 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from emergent.config import Paths
-from emergent.data.layout import corpus_path
-from emergent.data.mlm import MaskingCollator, masking_settings, pack_blocks, read_corpus
+from emergent.data.layout import corpus_path, read_corpus
+from emergent.data.mlm import MaskingCollator, masking_settings, pack_blocks
 from emergent.models.backbone import build_tokenizer, load_mlm_model, load_tokenizer
 from emergent.models.mlm import MaskedLMModule, masked_lm_loss
 from emergent.models.optim import linear_warmup_decay, param_groups

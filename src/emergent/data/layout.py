@@ -38,6 +38,14 @@ def corpus_path(prepared_dir: Path, split: str) -> Path:
     return Path(prepared_dir) / "corpus" / f"{split}.txt"
 
 
+def read_corpus(path: Path) -> list[str]:
+    """The non-empty lines of a corpus file. Here, not in `data/mlm.py`, so the tokenizer
+    stage (and the export's vocabulary pruning) read it without importing torch/Lightning."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run the ingest stage first")
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def manifest_path(prepared_dir: Path) -> Path:
     """`manifest.json`: what ingest wrote, with a sha256 per file (the data's identity)."""
     return Path(prepared_dir) / MANIFEST

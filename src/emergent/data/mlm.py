@@ -10,13 +10,9 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from emergent.data.layout import read_corpus
+
 log = logging.getLogger(__name__)
-
-
-def read_corpus(path: Path) -> list[str]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run the ingest stage first")
-    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def pack_blocks(tokenizer: Any, texts: list[str], block_size: int) -> torch.Tensor:

@@ -16,8 +16,7 @@ import torch
 from omegaconf import DictConfig
 
 from emergent.config import Paths
-from emergent.data.layout import HELD_OUT, corpus_path, load_task_split
-from emergent.data.mlm import read_corpus
+from emergent.data.layout import HELD_OUT, corpus_path, load_task_split, read_corpus
 from emergent.errors import ConfigError, StageError
 from emergent.evaluation.bootstrap import Bootstrap, drop_interval
 from emergent.evaluation.plots import write_csv
@@ -26,10 +25,9 @@ from emergent.export import bench
 from emergent.export.card import model_card
 from emergent.export.prune import CURVE_FIELDS, Candidate, choose
 from emergent.export.quantize import quantize
-from emergent.export.recover import recover
 from emergent.hardware import device_facts
 from emergent.io import write_json
-from emergent.models.classifier import load_finetuned
+from emergent.models.finetuned import load_finetuned
 from emergent.serving.runtime import ort_forward, session
 from emergent.tasks import Task, task_spec
 
@@ -199,7 +197,11 @@ class ExportInputs:
         return int((self.cfg.export.get("prune") or {}).get("recover_steps") or 0)
 
     def recover_pruned(self, pruned: Any) -> float:
-        """Fine-tune a pruned model back, distilling from the unpruned one."""
+        """Fine-tune a pruned model back, distilling from the unpruned one. Lightning is
+        imported here: an export without recovery (`export.prune=null` or `recover_steps: 0`)
+        never loads it."""
+        from emergent.export.recover import recover
+
         return recover(
             pruned,
             self.tokenizer,

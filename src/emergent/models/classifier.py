@@ -3,9 +3,7 @@ metrics, so this module holds only the training loop's parts (loss, gathering, o
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -17,7 +15,7 @@ from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.utilities import GradClipAlgorithmType
 from omegaconf import DictConfig, OmegaConf
 
-from emergent.errors import ConfigError, StageError
+from emergent.errors import ConfigError
 from emergent.models.backbone import from_pretrained_logged
 from emergent.models.crf import TagTransitions
 from emergent.models.optim import layerwise_param_groups, param_groups
@@ -366,21 +364,6 @@ class TaskModule(L.LightningModule):
             float(gradient_clip_val or 0.0),
             GradClipAlgorithmType(gradient_clip_algorithm or "norm"),
         )
-
-
-def load_finetuned(task: Task, model_dir: Path | str) -> tuple[Any, Any, list[str]]:
-    """A fine-tuned task model (eval mode), its tokenizer and its labels from `models/{task}/`."""
-    from emergent.models.backbone import load_tokenizer
-
-    model_dir = Path(model_dir)
-    if not (model_dir / "labels.json").is_file():
-        raise StageError(f"{model_dir} has no fine-tuned model: run finetune@{task.name} first")
-    labels = json.loads((model_dir / "labels.json").read_text(encoding="utf-8"))
-    from transformers import AutoConfig
-
-    cls = pooled_class(task.model_class(), AutoConfig.from_pretrained(str(model_dir)))
-    model = cls.from_pretrained(str(model_dir)).eval()
-    return model, load_tokenizer(model_dir), labels
 
 
 def task_module(

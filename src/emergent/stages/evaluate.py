@@ -20,7 +20,7 @@ from emergent.evaluation import errors, plots
 from emergent.evaluation.bootstrap import Bootstrap, headline_interval, interval
 from emergent.evaluation.predict import predict, torch_forward
 from emergent.io import atomic_dir, sha256_file, write_json, write_jsonl
-from emergent.models.classifier import load_finetuned
+from emergent.models.finetuned import load_finetuned
 from emergent.stages.per_task import per_task
 from emergent.tasks import Evaluation, Task
 from emergent.tracking import stage_run

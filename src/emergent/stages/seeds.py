@@ -27,7 +27,7 @@ from emergent.data.layout import HELD_OUT, load_task_split
 from emergent.errors import ConfigError
 from emergent.evaluation.predict import predict, torch_forward
 from emergent.io import write_json
-from emergent.models.classifier import load_finetuned
+from emergent.models.finetuned import load_finetuned
 from emergent.stages import finetune
 from emergent.stages.per_task import per_task
 from emergent.tasks import Task

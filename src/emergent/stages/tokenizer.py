@@ -7,8 +7,7 @@ import logging
 from omegaconf import DictConfig
 
 from emergent.config import Paths
-from emergent.data.layout import corpus_path
-from emergent.data.mlm import read_corpus
+from emergent.data.layout import corpus_path, read_corpus
 from emergent.io import atomic_dir
 from emergent.models.backbone import build_tokenizer
 

@@ -46,6 +46,8 @@ defaults:
 feedback:
   test_percent: 40
 finetune:
+  shared:
+    limit_train_batches: null  # every batch: the smoke preset's 4 would see few B examples
   sentiment:
     max_epochs: 4
 serve:

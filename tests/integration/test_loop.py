@@ -45,6 +45,10 @@ defaults:
   - smoke
 feedback:
   test_percent: 40
+# the smoke champion answers about one class with one confidence whatever the text, so only
+# the text features (length, token count, unknown-token share) can show the shift
+monitor:
+  drift_share: 0.4
 finetune:
   shared:
     limit_train_batches: null  # every batch: the smoke preset's 4 would see few B examples
@@ -151,7 +155,7 @@ def test_loop_promotes_on_shifted_feedback_and_refuses_flipped_labels(
                 if db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] >= 61:
                     break
             time.sleep(0.2)
-        feedback = domain_b(200, seed=1)
+        feedback = domain_b(500, seed=1)
         for start in range(0, len(feedback), 50):
             sent = client.post(
                 "/v1/sentiment/feedback", json={"examples": feedback[start : start + 50]}
@@ -181,7 +185,7 @@ def test_loop_promotes_on_shifted_feedback_and_refuses_flipped_labels(
         thread.join(30)
         report = last_report(root)
         assert promoted.returncode == 0, promoted.stdout + promoted.stderr[-4000:] + str(report)
-        assert report["drift"]["drift"] is True and report["new_examples"] == 200
+        assert report["drift"]["drift"] is True and report["new_examples"] == 500
         assert (report["champion_before"], report["champion_after"]) == ("1", "2")
         decision = json.loads(Path(report["decision_file"]).read_text())
         gains = {s["name"]: s for s in decision["example_sets"]}
@@ -194,7 +198,7 @@ def test_loop_promotes_on_shifted_feedback_and_refuses_flipped_labels(
         assert predict(["the kettle arrived cracked"]).json()["version"] == "2"
 
         # label-flipped feedback: the challenger is refused, nothing moves
-        flipped = domain_b(200, seed=2, flip=True)
+        flipped = domain_b(500, seed=2, flip=True)
         for start in range(0, len(flipped), 50):
             sent = client.post(
                 "/v1/sentiment/feedback", json={"examples": flipped[start : start + 50]}
@@ -204,7 +208,7 @@ def test_loop_promotes_on_shifted_feedback_and_refuses_flipped_labels(
         report = last_report(root)
         assert refused.returncode == 3, refused.stdout + refused.stderr[-4000:] + str(report)
         assert report["outcome"] == "refused" and report["champion_after"] is None
-        assert report["new_examples"] == 200 and report["champion_before"] == "2"
+        assert report["new_examples"] == 500 and report["champion_before"] == "2"
         models = client.get("/v1/models").json()["models"]
         assert [m["version"] for m in models] == ["2"]
         after = run_cmd(

@@ -70,7 +70,7 @@ WITH_FEEDBACK = (
 PRODUCTS = ["blender", "kettle", "charger", "headset", "toaster", "router", "keyboard", "lamp"]
 GOOD = ["arrived early and works", "battery lasts all week", "sturdy and quiet", "five stars"]
 BAD = ["arrived cracked", "stopped charging", "died after a week", "refund requested"]
-MAX_REQUESTS = 3000  # the swap client's bound (with its time bound, the loop's timeout)
+MAX_REQUESTS = 20000  # the swap client's bound (with its time bound, the loop's timeout)
 
 
 def domain_b(n: int, seed: int, flip: bool = False) -> list[dict[str, str]]:
@@ -175,7 +175,7 @@ def test_loop_promotes_on_shifted_feedback_and_refuses_flipped_labels(
                     seen.append((answer.status_code, answer.json().get("version")))
                 except httpx.HTTPError as err:
                     seen.append((0, repr(err)))
-                time.sleep(0.05)
+                time.sleep(0.1)
 
         thread = threading.Thread(target=traffic, daemon=True)
         thread.start()

@@ -19,7 +19,7 @@ export PYTHONUNBUFFERED := 1
 
 .PHONY: help setup repro test test-all ui params lint format lock clean bench serve loadtest \
   assets plots browser-deps compare server server-stop server-deps remote seeds headlines dvc-deps \
-  bench-startup
+  bench-startup loop
 
 # Root only where the Debian packages are installed (browser-deps).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -38,6 +38,7 @@ help:
 	@echo "make serve   the inference service on http://127.0.0.1:8000 (ARGS='serve.port=8080 ...')"
 	@echo "make loadtest  service load test, batching vs none -> reports/bench/serve.json"
 	@echo "make seeds   fine-tune + score TASK=ner over seeds.list -> outputs/.../reports/<task>/seeds.json"
+	@echo "make loop    one continuous-training iteration for TASK=<t> (docs/feedback.md; exit 0/10/3/1)"
 	@echo "make params  rewrite params.yaml from conf/"
 	@echo "make headlines  rewrite the README's headline table from metrics/*.json"
 	@echo "make dvc-deps  rewrite dvc.yaml's src/ deps: each stage's import closure (after an import changes)"
@@ -109,6 +110,12 @@ bench-startup: setup
 TASK ?= ner
 seeds: setup
 	$(BIN)/python -m emergent seeds task=$(TASK) $(ARGS)
+
+# One iteration of the continuous-training loop for TASK (docs/feedback.md): drift and new
+# feedback -> challenger (dvc exp run) -> gate -> champion -> service reload. Exit status:
+# 0 promoted, 10 nothing to do, 3 refused by the gate, 1 error. ARGS="loop.force=true" etc.
+loop: setup
+	$(BIN)/python -m emergent loop task=$(TASK) $(ARGS)
 
 # The inference service: every exported task from models/export/ (serve.source=registry for
 # the MLflow aliases). Overrides: make serve ARGS="serve.port=8080 serve.threads=2".

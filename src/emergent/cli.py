@@ -36,5 +36,5 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except (UserError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"{getattr(err, 'prefix', 'error: ')}{err}", file=sys.stderr)
         sys.exit(getattr(err, "exit_code", 1))

@@ -15,6 +15,8 @@ class UserError(Exception):
 
     #: the command line's exit status for this kind (1 unless a kind says otherwise)
     exit_code: int = 1
+    #: what the command line prints before the message
+    prefix: str = "error: "
 
 
 class DataError(UserError, ValueError):
@@ -48,6 +50,14 @@ class GateRefused(UserError):
     so it exits with its own status (3) that scripts can tell from an error (1)."""
 
     exit_code = 3
+
+
+class NothingToDo(UserError):
+    """A loop iteration found no reason to retrain: not an error either, so it exits with its
+    own status (10) and its message is printed without `error:`."""
+
+    exit_code = 10
+    prefix = ""
 
 
 class ExampleError(UserError, ValueError):

@@ -656,6 +656,28 @@ class FeedbackConfig(_Section):
     test_percent: Annotated[int, Field(ge=0, le=100)]
 
 
+class LoopExperiment(_Section):
+    """`loop.experiment`: how the loop trains a challenger (a DVC experiment in the workspace)."""
+
+    command: Annotated[list[str], Field(min_length=1)]
+    targets: list[str]
+    timeout_s: PositiveFloat
+
+
+class LoopConfig(_Section):
+    """`loop`: one iteration of the continuous-training loop (emergent.stages.loop)."""
+
+    min_new_examples: PositiveInt
+    force: StrictBool
+    service_url: Annotated[str, Field(pattern=r"^https?://")] | None
+    admin_key_env: Annotated[str, Field(min_length=1)]
+    lock_file: str
+    reload_timeout_s: PositiveFloat
+    poll_interval_s: PositiveFloat
+    reports_dir: str
+    experiment: LoopExperiment
+
+
 # --- the whole config ------------------------------------------------------------------------
 
 
@@ -679,6 +701,7 @@ class RootBase(_Open):
     tune: TuneConfig
     promote: PromoteConfig
     feedback: FeedbackConfig
+    loop: LoopConfig
 
 
 def config_model(task_names: list[str]) -> type[BaseModel]:

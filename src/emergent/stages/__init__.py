@@ -30,6 +30,7 @@ STAGES: dict[str, str] = {
     "monitor": "emergent.stages.monitor",  # a DVC stage that always runs (`always_changed`)
     # commands (not DVC stages)
     "promote": "emergent.stages.promote",
+    "loop": "emergent.stages.loop",  # one continuous-training iteration (promote + reload)
     "predict": "emergent.stages.predict",
     "serve": "emergent.stages.serve",
     "keys": "emergent.stages.keys",
@@ -39,7 +40,7 @@ STAGES: dict[str, str] = {
 }
 
 # Stages that run once per task (DVC `foreach`).
-TASK_STAGES: set[str] = {"finetune", "evaluate", "export", "promote", "predict", "seeds"}
+TASK_STAGES: set[str] = {"finetune", "evaluate", "export", "promote", "predict", "seeds", "loop"}
 
 # Commands taking their own arguments (`keys add --scope predict`, `monitor export`, `feedback
 # export`): words and flags that are not `key=value` overrides reach them as `argv`.

@@ -207,7 +207,7 @@ def test_loop_promotes_on_shifted_feedback_and_refuses_flipped_labels(
         refused = loop(root, url)
         report = last_report(root)
         assert refused.returncode == 3, refused.stdout + refused.stderr[-4000:] + str(report)
-        assert report["outcome"] == "refused" and report["champion_after"] is None
+        assert report["outcome"] == "refused" and report["champion_after"] == "2"
         assert report["new_examples"] == 500 and report["champion_before"] == "2"
         models = client.get("/v1/models").json()["models"]
         assert [m["version"] for m in models] == ["2"]

@@ -81,11 +81,11 @@ def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
         before = set(decisions.glob("*.json"))
         try:
             run_stage("promote", cfg, paths, task=task)
-        finally:
+        finally:  # refused or not, the report says which decision and which champion
             made = sorted(set(decisions.glob("*.json")) - before)
             report["decision_file"] = str(made[-1]) if made else None
-        after = alias_version(task.name, "champion")
-        report["champion_after"] = _version(after)
+            after = alias_version(task.name, "champion")
+            report["champion_after"] = _version(after)
         if after is None or (champion is not None and after.version == champion.version):
             raise NothingToDo(
                 f"nothing to do: candidate v{_version(after)} already is the champion"

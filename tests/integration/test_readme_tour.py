@@ -80,7 +80,7 @@ TOUR = [
     "python -m emergent monitor",
     # the few-shot lab
     "dvc repro fewshot",
-    "python -m emergent fewshot fewshot.k=[0,4,16,64] fewshot.seeds=[1,2,3,4,5]",
+    "python -m emergent fewshot experiment=fewshot_lm",
     "dvc exp run -S experiment=fewshot_full",
     # seeds and the team set-up (queued runs: tests/integration/test_team.py; the tuned preset
     # exists only after a search: tests/integration/test_tune.py composes it)

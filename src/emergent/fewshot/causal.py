@@ -27,6 +27,7 @@ from typing import Any, Literal
 import torch
 
 from emergent.fewshot import FewShotConfigError
+from emergent.fewshot.verbalizers import require_distinct, require_words
 
 Prompting = Literal["raw", "chat"]
 SLOT = "{mask}"
@@ -125,11 +126,7 @@ def label_word_ids(
     prompter: CausalPrompter, words: Mapping[str, str], labels: Sequence[str], key: str
 ) -> tuple[int, ...]:
     """The one vocabulary id each label's word starts the answer with (checked unique)."""
-    missing = [label for label in labels if label not in words]
-    if missing:
-        raise FewShotConfigError(
-            f"{key}: no word for label(s) {missing}; labels are {list(labels)}"
-        )
+    require_words(words, labels, key)
     ids = []
     for label in labels:
         pieces = prompter.ids(prompter.answer(str(words[label])))
@@ -140,8 +137,7 @@ def label_word_ids(
                 f"after the prompt (tokenized as {shown}); choose a word it keeps whole"
             )
         ids.append(pieces[0])
-    if len(set(ids)) != len(ids):
-        raise FewShotConfigError(f"{key}: two labels share a word ({dict(words)})")
+    require_distinct(ids, words, key)
     return tuple(ids)
 
 

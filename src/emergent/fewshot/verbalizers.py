@@ -27,6 +27,21 @@ def single_token_id(tokenizer: Any, word: str) -> int | None:
     return int(tokenizer.convert_tokens_to_ids(pieces[0]))
 
 
+def require_words(words: Mapping[str, str], labels: Sequence[str], key: str) -> None:
+    """Every label has a word (masked and causal verbalizers alike)."""
+    missing = [label for label in labels if label not in words]
+    if missing:
+        raise FewShotConfigError(
+            f"{key}: no word for label(s) {missing}; labels are {list(labels)}"
+        )
+
+
+def require_distinct(ids: Sequence[int], words: Mapping[str, str], key: str) -> None:
+    """No two labels are read off the same vocabulary id."""
+    if len(set(ids)) != len(ids):
+        raise FewShotConfigError(f"{key}: two labels share a word ({dict(words)})")
+
+
 def build_verbalizer(
     tokenizer: Any, words: Mapping[str, str], labels: Sequence[str], key: str
 ) -> Verbalizer:
@@ -34,11 +49,7 @@ def build_verbalizer(
 
     `key` is the config key of the mapping (`fewshot.tasks.<task>.verbalizer`) for the error.
     """
-    missing = [label for label in labels if label not in words]
-    if missing:
-        raise FewShotConfigError(
-            f"{key}: no word for label(s) {missing}; labels are {list(labels)}"
-        )
+    require_words(words, labels, key)
     ids = []
     for label in labels:
         token = single_token_id(tokenizer, str(words[label]))
@@ -49,6 +60,5 @@ def build_verbalizer(
                 f"(tokenized as {pieces}); choose a word the tokenizer keeps whole"
             )
         ids.append(token)
-    if len(set(ids)) != len(ids):
-        raise FewShotConfigError(f"{key}: two labels share a word ({dict(words)})")
+    require_distinct(ids, words, key)
     return Verbalizer(tuple(labels), tuple(str(words[label]) for label in labels), tuple(ids))

@@ -14,8 +14,14 @@ trained on B's feedback can, which makes a gain whose interval excludes zero rea
    challenger (`dvc exp run` with the feedback as a dep of ingest), the gate promotes it, the
    service reloads: a client sending requests through the swap sees no failure and the
    version changes exactly once.
-3. Label-flipped B feedback: the next challenger is refused (exit 3), champion and service
-   unchanged.
+3. Label-flipped B feedback, twice as much as the clean feedback: the challenger learns the
+   flipped labels and wins on the feedback test split, which is drawn from the same poisoned
+   feedback. What refuses it is the test split the team trusts: the team adds a small
+   hand-labelled B test file (`data.sentiment.test`, the source's own CSV shape) to the
+   challenger's experiment, the champion knows B and the challenger has it backwards, so the
+   gate's test rule (a drop beyond the tolerance with an interval below zero) refuses: exit 3,
+   champion and service unchanged. Order numbers are random in every batch, so no token tells
+   a flipped review from a clean one (a batch-numbered order let the challenger learn both).
 """
 
 from __future__ import annotations
@@ -74,15 +80,29 @@ MAX_REQUESTS = 20000  # the swap client's bound (with its time bound, the loop's
 
 
 def domain_b(n: int, seed: int, flip: bool = False) -> list[dict[str, str]]:
-    """`n` distinct product reviews; labels by the phrase (swapped with `flip`)."""
+    """`n` product reviews, half of each label; labels by the phrase (swapped with `flip`).
+
+    Order numbers are drawn from one range for every batch: nothing in a text says which
+    batch (clean or flipped) it came from."""
     rng = random.Random(seed)
     rows = []
     for i in range(n):
         good = i % 2 == 0
         phrase = rng.choice(GOOD if good else BAD)
-        text = f"the {rng.choice(PRODUCTS)} {phrase}, order {seed}{i:04d}"
+        text = f"the {rng.choice(PRODUCTS)} {phrase}, order {rng.randrange(10**6):06d}"
         rows.append({"text": text, "label": "positive" if good != flip else "negative"})
     return rows
+
+
+def trusted_b_test(root: Path) -> str:
+    """A hand-labelled B test file in the source's CSV shape (raw labels fresh/rotten, mapped
+    by `data.sentiment.label_map`); returns its path relative to the project."""
+    path = root / "data" / "curated" / "sentiment_b_test.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = {"positive": "fresh", "negative": "rotten"}
+    rows = [f'"{r["text"]}",{raw[r["label"]]}' for r in domain_b(200, seed=3)]
+    path.write_text("text,category\n" + "\n".join(rows) + "\n")
+    return str(path.relative_to(root))
 
 
 def project(tmp: Path) -> Path:
@@ -98,10 +118,10 @@ def project(tmp: Path) -> Path:
     return root
 
 
-def loop(root: Path, url: str, *extra: str) -> subprocess.CompletedProcess:
+def loop(root: Path, url: str, experiment: str = WITH_FEEDBACK) -> subprocess.CompletedProcess:
     args = ["loop", "task=sentiment", f"loop.service_url={url}", "loop.min_new_examples=40"]
     return run_cmd(
-        [sys.executable, "-m", "emergent", *args, WITH_FEEDBACK, *extra],
+        [sys.executable, "-m", "emergent", *args, experiment],
         cwd=root,
         root=root,
         timeout=900,
@@ -197,18 +217,23 @@ def test_loop_promotes_on_shifted_feedback_and_refuses_flipped_labels(
         assert changes == ["1", "2"], changes
         assert predict(["the kettle arrived cracked"]).json()["version"] == "2"
 
-        # label-flipped feedback: the challenger is refused, nothing moves
-        flipped = domain_b(500, seed=2, flip=True)
+        # label-flipped feedback outnumbers the clean; a trusted B test file refuses it
+        flipped = domain_b(1000, seed=2, flip=True)
         for start in range(0, len(flipped), 50):
             sent = client.post(
                 "/v1/sentiment/feedback", json={"examples": flipped[start : start + 50]}
             )
             assert sent.status_code == 201, sent.text
-        refused = loop(root, url)
+        trusted = f"-S,'data.sentiment.test={trusted_b_test(root)}'"
+        refused = loop(root, url, WITH_FEEDBACK.removesuffix("]") + f",{trusted}]")
         report = last_report(root)
         assert refused.returncode == 3, refused.stdout + refused.stderr[-4000:] + str(report)
         assert report["outcome"] == "refused" and report["champion_after"] == "2"
-        assert report["new_examples"] == 500 and report["champion_before"] == "2"
+        assert report["new_examples"] == 1000 and report["champion_before"] == "2"
+        decision = json.loads(Path(report["decision_file"]).read_text())
+        verdicts = {s["name"]: s for s in decision["example_sets"]}
+        assert verdicts["test"]["verdict"] == "refuse", verdicts
+        assert verdicts["test"]["examples"] == 200 and verdicts["test"]["ci_high"] < 0
         models = client.get("/v1/models").json()["models"]
         assert [m["version"] for m in models] == ["2"]
         after = run_cmd(

@@ -19,7 +19,7 @@ export PYTHONUNBUFFERED := 1
 
 .PHONY: help setup repro test test-all ui params lint format lock clean bench serve loadtest \
   assets plots browser-deps compare server server-stop server-deps remote seeds headlines dvc-deps \
-  bench-startup loop
+  bench-startup loop times
 
 # Root only where the Debian packages are installed (browser-deps).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -35,6 +35,7 @@ help:
 	@echo "make browser-deps  chromium + chromedriver (Debian) for tests/browser/"
 	@echo "make bench   benchmarks (after make repro): Lightning vs plain loop, fp32/bf16, int8"
 	@echo "make bench-startup  each DVC stage process's start-up (imports, params, MLflow run)"
+	@echo "make times  where the last pipeline run's time went: per stage, start-up and run (ARGS='--since 2026-12-06T10:00')"
 	@echo "make serve   the inference service on http://127.0.0.1:8000 (ARGS='serve.port=8080 ...')"
 	@echo "make loadtest  service load test, batching vs none -> reports/bench/serve.json"
 	@echo "make seeds   fine-tune + score TASK=ner over seeds.list -> outputs/.../reports/<task>/seeds.json"
@@ -171,6 +172,11 @@ remote: setup
 
 params: setup
 	$(BIN)/python -m emergent.config
+
+# Per-stage wall time (start-up and run) from the stages' MLflow runs: the latest of each
+# stage, or every run since ARGS='--since <ISO time>'.
+times: setup
+	$(BIN)/python -m emergent.stage_times $(ARGS)
 
 # The README's table of headline figures, generated from metrics/*.json (after `dvc repro`);
 # a test fails while the committed table differs from what this writes.

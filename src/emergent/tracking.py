@@ -331,6 +331,14 @@ def _is_number(value: str) -> bool:
     return True
 
 
+def startup_seconds() -> float:
+    """Seconds since this process was created: its imports, config composition and
+    validation before the stage's MLflow run opens (`emergent.stage_times` reports it)."""
+    import psutil
+
+    return round(time.time() - psutil.Process().create_time(), 2)
+
+
 @contextmanager
 def stage_run(
     cfg: DictConfig,
@@ -375,6 +383,8 @@ def stage_run(
         run_name=name, tags={k: str(v) for k, v in tags.items()}, nested=nested
     ) as run:
         tracker = Tracker(run.info.run_id, experiment)
+        if not nested:  # a stage's own process: what its imports and config cost (make times)
+            tracker.log_metrics({"startup_s": startup_seconds()})
         container = OmegaConf.to_container(cfg, resolve=True)
         assert isinstance(container, dict)
         tracker.log_params(container)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import mlflow
+import psutil
 import pytest
 
 from emergent.tracking import (
@@ -34,15 +36,21 @@ def test_relative_sqlite_uri_is_anchored_at_root(cfg, monkeypatch) -> None:
 
 
 def test_stage_run_logs_params_tags_and_config(cfg, tmp_path: Path) -> None:
+    born = psutil.Process().create_time()
+    before = time.time() - born
     with stage_run(cfg, "ingest", "data", data_sha256="abc") as tracker:
         tracker.log_metrics({"rows": {"train": 10}, "note": "text is skipped"})
         tracker.log_metrics({"minilm@step-45.zero_shot.k0.accuracy": 0.5})  # '@': refused
         run_id = tracker.run_id
+    after = time.time() - born
     run = mlflow.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["dvc_stage"] == "ingest" and run.data.tags["data_sha256"] == "abc"
     assert run.data.tags["git_commit"] and run.data.tags["git_dirty"] in {"true", "false"}
     assert run.data.params["model.name"] == "tiny_bert"
+    # the process's age when the run opened: what a stage's imports and config cost
+    startup = run.data.metrics.pop("startup_s")
+    assert before - 0.01 <= startup <= after + 0.01
     assert run.data.metrics == {"rows.train": 10.0, "minilm_step-45.zero_shot.k0.accuracy": 0.5}
     experiment = mlflow.get_experiment(run.info.experiment_id)
     assert experiment.name == "data"
@@ -108,6 +116,7 @@ def test_evaluation_lands_on_the_training_run_with_its_data(cfg, prepared_smoke:
             )
         assert not evaluate.log_to_run("0" * 32, {"test_f1": 0.25})
     run = mlflow.get_run(train.run_id)
+    assert run.data.metrics.pop("startup_s") > 0  # the training process's own
     assert run.data.metrics == {"val_f1": 0.5, "test_f1": 0.25, "test_n_examples": 7.0}
     assert run.data.tags["evaluate_run_id"] == evaluate.run_id
     files = json.loads((prepared_smoke / "manifest.json").read_text())["files"]

@@ -9,6 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from emergent.data import prepare
+from emergent.data.dedupe import dedupe
 from emergent.data.sources import DataError
 from emergent.tasks import all_tasks
 from tests.conftest import ROOT, smoke_cfg
@@ -58,7 +59,7 @@ def explicit_files(tmp_path: Path):
 
 
 def test_dedupe_counts() -> None:
-    kept, removed = prepare.dedupe([{"text": "a"}, {"text": "b"}, {"text": "a"}], SENT.key)
+    kept, removed = dedupe([{"text": "a"}, {"text": "b"}, {"text": "a"}], SENT.key)
     assert [e["text"] for e in kept] == ["a", "b"] and removed == 1
 
 

@@ -15,10 +15,11 @@ stage copies onto the registered version as its lineage.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from emergent.data.dedupe import dedupe
 from emergent.data.layout import FEEDBACK_TEST, HELD_OUT
 from emergent.data.protocols import PreparedTask
 from emergent.errors import DataError
@@ -69,10 +70,10 @@ def add_feedback(
     read = {f: read_feedback(task, folder / f"{f}.jsonl", normalize) for f in FILES}
     held = {task.key(e) for split in HELD_OUT for e in splits[split]}
     train_keys = {task.key(e) for e in splits["train"]}
-    joined, removed = _keep(read["train"], task.key, held | train_keys)
+    joined, removed = dedupe(read["train"], task.key, held | train_keys)
     splits["train"] = splits["train"] + joined
     train_keys |= {task.key(e) for e in joined}
-    feedback_test, test_removed = _keep(read["test"], task.key, train_keys)
+    feedback_test, test_removed = dedupe(read["test"], task.key, train_keys)
     splits[FEEDBACK_TEST] = feedback_test
     entry: dict[str, Any] = {
         "source": source,
@@ -89,20 +90,6 @@ def add_feedback(
     }
     log.info("%s feedback from %s: %s", task.name, folder, entry)
     return entry
-
-
-def _keep(
-    examples: list[dict], key: Callable[[dict], Hashable], taken: set[Hashable]
-) -> tuple[list[dict], int]:
-    """Examples whose key is not in `taken` and not an earlier example's (first kept)."""
-    seen = set(taken)
-    kept = []
-    for example in examples:
-        k = key(example)
-        if k not in seen:
-            seen.add(k)
-            kept.append(example)
-    return kept, len(examples) - len(kept)
 
 
 def _digest(path: Path) -> str | None:

@@ -22,6 +22,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from emergent.data import formats
+from emergent.data.dedupe import dedupe
 from emergent.data.feedback import add_feedback
 from emergent.data.layout import (
     FEEDBACK_TEST,
@@ -43,18 +44,6 @@ _WS = re.compile(r"\s+")
 def normalize_text(text: str) -> str:
     """Unicode NFC and collapsed whitespace."""
     return _WS.sub(" ", unicodedata.normalize("NFC", text)).strip()
-
-
-def dedupe(examples: list[dict], key: Callable[[dict], Hashable]) -> tuple[list, int]:
-    """Drop exact duplicates (same input text), keeping the first occurrence."""
-    seen: set[Hashable] = set()
-    kept = []
-    for example in examples:
-        k = key(example)
-        if k not in seen:
-            seen.add(k)
-            kept.append(example)
-    return kept, len(examples) - len(kept)
 
 
 def sample_cap(examples: list, max_rows: int | None, seed: int) -> list:

@@ -175,6 +175,7 @@ class CausalLab:
             )
         base = self.load()
         model, restore = self._trainable(base)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         try:
             rows = self._rows(shots)
             dev_rows = self._rows(dev)
@@ -187,17 +188,14 @@ class CausalLab:
             metrics = self.metrics(self.score(model, self.encode(self.data.test)[1]))
         finally:
             restore()
-        return {**metrics, **best, "trainable_parameters": self._trainable_count}
+        return {**metrics, **best, "trainable_parameters": trainable}
 
     # -- prompt fine-tuning ------------------------------------------------------------------
-    _trainable_count: int = 0
-
     def _trainable(self, base: Any) -> tuple[Any, Callable[[], None]]:
         """The model to train and how to put the base back: LoRA adapters on the base (removed
         afterwards), or a full copy."""
         if self.adapter == "full":
             model = copy.deepcopy(base).train()
-            self._trainable_count = sum(p.numel() for p in model.parameters())
             return model, lambda: None
         from peft import LoraConfig, get_peft_model
 
@@ -209,7 +207,6 @@ class CausalLab:
             bias="none",
         )
         peft_model = get_peft_model(base, config)
-        self._trainable_count = sum(p.numel() for p in base.parameters() if p.requires_grad)
         base.train()
 
         def restore() -> None:

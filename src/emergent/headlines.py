@@ -80,41 +80,37 @@ def task_row(task: Task, metrics: Mapping[str, Any] | None) -> str:
     return figure if examples is None else f"{figure}, {examples:,.0f} test examples"
 
 
+def _figures(*figures: tuple[float | None, str]) -> str:
+    """The figures that exist, each formatted (`"{:.1f} MB"`), joined; NOT_RUN when none does."""
+    present = [template.format(value) for value, template in figures if value is not None]
+    return ", ".join(present) or NOT_RUN
+
+
 def export_row(export: Mapping[str, Any] | None) -> str:
     """The shipped int8 package: size, throughput against fp32 PyTorch and the headline's drop
     on test in points, with its paired interval (validation decides; docs/results.md)."""
     int8 = export.get("int8_onnx") if isinstance(export, Mapping) else None
-    size, ratio = _number(int8, "size_mb"), _number(export, "int8_vs_torch_throughput")
-    drop = _number(export, "int8_drop")
-    if size is None and ratio is None and drop is None:
-        return NOT_RUN
-    parts = []
-    if size is not None:
-        parts.append(f"{size:.1f} MB")
-    if ratio is not None:
-        parts.append(f"{ratio:.2f}x the batch-32 throughput of fp32 PyTorch")
-    if drop is not None:
-        low, high = _number(export, "int8_drop_ci_low"), _number(export, "int8_drop_ci_high")
-        parts.append(f"test drop {drop:.2f} points{_interval(low, high, 2)}")
-    return ", ".join(parts)
+    low, high = _number(export, "int8_drop_ci_low"), _number(export, "int8_drop_ci_high")
+    return _figures(
+        (_number(int8, "size_mb"), "{:.1f} MB"),
+        (
+            _number(export, "int8_vs_torch_throughput"),
+            "{:.2f}x the batch-32 throughput of fp32 PyTorch",
+        ),
+        (_number(export, "int8_drop"), "test drop {:.2f} points" + _interval(low, high, 2)),
+    )
 
 
 def pretrain_row(pretrain: Mapping[str, Any] | None) -> str:
     """Masked-token accuracy and perplexity on the corpus' validation text."""
     if isinstance(pretrain, Mapping) and pretrain.get("skipped") is True:
         return "skipped (pretrain.max_steps=0)"
-    accuracy, perplexity = _number(pretrain, "masked_accuracy"), _number(pretrain, "perplexity")
-    steps = _number(pretrain, "global_step")
-    if accuracy is None and perplexity is None:
-        return NOT_RUN
-    parts = []
-    if accuracy is not None:
-        parts.append(f"masked accuracy {100 * accuracy:.1f}%")
-    if perplexity is not None:
-        parts.append(f"perplexity {perplexity:.0f}")
-    if steps is not None:
-        parts.append(f"{steps:,.0f} steps")
-    return ", ".join(parts)
+    accuracy = _number(pretrain, "masked_accuracy")
+    return _figures(
+        (None if accuracy is None else 100 * accuracy, "masked accuracy {:.1f}%"),
+        (_number(pretrain, "perplexity"), "perplexity {:.0f}"),
+        (_number(pretrain, "global_step"), "{:,.0f} steps"),
+    )
 
 
 def best_fewshot(runs: Mapping[str, Any]) -> tuple[str, str, Mapping[str, Any]] | None:

@@ -54,22 +54,27 @@ def test_dvc_stages_are_the_stage_commands_of_dvc_yaml(tmp_path: Path) -> None:
     assert startup.dvc_stages(dvc) == ["export", "ingest"]
 
 
-@pytest.mark.slow  # ~20 s on a loaded 2-core machine: a fresh interpreter and MLflow store
-def test_measured_start_up_opens_a_run_in_the_given_store(tmp_path: Path) -> None:
-    """The child measurement of a light stage: every phase timed, nothing heavy imported,
-    and its MLflow run lands in the throwaway store, not the project's."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "DVC_ROOT": str(tmp_path)}
+def measure(stage: str, tmp_path: Path, **env: str) -> dict:
+    """One child measurement of `stage`'s start-up (its JSON line), with DVC_ROOT (where a
+    relative MLflow store would land) in `tmp_path`."""
     done = subprocess.run(
-        [sys.executable, "-m", "emergent.bench.startup", "monitor"],
+        [sys.executable, "-m", "emergent.bench.startup", stage],
         cwd=ROOT,
-        env=env,
+        env={**os.environ, "DVC_ROOT": str(tmp_path), **env},
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow  # ~20 s on a loaded 2-core machine: a fresh interpreter and MLflow store
+def test_measured_start_up_opens_a_run_in_the_given_store(tmp_path: Path) -> None:
+    """The child measurement of a light stage: every phase timed, nothing heavy imported,
+    and its MLflow run lands in the throwaway store, not the project's."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = measure("monitor", tmp_path, MLFLOW_TRACKING_URI=uri)
     assert all(result[phase] > 0 for phase in startup.PHASES) and result["opens_mlflow_run"]
     assert result["cpu_s"] > 0
     assert not {"torch", "lightning"} & set(result["imported"])
@@ -85,17 +90,7 @@ def test_measured_start_up_opens_a_run_in_the_given_store(tmp_path: Path) -> Non
 
 
 def test_a_stage_without_a_run_is_measured_without_mlflow(tmp_path: Path) -> None:
-    env = {**os.environ, "DVC_ROOT": str(tmp_path)}
-    done = subprocess.run(
-        [sys.executable, "-m", "emergent.bench.startup", "tokenizer"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = measure("tokenizer", tmp_path)
     assert result["opens_mlflow_run"] is False and result["mlflow_run_s"] == 0.0
     assert result["stage_import_s"] > 0 and "mlflow" not in result["imported"]
     assert not list(tmp_path.iterdir())  # no store, no artifacts

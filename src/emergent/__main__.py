@@ -6,6 +6,7 @@ a fresh Hydra run folder (`outputs/runs/...`) so DVC-tracked outputs are never t
 
 from __future__ import annotations
 
+import itertools
 import re
 import sys
 from pathlib import Path
@@ -35,19 +36,17 @@ for `keys`, `monitor` and `feedback` put them before the command:
 _OVERRIDE = re.compile(r"^(?:\+\+|\+|~)?[A-Za-z_][\w.@/\-]*=|^~[A-Za-z_][\w.@/\-]*$")
 
 
-def _hydra_flags() -> tuple[set[str], dict[str, set[str]]]:
-    """Hydra's own flags that take a value (`--cfg job`), and those whose value is optional
-    with its choices (`--info [defaults]`): read from Hydra's parser, not copied."""
-    from hydra._internal.utils import get_args_parser
-
-    takes_value: set[str] = set()
-    optional: dict[str, set[str]] = {}
-    for action in get_args_parser()._actions:
-        if action.nargs == "?":
-            optional.update({flag: set(action.choices or ()) for flag in action.option_strings})
-        elif action.nargs is None and action.option_strings:
-            takes_value.update(action.option_strings)
-    return takes_value, optional
+# Hydra's own command-line flags (`hydra.main`'s parser; not public API, so named here and
+# checked against Hydra's parser by tests/unit/test_cli_inputs.py on every Hydra upgrade):
+# those that take a value (`--cfg job`), and `--info`, whose value is optional.
+HYDRA_FLAGS_WITH_VALUE = frozenset(
+    {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn"}
+    | {"--config-dir", "-cd", "--experimental-rerun"}
+)
+HYDRA_FLAGS_OPTIONAL_VALUE = {
+    flag: frozenset({"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"})
+    for flag in ("--info", "-i")
+}
 
 
 def split_stage(argv: list[str]) -> tuple[str | None, list[str], list[str]]:
@@ -57,7 +56,7 @@ def split_stage(argv: list[str]) -> tuple[str | None, list[str], list[str]]:
     any other word after the stage is a text (for `predict`) or, for ARGV_STAGES (`keys add
     --scope predict`), the command's own argument. `--` ends the overrides: every argument
     after it is a text, so a text may start with `-` or look like `key=value`."""
-    takes_value, optional = _hydra_flags()
+    takes_value, optional = HYDRA_FLAGS_WITH_VALUE, HYDRA_FLAGS_OPTIONAL_VALUE
     stage: str | None = None
     rest: list[str] = []
     texts: list[str] = []
@@ -98,16 +97,23 @@ def planned_jobs(rest: list[str]) -> list[list[str]] | None:
         return None
     if not flags:
         return [overrides]
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
-        batches = BasicSweeper.split_arguments(parsed, None)
     except HydraException:
         return None
-    return [job for batch in batches for job in batch]
+    choices: list[list[str]] = []
+    for override in parsed:
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            choices.append([f"{key}={override.get_value_element_as_str()}"])
+        elif override.is_discrete_sweep():  # `a=1,2`, `choice(...)`, `range(...)`
+            choices.append([f"{key}={value}" for value in override.sweep_string_iterator()])
+        else:
+            return None  # an interval sweep: only an optimising sweeper can expand it
+    return [list(job) for job in itertools.product(*choices)]
 
 
 def check_config(overrides: list[str]) -> None:

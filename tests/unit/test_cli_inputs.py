@@ -62,6 +62,22 @@ def test_hydra_flags_and_their_values_go_to_hydra(argv: list[str], expected: tup
     assert split_stage(argv) == expected
 
 
+def test_the_hydra_flag_tables_match_hydras_own_parser() -> None:
+    """The CLI names Hydra's flags instead of importing Hydra's private parser; this canary
+    reads that parser so a Hydra upgrade that adds or changes a flag fails here."""
+    from hydra._internal.utils import get_args_parser
+
+    from emergent.__main__ import HYDRA_FLAGS_OPTIONAL_VALUE, HYDRA_FLAGS_WITH_VALUE
+
+    actions = get_args_parser()._actions
+    with_value = {f for a in actions if a.nargs is None for f in a.option_strings}
+    optional = {
+        f: frozenset(a.choices) for a in actions if a.nargs == "?" for f in a.option_strings
+    }
+    assert with_value == HYDRA_FLAGS_WITH_VALUE
+    assert optional == HYDRA_FLAGS_OPTIONAL_VALUE
+
+
 def test_jobs_checked_up_front_are_those_hydra_will_run() -> None:
     from emergent.__main__ import planned_jobs
 
@@ -71,6 +87,13 @@ def test_jobs_checked_up_front_are_those_hydra_will_run() -> None:
         ["finetune.ner.lr=3e-05", "task=ner"],
     ]
     assert planned_jobs(["--cfg", "job", "task=ner"]) is None  # prints, runs nothing
+    assert planned_jobs(["-m", "seed=range(1,3)", "model=a,b"]) == [
+        ["seed=1", "model=a"],
+        ["seed=1", "model=b"],
+        ["seed=2", "model=a"],
+        ["seed=2", "model=b"],
+    ]
+    assert planned_jobs(["-m", "lr=interval(0.1,0.2)"]) is None  # no grid to check
 
 
 def test_a_sweep_with_one_bad_point_fails_before_any_job(

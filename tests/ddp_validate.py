@@ -13,7 +13,7 @@ from pathlib import Path
 import lightning as L
 
 from emergent.config import compose
-from emergent.data.tasks import TaskDataModule
+from emergent.data.batches import TaskDataModule
 from emergent.models.backbone import load_tokenizer
 from emergent.models.classifier import TaskModule
 from emergent.tasks import get_task

@@ -149,8 +149,8 @@ class StubTagger(StubPredictor):
 
 def stub_settings(tmp: Path, tasks: tuple[str, ...] = ("sentiment",), **overrides: Any) -> Any:
     """Service settings whose tasks resolve to stub sources (use with `stub_models`)."""
-    from emergent.serving.models import Source
     from emergent.serving.settings import Settings
+    from emergent.serving.slots import Source
 
     values: dict[str, Any] = {
         "sources": {t: (lambda t=t: Source(t, tmp / t, f"emergent-{t}", "stub-1")) for t in tasks},
@@ -167,7 +167,7 @@ def stub_models(monkeypatch: Any, taggers: tuple[str, ...] = ()) -> dict[str, St
     """Make the app load a StubPredictor for every source (a StubTagger for the tasks named in
     `taggers`); returns them by task."""
     from emergent.serving import app as app_module
-    from emergent.serving.models import Loaded
+    from emergent.serving.slots import Loaded
 
     made: dict[str, StubPredictor] = {}
 

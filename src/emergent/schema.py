@@ -266,7 +266,7 @@ class Callbacks(_Section):
 
 
 class TaskDataModuleConfig(_Section):
-    """`datamodule`: `emergent.data.tasks.TaskDataModule`'s settings (the rest come from the
+    """`datamodule`: `emergent.data.batches.TaskDataModule`'s settings (the rest come from the
     fine-tuning config at run time). A custom datamodule class declares its keys here."""
 
     target: str = Field(alias="_target_")
@@ -297,7 +297,7 @@ class Lora(_Section):
 
 class FinetuneShared(_Section):
     """`finetune.shared`: every setting a fine-tuning run reads (stages/finetune.py,
-    data/tasks.py, models/classifier.py, export/recover.py)."""
+    data/batches.py, models/classifier.py, export/recover.py)."""
 
     init: Literal["pretrained", "random"]
     strategy: Literal["full", "lora"]

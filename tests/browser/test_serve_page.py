@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from emergent.serving.app import create_app
-from emergent.serving.models import resolve_local
 from emergent.serving.settings import Settings
+from emergent.serving.slots import resolve_local
 from tests.helpers import free_port, wait_ready
 
 # A browser against a server of the session's exported smoke models.

@@ -34,8 +34,8 @@ from schemathesis import GenerationMode
 
 from emergent.serving.app import create_app
 from emergent.serving.keys import KeyStore
-from emergent.serving.models import resolve_local
 from emergent.serving.settings import Settings
+from emergent.serving.slots import resolve_local
 from tests.helpers import free_port, wait_ready
 
 # Fuzzes the service over the session's exported smoke models (built by training).

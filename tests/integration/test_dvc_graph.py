@@ -175,7 +175,7 @@ def test_a_shared_param_reruns_every_task(locked: Path) -> None:
 def test_changing_how_mistakes_are_ranked_reruns_only_evaluation(locked: Path) -> None:
     """The error ranking once sat below every stage: editing it re-ran MLM pretraining."""
     tasks = yaml.safe_load((locked / "params.yaml").read_text())["tasks"]
-    edit_source(locked, "src/emergent/evaluation/errors.py")
+    edit_source(locked, "src/emergent/evaluation/mistakes.py")
     assert sorted(changed(locked)) == sorted(f"evaluate@{t}" for t in tasks)
 
 

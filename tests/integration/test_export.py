@@ -19,7 +19,7 @@ from pytest import approx
 
 from emergent.config import Paths, finetune_config
 from emergent.io import sha256_file, write_jsonl
-from emergent.serving.models import registered_name
+from emergent.serving.slots import registered_name
 from emergent.stages import StageError, run_stage
 from emergent.tasks import Task, get_task
 from tests.conftest import EXPORTED_TASKS, ROOT, git_env, run_cmd, smoke_cfg

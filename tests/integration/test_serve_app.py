@@ -17,8 +17,8 @@ from fastapi.testclient import TestClient
 from emergent.serving.app import create_app
 from emergent.serving.feedback import FeedbackStore
 from emergent.serving.keys import KeyStore
-from emergent.serving.models import resolve_local
 from emergent.serving.settings import Settings
+from emergent.serving.slots import resolve_local
 from emergent.serving.store import RequestStore
 from tests.helpers import copy_sqlite, known_packages, wait_ready
 
@@ -274,7 +274,7 @@ def test_registry_alias_serves_the_champion_and_reload_follows_the_alias(
 ) -> None:
     import mlflow
 
-    from emergent.serving.models import resolve_registry
+    from emergent.serving.slots import resolve_registry
 
     db = tmp_path / "registry.db"  # a private copy: this test moves aliases
     copy_sqlite(exported, db)

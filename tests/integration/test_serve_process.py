@@ -37,7 +37,7 @@ NO_TORCH = """
 import sys
 from pathlib import Path
 from emergent.serving.app import create_app
-from emergent.serving.models import resolve_local
+from emergent.serving.slots import resolve_local
 from emergent.serving.settings import Settings
 root = Path(sys.argv[1])
 settings = Settings(

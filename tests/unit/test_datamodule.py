@@ -6,7 +6,7 @@ import random
 from itertools import pairwise
 from pathlib import Path
 
-from emergent.data.tasks import TaskDataModule
+from emergent.data.batches import TaskDataModule
 from emergent.io import write_jsonl
 from emergent.models.backbone import train_wordpiece
 from tests.unit.test_tasks import SENT

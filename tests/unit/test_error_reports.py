@@ -1,9 +1,9 @@
-"""Error reports: the task says what a mistake is and how bad; `evaluation.errors` keeps the
+"""Error reports: the task says what a mistake is and how bad; `evaluation.mistakes` keeps the
 worst, in that order."""
 
 from __future__ import annotations
 
-from emergent.evaluation.errors import worst
+from emergent.evaluation.mistakes import worst
 from emergent.tasks import SequenceClassificationTask, TokenClassificationTask
 
 NER = TokenClassificationTask("ner", {"metric": "f1", "label": "entity F1"})

@@ -108,7 +108,7 @@ def stub_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[di
     import uvicorn
 
     from emergent.serving.app import create_app
-    from emergent.serving.models import Source
+    from emergent.serving.slots import Source
 
     stub_models(monkeypatch)
     state: dict = {"version": "1"}

@@ -202,7 +202,7 @@ def test_the_lightning_callback_reports_every_validation_check(tmp_path: Path) -
     import lightning as L
     import torch
 
-    from emergent.tuning.pruning import ValidationPruning
+    from emergent.tuning.trial_pruning import ValidationPruning
 
     class Tiny(L.LightningModule):
         def __init__(self) -> None:

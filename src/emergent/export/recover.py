@@ -19,7 +19,7 @@ import lightning as L
 from omegaconf import DictConfig
 
 from emergent.config import finetune_config
-from emergent.data.tasks import task_datamodule
+from emergent.data.batches import task_datamodule
 from emergent.models.classifier import task_module
 from emergent.models.distill import DistilledTaskModule
 from emergent.tasks import Task

@@ -305,7 +305,7 @@ def run_gate(
     download_root: Path,
 ) -> Decision:
     """Download both versions' packages, score them on every example set, decide."""
-    from emergent.serving.models import ModelLoadError, download_version
+    from emergent.serving.slots import ModelLoadError, download_version
 
     scored: list[tuple[ExampleSet, Paired]] = []
     if champion is not None and champion.version != candidate.version:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from emergent.logfilters import DropMessage
-from emergent.serving.models import registered_name
+from emergent.serving.slots import registered_name
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from emergent.errors import ExampleError
 from emergent.serving.access import AccessLog
+from emergent.serving.api_error import ApiError
 from emergent.serving.batching import MicroBatcher, Overloaded
-from emergent.serving.errors import ApiError
 from emergent.serving.feedback import (
     FeedbackStore,
     FeedbackStoreError,
@@ -37,10 +37,10 @@ from emergent.serving.feedback import (
 from emergent.serving.keys import KeyRecord, KeyStore
 from emergent.serving.limits import RateLimiter
 from emergent.serving.metrics import Metrics
-from emergent.serving.models import Loaded, ModelLoadError, Slot, Source, load
 from emergent.serving.predictor import PredictionError
 from emergent.serving.recorder import Record, Recorder
 from emergent.serving.settings import Settings
+from emergent.serving.slots import Loaded, ModelLoadError, Slot, Source, load
 from emergent.serving.store import RequestStore
 from emergent.serving.validation import (
     BODY_ERROR,

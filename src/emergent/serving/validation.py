@@ -26,7 +26,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from emergent.serving.errors import ApiError
+from emergent.serving.api_error import ApiError
 
 BODY_ERROR = "body_error"  # request.state key: the ApiError BodyGuard found, or None
 OBJECTS = {

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from emergent.config import Paths
 from emergent.data.layout import SPLITS, load_task_split, manifest_path
 from emergent.data.prepare import read_task_file
-from emergent.evaluation import errors, plots
+from emergent.evaluation import mistakes, plots
 from emergent.evaluation.bootstrap import Bootstrap, headline_interval, interval
 from emergent.evaluation.predict import predict, torch_forward
 from emergent.io import atomic_dir, sha256_file, write_json, write_jsonl
@@ -96,7 +96,7 @@ def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
         write_json(paths.out("metrics", f"{task.name}.json"), metrics)
         write_task_plots(paths, task, result, training)
         with atomic_dir(paths.out("reports", task.name)) as tmp:
-            worst = errors.worst(task, examples, labels, pred, conf, task.errors_kept)
+            worst = mistakes.worst(task, examples, labels, pred, conf, task.errors_kept)
             write_jsonl(tmp / "errors.jsonl", worst)
             write_json(
                 tmp / "details.json",

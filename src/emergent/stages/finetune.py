@@ -23,8 +23,8 @@ from lightning.pytorch.callbacks import Callback, ThroughputMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from emergent.config import Paths, finetune_config, task_max_length
+from emergent.data.batches import task_datamodule
 from emergent.data.layout import manifest_path
-from emergent.data.tasks import task_datamodule
 from emergent.errors import ConfigError, StageError
 from emergent.hardware import device_count
 from emergent.io import atomic_dir, sha256_file, write_json

@@ -23,8 +23,8 @@ def run(cfg: DictConfig, paths: Paths) -> None:
     from emergent.serving import logs
     from emergent.serving.app import create_app
     from emergent.serving.keys import KeyFileError, KeyStore
-    from emergent.serving.models import ModelLoadError
     from emergent.serving.settings import build, is_loopback, server_stack
+    from emergent.serving.slots import ModelLoadError
 
     serve = cfg.serve
     root = paths.input_dir if paths.input_dir else project_root()

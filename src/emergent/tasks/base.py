@@ -249,7 +249,7 @@ class Task(ABC):
     ) -> tuple[tuple[float, ...], dict[str, Any]] | None:
         """The error-report row of a wrongly predicted example (`index`: its place in the
         test set) and its rank, lower read first; None when the prediction is right.
-        `emergent.evaluation.errors` keeps the worst for `reports/<task>/errors.jsonl`."""
+        `emergent.evaluation.mistakes` keeps the worst for `reports/<task>/errors.jsonl`."""
 
     @abstractmethod
     def outcome_counts(

@@ -35,7 +35,6 @@ from emergent.errors import ConfigError, StageError
 from emergent.hardware import device_count
 from emergent.io import atomic_write_text
 from emergent.tasks import Task
-from emergent.tuning.pruning import ValidationPruning
 from emergent.tuning.space import (
     Dimension,
     apply_overrides,
@@ -43,6 +42,7 @@ from emergent.tuning.space import (
     nested,
     parse_space,
 )
+from emergent.tuning.trial_pruning import ValidationPruning
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Reads the fine-tuned NER model and prepared splits from a project checkout (read only), writes
 its candidate graphs under a scratch folder, then times every variant side by side at batch 32
-(`emergent.export.bench.measure`: blocks interleaved over rounds) and scores validation and
+(`emergent.export.timing.measure`: blocks interleaved over rounds) and scores validation and
 test entity F1. Prints one JSON document last (ORT's calibrators print notes before it).
 
     PYTHONPATH=$PWD/src python scripts/qdq_measure.py --root /work/main --work /tmp/qdq \
@@ -32,7 +32,7 @@ import torch
 from emergent.config import Paths, compose
 from emergent.data.layout import load_task_split
 from emergent.evaluation.predict import batches, encode_for_scoring, torch_forward
-from emergent.export import bench
+from emergent.export import timing
 from emergent.export.onnx import export_onnx, op_counts, vendor_info_off
 from emergent.export.pipeline import ExportInputs
 from emergent.serving.runtime import ort_forward, session
@@ -244,12 +244,12 @@ def main() -> None:
 
     sessions = {n: session(p) for n, p in files.items()}
     result: dict[str, dict[str, float]] = {"fp32_torch": {}}
-    result["fp32_torch"]["size_mb"] = bench.size_mb(inp.model_dir / "model.safetensors")
+    result["fp32_torch"]["size_mb"] = timing.size_mb(inp.model_dir / "model.safetensors")
     result["fp32_torch"]["val_f1"] = inp.evaluate(torch_forward(model), tok, "validation")
     result["fp32_torch"]["test_f1"] = inp.evaluate(torch_forward(model), tok, "test")
     for n, s in sessions.items():
         result[n] = {
-            "size_mb": bench.size_mb(files[n]),
+            "size_mb": timing.size_mb(files[n]),
             "val_f1": inp.evaluate(ort_forward(s), tok, "validation"),
             "test_f1": inp.evaluate(ort_forward(s), tok, "test"),
             "calib_s": calib_s.get(n, 0.0),
@@ -261,7 +261,7 @@ def main() -> None:
         n: ort_forward(s) for n, s in sessions.items()
     }
     load = os.getloadavg()
-    timings = bench.measure(
+    timings = timing.measure(
         forwards,
         dict.fromkeys(forwards, tok),
         inp.test_texts,

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from emergent.export.bench import measure
+from emergent.export.timing import measure
 
 
 class FakeEncoding(dict):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from emergent.export.pipeline import gate_failures
-from emergent.export.prune import smallest_within
+from emergent.export.tradeoff import smallest_within
 from emergent.models import pruning
 from emergent.models.backbone import load_tokenizer, train_wordpiece
 

@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from emergent.config import Paths
 from emergent.data.layout import load_task_split
-from emergent.export import bench
+from emergent.export import timing
 from emergent.hardware import cpu_facts, device_facts
 from emergent.models.backbone import load_tokenizer
 from emergent.models.finetuned import load_finetuned
@@ -37,7 +37,7 @@ def run(cfg: DictConfig, paths: Paths, task: Task, runs1: int = 30, runs32: int 
     examples = load_task_split(paths.inp(cfg.data.prepared_dir), task.name, "test")
     texts = [task.text(e) for e in examples]
     seq = int(cfg.export.seq_length)
-    variants = bench.measure_package(
+    variants = timing.measure_package(
         model,
         tokenizer,
         model_dir,
@@ -57,7 +57,7 @@ def run(cfg: DictConfig, paths: Paths, task: Task, runs1: int = 30, runs32: int 
         if scored
         else None
     )
-    ratios = bench.ratios(variants)
+    ratios = timing.ratios(variants)
     met = {k: ratios[k] >= target for k, target in TARGETS.items() if k in ratios}
     met["max_metric_drop"] = drop is not None and drop <= TARGETS["max_metric_drop"]
     facts = cpu_facts()

@@ -21,10 +21,10 @@ from emergent.errors import ConfigError, StageError
 from emergent.evaluation.bootstrap import Bootstrap, drop_interval
 from emergent.evaluation.plots import write_csv
 from emergent.evaluation.predict import batches, encode_for_scoring, predict, torch_forward
-from emergent.export import bench
+from emergent.export import timing
 from emergent.export.card import model_card
-from emergent.export.prune import CURVE_FIELDS, Candidate, choose
 from emergent.export.quantize import quantize
+from emergent.export.tradeoff import CURVE_FIELDS, Candidate, choose
 from emergent.hardware import device_facts
 from emergent.io import write_json
 from emergent.models.finetuned import load_finetuned
@@ -422,7 +422,7 @@ def export_package(
         shipped,
         fp32_sess,
     )
-    measured = bench.measure_package(
+    measured = timing.measure_package(
         model,
         tokenizer,
         inp.model_dir,
@@ -447,7 +447,7 @@ def export_package(
         "device": device,
         "parity": parity,
         "pruning": pruned if curve else None,
-        "ratios": bench.ratios(variants),
+        "ratios": timing.ratios(variants),
     }
     write_package(tmp, inp, chosen, int8.per_channel, variants, result)
     headline = headline_figures(variants, result["ratios"], parity)

@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from emergent.export import bench
+from emergent.export import timing
 from emergent.export.onnx import export_onnx, fuse
 from emergent.export.quantize import quantize
 from emergent.models import pruning
@@ -98,7 +98,7 @@ def build_candidate(
         "intermediate_size": model.config.intermediate_size,
         "vocab_size": model.config.vocab_size,
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-        "size_mb": bench.size_mb(int8),
+        "size_mb": timing.size_mb(int8),
         **kept,
     }
     return Candidate(level, model.eval(), tokenizer, fp32, int8, ops, row)
@@ -167,7 +167,7 @@ def choose(
             for split, prefix in (("test", ""), ("validation", "val_")):
                 cand.row[f"{prefix}metric"] = evaluate(forward, cand.tokenizer, split)
                 cand.row[f"{prefix}drop"] = drop(baseline[split], cand.row[f"{prefix}metric"])
-            timing = bench.measure(
+            measured = timing.measure(
                 {"int8_onnx": forward},
                 {"int8_onnx": cand.tokenizer},
                 bench_texts,
@@ -177,7 +177,7 @@ def choose(
                 int(pcfg.bench.warmup),
             )["int8_onnx"]
             cand.row.update(
-                throughput=timing["throughput"], latency_ms_p50=timing["latency_ms_p50"]
+                throughput=measured["throughput"], latency_ms_p50=measured["latency_ms_p50"]
             )
             log.info("prune level %.2f: %s", level, cand.row)
             candidates.append(cand)

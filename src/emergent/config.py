@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from emergent.errors import ConfigError
 from emergent.io import atomic_write_text
 
 CONFIG_NAME = "config"
@@ -64,6 +66,15 @@ def load_params(path: Path | None = None) -> DictConfig:
     cfg = OmegaConf.load(path)
     assert isinstance(cfg, DictConfig)
     return cfg
+
+
+def plain_dict(node: Any, key: str, resolve: bool = False) -> dict[str, Any]:
+    """A config mapping (`DictConfig`, or already plain) as a plain dict, for code that takes
+    keyword arguments or JSON; `key` names it when it is not a mapping."""
+    plain = OmegaConf.to_container(node, resolve=resolve) if OmegaConf.is_config(node) else node
+    if not isinstance(plain, dict):
+        raise ConfigError(key, f"must be a mapping, got {type(plain).__name__}")
+    return {str(k): v for k, v in plain.items()}
 
 
 def finetune_config(cfg: DictConfig, task: str) -> DictConfig:

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from emergent.config import plain_dict
 from emergent.data import formats
 from emergent.data.feedback import add_feedback
 from emergent.data.layout import (
@@ -293,7 +294,9 @@ def build_corpus(
             path,
             fmt,
             text_column=entry.get("text_column", "text"),
-            where=OmegaConf.to_container(where) if where is not None else None,
+            where=plain_dict(where, f"data.corpus.unlabeled[{index}].where")
+            if where is not None
+            else None,
             encoding=entry.get("encoding", "utf-8"),
             label=source,
             task=f"corpus.unlabeled[{index}]",
@@ -306,12 +309,12 @@ def build_corpus(
         )
         stats["sources"][source] = {"sha256": sha256_file(path), "rows_read": len(pieces)}
     docs = [d for d in docs if len(d) >= min_chars or d in held_out]
-    docs, dup = dedupe([{"text": d} for d in docs], lambda d: d["text"])
-    before = len(docs)
-    docs = [d for d in docs if d["text"] not in held_out]
+    rows, dup = dedupe([{"text": d} for d in docs], lambda d: d["text"])
+    before = len(rows)
+    rows = [d for d in rows if d["text"] not in held_out]
     stats["duplicates_removed"] = dup
-    stats["heldout_text_removed"] = before - len(docs)
-    texts = sample_cap([d["text"] for d in docs], cfg.get("max_rows"), seed)
+    stats["heldout_text_removed"] = before - len(rows)
+    texts = sample_cap([d["text"] for d in rows], cfg.get("max_rows"), seed)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(texts))
     n_val = max(1, round(len(texts) * float(cfg.get("validation_fraction", 0.02))))

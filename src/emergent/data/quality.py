@@ -38,8 +38,9 @@ class Check:
     expectations: list[Any] = field(default_factory=list)
 
 
-def text_frame(texts: Iterable[str]) -> pd.DataFrame:
-    """A `text` column and its length in characters (`n_chars`)."""
+def text_frame(texts: Iterable[str | None]) -> pd.DataFrame:
+    """A `text` column and its length in characters (`n_chars`); a missing text stays a
+    missing value, for the checks to report."""
     frame = pd.DataFrame({"text": list(texts)})
     frame["n_chars"] = frame["text"].str.len()
     return frame
@@ -157,7 +158,7 @@ def run_checks(
         context.variables.progress_bars = ProgressBarsConfig(globally=False)
     except Exception:  # pragma: no cover - cosmetic only
         log.debug("could not disable GX progress bars", exc_info=True)
-    actions = []
+    actions: list[gx.checkpoint.ValidationAction] = []
     if docs_dir is not None:
         context.add_data_docs_site(
             site_name="quality",

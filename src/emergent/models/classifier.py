@@ -13,8 +13,11 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.utilities import GradClipAlgorithmType
-from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
+from omegaconf import DictConfig
 
+from emergent.config import plain_dict
+from emergent.data.tasks import TaskDataModule
 from emergent.errors import ConfigError
 from emergent.models.backbone import from_pretrained_logged
 from emergent.models.crf import TagTransitions
@@ -177,6 +180,8 @@ class TaskModule(L.LightningModule):
     (`sync_tag_scores`), which is saved with the model.
     """
 
+    class_weights: torch.Tensor | None  # a buffer (register_buffer), so it follows the device
+
     def __init__(
         self,
         model: Any,
@@ -200,6 +205,15 @@ class TaskModule(L.LightningModule):
         self.labels = labels
         self.optimizer_cfg = optimizer
         self.scheduler_cfg = scheduler
+        # Typed copies of what save_hyperparameters records (Lightning's `hparams` is an
+        # untyped mapping); the optimizer and schedule read these.
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.warmup_ratio = warmup_ratio
+        self.total_steps = total_steps
+        self.head_lr = head_lr
+        self.layer_lr_decay = layer_lr_decay
+        self.crf_lr = crf_lr
         self.save_hyperparameters(
             # `teacher`: DistilledTaskModule's (Lightning reads the subclass's arguments too);
             # a module, not a hyperparameter
@@ -271,13 +285,13 @@ class TaskModule(L.LightningModule):
             sync_dist=True,
         )
         probs = softmax(logits.detach().float().cpu().numpy().astype(np.float64))
-        rows = self.trainer.datamodule.encoded["validation"]
+        rows = self.data.encoded["validation"]
         for j, r in enumerate(batch["row"].tolist()):
             self._outputs[r] = self.task.row_output(probs[j], rows[r])
 
     def on_validation_epoch_end(self) -> None:
         outputs = gather_outputs(self._outputs)
-        data = self.trainer.datamodule
+        data = self.data
         rows, examples = data.encoded["validation"], data.raw["validation"]
         if len(outputs) < len(rows):  # a partial validation (limit_val_batches) is not scored
             return
@@ -291,8 +305,18 @@ class TaskModule(L.LightningModule):
         self.log_dict({f"val_{k}": float(v) for k, v in metrics.items() if k != headline})
         self.log(f"val_{headline}", float(metrics[headline]), prog_bar=True)
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
+    @property
+    def data(self) -> TaskDataModule:
+        """The data module the trainer runs on: validation scores its encoded rows by id."""
+        data = getattr(self.trainer, "datamodule", None)
+        if not isinstance(data, TaskDataModule):
+            raise TypeError(
+                f"{type(self).__name__} validates on a TaskDataModule "
+                f"(trainer.fit(module, datamodule=...)), got {type(data).__name__}"
+            )
+        return data
+
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         head = [
             (n, p)
             for n, p in self.model.named_parameters()
@@ -302,16 +326,18 @@ class TaskModule(L.LightningModule):
         body = [(n, p) for n, p in self.model.named_parameters() if id(p) not in head_ids]
         groups = layerwise_param_groups(
             body,
-            hp.weight_decay,
-            hp.lr,
-            hp.layer_lr_decay,
+            self.weight_decay,
+            self.lr,
+            self.layer_lr_decay,
             int(self.model.config.num_hidden_layers),
             include_frozen=True,
         )
-        groups += param_groups(head, hp.weight_decay, hp.head_lr or hp.lr, include_frozen=True)
-        if self.tag_transitions is not None and hp.crf_lr > 0:
+        groups += param_groups(
+            head, self.weight_decay, self.head_lr or self.lr, include_frozen=True
+        )
+        if self.tag_transitions is not None and self.crf_lr > 0:
             scores = list(self.tag_transitions.parameters())
-            groups.append({"params": scores, "weight_decay": 0.0, "lr": hp.crf_lr})
+            groups.append({"params": scores, "weight_decay": 0.0, "lr": self.crf_lr})
         optimizer_cfg = dict(self.optimizer_cfg)
         if optimizer_cfg.get("fused") and self._loss_scaler() is not None:
             # A fused optimizer unscales fp16 gradients inside its step, after clipping would
@@ -321,15 +347,15 @@ class TaskModule(L.LightningModule):
         optimizer = instantiate(
             optimizer_cfg,
             params=groups,
-            lr=hp.lr,
-            weight_decay=hp.weight_decay,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
             _convert_="all",
         )
         scheduler = instantiate(
             self.scheduler_cfg,
             optimizer=optimizer,
-            num_warmup_steps=int(hp.warmup_ratio * hp.total_steps),
-            num_training_steps=hp.total_steps,
+            num_warmup_steps=int(self.warmup_ratio * self.total_steps),
+            num_training_steps=self.total_steps,
         )
         return {
             "optimizer": optimizer,
@@ -393,8 +419,8 @@ def task_module(
         model,
         task,
         labels,
-        optimizer=OmegaConf.to_container(fcfg.optimizer),  # type: ignore[arg-type]
-        scheduler=OmegaConf.to_container(fcfg.scheduler),  # type: ignore[arg-type]
+        optimizer=plain_dict(fcfg.optimizer, f"finetune.{task.name}.optimizer"),
+        scheduler=plain_dict(fcfg.scheduler, f"finetune.{task.name}.scheduler"),
         lr=float(fcfg.lr),
         head_lr=fcfg.head_lr,
         layer_lr_decay=float(fcfg.layer_lr_decay),

@@ -27,7 +27,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from emergent.config import project_root
+from emergent.config import plain_dict, project_root
 
 log = logging.getLogger(__name__)
 
@@ -189,9 +189,11 @@ def run_name(stage: str, task: str | None, model: str | None, origin: Mapping[st
 def split_inputs(prepared: Path, task: str, splits: Iterable[str]) -> list[Any]:
     """MLflow dataset inputs for prepared splits: name `<task>/<split>`, context the split,
     digest from `manifest.json`'s sha256 of the file (so equal data shows an equal digest)."""
-    import mlflow.data
     import pandas as pd
-    from mlflow.data.sources import LocalArtifactDatasetSource
+    from mlflow.data.pandas_dataset import from_pandas
+
+    # mlflow makes its artifact source classes at import time (`type(...)`), so no stub has it.
+    from mlflow.data.sources import LocalArtifactDatasetSource  # type: ignore[attr-defined]
     from mlflow.entities import DatasetInput, InputTag
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
@@ -208,7 +210,7 @@ def split_inputs(prepared: Path, task: str, splits: Iterable[str]) -> list[Any]:
         rel = f"{task}/{split}.jsonl"
         path = (prepared / rel).resolve()
         sha = str(files.get(rel, ""))
-        dataset = mlflow.data.from_pandas(
+        dataset = from_pandas(
             pd.DataFrame(read_jsonl(path)),
             source=LocalArtifactDatasetSource(str(path)),
             name=f"{task}/{split}",
@@ -267,7 +269,7 @@ class Tracker:
 
     def log_datasets(self, prepared: Path, task: str, splits: Iterable[str]) -> None:
         """Log prepared splits as this run's dataset inputs (see `split_inputs`)."""
-        if self.enabled:
+        if self.run_id is not None:
             import mlflow
 
             mlflow.MlflowClient().log_inputs(self.run_id, split_inputs(prepared, task, splits))
@@ -375,9 +377,7 @@ def stage_run(
         run_name=name, tags={k: str(v) for k, v in tags.items()}, nested=nested
     ) as run:
         tracker = Tracker(run.info.run_id, experiment)
-        container = OmegaConf.to_container(cfg, resolve=True)
-        assert isinstance(container, dict)
-        tracker.log_params(container)
+        tracker.log_params(plain_dict(cfg, "config", resolve=True))
         mlflow.log_text(OmegaConf.to_yaml(cfg), "config.yaml")
         log.info("MLflow run %r (%s) in experiment %r", name, run.info.run_id, experiment)
         yield tracker

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -327,7 +327,11 @@ def build_corpus(
 
 
 def prepare_all(
-    data_cfg: DictConfig, tasks: list[PreparedTask], seed: int, prepared_dir: Path, base_dir: Path
+    data_cfg: DictConfig,
+    tasks: Sequence[PreparedTask],
+    seed: int,
+    prepared_dir: Path,
+    base_dir: Path,
 ) -> dict:
     """Prepare every task and the corpus, then swap the whole folder in atomically.
 

@@ -129,9 +129,11 @@ class CausalLab:
         if prior is not None:
             probs = calibrate(probs, prior)
         word = logprobs.gather(1, self._gold[:, None])[:, 0]
-        out = classification_metrics(probs, self._gold, word, self.bootstrap)
-        out["correct"] = (probs.argmax(-1) == self._gold).int().tolist()
-        return out
+        correct = (probs.argmax(-1) == self._gold).int().tolist()
+        return {
+            **classification_metrics(probs, self._gold, word, self.bootstrap),
+            "correct": correct,
+        }
 
     # -- methods -----------------------------------------------------------------------------
     def _with_and_without_prior(

@@ -80,7 +80,7 @@ def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
         decisions = under(root, cfg.promote.reports_dir)
         before = set(decisions.glob("*.json"))
         try:
-            run_stage("promote", cfg, paths, task=task)
+            run_stage("promote", cfg, paths, task=task.name)
         finally:  # refused or not, the report says which decision and which champion
             made = sorted(set(decisions.glob("*.json")) - before)
             report["decision_file"] = str(made[-1]) if made else None

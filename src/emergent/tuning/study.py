@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 from hydra.utils import instantiate
@@ -125,7 +125,7 @@ def open_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
     return storage
 
 
-def direction(task: Task) -> str:
+def direction(task: Task) -> Literal["maximize", "minimize"]:
     """Optuna's direction for the task's headline (`task.headline.mode`)."""
     return "maximize" if task.headline.mode == "max" else "minimize"
 

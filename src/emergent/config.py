@@ -129,7 +129,7 @@ class Paths:
 
     @classmethod
     def for_cli(cls, cfg: DictConfig, output_dir: Path) -> Paths:
-        configured = cfg.get("paths", {}).get("input_dir")
+        configured = cfg.paths.input_dir
         return cls(Path(configured).resolve() if configured else project_root(), output_dir)
 
 

@@ -345,7 +345,7 @@ def stage_run(
 
     The run ends FAILED if the stage raises, so broken runs are visible in the UI.
     """
-    if not cfg.mlflow.get("enabled", True) or not is_rank_zero():
+    if not cfg.mlflow.enabled or not is_rank_zero():
         yield Tracker()
         return
     import mlflow
@@ -357,7 +357,7 @@ def stage_run(
     # Per-task experiments are named after the task unless `mlflow.experiments` maps them.
     experiment = str(cfg.mlflow.experiments.get(experiment_key, experiment_key))
     artifact_root = store_root() / str(cfg.mlflow.artifact_dir)
-    kind = str(cfg.mlflow.get("experiment_kind") or "")
+    kind = str(cfg.mlflow.experiment_kind or "")
     mlflow.set_experiment(experiment_id=ensure_experiment(experiment, artifact_root, kind))
     origin = run_origin()
     task = (extra_tags or {}).get("task")

@@ -159,4 +159,5 @@ class MLMDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_batches, batch_size=None, shuffle=False)  # type: ignore[arg-type]  # torch types a Dataset; a list is a map-style one
+        # torch types `dataset` as a Dataset; a list is a map-style one
+        return DataLoader(self.val_batches, batch_size=None, shuffle=False)  # type: ignore[arg-type]

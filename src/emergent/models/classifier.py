@@ -405,7 +405,7 @@ def task_module(
     """The TaskModule (or a subclass, given its `extra` arguments) with the fine-tuning
     configuration's optimizer, schedule and rates. `extra` may override `crf_lr` (the export's
     recovery keeps the fine-tuned transition scores fixed with 0)."""
-    crf = bool(fcfg.get("crf"))
+    crf = bool(fcfg.crf)
     if crf and not task.learns_transitions:
         raise ConfigError(
             f"finetune.{task.name}.crf", f"a {task.kind} task has no chain of labels for a CRF"
@@ -414,7 +414,7 @@ def task_module(
         raise ConfigError(
             f"finetune.{task.name}.class_weights", "cannot be combined with crf (a sequence loss)"
         )
-    extra = {"crf": crf, "crf_lr": float(fcfg.get("crf_lr") or 0.0), **extra}
+    extra = {"crf": crf, "crf_lr": float(fcfg.crf_lr), **extra}
     return (module_class or TaskModule)(
         model,
         task,

@@ -134,7 +134,7 @@ def _new_examples(cfg: DictConfig, root: Path, task: str, champion: Version | No
     from emergent.serving.feedback import FeedbackStore, FeedbackStoreError
 
     store_cfg = cfg.serve.store
-    uri, db = store_cfg.get("feedback_uri"), under(root, store_cfg.path)
+    uri, db = store_cfg.feedback_uri, under(root, store_cfg.path)
     if not uri and not db.is_file():
         return 0
     try:

@@ -285,8 +285,8 @@ def work(
     from emergent.tuning import mlflow_runs
 
     tune = cfg.tune
-    devices = device_count(cfg.trainer.get("devices"), str(cfg.trainer.get("accelerator", "cpu")))
-    if devices > 1 or int(cfg.trainer.get("num_nodes") or 1) > 1:
+    devices = device_count(cfg.trainer.devices, str(cfg.trainer.accelerator))
+    if devices > 1 or int(cfg.trainer.num_nodes) > 1:
         raise ConfigError(
             "trainer.devices",
             "tune runs each trial in one process: start more tune workers instead of DDP",

@@ -100,6 +100,8 @@ def read_task_file(
     `python -m emergent evaluate data.<task>.test=FILE` reads a test file with this too, and
     ingest keeps explicit held-out files whole, so both paths score the same examples."""
     path = resolve(source, base_dir)
+    # `data.<task>` sets only the keys its source needs (ner has no text_column): its keys are
+    # read with the schema's defaults (TaskDataConfig), here and in `prepare_task`.
     fmt = task.detect_format(path, cfg.get("format", "auto"))
     examples, skipped = task.read(path, fmt, cfg, source)
     normalized = [task.normalize(e, normalize_text) for e in examples]
@@ -272,7 +274,7 @@ def build_corpus(
     normalised text is a held-out example is dropped whole, before it is cut into paragraphs
     (a multi-paragraph debate statement would otherwise slip in piece by piece).
     """
-    min_chars = int(cfg.get("min_chars", 1))
+    min_chars = int(cfg.min_chars)
     held_out = {
         task.text(e)
         for task, splits in task_splits.items()
@@ -285,7 +287,9 @@ def build_corpus(
         texts = [task.text(e) for e in splits["train"]]
         docs += texts
         stats["sources"][f"{task.name}:train"] = {"rows_read": len(texts)}
-    for index, entry in enumerate(cfg.get("unlabeled") or []):
+    for index, entry in enumerate(cfg.unlabeled):
+        # A source sets only what it needs: the schema's defaults (UnlabeledSource) are None,
+        # which these readers' defaults stand for.
         source = str(entry["path"])
         path = resolve(source, base_dir)
         fmt = formats.detect_format(path, entry.get("format", "auto"))
@@ -314,10 +318,10 @@ def build_corpus(
     rows = [d for d in rows if d["text"] not in held_out]
     stats["duplicates_removed"] = dup
     stats["heldout_text_removed"] = before - len(rows)
-    texts = sample_cap([d["text"] for d in rows], cfg.get("max_rows"), seed)
+    texts = sample_cap([d["text"] for d in rows], cfg.max_rows, seed)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(texts))
-    n_val = max(1, round(len(texts) * float(cfg.get("validation_fraction", 0.02))))
+    n_val = max(1, round(len(texts) * float(cfg.validation_fraction)))
     corpus = {
         "validation": [texts[i] for i in sorted(order[:n_val])],
         "train": [texts[i] for i in sorted(order[n_val:])],

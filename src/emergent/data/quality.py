@@ -48,6 +48,7 @@ def text_frame(texts: Iterable[str | None]) -> pd.DataFrame:
 
 def min_rows(cfg: Mapping[str, Any], split: str) -> int:
     """The configured least number of rows of a split (`min_rows.<split>`, default 1)."""
+    # optional in conf/ per section and per split (schema default None: at least one row)
     return int((cfg.get("min_rows") or {}).get(split, 1))
 
 

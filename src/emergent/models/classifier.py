@@ -339,6 +339,7 @@ class TaskModule(L.LightningModule):
             scores = list(self.tag_transitions.parameters())
             groups.append({"params": scores, "weight_decay": 0.0, "lr": self.crf_lr})
         optimizer_cfg = dict(self.optimizer_cfg)
+        # `fused`: a keyword argument of some optimizers, set only where wanted (open section)
         if optimizer_cfg.get("fused") and self._loss_scaler() is not None:
             # A fused optimizer unscales fp16 gradients inside its step, after clipping would
             # have seen them scaled: Lightning refuses the pair, so fp16 gets the plain loop.

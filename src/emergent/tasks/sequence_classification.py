@@ -44,6 +44,8 @@ class SequenceClassificationTask(Task):
     ) -> tuple[list[Example], int]:
         from emergent.data import formats
 
+        # `data.<task>` keys are optional in conf/ (schema default None in TaskDataConfig:
+        # the reader's own default applies)
         label_map = data_cfg.get("label_map")
         if label_map is not None:
             label_map = plain_dict(label_map, f"data.{self.name}.label_map")

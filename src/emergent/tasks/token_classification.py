@@ -88,6 +88,7 @@ class TokenClassificationTask(Task):
             raise DataError(
                 source, f"format {fmt!r} is not supported for {self.kind} (conll, jsonl)"
             )
+        # `data.<task>` keys are optional in conf/ (schema defaults in TaskDataConfig)
         types = data_cfg.get("entity_types")
         types = list(types) if types is not None else None
         reader = formats.read_ner_jsonl if fmt == "jsonl" else formats.read_conll

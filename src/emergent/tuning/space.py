@@ -53,6 +53,8 @@ def parse_space(space: Mapping[str, Any], finetune: DictConfig) -> list[Dimensio
             raise ConfigError(
                 where, f"expected a mapping with keys and low/high or choices, got {spec!r}"
             )
+        # A dimension's keys are not in the schema (`tune.space` is free-form there): they
+        # are optional by kind and checked here, hence .get.
         keys = spec.get("keys") or spec.get("key")
         keys = [keys] if isinstance(keys, str) else list(keys or [])
         if not keys:

@@ -30,7 +30,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from emergent.config import finetune_config, project_root
+from emergent.config import finetune_config, plain_dict, project_root
 from emergent.errors import ConfigError, StageError
 from emergent.hardware import device_count
 from emergent.io import atomic_write_text
@@ -201,8 +201,8 @@ def claim(storage: optuna.storages.RDBStorage, study_id: int) -> tuple[int, int]
 
 def build_sampler(tune: DictConfig, number: int) -> optuna.samplers.BaseSampler:
     """The configured sampler, seeded with `seed + trial number` (see conf/tune/default.yaml)."""
-    spec = OmegaConf.to_container(tune.sampler, resolve=True)
-    assert isinstance(spec, dict)
+    spec = plain_dict(tune.sampler, "tune.sampler", resolve=True)
+    # `seed`: a keyword argument of most samplers, not all (a Hydra target's open section)
     if spec.get("seed") is not None:
         spec["seed"] = int(spec["seed"]) + number
     return instantiate(spec)

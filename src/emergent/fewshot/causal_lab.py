@@ -28,7 +28,13 @@ import torch.nn.functional as F
 from emergent.evaluation.bootstrap import Bootstrap
 from emergent.fewshot import FewShotConfigError
 from emergent.fewshot.calibration import calibrate, content_free_prior
-from emergent.fewshot.causal import CausalPrompter, Prefix, label_logprobs, last_logits
+from emergent.fewshot.causal import (
+    CausalPrompter,
+    Prefix,
+    Prompting,
+    label_logprobs,
+    last_logits,
+)
 from emergent.fewshot.metrics import classification_metrics
 from emergent.fewshot.training import TrainSettings, fit
 from emergent.models.source import ModelSource, load_pretrained
@@ -244,6 +250,24 @@ class CausalLab:
         return lambda m: float((self.score(m, queries).argmax(-1) == gold).float().mean())
 
 
+def _prompting(value: str) -> Prompting:
+    """`model.prompting` as its type (the schema has checked it; this says so to the checker)."""
+    if value == "raw":
+        return "raw"
+    if value == "chat":
+        return "chat"
+    raise FewShotConfigError(f"model.prompting: must be raw or chat, got {value!r}")
+
+
+def _adapter(value: str) -> Literal["lora", "full"]:
+    """`fewshot.causal.adapter` as its type (checked by the schema as `_prompting`'s key is)."""
+    if value == "lora":
+        return "lora"
+    if value == "full":
+        return "full"
+    raise FewShotConfigError(f"fewshot.causal.adapter: must be lora or full, got {value!r}")
+
+
 def build_causal_lab(
     model_cfg: Any, fcfg: Any, data: Any, bootstrap: Bootstrap | None, key: str
 ) -> CausalLab:
@@ -263,7 +287,7 @@ def build_causal_lab(
         template=CausalTemplate.parse(
             str(prompt.template), f"fewshot.causal_prompts.{task}.template"
         ),
-        prompting=str(model_cfg.prompting),  # type: ignore[arg-type]
+        prompting=_prompting(str(model_cfg.prompting)),
         text_tokens=int(fcfg.causal.text_tokens),
     )
     word_ids = label_word_ids(
@@ -278,7 +302,7 @@ def build_causal_lab(
         data=data,
         content_free=list(fcfg.content_free),
         train=dict(fcfg.causal.train),
-        adapter=str(fcfg.causal.adapter),  # type: ignore[arg-type]
+        adapter=_adapter(str(fcfg.causal.adapter)),
         lora=LoraSettings(
             int(lora.r), int(lora.alpha), float(lora.dropout), tuple(lora.target_modules)
         ),

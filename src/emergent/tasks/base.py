@@ -267,6 +267,11 @@ class Task(ABC):
         """The headline metric (a fraction, as in `evaluate`) from summed `outcome_counts`
         ([..., k] -> [...]); equals the library's figure on the same predictions."""
 
+    def scores_from_counts(self, totals: np.ndarray) -> dict[str, np.ndarray]:
+        """The headline and every `interval_metrics` score from summed `outcome_counts`
+        ([..., k] -> {name: [...]}); a kind with interval metrics computes them all at once."""
+        return {self.headline.metric: self.headline_from_counts(totals)}
+
     # --- serving (numpy only) ---------------------------------------------------------------
     @abstractmethod
     def respond(self, text: str, windows: Sequence[Window], labels: Sequence[str]) -> dict:

@@ -27,7 +27,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from emergent.config import plain_dict, project_root
+from emergent.config import project_root
 
 log = logging.getLogger(__name__)
 
@@ -377,7 +377,9 @@ def stage_run(
         run_name=name, tags={k: str(v) for k, v in tags.items()}, nested=nested
     ) as run:
         tracker = Tracker(run.info.run_id, experiment)
-        tracker.log_params(plain_dict(cfg, "config", resolve=True))
+        container = OmegaConf.to_container(cfg, resolve=True)
+        assert isinstance(container, dict)
+        tracker.log_params({str(k): v for k, v in container.items()})
         mlflow.log_text(OmegaConf.to_yaml(cfg), "config.yaml")
         log.info("MLflow run %r (%s) in experiment %r", name, run.info.run_id, experiment)
         yield tracker

@@ -4,7 +4,7 @@ metrics, so this module holds only the training loop's parts (loss, gathering, o
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import lightning as L
 import numpy as np
@@ -17,7 +17,6 @@ from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from omegaconf import DictConfig
 
 from emergent.config import plain_dict
-from emergent.data.tasks import TaskDataModule
 from emergent.errors import ConfigError
 from emergent.models.backbone import from_pretrained_logged
 from emergent.models.crf import TagTransitions
@@ -166,6 +165,15 @@ def gather_outputs(outputs: dict[int, RowOutput]) -> dict[int, RowOutput]:
     return merged
 
 
+@runtime_checkable
+class ValidationData(Protocol):
+    """What validation reads of the trainer's data module (the task's `TaskDataModule`): each
+    split's encoded rows (indexed by a batch's `row` ids) and its prepared examples."""
+
+    encoded: dict[str, list[dict[str, Any]]]
+    raw: dict[str, list[dict]]
+
+
 class TaskModule(L.LightningModule):
     """Loss, validation metrics gathered across processes, optimizer and schedule.
 
@@ -306,12 +314,12 @@ class TaskModule(L.LightningModule):
         self.log(f"val_{headline}", float(metrics[headline]), prog_bar=True)
 
     @property
-    def data(self) -> TaskDataModule:
+    def data(self) -> ValidationData:
         """The data module the trainer runs on: validation scores its encoded rows by id."""
         data = getattr(self.trainer, "datamodule", None)
-        if not isinstance(data, TaskDataModule):
+        if not isinstance(data, ValidationData):
             raise TypeError(
-                f"{type(self).__name__} validates on a TaskDataModule "
+                f"{type(self).__name__} validates on a task's data module "
                 f"(trainer.fit(module, datamodule=...)), got {type(data).__name__}"
             )
         return data

@@ -43,7 +43,7 @@ help:
 	@echo "make params  rewrite params.yaml from conf/"
 	@echo "make headlines  rewrite the README's headline table from metrics/*.json"
 	@echo "make dvc-deps  rewrite dvc.yaml's src/ deps: each stage's import closure (after an import changes)"
-	@echo "make lint    ruff and the import-layer contracts (import-linter)"
+	@echo "make lint    ruff, the import-layer contracts (import-linter) and mypy on src/emergent"
 	@echo "make server  MLflow tracking server on PostgreSQL (make server-stop; docs/team.md)"
 	@echo "make remote  DVC remote for the team's cache (REMOTE=s3://... or a folder; docs/team.md)"
 
@@ -193,6 +193,7 @@ lint: setup
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
 	$(BIN)/lint-imports
+	$(BIN)/mypy src/emergent
 
 format: setup
 	$(BIN)/ruff check --fix src tests scripts

@@ -172,7 +172,7 @@ def main() -> None:
             extra = {"argv": texts}
         with user_errors():
             validate_config(cfg)
-            run_stage(stage, cfg, Paths.for_cli(cfg, output_dir), task=cfg.get("task"), **extra)
+            run_stage(stage, cfg, Paths.for_cli(cfg, output_dir), task=cfg.task, **extra)
         if stage != "predict":
             print(f"outputs: {output_dir}", file=sys.stderr)
 

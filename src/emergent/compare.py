@@ -17,7 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,7 +70,7 @@ def _row(state: Mapping[str, Any], name: str) -> Row:
     )
 
 
-def rows_from_exp_show(entries: list[Mapping[str, Any]]) -> list[Row]:
+def rows_from_exp_show(entries: Sequence[Mapping[str, Any]]) -> list[Row]:
     """Rows in `dvc exp show`'s order: each baseline (or the workspace), then its experiments.
 
     `entries` is `dvc exp show --json`: baselines with `rev`, `name`, `data` and

@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from emergent.errors import ConfigError
 from emergent.io import atomic_write_text
 
 CONFIG_NAME = "config"
@@ -66,6 +68,15 @@ def load_params(path: Path | None = None) -> DictConfig:
     return cfg
 
 
+def plain_dict(node: Any, key: str, resolve: bool = False) -> dict[str, Any]:
+    """A config mapping (`DictConfig`, or already plain) as a plain dict, for code that takes
+    keyword arguments or JSON; `key` names it when it is not a mapping."""
+    plain = OmegaConf.to_container(node, resolve=resolve) if OmegaConf.is_config(node) else node
+    if not isinstance(plain, dict):
+        raise ConfigError(key, f"must be a mapping, got {type(plain).__name__}")
+    return {str(k): v for k, v in plain.items()}
+
+
 def finetune_config(cfg: DictConfig, task: str) -> DictConfig:
     """The settings a task fine-tunes with: its own section (`finetune.ner`, ...).
 
@@ -118,7 +129,7 @@ class Paths:
 
     @classmethod
     def for_cli(cls, cfg: DictConfig, output_dir: Path) -> Paths:
-        configured = cfg.get("paths", {}).get("input_dir")
+        configured = cfg.paths.input_dir
         return cls(Path(configured).resolve() if configured else project_root(), output_dir)
 
 

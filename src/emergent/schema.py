@@ -29,7 +29,7 @@ import difflib
 import re
 import types
 import typing
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from omegaconf import DictConfig, OmegaConf
 from pydantic import (
@@ -410,16 +410,17 @@ class TrainerTyped(_Section):
 
 
 # `trainer`: passed to `lightning.Trainer`: any of its arguments the stages do not set
-# themselves (the typed ones above, the rest as Lightning takes them).
-TrainerConfig = create_model(
-    "TrainerConfig",
-    __base__=TrainerTyped,
-    **{
+# themselves (the typed ones above, the rest as Lightning takes them). A type checker sees only
+# the typed part: the other fields are made at run time from Lightning's signature.
+if TYPE_CHECKING:
+    TrainerConfig = TrainerTyped
+else:
+    _untyped_trainer_fields: dict[str, Any] = {
         name: (Any, None)
         for name in TRAINER_ARGUMENTS
         if name not in TrainerTyped.model_fields and name not in RESERVED_TRAINER_KEYS
-    },
-)
+    }
+    TrainerConfig = create_model("TrainerConfig", __base__=TrainerTyped, **_untyped_trainer_fields)
 
 
 # --- evaluate, export, fewshot ---------------------------------------------------------------
@@ -707,18 +708,17 @@ class RootBase(_Open):
 def config_model(task_names: list[str]) -> type[BaseModel]:
     """The schema of a config whose tasks are `task_names`: `tasks.<name>`, `data.<name>` and
     `finetune.<name>` exist for those names only (`data.nerr` is a typo, not a section)."""
+    # Field maps made at run time are (annotation, default) pairs, which mypy cannot type as
+    # pydantic's `TypeForm` arguments; hence `Any` values.
     per_task: dict[str, Any] = {name: (TaskDefinition, ...) for name in task_names}
     tasks = create_model("Tasks", __base__=_Section, **per_task)
-    data = create_model(
-        "Data", __base__=DataBase, **{n: (TaskDataConfig | None, None) for n in task_names}
-    )
+    per_data: dict[str, Any] = {n: (TaskDataConfig | None, None) for n in task_names}
+    data = create_model("Data", __base__=DataBase, **per_data)
+    # a task's section is complete (conf/finetune/task/inherit.yaml fills it from shared),
+    # so it is checked as `shared` is: `finetune.ner.batch_size=null` is an error
+    per_finetune: dict[str, Any] = {n: (FinetuneShared | None, None) for n in task_names}
     finetune = create_model(
-        "Finetune",
-        __base__=_Section,
-        shared=(FinetuneShared, ...),
-        # a task's section is complete (conf/finetune/task/inherit.yaml fills it from shared),
-        # so it is checked as `shared` is: `finetune.ner.batch_size=null` is an error
-        **{n: (FinetuneShared | None, None) for n in task_names},
+        "Finetune", __base__=_Section, shared=(FinetuneShared, ...), **per_finetune
     )
     return create_model(
         "EmergentConfig", __base__=RootBase, tasks=(tasks, ...), data=(data, ...),

@@ -189,9 +189,11 @@ def run_name(stage: str, task: str | None, model: str | None, origin: Mapping[st
 def split_inputs(prepared: Path, task: str, splits: Iterable[str]) -> list[Any]:
     """MLflow dataset inputs for prepared splits: name `<task>/<split>`, context the split,
     digest from `manifest.json`'s sha256 of the file (so equal data shows an equal digest)."""
-    import mlflow.data
     import pandas as pd
-    from mlflow.data.sources import LocalArtifactDatasetSource
+    from mlflow.data.pandas_dataset import from_pandas
+
+    # mlflow makes its artifact source classes at import time (`type(...)`), so no stub has it.
+    from mlflow.data.sources import LocalArtifactDatasetSource  # type: ignore[attr-defined]
     from mlflow.entities import DatasetInput, InputTag
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
@@ -208,7 +210,7 @@ def split_inputs(prepared: Path, task: str, splits: Iterable[str]) -> list[Any]:
         rel = f"{task}/{split}.jsonl"
         path = (prepared / rel).resolve()
         sha = str(files.get(rel, ""))
-        dataset = mlflow.data.from_pandas(
+        dataset = from_pandas(
             pd.DataFrame(read_jsonl(path)),
             source=LocalArtifactDatasetSource(str(path)),
             name=f"{task}/{split}",
@@ -267,7 +269,7 @@ class Tracker:
 
     def log_datasets(self, prepared: Path, task: str, splits: Iterable[str]) -> None:
         """Log prepared splits as this run's dataset inputs (see `split_inputs`)."""
-        if self.enabled:
+        if self.run_id is not None:
             import mlflow
 
             mlflow.MlflowClient().log_inputs(self.run_id, split_inputs(prepared, task, splits))
@@ -351,7 +353,7 @@ def stage_run(
 
     The run ends FAILED if the stage raises, so broken runs are visible in the UI.
     """
-    if not cfg.mlflow.get("enabled", True) or not is_rank_zero():
+    if not cfg.mlflow.enabled or not is_rank_zero():
         yield Tracker()
         return
     import mlflow
@@ -363,7 +365,7 @@ def stage_run(
     # Per-task experiments are named after the task unless `mlflow.experiments` maps them.
     experiment = str(cfg.mlflow.experiments.get(experiment_key, experiment_key))
     artifact_root = store_root() / str(cfg.mlflow.artifact_dir)
-    kind = str(cfg.mlflow.get("experiment_kind") or "")
+    kind = str(cfg.mlflow.experiment_kind or "")
     mlflow.set_experiment(experiment_id=ensure_experiment(experiment, artifact_root, kind))
     origin = run_origin()
     task = (extra_tags or {}).get("task")
@@ -387,7 +389,7 @@ def stage_run(
             tracker.log_metrics({"startup_s": startup_seconds()})
         container = OmegaConf.to_container(cfg, resolve=True)
         assert isinstance(container, dict)
-        tracker.log_params(container)
+        tracker.log_params({str(k): v for k, v in container.items()})
         mlflow.log_text(OmegaConf.to_yaml(cfg), "config.yaml")
         log.info("MLflow run %r (%s) in experiment %r", name, run.info.run_id, experiment)
         yield tracker

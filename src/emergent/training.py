@@ -14,6 +14,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from emergent.config import plain_dict
 from emergent.errors import ConfigError
 from emergent.hardware import resolve_accelerator, resolve_precision
 from emergent.schema import RESERVED_TRAINER_KEYS
@@ -150,19 +151,15 @@ def build_trainer(
     default_root_dir: Path | None = None,
     enable_checkpointing: bool = True,
 ) -> L.Trainer:
-    settings = dict(OmegaConf.to_container(trainer_cfg, resolve=True))  # type: ignore[arg-type]
+    settings = plain_dict(trainer_cfg, "trainer", resolve=True)
     # `auto` picks CUDA where present (a clear error where `gpu` is asked for and absent), and
     # bf16-mixed on GPUs and CPUs with native bf16; the choice goes into the stage's run.
-    accelerator = resolve_accelerator(settings.get("accelerator", "cpu"), settings.get("devices"))
+    accelerator = resolve_accelerator(settings["accelerator"], settings["devices"])
     settings["accelerator"] = accelerator
-    settings["precision"] = resolve_precision(
-        settings.get("precision", "32-true"), accelerator=accelerator
-    )
+    settings["precision"] = resolve_precision(settings["precision"], accelerator=accelerator)
     # A progress bar only where one can be drawn: piped into a file, CI or `dvc repro | tee`, the
     # bar is a block of final-frame text; MetricHistory logs a line per validation instead.
-    settings["enable_progress_bar"] = (
-        bool(settings.get("enable_progress_bar", True)) and sys.stdout.isatty()
-    )
+    settings["enable_progress_bar"] = bool(settings["enable_progress_bar"]) and sys.stdout.isatty()
     if logger:
         logger.log_hyperparams(
             {"precision_resolved": settings["precision"], "accelerator_resolved": accelerator}

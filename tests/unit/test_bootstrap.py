@@ -52,6 +52,10 @@ def test_label_counts_give_scikit_learn_figures(task: SequenceClassificationTask
     # per label [tp, predicted, gold]: a [1, 3, 2], b [1, 2, 1], c [1, 2, 3]; F1 = 2tp / (p + g)
     by_hand = {"accuracy": 3 / 7, "f1_macro": (2 / 5 + 2 / 3 + 2 / 5) / 3}
     assert value == pytest.approx(by_hand[task.headline.metric])
+    # a kind without interval metrics scores its headline alone from the same counts
+    scores = task.scores_from_counts(task.outcome_counts(examples, labels, ids).sum(0))
+    assert list(scores) == [task.headline.metric]
+    assert float(scores[task.headline.metric]) == pytest.approx(by_hand[task.headline.metric])
 
 
 def test_interval_of_an_accuracy_matches_the_binomial_width() -> None:

@@ -332,7 +332,15 @@ def test_hydra_cli_refuses_a_misspelt_key_at_once_in_one_line(plus: str, tmp_pat
 def test_trainer_key_set_by_the_stage_says_which_key_to_use() -> None:
     from emergent.training import build_trainer
 
-    trainer_cfg = OmegaConf.create({"accelerator": "cpu", "max_epochs": 2})
+    trainer_cfg = OmegaConf.create(
+        {
+            "accelerator": "cpu",
+            "devices": 1,
+            "precision": "32-true",
+            "enable_progress_bar": False,
+            "max_epochs": 2,
+        }
+    )
     with pytest.raises(ConfigError, match=r"trainer\.max_epochs: .*finetune\.<task>\.max_epochs"):
         build_trainer(trainer_cfg, max_epochs=1)
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from emergent.config import Paths, compose, finetune_config, params_text
+from emergent.config import Paths, compose, finetune_config, params_text, plain_dict
+from emergent.errors import ConfigError
 from tests.conftest import ROOT
 
 
@@ -201,3 +202,13 @@ def test_every_preset_validates(option: str) -> None:
     override = [] if option == "default" else [f"{group}={option}"]
     validated = validate_config(compose(override, ROOT / "conf"))
     assert validated.seed == 42
+
+
+def test_plain_dict_gives_a_config_mapping_as_a_dict_and_names_a_key_that_is_not_one() -> None:
+    cfg = OmegaConf.create({"lr": "${base}", "base": 0.5, "opt": {"_target_": "x.Y", "eps": 1}})
+    assert plain_dict(cfg.opt, "opt") == {"_target_": "x.Y", "eps": 1}
+    assert plain_dict(cfg, "root", resolve=True)["lr"] == 0.5
+    assert plain_dict(cfg, "root")["lr"] == "${base}"  # unresolved unless asked
+    assert plain_dict({"a": 1}, "a") == {"a": 1}  # already plain
+    with pytest.raises(ConfigError, match=r"^model\.config: must be a mapping, got list"):
+        plain_dict(OmegaConf.create([1, 2]), "model.config")

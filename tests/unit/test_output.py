@@ -55,7 +55,13 @@ SCRIPT = textwrap.dedent(
 
     data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(4, 2)), 2)
     trainer_cfg = OmegaConf.create(
-        {"accelerator": "cpu", "devices": 1, "precision": "32-true", "log_every_n_steps": 10}
+        {
+            "accelerator": "cpu",
+            "devices": 1,
+            "precision": "32-true",
+            "log_every_n_steps": 10,
+            "enable_progress_bar": True,  # as conf/trainer sets it; drawn only in a terminal
+        }
     )
     with tempfile.TemporaryDirectory() as logs:
         trainer = emergent.training.build_trainer(

@@ -11,8 +11,9 @@ import copy
 import logging
 import statistics
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -70,8 +71,12 @@ def optimizer_for(model: Any, cfg: DictConfig, total: int) -> tuple[Any, Any]:
     return opt, linear_warmup_decay(opt, total, float(cfg.pretrain.warmup_ratio))
 
 
+#: the two precisions compared (Lightning's names; the manual loop autocasts for bf16)
+Precision = Literal["32-true", "bf16-mixed"]
+
+
 def manual_loop(
-    model: Any, batches: list[dict], cfg: DictConfig, precision: str, warmup: int
+    model: Any, batches: list[dict], cfg: DictConfig, precision: Precision, warmup: int
 ) -> float:
     """The minimal loop Lightning replaces: forward, backward, clip, step, schedule."""
     opt, sched = optimizer_for(model, cfg, len(batches))
@@ -95,7 +100,7 @@ def manual_loop(
 
 
 def lightning_loop(
-    model: Any, batches: list[dict], cfg: DictConfig, precision: str, warmup: int
+    model: Any, batches: list[dict], cfg: DictConfig, precision: Precision, warmup: int
 ) -> float:
     o = cfg.pretrain.optimizer
     module = MaskedLMModule(
@@ -123,9 +128,14 @@ def lightning_loop(
         gradient_clip_val=float(cfg.pretrain.gradient_clip_val),
         callbacks=[timer],
     )
-    trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None))
+    # torch types a Dataset; a list is a map-style one
+    loader: DataLoader[dict] = DataLoader(batches, batch_size=None)  # type: ignore[arg-type]
+    trainer.fit(module, train_dataloaders=loader)
     assert timer.start is not None and timer.end is not None
     return timer.end - timer.start
+
+
+Loop = Callable[[Any, list[dict], DictConfig, Precision, int], float]
 
 
 def run(cfg: DictConfig, paths: Paths, rounds: int = 3, steps: int = 8, warmup: int = 2) -> dict:
@@ -139,7 +149,7 @@ def run(cfg: DictConfig, paths: Paths, rounds: int = 3, steps: int = 8, warmup: 
     tokens = sum(int(b["attention_mask"].sum()) for b in batches[warmup:])
     torch.manual_seed(int(cfg.seed))
     initial = load_mlm_model(cfg.model, tokenizer)
-    variants = {
+    variants: dict[str, tuple[Loop, Precision]] = {
         "lightning_fp32": (lightning_loop, "32-true"),
         "manual_fp32": (manual_loop, "32-true"),
         "lightning_bf16": (lightning_loop, "bf16-mixed"),

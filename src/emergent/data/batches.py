@@ -109,7 +109,8 @@ class TaskDataModule(L.LightningDataModule):
             grouped = ShuffledGroupsSampler if self.shuffle_batches else LengthGroupedSampler
             sampler = grouped(self.batch_size, lengths=self.lengths("train"), generator=generator)
         return DataLoader(
-            self.encoded["train"],
+            # torch types `dataset` as a Dataset; a list is a map-style one
+            self.encoded["train"],  # type: ignore[arg-type]
             batch_size=self.batch_size,
             sampler=sampler,
             shuffle=sampler is None,
@@ -123,7 +124,8 @@ class TaskDataModule(L.LightningDataModule):
         self.setup()
         rows = sorted(self.encoded[split], key=lambda r: len(r["input_ids"]))
         return DataLoader(
-            rows,
+            # torch types `dataset` as a Dataset; a list is a map-style one
+            rows,  # type: ignore[arg-type]
             batch_size=self.batch_size,
             shuffle=False,
             collate_fn=self.task.collator(self.tokenizer),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import lightning as L
 import torch
@@ -39,7 +39,15 @@ def pack_blocks(tokenizer: Any, texts: list[str], block_size: int) -> torch.Tens
     return out
 
 
-def masking_settings(pretrain_cfg: Any) -> dict[str, float]:
+class MaskingSettings(TypedDict, total=False):
+    """`DataCollatorForLanguageModeling`'s masking keywords (any left out keep its defaults)."""
+
+    mlm_probability: float
+    mask_replace_prob: float
+    random_replace_prob: float
+
+
+def masking_settings(pretrain_cfg: Any) -> MaskingSettings:
     """The masking keys of `pretrain` (what `DataCollatorForLanguageModeling` takes)."""
     return {
         "mlm_probability": float(pretrain_cfg.mlm_probability),
@@ -67,7 +75,7 @@ class MaskingCollator:
     `random_replace_prob` with a random token, and labels only the selected positions.
     """
 
-    def __init__(self, tokenizer: Any, masking: dict[str, float], seed: int | None = None) -> None:
+    def __init__(self, tokenizer: Any, masking: MaskingSettings, seed: int | None = None) -> None:
         from transformers import DataCollatorForLanguageModeling
 
         self.pad_id = tokenizer.pad_token_id
@@ -102,7 +110,7 @@ class MLMDataModule(L.LightningDataModule):
         tokenizer: Any,
         block_size: int,
         batch_size: int,
-        masking: dict[str, float],
+        masking: MaskingSettings,
         seed: int = 42,
         num_workers: int = 0,
         max_train_blocks: int | None = None,
@@ -151,4 +159,5 @@ class MLMDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_batches, batch_size=None, shuffle=False)
+        # torch types `dataset` as a Dataset; a list is a map-style one
+        return DataLoader(self.val_batches, batch_size=None, shuffle=False)  # type: ignore[arg-type]

@@ -14,13 +14,14 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from emergent.config import plain_dict
 from emergent.data import formats
 from emergent.data.dedupe import dedupe
 from emergent.data.feedback import add_feedback
@@ -88,6 +89,8 @@ def read_task_file(
     `python -m emergent evaluate data.<task>.test=FILE` reads a test file with this too, and
     ingest keeps explicit held-out files whole, so both paths score the same examples."""
     path = resolve(source, base_dir)
+    # `data.<task>` sets only the keys its source needs (ner has no text_column): its keys are
+    # read with the schema's defaults (TaskDataConfig), here and in `prepare_task`.
     fmt = task.detect_format(path, cfg.get("format", "auto"))
     examples, skipped = task.read(path, fmt, cfg, source)
     normalized = [task.normalize(e, normalize_text) for e in examples]
@@ -260,7 +263,7 @@ def build_corpus(
     normalised text is a held-out example is dropped whole, before it is cut into paragraphs
     (a multi-paragraph debate statement would otherwise slip in piece by piece).
     """
-    min_chars = int(cfg.get("min_chars", 1))
+    min_chars = int(cfg.min_chars)
     held_out = {
         task.text(e)
         for task, splits in task_splits.items()
@@ -273,7 +276,9 @@ def build_corpus(
         texts = [task.text(e) for e in splits["train"]]
         docs += texts
         stats["sources"][f"{task.name}:train"] = {"rows_read": len(texts)}
-    for index, entry in enumerate(cfg.get("unlabeled") or []):
+    for index, entry in enumerate(cfg.unlabeled):
+        # A source sets only what it needs: the schema's defaults (UnlabeledSource) are None,
+        # which these readers' defaults stand for.
         source = str(entry["path"])
         path = resolve(source, base_dir)
         fmt = formats.detect_format(path, entry.get("format", "auto"))
@@ -282,7 +287,9 @@ def build_corpus(
             path,
             fmt,
             text_column=entry.get("text_column", "text"),
-            where=OmegaConf.to_container(where) if where is not None else None,
+            where=plain_dict(where, f"data.corpus.unlabeled[{index}].where")
+            if where is not None
+            else None,
             encoding=entry.get("encoding", "utf-8"),
             label=source,
             task=f"corpus.unlabeled[{index}]",
@@ -295,15 +302,15 @@ def build_corpus(
         )
         stats["sources"][source] = {"sha256": sha256_file(path), "rows_read": len(pieces)}
     docs = [d for d in docs if len(d) >= min_chars or d in held_out]
-    docs, dup = dedupe([{"text": d} for d in docs], lambda d: d["text"])
-    before = len(docs)
-    docs = [d for d in docs if d["text"] not in held_out]
+    rows, dup = dedupe([{"text": d} for d in docs], lambda d: d["text"])
+    before = len(rows)
+    rows = [d for d in rows if d["text"] not in held_out]
     stats["duplicates_removed"] = dup
-    stats["heldout_text_removed"] = before - len(docs)
-    texts = sample_cap([d["text"] for d in docs], cfg.get("max_rows"), seed)
+    stats["heldout_text_removed"] = before - len(rows)
+    texts = sample_cap([d["text"] for d in rows], cfg.max_rows, seed)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(texts))
-    n_val = max(1, round(len(texts) * float(cfg.get("validation_fraction", 0.02))))
+    n_val = max(1, round(len(texts) * float(cfg.validation_fraction)))
     corpus = {
         "validation": [texts[i] for i in sorted(order[:n_val])],
         "train": [texts[i] for i in sorted(order[n_val:])],
@@ -313,7 +320,11 @@ def build_corpus(
 
 
 def prepare_all(
-    data_cfg: DictConfig, tasks: list[PreparedTask], seed: int, prepared_dir: Path, base_dir: Path
+    data_cfg: DictConfig,
+    tasks: Sequence[PreparedTask],
+    seed: int,
+    prepared_dir: Path,
+    base_dir: Path,
 ) -> dict:
     """Prepare every task and the corpus, then swap the whole folder in atomically.
 

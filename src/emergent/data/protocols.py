@@ -20,7 +20,11 @@ class PreparedTask(Protocol):
     stratifying and counting its examples, and its quality checks."""
 
     name: str
-    example_fields: tuple[str, ...]  # the fields of a prepared example (user feedback's shape)
+
+    @property
+    def example_fields(self) -> tuple[str, ...]:
+        """The fields of a prepared example (user feedback's shape); a task kind's constant."""
+        ...
 
     def read(
         self, path: Path, fmt: str, data_cfg: Mapping[str, Any], source: str

@@ -38,8 +38,9 @@ class Check:
     expectations: list[Any] = field(default_factory=list)
 
 
-def text_frame(texts: Iterable[str]) -> pd.DataFrame:
-    """A `text` column and its length in characters (`n_chars`)."""
+def text_frame(texts: Iterable[str | None]) -> pd.DataFrame:
+    """A `text` column and its length in characters (`n_chars`); a missing text stays a
+    missing value, for the checks to report."""
     frame = pd.DataFrame({"text": list(texts)})
     frame["n_chars"] = frame["text"].str.len()
     return frame
@@ -47,6 +48,7 @@ def text_frame(texts: Iterable[str]) -> pd.DataFrame:
 
 def min_rows(cfg: Mapping[str, Any], split: str) -> int:
     """The configured least number of rows of a split (`min_rows.<split>`, default 1)."""
+    # optional in conf/ per section and per split (schema default None: at least one row)
     return int((cfg.get("min_rows") or {}).get(split, 1))
 
 
@@ -157,7 +159,7 @@ def run_checks(
         context.variables.progress_bars = ProgressBarsConfig(globally=False)
     except Exception:  # pragma: no cover - cosmetic only
         log.debug("could not disable GX progress bars", exc_info=True)
-    actions = []
+    actions: list[gx.checkpoint.ValidationAction] = []
     if docs_dir is not None:
         context.add_data_docs_site(
             site_name="quality",

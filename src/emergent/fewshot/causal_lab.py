@@ -28,7 +28,13 @@ import torch.nn.functional as F
 from emergent.evaluation.bootstrap import Bootstrap
 from emergent.fewshot import FewShotConfigError
 from emergent.fewshot.calibration import calibrate, content_free_prior
-from emergent.fewshot.causal import CausalPrompter, Prefix, label_logprobs, last_logits
+from emergent.fewshot.causal import (
+    CausalPrompter,
+    Prefix,
+    Prompting,
+    label_logprobs,
+    last_logits,
+)
 from emergent.fewshot.metrics import classification_metrics
 from emergent.fewshot.training import TrainSettings, fit
 from emergent.models.source import ModelSource, load_pretrained
@@ -129,9 +135,11 @@ class CausalLab:
         if prior is not None:
             probs = calibrate(probs, prior)
         word = logprobs.gather(1, self._gold[:, None])[:, 0]
-        out = classification_metrics(probs, self._gold, word, self.bootstrap)
-        out["correct"] = (probs.argmax(-1) == self._gold).int().tolist()
-        return out
+        correct = (probs.argmax(-1) == self._gold).int().tolist()
+        return {
+            **classification_metrics(probs, self._gold, word, self.bootstrap),
+            "correct": correct,
+        }
 
     # -- methods -----------------------------------------------------------------------------
     def _with_and_without_prior(
@@ -239,6 +247,24 @@ class CausalLab:
         return lambda m: float((self.score(m, queries).argmax(-1) == gold).float().mean())
 
 
+def _prompting(value: str) -> Prompting:
+    """`model.prompting` as its type (the schema has checked it; this says so to the checker)."""
+    if value == "raw":
+        return "raw"
+    if value == "chat":
+        return "chat"
+    raise FewShotConfigError(f"model.prompting: must be raw or chat, got {value!r}")
+
+
+def _adapter(value: str) -> Literal["lora", "full"]:
+    """`fewshot.causal.adapter` as its type (checked by the schema as `_prompting`'s key is)."""
+    if value == "lora":
+        return "lora"
+    if value == "full":
+        return "full"
+    raise FewShotConfigError(f"fewshot.causal.adapter: must be lora or full, got {value!r}")
+
+
 def build_causal_lab(
     model_cfg: Any, fcfg: Any, data: Any, bootstrap: Bootstrap | None, key: str
 ) -> CausalLab:
@@ -258,7 +284,7 @@ def build_causal_lab(
         template=CausalTemplate.parse(
             str(prompt.template), f"fewshot.causal_prompts.{task}.template"
         ),
-        prompting=str(model_cfg.prompting),  # type: ignore[arg-type]
+        prompting=_prompting(str(model_cfg.prompting)),
         text_tokens=int(fcfg.causal.text_tokens),
     )
     word_ids = label_word_ids(
@@ -273,7 +299,7 @@ def build_causal_lab(
         data=data,
         content_free=list(fcfg.content_free),
         train=dict(fcfg.causal.train),
-        adapter=str(fcfg.causal.adapter),  # type: ignore[arg-type]
+        adapter=_adapter(str(fcfg.causal.adapter)),
         lora=LoraSettings(
             int(lora.r), int(lora.alpha), float(lora.dropout), tuple(lora.target_modules)
         ),

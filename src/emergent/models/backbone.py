@@ -15,8 +15,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from emergent.config import plain_dict
 from emergent.models.source import (
     ModelSource,
     load_pretrained,
@@ -31,7 +32,7 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 def backbone_source(model_cfg: DictConfig) -> ModelSource:
     """The pretrained backbone `model.source` names (folder, pkg://, .gguf or hf://)."""
-    if not model_cfg.get("source"):
+    if not model_cfg.source:
         raise ValueError(f"model {model_cfg.name!r} has no `source`: it is built from config")
     return resolve_source(str(model_cfg.source))
 
@@ -43,12 +44,12 @@ def backbone_dir(model_cfg: DictConfig) -> Path:
 
 def is_causal(model_cfg: DictConfig) -> bool:
     """Whether the preset's backbone is a causal (left-to-right) LM, not a BERT-style encoder."""
-    return str(model_cfg.get("family") or "masked") == "causal"
+    return str(model_cfg.family) == "causal"
 
 
 def config_overrides(model_cfg: DictConfig) -> dict[str, Any]:
-    overrides = model_cfg.get("config") or {}
-    return dict(OmegaConf.to_container(overrides)) if overrides else {}  # type: ignore[arg-type]
+    overrides = model_cfg.config
+    return plain_dict(overrides, "model.config") if overrides else {}
 
 
 def canonical_ids(vocab: Mapping[str, int], special: Sequence[str]) -> dict[str, int]:

@@ -4,7 +4,7 @@ metrics, so this module holds only the training loop's parts (loss, gathering, o
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import lightning as L
 import numpy as np
@@ -13,8 +13,10 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.utilities import GradClipAlgorithmType
-from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
+from omegaconf import DictConfig
 
+from emergent.config import plain_dict
 from emergent.errors import ConfigError
 from emergent.models.backbone import from_pretrained_logged
 from emergent.models.crf import TagTransitions
@@ -163,6 +165,15 @@ def gather_outputs(outputs: dict[int, RowOutput]) -> dict[int, RowOutput]:
     return merged
 
 
+@runtime_checkable
+class ValidationData(Protocol):
+    """What validation reads of the trainer's data module (the task's `TaskDataModule`): each
+    split's encoded rows (indexed by a batch's `row` ids) and its prepared examples."""
+
+    encoded: dict[str, list[dict[str, Any]]]
+    raw: dict[str, list[dict]]
+
+
 class TaskModule(L.LightningModule):
     """Loss, validation metrics gathered across processes, optimizer and schedule.
 
@@ -176,6 +187,8 @@ class TaskModule(L.LightningModule):
     zero, train at `crf_lr` (0: kept fixed) and are written back into the config
     (`sync_tag_scores`), which is saved with the model.
     """
+
+    class_weights: torch.Tensor | None  # a buffer (register_buffer), so it follows the device
 
     def __init__(
         self,
@@ -200,6 +213,15 @@ class TaskModule(L.LightningModule):
         self.labels = labels
         self.optimizer_cfg = optimizer
         self.scheduler_cfg = scheduler
+        # Typed copies of what save_hyperparameters records (Lightning's `hparams` is an
+        # untyped mapping); the optimizer and schedule read these.
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.warmup_ratio = warmup_ratio
+        self.total_steps = total_steps
+        self.head_lr = head_lr
+        self.layer_lr_decay = layer_lr_decay
+        self.crf_lr = crf_lr
         self.save_hyperparameters(
             # `teacher`: DistilledTaskModule's (Lightning reads the subclass's arguments too);
             # a module, not a hyperparameter
@@ -271,13 +293,13 @@ class TaskModule(L.LightningModule):
             sync_dist=True,
         )
         probs = softmax(logits.detach().float().cpu().numpy().astype(np.float64))
-        rows = self.trainer.datamodule.encoded["validation"]
+        rows = self.data.encoded["validation"]
         for j, r in enumerate(batch["row"].tolist()):
             self._outputs[r] = self.task.row_output(probs[j], rows[r])
 
     def on_validation_epoch_end(self) -> None:
         outputs = gather_outputs(self._outputs)
-        data = self.trainer.datamodule
+        data = self.data
         rows, examples = data.encoded["validation"], data.raw["validation"]
         if len(outputs) < len(rows):  # a partial validation (limit_val_batches) is not scored
             return
@@ -291,8 +313,18 @@ class TaskModule(L.LightningModule):
         self.log_dict({f"val_{k}": float(v) for k, v in metrics.items() if k != headline})
         self.log(f"val_{headline}", float(metrics[headline]), prog_bar=True)
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
+    @property
+    def data(self) -> ValidationData:
+        """The data module the trainer runs on: validation scores its encoded rows by id."""
+        data = getattr(self.trainer, "datamodule", None)
+        if not isinstance(data, ValidationData):
+            raise TypeError(
+                f"{type(self).__name__} validates on a task's data module "
+                f"(trainer.fit(module, datamodule=...)), got {type(data).__name__}"
+            )
+        return data
+
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         head = [
             (n, p)
             for n, p in self.model.named_parameters()
@@ -302,17 +334,20 @@ class TaskModule(L.LightningModule):
         body = [(n, p) for n, p in self.model.named_parameters() if id(p) not in head_ids]
         groups = layerwise_param_groups(
             body,
-            hp.weight_decay,
-            hp.lr,
-            hp.layer_lr_decay,
+            self.weight_decay,
+            self.lr,
+            self.layer_lr_decay,
             int(self.model.config.num_hidden_layers),
             include_frozen=True,
         )
-        groups += param_groups(head, hp.weight_decay, hp.head_lr or hp.lr, include_frozen=True)
-        if self.tag_transitions is not None and hp.crf_lr > 0:
+        groups += param_groups(
+            head, self.weight_decay, self.head_lr or self.lr, include_frozen=True
+        )
+        if self.tag_transitions is not None and self.crf_lr > 0:
             scores = list(self.tag_transitions.parameters())
-            groups.append({"params": scores, "weight_decay": 0.0, "lr": hp.crf_lr})
+            groups.append({"params": scores, "weight_decay": 0.0, "lr": self.crf_lr})
         optimizer_cfg = dict(self.optimizer_cfg)
+        # `fused`: a keyword argument of some optimizers, set only where wanted (open section)
         if optimizer_cfg.get("fused") and self._loss_scaler() is not None:
             # A fused optimizer unscales fp16 gradients inside its step, after clipping would
             # have seen them scaled: Lightning refuses the pair, so fp16 gets the plain loop.
@@ -321,15 +356,15 @@ class TaskModule(L.LightningModule):
         optimizer = instantiate(
             optimizer_cfg,
             params=groups,
-            lr=hp.lr,
-            weight_decay=hp.weight_decay,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
             _convert_="all",
         )
         scheduler = instantiate(
             self.scheduler_cfg,
             optimizer=optimizer,
-            num_warmup_steps=int(hp.warmup_ratio * hp.total_steps),
-            num_training_steps=hp.total_steps,
+            num_warmup_steps=int(self.warmup_ratio * self.total_steps),
+            num_training_steps=self.total_steps,
         )
         return {
             "optimizer": optimizer,
@@ -379,7 +414,7 @@ def task_module(
     """The TaskModule (or a subclass, given its `extra` arguments) with the fine-tuning
     configuration's optimizer, schedule and rates. `extra` may override `crf_lr` (the export's
     recovery keeps the fine-tuned transition scores fixed with 0)."""
-    crf = bool(fcfg.get("crf"))
+    crf = bool(fcfg.crf)
     if crf and not task.learns_transitions:
         raise ConfigError(
             f"finetune.{task.name}.crf", f"a {task.kind} task has no chain of labels for a CRF"
@@ -388,13 +423,13 @@ def task_module(
         raise ConfigError(
             f"finetune.{task.name}.class_weights", "cannot be combined with crf (a sequence loss)"
         )
-    extra = {"crf": crf, "crf_lr": float(fcfg.get("crf_lr") or 0.0), **extra}
+    extra = {"crf": crf, "crf_lr": float(fcfg.crf_lr), **extra}
     return (module_class or TaskModule)(
         model,
         task,
         labels,
-        optimizer=OmegaConf.to_container(fcfg.optimizer),  # type: ignore[arg-type]
-        scheduler=OmegaConf.to_container(fcfg.scheduler),  # type: ignore[arg-type]
+        optimizer=plain_dict(fcfg.optimizer, f"finetune.{task.name}.optimizer"),
+        scheduler=plain_dict(fcfg.scheduler, f"finetune.{task.name}.scheduler"),
         lr=float(fcfg.lr),
         head_lr=fcfg.head_lr,
         layer_lr_decay=float(fcfg.layer_lr_decay),

@@ -17,6 +17,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 
 from emergent.models.optim import linear_warmup_decay, param_groups
 
@@ -113,6 +114,16 @@ class MaskedLMModule(L.LightningModule):
         self.model = model
         self.save_hyperparameters(ignore=["model", "head_params"])
         self.head_params = set(head_params)
+        # Typed copies of what save_hyperparameters records (Lightning's `hparams` is an
+        # untyped mapping); the steps and the optimizer read these.
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.betas = (float(betas[0]), float(betas[1]))  # a list when read from YAML
+        self.eps = eps
+        self.warmup_ratio = warmup_ratio
+        self.total_steps = total_steps
+        self.head_lr = head_lr
+        self.head_warmup_steps = head_warmup_steps
         self._val: dict[str, float] = {}
         self._tokens = 0
         self._train_time = 0.0
@@ -126,7 +137,7 @@ class MaskedLMModule(L.LightningModule):
         self._step_start = time.perf_counter()
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        frozen = self.global_step < self.hparams.head_warmup_steps
+        frozen = self.global_step < self.head_warmup_steps
         loss, _ = masked_lm_loss(self.model, batch, freeze_encoder=frozen)
         self._tokens += int(batch["attention_mask"].sum())
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False)
@@ -137,8 +148,8 @@ class MaskedLMModule(L.LightningModule):
             self._train_time += time.perf_counter() - self._step_start
         if self._train_time > 0:
             self.log("tok_s", self._tokens / self._train_time, prog_bar=True, on_step=True)
-        scheduler = self.lr_schedulers()
-        if scheduler is not None:
+        scheduler = self.lr_schedulers()  # the one configured below (a LambdaLR)
+        if isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler):
             self.log("lr", scheduler.get_last_lr()[0], on_step=True)
 
     @property
@@ -158,7 +169,9 @@ class MaskedLMModule(L.LightningModule):
             [self._val["loss_sum"], self._val["correct"], self._val["count"]], device=self.device
         )
         totals = (
-            self.all_gather(totals).reshape(-1, 3).sum(0) if self.trainer.world_size > 1 else totals
+            self.trainer.strategy.all_gather(totals).reshape(-1, 3).sum(0)
+            if self.trainer.world_size > 1
+            else totals
         )
         loss_sum, correct, count = (float(x) for x in totals)
         val_loss = loss_sum / max(count, 1.0)
@@ -172,19 +185,18 @@ class MaskedLMModule(L.LightningModule):
             rank_zero_only=True,
         )
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         named = list(self.model.named_parameters())
         encoder = [(n, p) for n, p in named if n not in self.head_params]
         head = [(n, p) for n, p in named if n in self.head_params]
         optimizer = torch.optim.AdamW(
-            param_groups(encoder, hp.weight_decay)
-            + param_groups(head, hp.weight_decay, lr=hp.head_lr or hp.lr),
-            lr=hp.lr,
-            betas=tuple(hp.betas),
-            eps=hp.eps,
+            param_groups(encoder, self.weight_decay)
+            + param_groups(head, self.weight_decay, lr=self.head_lr or self.lr),
+            lr=self.lr,
+            betas=self.betas,
+            eps=self.eps,
         )
-        scheduler = linear_warmup_decay(optimizer, hp.total_steps, hp.warmup_ratio)
+        scheduler = linear_warmup_decay(optimizer, self.total_steps, self.warmup_ratio)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},

@@ -24,7 +24,8 @@ def param_groups(
     `include_frozen` keeps frozen parameters in the groups (they get no gradient, so the
     optimizer skips them) so that gradual unfreezing can train them later.
     """
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, param in named_params:
         if not param.requires_grad and not include_frozen:
             continue

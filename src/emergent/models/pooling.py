@@ -89,7 +89,7 @@ class MeanPooledBertForSequenceClassification(BertForSequenceClassification):
         self.bert.pooler = None
         setattr(self.config, POOLING_KEY, "mean")
 
-    def forward(  # type: ignore[override]
+    def forward(
         self,
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers.pytorch_utils import prune_linear_layer
+from transformers.pytorch_utils import prune_linear_layer as _prune_linear_layer
 
 from emergent.tasks.shapes import model_inputs
 
@@ -93,6 +93,15 @@ def importance(model: Any, batches: Iterable[dict[str, Any]]) -> tuple[torch.Ten
 def keep_top(scores: torch.Tensor, keep: int) -> list[torch.Tensor]:
     """Per row, the indices of the `keep` highest scores, in their original order."""
     return [row.topk(keep).indices.sort().values for row in scores]
+
+
+def prune_linear_layer(
+    layer: torch.nn.Linear, index: torch.Tensor, dim: int = 0
+) -> torch.nn.Linear:
+    """transformers' `prune_linear_layer`: keep the rows (`dim=0`) or columns (`dim=1`) listed."""
+    # Its stub asks for `torch.LongTensor`, a legacy tensor class no Tensor is typed as; the
+    # indices here are int64 (topk / arange), which is what it needs at run time.
+    return _prune_linear_layer(layer, index, dim=dim)  # type: ignore[arg-type]
 
 
 def prune_heads(model: Any, keep: list[torch.Tensor]) -> None:

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from importlib.resources import files
 from typing import Annotated, Any
 
@@ -58,6 +59,11 @@ ADMITTED = "admitted"  # request.state key: the route's caller checks have passe
 FEEDBACK_PATH = "/v1/{task}/feedback"
 
 
+def current_model(slot: Slot) -> Loaded:
+    """The model a batch runs on: read once per batch, so a reload swaps between batches."""
+    return slot.current
+
+
 class Service:
     """Everything the routes share: models, batchers, keys, limits, metrics and the recorder."""
 
@@ -89,12 +95,12 @@ class Service:
                 self.slots[task] = slot = Slot(loaded)
                 self.set_info(loaded)
                 batcher = MicroBatcher(
-                    current=lambda slot=slot: slot.current,
+                    current=partial(current_model, slot),
                     predict=lambda model, texts: model.predictor.predict(texts),
                     max_batch_size=self.s.max_batch_size,
                     max_wait_s=self.s.max_wait_ms / 1000,
                     max_queue=self.s.max_queue,
-                    on_batch=lambda n, waits, task=task: self.on_batch(task, n, waits),
+                    on_batch=partial(self.on_batch, task),
                 )
                 batcher.start()
                 self.batchers[task] = batcher
@@ -326,7 +332,7 @@ def create_app(settings: Settings) -> FastAPI:
         request: Request,
         key_id: Annotated[str, Depends(admitted)],
     ) -> JSONResponse:
-        texts: list[str] = body.texts
+        texts: list[str] = body.texts  # type: ignore[attr-defined]  # model made at run time
         request.state.batch_size = len(texts)
         try:
             answers = await service.batchers[task].submit(texts)
@@ -379,7 +385,8 @@ def create_app(settings: Settings) -> FastAPI:
     ) -> JSONResponse:
         model = service.slots[task].current
         rules, labels = model.predictor.task, list(model.predictor.labels)
-        sent = [e.model_dump(exclude_unset=True) for e in body.examples]
+        examples = body.examples  # type: ignore[attr-defined]  # model made at run time
+        sent = [e.model_dump(exclude_unset=True) for e in examples]
         request.state.batch_size = len(sent)  # a count: the access log never sees an example
         checked = []
         for i, example in enumerate(sent):

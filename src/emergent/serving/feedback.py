@@ -211,6 +211,7 @@ class FeedbackStore:
         ]
 
     def count(self, task: str | None = None) -> int:
+        args: tuple[str, ...]
         sql, args = "SELECT COUNT(*) FROM feedback", ()
         if task is not None:
             sql, args = f"{sql} WHERE task = {self.mark}", (task,)

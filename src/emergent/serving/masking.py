@@ -50,18 +50,21 @@ def build_analyzer(entities: Entities | None, entity_map: Mapping[str, str], min
     class ModelEntityRecognizer(EntityRecognizer):
         """People and places found by our own NER model (through the served predictor)."""
 
+        def __init__(self, find: Entities, **kwargs: Any) -> None:
+            self.find = find  # before the base class's __init__, which calls load()
+            super().__init__(**kwargs)
+
         def load(self) -> None:
             pass
 
         def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None):
             results = []
-            for ent in entities_fn([text])[0]:
+            for ent in self.find([text])[0]:
                 kind = entity_map.get(ent["type"])
                 if kind and kind in entities and float(ent["score"]) >= min_score:
                     results.append(RecognizerResult(kind, ent["start"], ent["end"], ent["score"]))
             return results
 
-    entities_fn = entities
     registry = RecognizerRegistry(supported_languages=["en"])
     for recognizer in (
         OfflineEmailRecognizer(),
@@ -74,7 +77,7 @@ def build_analyzer(entities: Entities | None, entity_map: Mapping[str, str], min
     if entities is not None:
         kinds = sorted(set(entity_map.values()))
         registry.add_recognizer(
-            ModelEntityRecognizer(supported_entities=kinds, name="emergent_ner")
+            ModelEntityRecognizer(entities, supported_entities=kinds, name="emergent_ner")
         )
     engine = NoOpNlpEngine(models=[{"lang_code": "en", "model_name": "none"}])
     engine.load()

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import mlflow.pyfunc
+from mlflow.pyfunc.model import PythonModel
 
 
-class OnnxTaskModel(mlflow.pyfunc.PythonModel):
+class OnnxTaskModel(PythonModel):
     def load_context(self, context: Any) -> None:
         from pathlib import Path
 

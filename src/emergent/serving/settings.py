@@ -92,13 +92,13 @@ def build(serve: Any, tasks: list[str], root: Path, **overrides: Any) -> Setting
         raise ModelLoadError(f"serve.source={source!r}: choose local or registry")
     limits, batching, store = serve.limits, serve.batching, serve.store
     masking = dict(serve.masking)
-    masking["entity_map"] = dict(masking.get("entity_map") or {})
-    masking["placeholders"] = dict(masking.get("placeholders") or {})
+    masking["entity_map"] = dict(serve.masking.entity_map)
+    masking["placeholders"] = dict(serve.masking.placeholders)
     values: dict[str, Any] = {
         "sources": sources,
         "keys_file": under(root, serve.keys_file),
         "store_path": under(root, store.path),
-        "feedback_uri": store.get("feedback_uri"),
+        "feedback_uri": store.feedback_uri,
         "threads": int(serve.threads),
         "warmup_batches": int(serve.warmup_batches),
         "max_batch_size": int(batching.max_batch_size),

@@ -92,6 +92,7 @@ class RequestStore:
             return {row[0] for row in self.conn.execute(sql, (task, *wanted))}
 
     def count(self, task: str | None = None) -> int:
+        args: tuple[str, ...]
         sql, args = "SELECT COUNT(*) FROM predictions", ()
         if task:
             sql, args = sql + " WHERE task = ?", (task,)

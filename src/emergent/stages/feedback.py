@@ -41,7 +41,7 @@ def export(cfg: DictConfig, paths: Paths, task: str, fields: tuple[str, ...]) ->
     from emergent.serving.feedback import FeedbackStore, FeedbackStoreError, split_examples
 
     store_cfg = cfg.serve.store
-    uri = store_cfg.get("feedback_uri")
+    uri = store_cfg.feedback_uri
     db = under(paths.input_dir, store_cfg.path)
     if not uri and not db.is_file():
         print(f"no feedback for task {task}: no request store at {db} yet")

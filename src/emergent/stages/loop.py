@@ -80,7 +80,7 @@ def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
         decisions = under(root, cfg.promote.reports_dir)
         before = set(decisions.glob("*.json"))
         try:
-            run_stage("promote", cfg, paths, task=task)
+            run_stage("promote", cfg, paths, task=task.name)
         finally:  # refused or not, the report says which decision and which champion
             made = sorted(set(decisions.glob("*.json")) - before)
             report["decision_file"] = str(made[-1]) if made else None
@@ -134,7 +134,7 @@ def _new_examples(cfg: DictConfig, root: Path, task: str, champion: Version | No
     from emergent.serving.feedback import FeedbackStore, FeedbackStoreError
 
     store_cfg = cfg.serve.store
-    uri, db = store_cfg.get("feedback_uri"), under(root, store_cfg.path)
+    uri, db = store_cfg.feedback_uri, under(root, store_cfg.path)
     if not uri and not db.is_file():
         return 0
     try:

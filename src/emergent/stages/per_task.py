@@ -28,7 +28,7 @@ def per_task(run: StageRun) -> StageRun:
         cfg: DictConfig, paths: Paths, task: Task | str | None = None, **kwargs: Any
     ) -> Any:
         if not isinstance(task, Task):
-            task = get_task(cfg, str(task or cfg.get("task")))
+            task = get_task(cfg, str(task or cfg.task))
         cfg = cfg.copy()
         cfg.task = task.name
         return run(cfg, paths, task, **kwargs)

@@ -37,7 +37,7 @@ def _lines(text: str) -> list[str]:
 
 
 def _configured_texts(cfg: DictConfig) -> list[str] | None:
-    value = cfg.predict.get("text")
+    value = cfg.predict.text
     if value is None:
         return None
     if isinstance(value, ListConfig | list):
@@ -55,7 +55,7 @@ def read_inputs(cfg: DictConfig, texts: list[str] | None, paths: Paths) -> list[
         return list(texts)
     if configured is not None:
         return configured
-    source = cfg.predict.get("file")
+    source = cfg.predict.file
     if source:
         path = resolve(str(source), paths.input_dir)
         text = read_text(path, label=str(source), hint=UTF8_HINT)
@@ -102,7 +102,7 @@ def records(predictor: Any, inputs: list[str]) -> Iterator[dict[str, Any]]:
 def run(cfg: DictConfig, paths: Paths, task: Task, texts: list[str] | None = None) -> None:
     """Print every record; then, if any input was empty, fail (exit 1) saying which, so a
     script notices even though every other input was answered."""
-    export_dir = cfg.predict.get("export_dir") or paths.inp("models", "export", task.name)
+    export_dir = cfg.predict.export_dir or paths.inp("models", "export", task.name)
     predictor = Predictor(export_dir, task=task.name)
     inputs = read_inputs(cfg, texts, paths)
     empty = []

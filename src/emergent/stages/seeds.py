@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 def seed_list(cfg: DictConfig) -> list[int]:
     """`seeds.list` as integers (at least one, no repeats)."""
-    raw = (cfg.get("seeds") or {}).get("list")
+    raw = cfg.seeds.list
     try:
         values = [int(s) for s in (raw if raw is not None else [])]
     except (TypeError, ValueError) as err:
@@ -82,7 +82,7 @@ def score_model(cfg: DictConfig, paths: Paths, task: Task) -> dict[str, float]:
 @per_task
 def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
     seeds = seed_list(cfg)
-    keep = bool((cfg.get("seeds") or {}).get("keep_models", False))
+    keep = bool(cfg.seeds.keep_models)
     with stage_run(cfg, "seeds", task.name, extra_tags={"task": task.name}) as parent:
         parent.log_params({"seeds": seeds})
         runs = []

@@ -30,7 +30,7 @@ def run(cfg: DictConfig, paths: Paths) -> None:
     with stage_run(cfg, "validate", "data", data_sha256=sha256_file(manifest)) as tracker:
         tasks = all_tasks(cfg)
         checks = build_checks(prepared, cfg.data, tasks)
-        assets_dir = cfg.get("paths", {}).get("assets_dir")
+        assets_dir = cfg.paths.assets_dir
         assets = project_root() / str(assets_dir) if assets_dir else None
         reports = paths.out("reports", "quality")
         with atomic_dir(reports) as tmp:

@@ -20,7 +20,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
@@ -32,6 +32,8 @@ Row = dict[str, Any]
 # Per row: (word index within the example, predicted label id, confidence or probabilities).
 RowOutput = list[tuple[int, int, Any]]
 MODEL_KEYS = ("input_ids", "attention_mask", "labels")
+#: a metric value, or an array of them (one per bootstrap resample)
+Score = TypeVar("Score", float, np.ndarray)
 
 
 @dataclass(frozen=True)
@@ -54,8 +56,9 @@ class Headline:
         """The headline in points (x100), as gates and model cards quote it."""
         return 100.0 * self.value(metrics)
 
-    def drop(self, reference: float, candidate: float) -> float:
-        """How much worse `candidate` is than `reference` (positive = worse)."""
+    def drop(self, reference: Score, candidate: Score) -> Score:
+        """How much worse `candidate` is than `reference` (positive = worse); elementwise on
+        arrays (the bootstrap scores every resample at once)."""
         return reference - candidate if self.mode == "max" else candidate - reference
 
     def improved(self, candidate: float, incumbent: float | None) -> bool:
@@ -263,6 +266,11 @@ class Task(ABC):
     def headline_from_counts(self, totals: np.ndarray) -> np.ndarray:
         """The headline metric (a fraction, as in `evaluate`) from summed `outcome_counts`
         ([..., k] -> [...]); equals the library's figure on the same predictions."""
+
+    def scores_from_counts(self, totals: np.ndarray) -> dict[str, np.ndarray]:
+        """The headline and every `interval_metrics` score from summed `outcome_counts`
+        ([..., k] -> {name: [...]}); a kind with interval metrics computes them all at once."""
+        return {self.headline.metric: self.headline_from_counts(totals)}
 
     # --- serving (numpy only) ---------------------------------------------------------------
     @abstractmethod

@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from emergent.config import plain_dict
 from emergent.data.formats import iob2_error
 from emergent.data.quality import Check, min_rows, text_frame
 from emergent.errors import ConfigError
@@ -152,8 +153,10 @@ def token_checks(task: Any, splits: Mapping[str, list[dict]], cfg: DictConfig) -
 
 
 def _shares(cfg: DictConfig) -> dict[str, Any] | None:
+    # `data.<task>` keys are optional in conf/ (a task sets what applies to it; schema default
+    # None in TaskDataConfig), so they are read with .get throughout this module.
     shares = cfg.get("label_share")
-    return OmegaConf.to_container(shares) if shares is not None else None  # type: ignore[return-value]
+    return plain_dict(shares, "label_share") if shares is not None else None
 
 
 def text_checks(task: Any, splits: Mapping[str, list[dict]], cfg: DictConfig) -> list[Check]:

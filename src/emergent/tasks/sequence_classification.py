@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from omegaconf import OmegaConf
 
+from emergent.config import plain_dict
 from emergent.errors import DataError, ExampleError
 from emergent.tasks.base import (
     Evaluation,
@@ -44,9 +44,11 @@ class SequenceClassificationTask(Task):
     ) -> tuple[list[Example], int]:
         from emergent.data import formats
 
+        # `data.<task>` keys are optional in conf/ (schema default None in TaskDataConfig:
+        # the reader's own default applies)
         label_map = data_cfg.get("label_map")
-        if label_map is not None and not isinstance(label_map, dict):
-            label_map = OmegaConf.to_container(label_map)
+        if label_map is not None:
+            label_map = plain_dict(label_map, f"data.{self.name}.label_map")
         return formats.read_labeled_text(
             path,
             fmt,

@@ -88,6 +88,7 @@ class TokenClassificationTask(Task):
             raise DataError(
                 source, f"format {fmt!r} is not supported for {self.kind} (conll, jsonl)"
             )
+        # `data.<task>` keys are optional in conf/ (schema defaults in TaskDataConfig)
         types = data_cfg.get("entity_types")
         types = list(types) if types is not None else None
         reader = formats.read_ner_jsonl if fmt == "jsonl" else formats.read_conll
@@ -310,16 +311,17 @@ class TokenClassificationTask(Task):
         wrong = [i for i, (g, p) in enumerate(zip(gold, tags, strict=True)) if g != p]
         if not wrong:
             return None
+        errors, min_confidence = len(wrong), round(min(conf) if conf else 1.0, 4)
         row = {
             "index": index,
-            "errors": len(wrong),
-            "min_confidence": round(min(conf) if conf else 1.0, 4),
+            "errors": errors,
+            "min_confidence": min_confidence,
             "text": " ".join(example["tokens"]),
             "mistakes": [
                 {"token": example["tokens"][i], "gold": gold[i], "pred": tags[i]} for i in wrong
             ],
         }
-        return (-row["errors"], row["min_confidence"]), row
+        return (-errors, min_confidence), row
 
     # Columns of `outcome_counts`: entities (strict IOB2, as seqeval scores them), words, and
     # entities in conlleval's convention (seqeval's default mode).

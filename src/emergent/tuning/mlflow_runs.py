@@ -20,7 +20,7 @@ from emergent.tracking import ensure_experiment, flatten, git_info, is_rank_zero
 
 
 def enabled(cfg: DictConfig) -> bool:
-    return bool(cfg.mlflow.get("enabled", True)) and is_rank_zero()
+    return bool(cfg.mlflow.enabled) and is_rank_zero()
 
 
 def _client(cfg: DictConfig) -> Any:
@@ -39,7 +39,7 @@ def open_parent(cfg: DictConfig, task: Task, study: str, storage: str) -> str:
     client = _client(cfg)
     root = project_root()
     experiment = str(cfg.mlflow.experiments.get(task.name, task.name))
-    kind = str(cfg.mlflow.get("experiment_kind") or "")
+    kind = str(cfg.mlflow.experiment_kind or "")
     experiment_id = ensure_experiment(experiment, root / str(cfg.mlflow.artifact_dir), kind)
     tags = {
         **git_info(root),

@@ -35,9 +35,11 @@ class Dimension:
         """Draw this dimension's value for an Optuna trial."""
         if self.kind == "categorical":
             return trial.suggest_categorical(self.name, list(self.choices))
+        if self.low is None or self.high is None:  # `parse_space` gives numeric ones both
+            raise ValueError(f"tune.space.{self.name}: a {self.kind} range needs low and high")
         if self.kind == "int":
-            return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log)  # type: ignore[arg-type]
-        return trial.suggest_float(self.name, float(self.low), float(self.high), log=self.log)  # type: ignore[arg-type]
+            return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log)
+        return trial.suggest_float(self.name, float(self.low), float(self.high), log=self.log)
 
 
 def parse_space(space: Mapping[str, Any], finetune: DictConfig) -> list[Dimension]:
@@ -51,6 +53,8 @@ def parse_space(space: Mapping[str, Any], finetune: DictConfig) -> list[Dimensio
             raise ConfigError(
                 where, f"expected a mapping with keys and low/high or choices, got {spec!r}"
             )
+        # A dimension's keys are not in the schema (`tune.space` is free-form there): they
+        # are optional by kind and checked here, hence .get.
         keys = spec.get("keys") or spec.get("key")
         keys = [keys] if isinstance(keys, str) else list(keys or [])
         if not keys:

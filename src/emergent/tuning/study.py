@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 from hydra.utils import instantiate
@@ -30,7 +30,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from emergent.config import finetune_config, project_root
+from emergent.config import finetune_config, plain_dict, project_root
 from emergent.errors import ConfigError, StageError
 from emergent.hardware import device_count
 from emergent.io import atomic_write_text
@@ -125,7 +125,7 @@ def open_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
     return storage
 
 
-def direction(task: Task) -> str:
+def direction(task: Task) -> Literal["maximize", "minimize"]:
     """Optuna's direction for the task's headline (`task.headline.mode`)."""
     return "maximize" if task.headline.mode == "max" else "minimize"
 
@@ -201,8 +201,8 @@ def claim(storage: optuna.storages.RDBStorage, study_id: int) -> tuple[int, int]
 
 def build_sampler(tune: DictConfig, number: int) -> optuna.samplers.BaseSampler:
     """The configured sampler, seeded with `seed + trial number` (see conf/tune/default.yaml)."""
-    spec = OmegaConf.to_container(tune.sampler, resolve=True)
-    assert isinstance(spec, dict)
+    spec = plain_dict(tune.sampler, "tune.sampler", resolve=True)
+    # `seed`: a keyword argument of most samplers, not all (a Hydra target's open section)
     if spec.get("seed") is not None:
         spec["seed"] = int(spec["seed"]) + number
     return instantiate(spec)
@@ -285,8 +285,8 @@ def work(
     from emergent.tuning import mlflow_runs
 
     tune = cfg.tune
-    devices = device_count(cfg.trainer.get("devices"), str(cfg.trainer.get("accelerator", "cpu")))
-    if devices > 1 or int(cfg.trainer.get("num_nodes") or 1) > 1:
+    devices = device_count(cfg.trainer.devices, str(cfg.trainer.accelerator))
+    if devices > 1 or int(cfg.trainer.num_nodes) > 1:
         raise ConfigError(
             "trainer.devices",
             "tune runs each trial in one process: start more tune workers instead of DDP",

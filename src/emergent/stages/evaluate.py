@@ -8,8 +8,8 @@ model on any CoNLL/JSONL/CSV file without retraining.
 
 from __future__ import annotations
 
-import json
 import logging
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -21,13 +21,13 @@ from emergent.evaluation.bootstrap import Bootstrap, headline_interval, interval
 from emergent.evaluation.predict import predict, torch_forward
 from emergent.io import atomic_dir, sha256_file, write_json, write_jsonl
 from emergent.models.finetuned import load_finetuned
+from emergent.models.summary import TrainingSummary
 from emergent.stages.per_task import per_task
 from emergent.tasks import Evaluation, Task
 from emergent.tracking import stage_run
 
 log = logging.getLogger(__name__)
 
-TRAINING_FIGURES = ("train_seconds", "padding_share", "real_tokens_per_second")
 PREPARED_TEST = "prepared test split"
 
 
@@ -69,8 +69,8 @@ def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
     model, tokenizer, labels = load_finetuned(task, model_dir)
     task = task.for_model(model.config)  # decode as the model learned to (CRF scores)
     examples, source = test_examples(cfg, paths, task)
-    training = json.loads((model_dir / "training.json").read_text(encoding="utf-8"))
-    max_length = int(training["max_length"])
+    training = TrainingSummary.load(model_dir)
+    max_length = training.max_length
     manifest = manifest_path(paths.inp(cfg.data.prepared_dir))
     with stage_run(
         cfg,
@@ -79,7 +79,7 @@ def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
         data_sha256=sha256_file(manifest) if manifest.is_file() else "",
         extra_tags={
             "task": task.name,
-            "finetune_run_id": training.get("mlflow_run_id"),
+            "finetune_run_id": training.mlflow_run_id,
             "test_source": source,
         },
     ) as tracker:
@@ -90,9 +90,7 @@ def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
             **headline_bounds(cfg, task, examples, labels, pred),
             "n_examples": len(examples),
         }
-        # What training cost goes to the report and MLflow, not to DVC's metrics: timings
-        # differ on every run and machine, and as metrics they crowd `dvc exp show`.
-        cost = {k: training[k] for k in TRAINING_FIGURES if training.get(k) is not None}
+        cost = training.cost()  # to the report and MLflow, not to DVC's metrics
         write_json(paths.out("metrics", f"{task.name}.json"), metrics)
         write_task_plots(paths, task, result, training)
         with atomic_dir(paths.out("reports", task.name)) as tmp:
@@ -122,7 +120,7 @@ def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
             prepared = paths.inp(cfg.data.prepared_dir)
             tracker.log_datasets(prepared, task.name, ["test"])
             tracker.log_to_run(
-                training.get("mlflow_run_id"),
+                training.mlflow_run_id,
                 {f"test_{k}": v for k, v in metrics.items()},
                 tags={"evaluate_run_id": tracker.run_id},
                 splits=(prepared, task.name, SPLITS),
@@ -139,10 +137,12 @@ def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
         )
 
 
-def write_task_plots(paths: Paths, task: Task, result: Evaluation, training: dict) -> None:
+def write_task_plots(
+    paths: Paths, task: Task, result: Evaluation, training: TrainingSummary
+) -> None:
     """DVC plot data (confusion rows, per-class scores, training curves) and PNG figures."""
     labels, matrix = result.confusion["labels"], result.confusion["matrix"]
-    history = training.get("history", {})
+    history = training.history
     headline = f"val_{task.headline.metric}"
     with atomic_dir(paths.out("plots", task.name)) as tmp:
         pairs = [
@@ -158,7 +158,7 @@ def write_task_plots(paths: Paths, task: Task, result: Evaluation, training: dic
             ["class", "precision", "recall", "f1", "support"],
         )
         plots.write_csv(tmp / "train.csv", history.get("train", []), ["step", "train_loss"])
-        validation = [
+        validation: list[dict[str, Any]] = [
             {"step": r["step"], "val_loss": r.get("val_loss"), "val_headline": r.get(headline)}
             for r in history.get("validation", [])
         ]

@@ -39,6 +39,7 @@ from emergent.models.classifier import (
 )
 from emergent.models.freezing import GradualUnfreezing, freeze
 from emergent.models.pooling import POOLING_KEY
+from emergent.models.summary import TrainingSummary
 from emergent.stages.per_task import per_task
 from emergent.tasks import Task
 from emergent.tasks.shapes import uses_shapes
@@ -102,7 +103,7 @@ def run(
     task: Task,
     extra_callbacks: Sequence[Callback] = (),
     extra_tags: Mapping[str, str] | None = None,
-) -> dict[str, Any] | None:
+) -> TrainingSummary | None:
     """Fine-tune; returns the run's summary (None outside rank zero). `extra_callbacks` and
     `extra_tags` let `tune` add its pruning callback and nest the run under its study's run."""
     fcfg = finetune_config(cfg, task.name)
@@ -201,63 +202,49 @@ def run(
             module.load_state_dict(state["state_dict"])
         module.sync_tag_scores()  # the best weights' transition scores go into the config
         best_score = best.best_model_score
-        summary = {
-            "task": task.name,
-            "headline": task.headline.metric,
-            "max_length": max_length,  # evaluate and export encode with the same window
-            "best_val": float(best_score) if best_score is not None else None,
-            "best_step": _best_step(history, f"val_{task.headline.metric}", task),
-            "global_step": trainer.global_step,
-            "world_size": trainer.world_size,
-            "num_nodes": trainer.num_nodes,
-            "epochs_completed": trainer.current_epoch,
-            "train_seconds": train_seconds,
-            "padding_share": module.padding_share,
-            "real_tokens": module.real_tokens,
-            "real_tokens_per_second": module.real_tokens / train_seconds * trainer.world_size,
-            "params_total": counts["total"],
-            "params_trainable": counts["trainable"],
-            "frozen_tensors": len(frozen),
-            "init": str(fcfg.init),
-            "strategy": str(fcfg.strategy),
-            "pooling": getattr(mergeable(module.model).config, POOLING_KEY, None),
-            "word_shapes": uses_shapes(mergeable(module.model).config),
-            "mlflow_run_id": tracker.run_id,
-            "history": {"train": history.train, "validation": history.val},
-        }
+        summary = TrainingSummary(
+            task=task.name,
+            headline=task.headline.metric,
+            max_length=max_length,
+            best_val=float(best_score) if best_score is not None else None,
+            best_step=_best_step(history, f"val_{task.headline.metric}", task),
+            global_step=trainer.global_step,
+            world_size=trainer.world_size,
+            num_nodes=trainer.num_nodes,
+            epochs_completed=trainer.current_epoch,
+            train_seconds=train_seconds,
+            padding_share=module.padding_share,
+            real_tokens=module.real_tokens,
+            real_tokens_per_second=module.real_tokens / train_seconds * trainer.world_size,
+            params_total=counts["total"],
+            params_trainable=counts["trainable"],
+            frozen_tensors=len(frozen),
+            init=str(fcfg.init),
+            strategy=str(fcfg.strategy),
+            pooling=getattr(mergeable(module.model).config, POOLING_KEY, None),
+            word_shapes=uses_shapes(mergeable(module.model).config),
+            mlflow_run_id=tracker.run_id,
+            history={"train": history.train, "validation": history.val},
+        )
         with atomic_dir(paths.out("models", task.name)) as tmp:
             mergeable(module.model).save_pretrained(str(tmp), safe_serialization=True)
             tokenizer.save_pretrained(str(tmp))
             write_json(tmp / "labels.json", datamodule.labels)
-            write_json(tmp / "training.json", summary)
-        tracker.log_metrics(
-            {
-                k: v
-                for k, v in summary.items()
-                if k
-                in {
-                    "best_val",
-                    "best_step",
-                    "train_seconds",
-                    "padding_share",
-                    "real_tokens_per_second",
-                }
-                and v is not None
-            }
-        )
+            summary.save(tmp)
+        tracker.log_metrics(summary.logged())
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         log.info(
             "finetune %s: %s",
             task.name,
-            json.dumps({k: v for k, v in summary.items() if k != "history"}),
+            json.dumps(summary.summary_line()),
         )
         return summary
 
 
 def _best_step(history: MetricHistory, key: str, task: Task) -> int | None:
     """The step of the best validation headline (ties: the earliest)."""
-    best: tuple[float, int] | None = None
+    best: tuple[float, float] | None = None
     for row in history.val:
         if key in row and (best is None or task.headline.improved(row[key], best[0])):
             best = (row[key], row["step"])
-    return best[1] if best else None
+    return int(best[1]) if best else None

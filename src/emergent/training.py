@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from emergent.errors import ConfigError
-from emergent.hardware import resolve_accelerator, resolve_precision
+from emergent.hardware import device_count, resolve_accelerator, resolve_precision
 from emergent.schema import RESERVED_TRAINER_KEYS
 from emergent.tracking import Tracker, tracking_uri
 
@@ -133,6 +133,35 @@ def mlflow_logger(cfg: DictConfig, tracker: Tracker) -> Any:
         tracking_uri=tracking_uri(cfg),
         run_id=tracker.run_id,
         log_model=False,
+    )
+
+
+def world_size(trainer_cfg: DictConfig) -> int:
+    """How many processes a run of `trainer_cfg` trains on (devices per node times nodes):
+    what a step's batch is split over, so what a schedule's steps are counted in."""
+    devices = device_count(trainer_cfg.devices, str(trainer_cfg.accelerator))
+    return devices * int(trainer_cfg.get("num_nodes") or 1)
+
+
+def finetune_trainer(
+    trainer_cfg: DictConfig,
+    fcfg: DictConfig,
+    callbacks: list[Callback],
+    logger: Any,
+    root: Path,
+) -> L.Trainer:
+    """The trainer of a fine-tune: `trainer` with `finetune.<task>`'s budget (steps, epochs,
+    validation interval, batch limit) and gradient clipping."""
+    return build_trainer(
+        trainer_cfg,
+        max_steps=int(fcfg.max_steps or -1),
+        max_epochs=int(fcfg.max_epochs),
+        val_check_interval=fcfg.val_check_interval,
+        limit_train_batches=fcfg.limit_train_batches,
+        gradient_clip_val=float(fcfg.gradient_clip_val),
+        callbacks=callbacks,
+        logger=logger,
+        default_root_dir=root,
     )
 
 

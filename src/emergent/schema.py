@@ -666,7 +666,7 @@ class LoopExperiment(_Section):
 
 
 class LoopConfig(_Section):
-    """`loop`: one iteration of the continuous-training loop (emergent.stages.loop)."""
+    """`loop`: one iteration of the continuous-training loop (emergent.commands.loop)."""
 
     min_new_examples: PositiveInt
     force: StrictBool

@@ -15,8 +15,9 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from emergent.config import plain_dict
-from emergent.errors import ConfigError
-from emergent.hardware import resolve_accelerator, resolve_precision
+from emergent.errors import ConfigError, StageError
+from emergent.hardware import device_count, resolve_accelerator, resolve_precision
+from emergent.io import atomic_dir
 from emergent.schema import RESERVED_TRAINER_KEYS
 from emergent.tracking import Tracker, tracking_uri
 
@@ -137,6 +138,35 @@ def mlflow_logger(cfg: DictConfig, tracker: Tracker) -> Any:
     )
 
 
+def world_size(trainer_cfg: DictConfig) -> int:
+    """How many processes a run of `trainer_cfg` trains on (devices per node times nodes):
+    what a step's batch is split over, so what a schedule's steps are counted in."""
+    devices = device_count(trainer_cfg.devices, str(trainer_cfg.accelerator))
+    return devices * int(trainer_cfg.get("num_nodes") or 1)
+
+
+def finetune_trainer(
+    trainer_cfg: DictConfig,
+    fcfg: DictConfig,
+    callbacks: list[Callback],
+    logger: Any,
+    root: Path,
+) -> L.Trainer:
+    """The trainer of a fine-tune: `trainer` with `finetune.<task>`'s budget (steps, epochs,
+    validation interval, batch limit) and gradient clipping."""
+    return build_trainer(
+        trainer_cfg,
+        max_steps=int(fcfg.max_steps or -1),
+        max_epochs=int(fcfg.max_epochs),
+        val_check_interval=fcfg.val_check_interval,
+        limit_train_batches=fcfg.limit_train_batches,
+        gradient_clip_val=float(fcfg.gradient_clip_val),
+        callbacks=callbacks,
+        logger=logger,
+        default_root_dir=root,
+    )
+
+
 def build_trainer(
     trainer_cfg: DictConfig,
     *,
@@ -215,3 +245,43 @@ def periodic_checkpoint(directory: Path, every_n_steps: int) -> ModelCheckpoint:
         save_top_k=0,
         every_n_train_steps=max(1, int(every_n_steps)),
     )
+
+
+def pretrain_steps(pcfg: DictConfig, trainer_cfg: DictConfig, batches_per_epoch: int) -> int:
+    """`pretrain.max_steps`, or when unset the steps of `pretrain.max_epochs` over the corpus
+    (each device takes its share of the batches)."""
+    max_steps = -1 if pcfg.max_steps is None else int(pcfg.max_steps)
+    if max_steps < 0:
+        per_epoch = batches_per_epoch // device_count(
+            trainer_cfg.devices, str(trainer_cfg.accelerator)
+        )
+        max_steps = per_epoch * int(pcfg.max_epochs or 1)
+    return max_steps
+
+
+def snapshot_steps(fractions: list[float], max_steps: int) -> list[int]:
+    """Global steps at which to keep a snapshot: `fractions` of `max_steps`, in [0, 1)."""
+    if any(not 0 <= float(f) < 1 for f in fractions):
+        raise StageError(f"pretrain.snapshots: fractions must lie in [0, 1), got {list(fractions)}")
+    return sorted({round(float(f) * max_steps) for f in fractions}) if max_steps > 0 else []
+
+
+class HFSnapshots(Callback):
+    """Saves the HF model (`save_pretrained`) at chosen global steps, for scale-axis studies."""
+
+    def __init__(self, directory: Path, steps: list[int]) -> None:
+        self.directory = Path(directory)
+        self.steps = set(steps)
+
+    @property
+    def saved(self) -> bool:
+        return self.directory.is_dir() and any(self.directory.iterdir())
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+        self.on_train_batch_end(trainer, pl_module)  # step 0: before any update
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
+        step = trainer.global_step
+        if step in self.steps and trainer.is_global_zero:
+            with atomic_dir(self.directory / f"step-{step}") as tmp:
+                pl_module.model.save_pretrained(str(tmp), safe_serialization=True)

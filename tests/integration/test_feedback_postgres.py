@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from emergent.commands import feedback as feedback_stage
 from emergent.config import Paths, compose
 from emergent.io import read_jsonl
 from emergent.serving.app import create_app
 from emergent.serving.feedback import FeedbackStore, FeedbackStoreError, NewFeedback
-from emergent.stages import feedback as feedback_stage
 from tests.helpers import (
     NO_POSTGRES,
     postgres_bin,

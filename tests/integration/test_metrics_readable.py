@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from emergent.config import Paths
+from emergent.models.summary import COST_FIGURES
 from emergent.stages import run_stage
-from emergent.stages.evaluate import TRAINING_FIGURES
 from tests.conftest import run_cmd, smoke_cfg
 
 # A column is one leaf of one metrics file in `dvc metrics show`; more than this per file is
@@ -72,7 +72,7 @@ def test_smoke_metrics_are_headline_figures(
         assert len(flat) <= MAX_COLUMNS_PER_FILE, f"{name}: {len(flat)} columns"
     for task in ("ner", "sentiment"):
         # Training cost (timings that differ on every run) is a report, not a DVC metric.
-        assert not set(columns[f"metrics/{task}.json"]) & set(TRAINING_FIGURES)
+        assert not set(columns[f"metrics/{task}.json"]) & set(COST_FIGURES)
         details = json.loads((out / "reports" / task / "details.json").read_text())
         assert details["training"]["train_seconds"] > 0
         export = json.loads((project_copy / "metrics" / f"export_{task}.json").read_text())

@@ -68,6 +68,6 @@ def test_the_seeds_command_prints_like_a_stage(smoke_pretrained: Path, tmp_path:
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((run_dir / "reports" / "debate" / "seeds.json").read_text())["seeds"] == [1]
     printed = done.stdout + done.stderr
-    assert "emergent.stages.seeds" in printed  # its own summary line
+    assert "emergent.commands.seeds" in printed  # its own summary line
     for note in ("GPU available", "TPU available", "log_every_n_steps", "stopped: `max_"):
         assert note not in printed, (note, printed[-3000:])

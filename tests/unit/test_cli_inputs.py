@@ -12,12 +12,12 @@ import pytest
 from omegaconf import OmegaConf
 
 from emergent.__main__ import split_stage
+from emergent.commands import predict
 from emergent.config import Paths, compose, params_text
 from emergent.data.layout import verify_prepared
 from emergent.errors import ConfigError, DataError, StageError
 from emergent.io import read_jsonl
 from emergent.schema import validate_config
-from emergent.stages import predict
 from tests.conftest import ROOT, smoke_cfg
 from tests.unit.test_tasks import SENT
 

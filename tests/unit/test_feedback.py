@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from emergent.commands import feedback as feedback_stage
 from emergent.config import Paths, compose
 from emergent.errors import ConfigError, StageError
 from emergent.io import read_jsonl, sha256_file
@@ -29,7 +30,6 @@ from emergent.serving.feedback import (
 )
 from emergent.serving.keys import KeyStore
 from emergent.serving.store import RequestStore
-from emergent.stages import feedback as feedback_stage
 from tests.helpers import StubPredictor, stub_models, stub_settings, wait_ready
 
 LIMITS = {"max_texts": 4, "max_chars": 50, "max_body_bytes": 4000}

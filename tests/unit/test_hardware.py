@@ -37,7 +37,9 @@ def test_cpu_facts_reads_model_and_flags(tmp_path: Path) -> None:
 def test_build_trainer_uses_the_resolved_precision(monkeypatch: pytest.MonkeyPatch) -> None:
     from emergent import hardware, training
 
-    trainer_cfg = OmegaConf.create({"accelerator": "cpu", "devices": 1, "precision": "auto"})
+    trainer_cfg = OmegaConf.create(
+        {"accelerator": "cpu", "devices": 1, "precision": "auto", "enable_progress_bar": False}
+    )
     monkeypatch.setattr(hardware, "cpu_facts", lambda: facts(avx512_bf16=True))
     assert training.build_trainer(trainer_cfg, max_steps=1).precision == "bf16-mixed"
     monkeypatch.setattr(hardware, "cpu_facts", lambda: facts())

@@ -60,14 +60,14 @@ def test_a_space_key_that_is_no_finetune_setting_is_named() -> None:
         parse_space(cfg.tune.space, finetune_config(cfg, "ner"))
 
 
-def _quick_train(cfg: Any, out_dir: Path, callbacks: list, tags: dict) -> dict[str, Any]:
+def _quick_train(cfg: Any, out_dir: Path, callbacks: list, tags: dict) -> float:
     """Stands in for a fine-tuning run: half a second, then a value from the parameters;
     two-epoch trials are pruned (what the Lightning callback does in the real run)."""
     time.sleep(0.5)
     fcfg = finetune_config(cfg, "debate")
     if fcfg.max_epochs == 2:
         raise optuna.TrialPruned("pruned at validation check 1")
-    return {"best_val": float(fcfg.weight_decay)}
+    return float(fcfg.weight_decay)
 
 
 def _worker(overrides: list[str], conf: str, queue: Any) -> None:

@@ -9,7 +9,6 @@ cancelled: repeat the bench before trusting a small speed difference.
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from pathlib import Path
@@ -21,6 +20,7 @@ from emergent.config import Paths, finetune_config
 from emergent.data.layout import load_task_split
 from emergent.evaluation.predict import predict, torch_forward
 from emergent.models.finetuned import load_finetuned
+from emergent.models.summary import TrainingSummary
 from emergent.stages import run_stage
 from emergent.tasks import Task
 
@@ -39,16 +39,16 @@ def test_metric(cfg: DictConfig, paths: Paths, task: Task, model_dir: Path) -> f
     """The task's headline metric (points) of a fine-tuned model on the test split."""
     model, tokenizer, labels = load_finetuned(task, model_dir)
     examples = load_task_split(paths.inp(cfg.data.prepared_dir), task.name, "test")
-    max_length = int(json.loads((model_dir / "training.json").read_text())["max_length"])
+    max_length = TrainingSummary.load(model_dir).max_length
     pred, conf = predict(task, torch_forward(model), tokenizer, examples, labels, max_length)
     return task.headline.points(task.evaluate(examples, labels, pred, conf).metrics)
 
 
-def train_tokens(model_dir: Path, cfg: DictConfig, task: Task) -> tuple[float, dict]:
+def train_tokens(model_dir: Path, cfg: DictConfig, task: Task) -> tuple[float, TrainingSummary]:
     """Real (non-padding) tokens seen in training, as the fine-tune counted them."""
-    summary = json.loads((model_dir / "training.json").read_text(encoding="utf-8"))
+    summary = TrainingSummary.load(model_dir)
     batch = int(finetune_config(cfg, task.name).batch_size)
-    tokens = summary.get("real_tokens") or summary["global_step"] * batch
+    tokens = summary.real_tokens or summary.global_step * batch
     return float(tokens), summary
 
 
@@ -77,9 +77,9 @@ def run(cfg: DictConfig, paths: Paths, task: Task, steps: int = 40) -> dict:
             model_dir = out / "models" / task.name
             tokens, summary = train_tokens(model_dir, run_cfg, task)
             results[name] = {
-                "train_seconds": summary["train_seconds"],
-                "steps": summary["global_step"],
-                "tokens_per_second": tokens / summary["train_seconds"],
+                "train_seconds": summary.train_seconds,
+                "steps": summary.global_step,
+                "tokens_per_second": tokens / summary.train_seconds,
                 "test_metric": test_metric(run_cfg, paths, task, model_dir),
             }
             log.info("finetune %s: %s", name, results[name])

@@ -18,12 +18,12 @@ from omegaconf import DictConfig
 
 from emergent.config import Paths
 from emergent.data.layout import load_task_split
+from emergent.fewshot.backbones import preset_model
 from emergent.fewshot.causal import Prefix, label_logprobs
 from emergent.fewshot.causal_lab import build_causal_lab
 from emergent.fewshot.demonstrations import sample_per_class
 from emergent.fewshot.protocol import FewShotData
 from emergent.hardware import cpu_facts, resolve_precision
-from emergent.stages.fewshot import preset_model
 
 
 def causal_preset(cfg: DictConfig) -> tuple[str, DictConfig]:

@@ -15,6 +15,7 @@ from emergent.export import timing
 from emergent.hardware import cpu_facts, device_facts
 from emergent.models.backbone import load_tokenizer
 from emergent.models.finetuned import load_finetuned
+from emergent.serving.predictor import MODEL_FILE
 from emergent.tasks import Task
 
 TARGETS = {
@@ -28,7 +29,7 @@ TARGETS = {
 def run(cfg: DictConfig, paths: Paths, task: Task, runs1: int = 30, runs32: int = 8) -> dict:
     model_dir = paths.inp("models", task.name)
     package = paths.inp("models", "export", task.name)
-    if not (package / "model.int8.onnx").is_file():
+    if not (package / MODEL_FILE).is_file():
         raise FileNotFoundError(
             f"{package} has no export: run `dvc repro export@{task.name}` first"
         )

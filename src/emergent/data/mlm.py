@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from emergent.data.layout import read_corpus
+from emergent.data.layout import corpus_path, read_corpus
 
 log = logging.getLogger(__name__)
 
@@ -161,3 +161,21 @@ class MLMDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         # torch types `dataset` as a Dataset; a list is a map-style one
         return DataLoader(self.val_batches, batch_size=None, shuffle=False)  # type: ignore[arg-type]
+
+
+def mlm_datamodule(cfg: Any, prepared: Path, tokenizer: Any) -> MLMDataModule:
+    """The corpus of `prepared` as `pretrain` configures it (block size capped at the model's
+    `max_length`), set up for fitting (its blocks packed)."""
+    pcfg = cfg.pretrain
+    datamodule = MLMDataModule(
+        corpus_path(prepared, "train").parent,
+        tokenizer,
+        block_size=min(int(pcfg.block_size), int(cfg.model.max_length)),
+        batch_size=int(pcfg.batch_size),
+        masking=masking_settings(pcfg),
+        seed=int(cfg.seed),
+        num_workers=int(pcfg.num_workers),
+        max_train_blocks=pcfg.get("max_train_blocks"),
+    )
+    datamodule.setup("fit")
+    return datamodule

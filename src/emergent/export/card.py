@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from emergent.models.summary import TrainingSummary
+
 
 def model_card(
     task: Any,
     cfg: Any,
     variants: dict[str, dict[str, Any]],
     labels: list[str],
-    training: dict[str, Any],
+    training: TrainingSummary,
     parity: dict[str, Any],
     pruning: dict[str, Any] | None = None,
 ) -> str:
@@ -29,7 +31,7 @@ def model_card(
     if pruning and pruning.get("level") and pcfg.get("recover_steps"):
         teacher = " distilling from the unpruned model," if pcfg.get("distill") else ""
         pruned += (
-            f" Then fine-tuned {pcfg.recover_steps} steps on the training split,{teacher} "
+            f" Then fine-tuned {pcfg['recover_steps']} steps on the training split,{teacher} "
             f"to recover ({pruning['recover_seconds']:.0f} s)."
         )
     card = task.card
@@ -72,16 +74,16 @@ validation). {pruned} Latency measured at
 sequence length {cfg.export.seq_length} on {parity["threads"]} CPU threads.
 
 ## Training
-- init: {training.get("init")}, strategy: {training.get("strategy")}, best validation
-  {metric_name} {training.get("best_val")} at step {training.get("best_step")}
-  ({training.get("train_seconds", 0):.0f} s), trainable parameters
-  {training.get("params_trainable")} of {training.get("params_total")}.
+- init: {training.init}, strategy: {training.strategy}, best validation
+  {metric_name} {training.best_val} at step {training.best_step}
+  ({training.train_seconds:.0f} s), trainable parameters
+  {training.params_trainable} of {training.params_total}.
 - Fine-tuning config: see `config.yaml` in the MLflow run of this export.
 
 ## Intended use and limitations
 - Intended for demonstrations and experiments with small, CPU-friendly language models.
 - English only; {card.limits}.
-- Inputs longer than the max length ({training.get("max_length")} tokens) are
+- Inputs longer than the max length ({training.max_length} tokens) are
   {"split into overlapping windows" if task.windowed else "truncated"}.
 - Not for decisions about people. Biases of the web text it was trained on carry over.
 """

@@ -89,7 +89,8 @@ def export_onnx(model: Any, path: Path, opset: int = 17, seq_length: int = 16) -
     ids = torch.randint(5, 100, (2, seq_length))
     mask = torch.ones_like(ids)
     axes = {0: "batch", 1: "sequence"}
-    wrapper, args, names = LogitsOnly(model), (ids, mask), list(INPUTS)
+    args: tuple[torch.Tensor, ...] = (ids, mask)
+    wrapper, names = LogitsOnly(model), list(INPUTS)
     if uses_shapes(model.config):
         shapes = torch.randint(0, N_SHAPES, (2, seq_length))
         wrapper, args, names = LogitsWithShapes(model), (ids, mask, shapes), [*INPUTS, INPUT]

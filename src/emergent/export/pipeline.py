@@ -28,6 +28,7 @@ from emergent.export.tradeoff import CURVE_FIELDS, Candidate, choose
 from emergent.hardware import device_facts
 from emergent.io import write_json
 from emergent.models.finetuned import load_finetuned
+from emergent.models.summary import TrainingSummary
 from emergent.serving.runtime import ort_forward, session
 from emergent.tasks import Task, task_spec
 
@@ -138,7 +139,7 @@ class ExportInputs:
     labels: list[str]
     prepared: Path
     splits: dict[str, list[dict]]
-    training: dict[str, Any]
+    training: TrainingSummary
     max_length: int
 
     @classmethod
@@ -148,10 +149,18 @@ class ExportInputs:
         task = task.for_model(model.config)  # decode as the model learned to (CRF scores)
         prepared = paths.inp(cfg.data.prepared_dir)
         splits = {s: load_task_split(prepared, task.name, s) for s in HELD_OUT}
-        training = json.loads((model_dir / "training.json").read_text(encoding="utf-8"))
-        max_length = int(training["max_length"])  # the window the model was trained with
+        training = TrainingSummary.load(model_dir)
         return cls(
-            cfg, task, model_dir, model, tokenizer, labels, prepared, splits, training, max_length
+            cfg,
+            task,
+            model_dir,
+            model,
+            tokenizer,
+            labels,
+            prepared,
+            splits,
+            training,
+            training.max_length,  # the window the model was trained with
         )
 
     @property
@@ -440,6 +449,7 @@ def export_package(
         shipped_row(chosen, scores, int8, parity, variants["int8_onnx"])
     pruned = {**chosen.row, "metric_torch": scores["pruned_torch"], "fused_ops": chosen.fused_ops}
     device = device_facts("cpu")
+    ratios = timing.ratios(variants)
     result = {
         **variants,
         "metric_name": task.headline.label,
@@ -447,10 +457,10 @@ def export_package(
         "device": device,
         "parity": parity,
         "pruning": pruned if curve else None,
-        "ratios": timing.ratios(variants),
+        "ratios": ratios,
     }
     write_package(tmp, inp, chosen, int8.per_channel, variants, result)
-    headline = headline_figures(variants, result["ratios"], parity)
+    headline = headline_figures(variants, ratios, parity)
     return {**result, "headline": headline, "curve": curve or [chosen.row]}, gate_failures(
         parity, task.headline.label
     )

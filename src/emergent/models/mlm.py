@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -19,7 +21,10 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 
+from emergent.io import atomic_dir
+from emergent.models.backbone import backbone_dir, count_parameters, load_mlm_model
 from emergent.models.optim import linear_warmup_decay, param_groups
+from emergent.models.pooling import carry_pooling
 
 log = logging.getLogger(__name__)
 
@@ -201,3 +206,77 @@ class MaskedLMModule(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+
+def build_mlm(
+    cfg: Any, tokenizer: Any, train_blocks: torch.Tensor | None, max_steps: int
+) -> tuple[Any, MaskedLMModule, dict[str, int]]:
+    """The masked LM `model` and `pretrain` configure (decoder tied, dropout, the output bias
+    from the corpus' unigrams, the new head's own learning rate and warm-up), its Lightning
+    module over `max_steps`, and its parameter counts."""
+    pcfg = cfg.pretrain
+    head = pcfg.get("head") or {}
+    model = load_mlm_model(cfg.model, tokenizer)
+    tie_decoder(model)
+    if pcfg.get("dropout") is not None:
+        set_dropout(model, float(pcfg.dropout))
+    if head.get("init_bias", "unigram") == "unigram":
+        assert train_blocks is not None
+        init_output_bias(model, train_blocks, tokenizer.all_special_ids)
+    # Only a pretrained encoder has an old body and a new head; from scratch all is new.
+    new_head = head_parameter_names(model) if cfg.model.pretrained else set()
+    module = MaskedLMModule(
+        model,
+        lr=float(pcfg.optimizer.lr),
+        weight_decay=float(pcfg.optimizer.weight_decay),
+        betas=tuple(pcfg.optimizer.betas),
+        eps=float(pcfg.optimizer.eps),
+        warmup_ratio=float(pcfg.warmup_ratio),
+        total_steps=max(max_steps, 1),
+        head_params=new_head,
+        head_lr=head.get("lr"),
+        head_warmup_steps=int(head.get("warmup_steps") or 0) if new_head else 0,
+    )
+    return model, module, count_parameters(model)
+
+
+def pretrain_metrics(
+    final: Mapping[str, float],
+    module: MaskedLMModule,
+    trainer: L.Trainer,
+    train_seconds: float,
+    resumed_from: int,
+    counts: dict[str, int],
+    skipped: bool,
+) -> dict[str, Any]:
+    """metrics/pretrain.json: the final validation, throughput, steps and size (`skipped`:
+    `pretrain.max_steps=0`, the initialised MLM saved untrained)."""
+    return {
+        "skipped": skipped,
+        "val_loss": float(final["val_loss"]),
+        "perplexity": float(final["perplexity"]),
+        "masked_accuracy": float(final["masked_accuracy"]),
+        "tokens_per_second": module.tokens_per_second * trainer.world_size,
+        "train_seconds": train_seconds,
+        "global_step": int(trainer.global_step),
+        "resumed_from_step": resumed_from,
+        "steps_this_run": int(trainer.global_step) - resumed_from,
+        "params_total": counts["total"],
+        "params_trainable": counts["trainable"],
+    }
+
+
+def save_pretrained(
+    folder: Path, model: Any, tokenizer: Any, model_cfg: Any, snapshots: Path | None
+) -> None:
+    """`models/pretrained/`: the model and tokenizer, the backbone's pooling config (for
+    `pooling=auto`) and the kept snapshots, each with the tokenizer."""
+    with atomic_dir(folder) as tmp:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        if model_cfg.get("source"):
+            carry_pooling(backbone_dir(model_cfg), tmp)
+        if snapshots is not None:
+            shutil.copytree(snapshots, tmp / "snapshots")
+            for snapshot in (tmp / "snapshots").iterdir():
+                tokenizer.save_pretrained(str(snapshot))

@@ -8,7 +8,7 @@ service processes and the team's machines share one store.
 
 Every request is one transaction: all its examples are stored, or none. `sha256` is the hash of
 the canonical JSON of the example's task fields (sorted keys, no request id), so the exporter
-can de-duplicate and split by content (`emergent.stages.feedback`).
+can de-duplicate and split by content (`emergent.commands.feedback`).
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from emergent.tasks.windows import clamp_stride
 
 log = logging.getLogger(__name__)
 
+# The model an export package serves; export, serving and the benchmarks name it from here.
 MODEL_FILE = "model.int8.onnx"
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from emergent.io import under
+from emergent.serving.predictor import MODEL_FILE
 from emergent.serving.slots import ModelLoadError, Source, resolve_local, resolve_registry
 
 
@@ -71,7 +72,7 @@ def build(serve: Any, tasks: list[str], root: Path, **overrides: Any) -> Setting
     if serve.tasks:
         chosen = list(serve.tasks)
     elif source == "local":
-        chosen = [t for t in tasks if (export_root / t / "model.int8.onnx").is_file()]
+        chosen = [t for t in tasks if (export_root / t / MODEL_FILE).is_file()]
         if not chosen:
             raise ModelLoadError(
                 f"no model package under {export_root} for any of {tasks}: run `dvc repro` "

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emergent.serving.predictor import Predictor
+from emergent.serving.predictor import MODEL_FILE, Predictor
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def registered_name(task: str) -> str:
 
 def package_version(export_dir: Path) -> str:
     """A version for an export dir outside the registry: the int8 model's content hash."""
-    model = export_dir / "model.int8.onnx"
+    model = export_dir / MODEL_FILE
     digest = hashlib.sha256()
     with model.open("rb") as fh:
         while block := fh.read(1 << 20):
@@ -66,9 +66,9 @@ def package_version(export_dir: Path) -> str:
 
 def resolve_local(task: str, export_root: Path) -> Source:
     export_dir = Path(export_root) / task
-    if not (export_dir / "model.int8.onnx").is_file():
+    if not (export_dir / MODEL_FILE).is_file():
         raise ModelLoadError(
-            f"task {task!r}: no model package at {export_dir} (model.int8.onnx missing): "
+            f"task {task!r}: no model package at {export_dir} ({MODEL_FILE} missing): "
             f"run `dvc repro export@{task}` or set serve.export_root"
         )
     return Source(task, export_dir, registered_name(task), package_version(export_dir))

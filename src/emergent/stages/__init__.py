@@ -1,4 +1,6 @@
 """One thin module per DVC stage: config in, library calls, outputs and an MLflow run out.
+The commands that are not DVC stages live in `emergent.commands`; STAGES names both, so
+`python -m emergent <name>` and `run_stage` reach either.
 
 Every stage module exposes `run(cfg, paths)`, or `run(cfg, paths, task)` for a per-task stage
 (`emergent.stages.per_task` resolves the task's name there, so this module and the stages that
@@ -28,15 +30,15 @@ STAGES: dict[str, str] = {
     "export": "emergent.stages.export",
     "fewshot": "emergent.stages.fewshot",
     "monitor": "emergent.stages.monitor",  # a DVC stage that always runs (`always_changed`)
-    # commands (not DVC stages)
-    "promote": "emergent.stages.promote",
-    "loop": "emergent.stages.loop",  # one continuous-training iteration (promote + reload)
-    "predict": "emergent.stages.predict",
-    "serve": "emergent.stages.serve",
-    "keys": "emergent.stages.keys",
-    "feedback": "emergent.stages.feedback",
-    "tune": "emergent.stages.tune",
-    "seeds": "emergent.stages.seeds",
+    # commands (not DVC stages): emergent/commands/
+    "promote": "emergent.commands.promote",
+    "loop": "emergent.commands.loop",  # one continuous-training iteration (promote + reload)
+    "predict": "emergent.commands.predict",
+    "serve": "emergent.commands.serve",
+    "keys": "emergent.commands.keys",
+    "feedback": "emergent.commands.feedback",
+    "tune": "emergent.commands.tune",
+    "seeds": "emergent.commands.seeds",
 }
 
 # Stages that run once per task (DVC `foreach`).

@@ -47,8 +47,9 @@ from emergent.tuning.trial_pruning import ValidationPruning
 log = logging.getLogger(__name__)
 
 # Fine-tune one trial: (config, output folder, extra callbacks, extra MLflow tags) -> the run's
-# summary (with `best_val`), or None outside rank zero. The stage passes the finetune stage.
-TrainFn = Callable[[DictConfig, Path, list[Callback], dict[str, str]], Mapping[str, Any] | None]
+# best validation headline (None when it logged none, or outside rank zero). The tune stage
+# passes the finetune stage.
+TrainFn = Callable[[DictConfig, Path, list[Callback], dict[str, str]], float | None]
 
 READY_ATTR = "n_trials"  # set last by the creator: the queue is complete
 PARENT_ATTR = "mlflow_parent_run_id"
@@ -248,8 +249,7 @@ def run_trial(
         params = {dim.name: dim.suggest(trial) for dim in dims}
         trial_cfg = apply_overrides(cfg, task.name, finetune_overrides(dims, params))
         trial_cfg.trainer.enable_progress_bar = False
-        summary = train(trial_cfg, out_dir, [pruning], run_tags)
-        best = (summary or {}).get("best_val")
+        best = train(trial_cfg, out_dir, [pruning], run_tags)
         if best is not None and math.isfinite(float(best)):
             state, value = TrialState.COMPLETE, float(best)
         else:

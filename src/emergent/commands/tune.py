@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
@@ -36,11 +34,12 @@ def run(cfg: DictConfig, paths: Paths) -> None:
 
     def train(
         trial_cfg: DictConfig, out_dir: Path, callbacks: list[Callback], tags: dict[str, str]
-    ) -> Mapping[str, Any] | None:
+    ) -> float | None:
         trial_paths = Paths(paths.input_dir, out_dir)
-        return finetune.run(
+        summary = finetune.run(
             trial_cfg, trial_paths, task, extra_callbacks=callbacks, extra_tags=tags
         )
+        return summary.best_val if summary else None
 
     summary = work(cfg, task, train, paths.out("tune"))
     best = summary["best"]

@@ -37,6 +37,7 @@ from typing import Any
 import mlflow
 from omegaconf import DictConfig
 
+from emergent.commands.feedback import export as export_feedback
 from emergent.config import Paths
 from emergent.errors import GateRefused, NothingToDo, StageError, UserError
 from emergent.io import under, write_json
@@ -44,7 +45,6 @@ from emergent.loop import experiment, lock, service
 from emergent.loop.trigger import Trigger, new_examples
 from emergent.registry.versions import Version, alias_version
 from emergent.stages import run_stage
-from emergent.stages.feedback import export as export_feedback
 from emergent.stages.per_task import per_task
 from emergent.tasks import Task
 from emergent.tracking import tracking_uri

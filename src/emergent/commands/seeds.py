@@ -28,6 +28,7 @@ from emergent.errors import ConfigError
 from emergent.evaluation.predict import predict, torch_forward
 from emergent.io import write_json
 from emergent.models.finetuned import load_finetuned
+from emergent.models.summary import TrainingSummary
 from emergent.stages import finetune
 from emergent.stages.per_task import per_task
 from emergent.tasks import Task
@@ -66,14 +67,12 @@ def score_model(cfg: DictConfig, paths: Paths, task: Task) -> dict[str, float]:
     model_dir = paths.out("models", task.name)
     model, tokenizer, labels = load_finetuned(task, model_dir)
     task = task.for_model(model.config)
-    training = json.loads((model_dir / "training.json").read_text(encoding="utf-8"))
+    max_length = TrainingSummary.load(model_dir).max_length
     prepared = paths.inp(cfg.data.prepared_dir)
     scores: dict[str, float] = {}
     for split in HELD_OUT:
         examples = load_task_split(prepared, task.name, split)
-        pred, conf = predict(
-            task, torch_forward(model), tokenizer, examples, labels, int(training["max_length"])
-        )
+        pred, conf = predict(task, torch_forward(model), tokenizer, examples, labels, max_length)
         metrics = task.evaluate(examples, labels, pred, conf).metrics
         scores |= {f"{split}_{k}": float(v) for k, v in metrics.items()}
     return scores
@@ -92,9 +91,8 @@ def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
             seed_paths = Paths(paths.input_dir, paths.out("seeds", task.name, f"seed-{seed}"))
             finetune.run(seed_cfg, seed_paths, task)
             model_dir = seed_paths.out("models", task.name)
-            training = json.loads((model_dir / "training.json").read_text(encoding="utf-8"))
             metrics = score_model(seed_cfg, seed_paths, task)
-            run_id = training.get("mlflow_run_id")
+            run_id = TrainingSummary.load(model_dir).mlflow_run_id
             parent.log_to_run(run_id, metrics, tags={"seeds_parent_run_id": parent.run_id})
             runs.append({"seed": seed, "metrics": metrics, "mlflow_run_id": run_id})
             log.info("seeds %s: seed %d %s", task.name, seed, json.dumps(metrics))

@@ -1,0 +1,238 @@
+"""What `finetune.<task>` makes of the pretrained backbone: the task model (dropout, word
+shapes, freezing, LoRA), the Lightning module with its step budget, the callbacks that watch
+the task's headline, the best weights back, and the run's `TrainingSummary`.
+
+The finetune stage reads the config and writes the model folder; everything between is here,
+so `tune`, `seeds` and the benchmarks (which run that stage) and the stage agree by
+construction.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ThroughputMonitor
+from omegaconf import DictConfig, OmegaConf
+
+from emergent.errors import ConfigError, StageError
+from emergent.models.averaging import ExponentialMovingAverage
+from emergent.models.backbone import count_parameters, is_causal, lowercases
+from emergent.models.classifier import (
+    TaskModule,
+    apply_lora,
+    check_causal,
+    load_task_model,
+    mergeable,
+    task_module,
+)
+from emergent.models.freezing import GradualUnfreezing, freeze
+from emergent.models.pooling import POOLING_KEY
+from emergent.models.summary import TrainingSummary
+from emergent.tasks import Task
+from emergent.tasks.shapes import uses_shapes
+
+log = logging.getLogger(__name__)
+
+
+def check_backbone(model_cfg: DictConfig, fcfg: DictConfig, task: Task, pretrained: Path) -> bool:
+    """Whether the backbone is a causal LM, after checking there is one in `pretrained` and,
+    for a causal LM, that it can do this task (before any data is encoded)."""
+    if not (pretrained / "config.json").is_file():
+        raise StageError(f"{pretrained} has no model: run the pretrain stage first")
+    causal = is_causal(model_cfg)
+    if causal:
+        check_causal(task, str(fcfg.get("pooling") or "cls"))
+    return causal
+
+
+def dropout_overrides(fcfg: DictConfig, causal: bool = False) -> dict[str, Any]:
+    """The config overrides for `finetune.<task>.dropout`: BERT's three rates, or a causal
+    LM's (Llama has attention dropout only; its score head has none)."""
+    if causal:
+        return {"attention_dropout": float(fcfg.dropout.attention)}
+    return {
+        "hidden_dropout_prob": float(fcfg.dropout.hidden),
+        "attention_probs_dropout_prob": float(fcfg.dropout.attention),
+        "classifier_dropout": float(fcfg.dropout.classifier),
+    }
+
+
+def word_shapes(fcfg: DictConfig, task: Task, tokenizer: Any) -> bool:
+    """`finetune.<task>.word_shapes` made concrete: `auto` is on for word-level tasks whose
+    tokenizer lower-cases (the case they lose comes back as word shapes)."""
+    setting = fcfg.get("word_shapes", False)
+    if setting == "auto":
+        return bool(task.reads_shapes and lowercases(tokenizer))
+    if setting not in (True, False):
+        raise ConfigError("finetune.word_shapes", f"must be auto, true or false, got {setting!r}")
+    if setting and not task.reads_shapes:
+        raise ConfigError("finetune.word_shapes", f"{task.kind} tasks do not read word shapes")
+    return bool(setting)
+
+
+def real_tokens(batch: dict[str, Any]) -> int:
+    """Non-padding tokens of a batch (what ThroughputMonitor counts as items)."""
+    return int(batch["attention_mask"].sum())
+
+
+@dataclass
+class TaskModel:
+    """The model to train, which tensors were frozen and its parameter counts."""
+
+    model: Any
+    frozen: list[str]
+    counts: dict[str, int]
+
+
+def build_task_model(
+    fcfg: DictConfig,
+    task: Task,
+    pretrained: Path,
+    tokenizer: Any,
+    labels: list[str],
+    causal: bool,
+) -> TaskModel:
+    """The task model on the pretrained backbone, with the configured dropout, pooling, word
+    shapes, frozen parts and strategy (`full` or `lora`)."""
+    overrides = dropout_overrides(fcfg, causal)
+    if causal:  # the classifier finds each text's last token by the padding id
+        overrides["pad_token_id"] = tokenizer.pad_token_id
+    model = load_task_model(
+        task,
+        str(pretrained),
+        labels,
+        overrides,
+        init=str(fcfg.init),
+        pooling=str(fcfg.get("pooling") or "cls"),
+        word_shapes=word_shapes(fcfg, task, tokenizer),
+        causal=causal,
+    )
+    frozen = freeze(
+        model,
+        embeddings=bool(fcfg.freeze.embeddings),
+        layers=int(fcfg.freeze.layers),
+        encoder=bool(fcfg.freeze.encoder),
+    )
+    if fcfg.strategy == "lora":
+        model = apply_lora(task, model, OmegaConf.to_container(fcfg.lora))  # type: ignore[arg-type]
+    elif fcfg.strategy != "full":
+        raise ConfigError("finetune.strategy", f"must be 'full' or 'lora', got {fcfg.strategy!r}")
+    counts = count_parameters(model)
+    log.info(
+        "%s: %d/%d parameters trainable (%d frozen tensors)",
+        task.name,
+        counts["trainable"],
+        counts["total"],
+        len(frozen),
+    )
+    return TaskModel(model, frozen, counts)
+
+
+def total_steps(fcfg: DictConfig, train_rows: int, world: int) -> int:
+    """The optimizer steps the schedule spans: `max_steps`, else the epochs' batches (per
+    process: each of `world` processes sees its share of every batch)."""
+    batches = math.ceil(train_rows / (int(fcfg.batch_size) * world))
+    if fcfg.limit_train_batches:
+        batches = min(batches, int(fcfg.limit_train_batches))
+    max_steps = int(fcfg.max_steps or -1)
+    return max_steps if max_steps > 0 else batches * int(fcfg.max_epochs)
+
+
+def build_module(
+    fcfg: DictConfig, task: Task, built: TaskModel, datamodule: Any, world: int
+) -> TaskModule:
+    """The Lightning module for `built`, its schedule sized to the run."""
+    steps = total_steps(fcfg, len(datamodule.encoded["train"]), world)
+    return task_module(
+        fcfg,
+        built.model,
+        task,
+        datamodule.labels,
+        steps,
+        class_weights=datamodule.class_weights() if fcfg.class_weights else None,
+    )
+
+
+def callbacks(fcfg: DictConfig, task: Task, ckpt_dir: Any) -> dict[str, Any]:
+    """The configured callbacks, watching the task's headline metric."""
+    watch = {"monitor": f"val_{task.headline.metric}", "mode": task.headline.mode}
+    built = {
+        "early_stopping": instantiate(fcfg.callbacks.early_stopping, **watch),
+        "best_weights": instantiate(fcfg.callbacks.best_weights, **watch, dirpath=str(ckpt_dir)),
+        "throughput": ThroughputMonitor(
+            batch_size_fn=lambda b: len(b["input_ids"]), length_fn=real_tokens
+        ),
+    }
+    if fcfg.freeze.unfreeze_at_epoch is not None:
+        built["unfreeze"] = GradualUnfreezing(int(fcfg.freeze.unfreeze_at_epoch))
+    if fcfg.get("ema_decay"):  # the schema keeps it in [0, 1)
+        built["ema"] = ExponentialMovingAverage(float(fcfg.ema_decay))
+    return built
+
+
+def restore_best(module: TaskModule, best_weights: Any) -> None:
+    """Load the best checkpoint's weights (when one was written) and put the best weights'
+    transition scores into the model config."""
+    if best_weights.best_model_path:
+        state = torch.load(best_weights.best_model_path, map_location="cpu", weights_only=True)
+        module.load_state_dict(state["state_dict"])
+    module.sync_tag_scores()
+
+
+def best_step(validation: Sequence[Mapping[str, float]], task: Task) -> int | None:
+    """The step of the best validation headline (ties: the earliest)."""
+    key = f"val_{task.headline.metric}"
+    best: tuple[float, float] | None = None
+    for row in validation:
+        if key in row and (best is None or task.headline.improved(row[key], best[0])):
+            best = (row[key], row["step"])
+    return int(best[1]) if best else None
+
+
+def summarize(
+    fcfg: DictConfig,
+    task: Task,
+    max_length: int,
+    trainer: L.Trainer,
+    module: TaskModule,
+    built: TaskModel,
+    history: Any,
+    best_weights: Any,
+    train_seconds: float,
+    run_id: str | None,
+) -> TrainingSummary:
+    """The run's training.json: window, best score and step, cost, setup and history."""
+    best_score = best_weights.best_model_score
+    config = mergeable(module.model).config
+    return TrainingSummary(
+        task=task.name,
+        headline=task.headline.metric,
+        max_length=max_length,
+        best_val=float(best_score) if best_score is not None else None,
+        best_step=best_step(history.val, task),
+        global_step=trainer.global_step,
+        world_size=trainer.world_size,
+        num_nodes=trainer.num_nodes,
+        epochs_completed=trainer.current_epoch,
+        train_seconds=train_seconds,
+        padding_share=module.padding_share,
+        real_tokens=module.real_tokens,
+        real_tokens_per_second=module.real_tokens / train_seconds * trainer.world_size,
+        params_total=built.counts["total"],
+        params_trainable=built.counts["trainable"],
+        frozen_tensors=len(built.frozen),
+        init=str(fcfg.init),
+        strategy=str(fcfg.strategy),
+        pooling=getattr(config, POOLING_KEY, None),
+        word_shapes=uses_shapes(config),
+        mlflow_run_id=run_id,
+        history={"train": history.train, "validation": history.val},
+    )

@@ -1,0 +1,105 @@
+"""What a fine-tune leaves beside its model: `models/<task>/training.json`, as one typed record.
+
+The finetune stage writes it; evaluate, export, seeds, tune and the benchmarks read it. One class
+with the file name, the fields and their order keeps writers and readers agreeing (the file is
+byte-identical to the dict it replaces: DVC and tests read it). Pure Python, so a stage that only
+scores a model reads it without importing Lightning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from emergent.errors import StageError
+from emergent.io import write_json
+
+TRAINING_FILE = "training.json"
+
+# What training cost: the evaluate report and MLflow carry them, not DVC's metrics (timings
+# differ on every run and machine, and as metrics they crowd `dvc exp show`).
+COST_FIGURES = ("train_seconds", "padding_share", "real_tokens_per_second")
+# The figures the finetune run logs to MLflow as metrics.
+LOGGED_FIGURES = (
+    "best_val",
+    "best_step",
+    "train_seconds",
+    "padding_share",
+    "real_tokens_per_second",
+)
+
+
+@dataclass
+class TrainingSummary:
+    """One fine-tune run: its task, window, best validation score, cost and history."""
+
+    task: str
+    headline: str
+    max_length: int  # evaluate and export encode with the same window
+    best_val: float | None
+    best_step: int | None
+    global_step: int
+    world_size: int
+    num_nodes: int
+    epochs_completed: int
+    train_seconds: float
+    padding_share: float
+    real_tokens: int
+    real_tokens_per_second: float
+    params_total: int
+    params_trainable: int
+    frozen_tensors: int
+    init: str
+    strategy: str
+    pooling: str | None
+    word_shapes: bool
+    mlflow_run_id: str | None
+    history: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+
+    def save(self, folder: Path) -> Path:
+        """Write `folder/training.json` atomically; returns its path."""
+        path = Path(folder) / TRAINING_FILE
+        write_json(path, dataclasses.asdict(self))
+        return path
+
+    @classmethod
+    def load(cls, folder: Path) -> TrainingSummary:
+        """The summary in `folder`, or one line naming the file and what is wrong with it."""
+        path = Path(folder) / TRAINING_FILE
+        if not path.is_file():
+            raise StageError(f"{path} is missing: run the finetune stage for this model first")
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise StageError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from err
+        if not isinstance(raw, dict):
+            raise StageError(f"{path}: expected a JSON object, got {type(raw).__name__}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(raw) - set(names))
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in raw and _required(f)]
+        if unknown or missing:
+            raise StageError(
+                f"{path}: not a training summary of this version "
+                f"(missing {missing or 'nothing'}, unknown {unknown or 'nothing'}): "
+                "run the finetune stage again"
+            )
+        return cls(**raw)
+
+    def summary_line(self) -> dict[str, Any]:
+        """Every field but the history (the finetune stage's closing log line)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "history"}
+
+    def cost(self) -> dict[str, float]:
+        """What training cost (COST_FIGURES), the figures a run recorded."""
+        return {k: getattr(self, k) for k in COST_FIGURES if getattr(self, k) is not None}
+
+    def logged(self) -> dict[str, float]:
+        """The figures the finetune run logs to MLflow (LOGGED_FIGURES), the ones it has."""
+        return {k: getattr(self, k) for k in LOGGED_FIGURES if getattr(self, k) is not None}
+
+
+def _required(f: dataclasses.Field[Any]) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING

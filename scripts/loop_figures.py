@@ -121,11 +121,18 @@ def domain_b(n: int, seed: int) -> list[dict[str, str]]:
     return rows
 
 
-def run(args: list[str], cwd: Path, timeout: float = 7200) -> subprocess.CompletedProcess:
+def run(
+    args: list[str], cwd: Path, timeout: float = 7200, **env: str
+) -> subprocess.CompletedProcess:
     """A command in a project copy (`EMERGENT_ROOT` and its MLflow store), output captured."""
     log.info("%s (in %s)", " ".join(args), cwd)
     return subprocess.run(
-        args, cwd=cwd, env=project_env(cwd), capture_output=True, text=True, timeout=timeout
+        args,
+        cwd=cwd,
+        env={**project_env(cwd), **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -263,7 +270,7 @@ def one_size(base: Path, work: Path, n: int, key: str, challenger_set: list[str]
             f"loop.experiment.command=[{','.join(command)}]",
         ]
         start = time.perf_counter()
-        done = run(args, root, timeout=7200)
+        done = run(args, root, timeout=7200, EMERGENT_ADMIN_KEY=key)
         wall = time.perf_counter() - start
         time.sleep(1.0)  # a few answers after the swap
         swap.stop.set()
@@ -350,7 +357,8 @@ def plot(figures: dict, path: Path) -> None:
             fontsize=8,
         )
     ax.axhline(0, color="grey", lw=0.8)
-    ax.set_xscale("log")
+    if runs:
+        ax.set_xscale("log")
     ax.set_xticks([r["n"] for r in runs], [str(r["n"]) for r in runs])
     ax.set_xlabel("labelled domain-B feedback examples sent (N)")
     ax.set_ylabel("challenger - champion, accuracy points")
@@ -405,10 +413,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workdir", type=Path, default=None, help="where the copies go (default: a new temp dir)"
     )
+    parser.add_argument(
+        "--reuse-base", action="store_true", help="keep <workdir>/base's champion if built"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "loop" / "figures.json")
     parser.add_argument("--plot", type=Path, default=ROOT / "plots" / "loop" / PLOT_NAME)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "DO_NOT_TRACK"):
         os.environ.setdefault(name, "1")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -418,7 +430,9 @@ def main(argv: list[str] | None = None) -> int:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="loop_figures_"))
     work.mkdir(parents=True, exist_ok=True)
     outs_from = Path(args.outs_from) if args.outs_from else None
-    base, build_s = champion_project(work / "base", outs_from)
+    base, build_s = work / "base", None
+    if not (args.reuse_base and (base / "mlflow.db").is_file()):
+        base, build_s = champion_project(base, outs_from)
     _, key = KeyStore.load(base / "secrets" / "keys.json").add(["predict", "feedback", "admin"])
     figures: dict[str, Any] = {
         "task": TASK,
@@ -426,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         "reviews as domain B (scripts/loop_figures.py::domain_b)",
         "preset": PRESET,
         "challenger_set": args.challenger_set,
-        "champion_build_s": round(build_s, 1),
+        "champion_build_s": None if build_s is None else round(build_s, 1),
         "cpus": os.cpu_count(),
         "runs": [],
     }

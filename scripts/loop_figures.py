@@ -416,6 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--reuse-base", action="store_true", help="keep <workdir>/base's champion if built"
     )
+    parser.add_argument(
+        "--append", action="store_true", help="keep --out's runs of other sizes (a resumed run)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "loop" / "figures.json")
     parser.add_argument("--plot", type=Path, default=ROOT / "plots" / "loop" / PLOT_NAME)
     args = parser.parse_args(argv)
@@ -444,6 +447,9 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "runs": [],
     }
+    if args.append and args.out.is_file():
+        kept = json.loads(args.out.read_text())["runs"]
+        figures["runs"] = [r for r in kept if r["n"] not in args.sizes]
     for n in args.sizes:
         log.info("N=%d", n)
         figures["runs"].append(one_size(base, work, n, key, args.challenger_set))

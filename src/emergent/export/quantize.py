@@ -11,6 +11,7 @@ near 2x.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -18,7 +19,15 @@ log = logging.getLogger(__name__)
 OP_TYPES = ["MatMul", "Gemm", "Gather", "Attention", "EmbedLayerNormalization"]
 
 
-def quantize(src: Path, dst: Path, per_channel: bool) -> Path:
+def quantize(
+    src: Path,
+    dst: Path,
+    per_channel: bool,
+    op_types: Sequence[str] = OP_TYPES,
+    exclude: Sequence[str] = (),
+) -> Path:
+    """`src` quantized into `dst`: the `op_types` operators (the export's set by default), but
+    for the nodes named in `exclude` (variants measured by scripts/qdq_measure.py)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -36,7 +45,8 @@ def quantize(src: Path, dst: Path, per_channel: bool) -> Path:
                 str(dst),
                 weight_type=QuantType.QInt8,
                 per_channel=per_channel,
-                op_types_to_quantize=OP_TYPES,
+                op_types_to_quantize=list(op_types),
+                nodes_to_exclude=list(exclude),
                 # Outputs of contrib ops (SkipLayerNormalization...) have no inferred type:
                 # they are float, which is what the quantizer needs to know.
                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},

@@ -94,11 +94,14 @@ class TrainingSummary:
 
     def cost(self) -> dict[str, float]:
         """What training cost (COST_FIGURES), the figures a run recorded."""
-        return {k: getattr(self, k) for k in COST_FIGURES if getattr(self, k) is not None}
+        return self._figures(COST_FIGURES)
 
     def logged(self) -> dict[str, float]:
         """The figures the finetune run logs to MLflow (LOGGED_FIGURES), the ones it has."""
-        return {k: getattr(self, k) for k in LOGGED_FIGURES if getattr(self, k) is not None}
+        return self._figures(LOGGED_FIGURES)
+
+    def _figures(self, names: tuple[str, ...]) -> dict[str, float]:
+        return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
 
 
 def _required(f: dataclasses.Field[Any]) -> bool:

@@ -166,7 +166,7 @@ def stub_settings(tmp: Path, tasks: tuple[str, ...] = ("sentiment",), **override
 def stub_models(monkeypatch: Any, taggers: tuple[str, ...] = ()) -> dict[str, StubPredictor]:
     """Make the app load a StubPredictor for every source (a StubTagger for the tasks named in
     `taggers`); returns them by task."""
-    from emergent.serving import app as app_module
+    from emergent.serving import service as service_module
     from emergent.serving.slots import Loaded
 
     made: dict[str, StubPredictor] = {}
@@ -177,7 +177,7 @@ def stub_models(monkeypatch: Any, taggers: tuple[str, ...] = ()) -> dict[str, St
         kind = "entities" if tagger else "classes"
         return Loaded(predictor, source, kind)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(app_module, "load", load)
+    monkeypatch.setattr(service_module, "load", load)
     return made
 
 

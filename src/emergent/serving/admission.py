@@ -106,4 +106,3 @@ async def admin_caller(request: Request, service: ServiceDep) -> str:
 
 PredictCaller = Annotated[str, Depends(predict_caller)]
 FeedbackCaller = Annotated[str, Depends(feedback_caller)]
-AdminCaller = Annotated[str, Depends(admin_caller)]

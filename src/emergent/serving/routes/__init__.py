@@ -17,7 +17,9 @@ class Route(APIRoute):
     words are each route's `summary` and `responses`; the docstring says why, to the code's
     reader. A `description` given to the route is kept."""
 
-    def __init__(self, path: str, endpoint: Any, *, description: str | None = None, **kw: Any):
+    def __init__(
+        self, path: str, endpoint: Any, *, description: str | None = None, **kw: Any
+    ) -> None:
         super().__init__(path, endpoint, description=description, **kw)
         if description is None:
             self.description = ""

@@ -15,7 +15,7 @@ from emergent.serving.recorder import Record
 from emergent.serving.routes.signatures import Signatures, typed
 from emergent.serving.slots import Loaded
 
-PATH = "/v1/{task}/predict"
+PREDICT_PATH = "/v1/{task}/predict"
 RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "Entities (start, end, type, score) or label and probabilities"},
     400: {"description": "Malformed JSON or a body that is not UTF-8"},
@@ -64,7 +64,7 @@ def answer(task: str, model: Loaded, rows: list[dict[str, Any]]) -> dict[str, An
 
 def add_routes(app: FastAPI, signatures: Signatures) -> None:
     app.add_api_route(
-        PATH,
+        PREDICT_PATH,
         typed(predict, task=signatures.task, body=signatures.predict_body),
         methods=["POST"],
         summary="Predict for a list of texts",

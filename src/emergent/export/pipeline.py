@@ -421,7 +421,9 @@ def export_package(
     pruned = {**chosen.row, "metric_torch": scores["pruned_torch"], "fused_ops": chosen.fused_ops}
     info = ExportInfo(
         task=task.name,
-        task_spec={**task_spec(cfg, task.name), **task.model_spec()},
+        # the server rebuilds the task from it, with what the model learned (CRF scores: the
+        # task as the model decodes, `inp.task`)
+        task_spec={**task_spec(cfg, task.name), **inp.task.model_spec()},
         pad_token_id=int(chosen.tokenizer.pad_token_id or 0),
         max_length=inp.max_length,
         opset=int(ecfg.opset),

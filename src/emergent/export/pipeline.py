@@ -29,7 +29,7 @@ from emergent.hardware import device_facts
 from emergent.io import write_json
 from emergent.models.finetuned import load_finetuned
 from emergent.models.summary import TrainingSummary
-from emergent.serving.package import FP32_MODEL_FILE, MODEL_FILE, ExportInfo, ParityReport, Variant
+from emergent.serving.package import ExportInfo, ParityReport, Variant
 from emergent.serving.runtime import ort_forward, session
 from emergent.tasks import Task, task_spec
 
@@ -376,8 +376,8 @@ def export_package(
         inp.recover_pruned if inp.recover_steps else None,
         drop=task.headline.drop,
     )
-    shutil.move(str(chosen.fp32_path), tmp / FP32_MODEL_FILE)
-    fp32_sess = session(tmp / FP32_MODEL_FILE)
+    shutil.move(str(chosen.fp32_path), tmp / "model.onnx")
+    fp32_sess = session(tmp / "model.onnx")
     scores = {
         Variant.FP32_TORCH: baseline["test"],
         "pruned_torch": inp.evaluate(torch_forward(chosen.model), chosen.tokenizer),
@@ -387,7 +387,7 @@ def export_package(
     scores[Variant.INT8_ONNX] = int8.test_score
     shutil.rmtree(work)
 
-    int8_sess = session(tmp / MODEL_FILE)
+    int8_sess = session(tmp / "model.int8.onnx")
     shipped = {
         s: inp.predict(ort_forward(int8_sess), chosen.tokenizer, s)[0]
         for s in ("test", "validation")

@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 from emergent.config import load_params, project_root
 from emergent.errors import DataError, UserError
 from emergent.io import atomic_write_text
+from emergent.serving.package import Variant
 from emergent.tasks import Task, all_tasks
 
 START = "<!-- headlines:start -->"
@@ -89,7 +90,7 @@ def _figures(*figures: tuple[float | None, str]) -> str:
 def export_row(export: Mapping[str, Any] | None) -> str:
     """The shipped int8 package: size, throughput against fp32 PyTorch and the headline's drop
     on test in points, with its paired interval (validation decides; docs/results.md)."""
-    int8 = export.get("int8_onnx") if isinstance(export, Mapping) else None
+    int8 = export.get(Variant.INT8_ONNX) if isinstance(export, Mapping) else None
     low, high = _number(export, "int8_drop_ci_low"), _number(export, "int8_drop_ci_high")
     return _figures(
         (_number(int8, "size_mb"), "{:.1f} MB"),

@@ -86,6 +86,20 @@ def test_the_package_holds_both_onnx_models_tokenizer_labels_and_card(shipped: S
     assert [n for n in (*names, "export.json") if not (shipped.package / n).is_file()] == []
 
 
+def test_the_export_json_loads_typed_and_holds_the_metrics_files_figures(
+    shipped: Shipped, tmp_path: Path
+) -> None:
+    """What the stage wrote is what `ExportInfo` reads and writes back, byte for byte, and the
+    metrics file is its headline figures (one source for both files)."""
+    from emergent.export.pipeline import headline_figures
+    from emergent.serving.package import ExportInfo
+
+    info = ExportInfo.load(shipped.package)
+    assert info.task == shipped.task.name and info.variants == shipped.details["variants"]
+    assert info.save(tmp_path).read_bytes() == (shipped.package / "export.json").read_bytes()
+    assert headline_figures(info) == shipped.metrics
+
+
 def test_the_metrics_hold_one_measured_entry_per_variant(shipped: Shipped) -> None:
     for variant in VARIANTS:
         assert {"metric", "size_mb", "latency_ms_p50", "throughput"} <= set(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -403,11 +404,9 @@ def test_binary_predict_file_hint_does_not_name_a_data_setting(tmp_path: Path) -
 
 def test_predict_with_another_task_than_the_package_is_a_stage_error(tmp_path: Path) -> None:
     from emergent.serving.predictor import Predictor
-    from emergent.tasks import task_spec
 
-    spec = task_spec(smoke_cfg(), "sentiment")
-    (tmp_path / "export.json").write_text(json.dumps({"task_spec": spec, "max_length": 32}))
-    (tmp_path / "labels.json").write_text(json.dumps(["negative", "positive"]))
+    # export.json and labels.json of a shipped sentiment package (no model needed to refuse)
+    shutil.copytree(ROOT / "tests/fixtures/export/sentiment", tmp_path, dirs_exist_ok=True)
     with pytest.raises(StageError, match=r"holds a 'sentiment' model, not 'ner'"):
         Predictor(tmp_path, task="ner")
 

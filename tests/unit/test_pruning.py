@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from emergent.export.pipeline import gate_failures
 from emergent.export.tradeoff import smallest_within
 from emergent.models import pruning
 from emergent.models.backbone import load_tokenizer, train_wordpiece
+from emergent.serving.package import ParityReport
 
 TEXTS = [
     "the film was a delight from start to finish",
@@ -86,47 +88,47 @@ def test_pruned_heads_are_the_least_important() -> None:
     assert [k.tolist() for k in kept] == [[1, 2], [0, 3]]
 
 
+PARITY = ParityReport(
+    max_abs_logit_diff=1e-5,
+    atol=1e-3,
+    int8_drop=3.0,  # test: reported, never decides (the choice was made on validation)
+    int8_drop_ci=[1.0, 5.0],
+    int8_val_drop=0.4,
+    int8_val_drop_ci=[0.1, 0.7],
+    max_metric_drop=1.0,
+    drop_gate="estimate",
+    per_channel=False,
+    threads=2,
+)
+
+
 def test_gate_judges_the_validation_drop_and_the_logit_difference() -> None:
-    parity = {
-        "max_abs_logit_diff": 1e-5,
-        "atol": 1e-3,
-        "int8_drop": 3.0,  # test: reported, never decides (the choice was made on validation)
-        "int8_val_drop": 0.4,
-        "int8_val_drop_ci": [0.1, 0.7],
-        "max_metric_drop": 1.0,
-        "drop_gate": "estimate",
-    }
+    parity = PARITY
     assert gate_failures(parity, "accuracy") == []
     failures = gate_failures(
-        {**parity, "int8_val_drop": 1.5, "int8_val_drop_ci": [-0.5, 3.2]}, "accuracy"
+        replace(parity, int8_val_drop=1.5, int8_val_drop_ci=[-0.5, 3.2]), "accuracy"
     )
     assert failures == [
         "int8 accuracy drops 1.50 points on the validation split (> export.max_metric_drop=1.0; "
         "paired interval -0.50 to 3.20, export.drop_gate=estimate)"
     ]
-    both = {**parity, "int8_val_drop": 2.0, "max_abs_logit_diff": 0.1}
+    both = replace(parity, int8_val_drop=2.0, max_abs_logit_diff=0.1)
     assert len(gate_failures(both, "F1")) == 2
 
 
 def test_significant_gate_refuses_only_a_drop_the_bootstrap_says_is_real() -> None:
-    parity = {
-        "max_abs_logit_diff": 1e-5,
-        "atol": 1e-3,
-        "int8_val_drop": 1.64,
-        "max_metric_drop": 1.0,
-        "drop_gate": "significant",
-    }
+    parity = replace(PARITY, int8_val_drop=1.64, drop_gate="significant")
     # about two of 141 entities: the interval reaches below zero, so the package ships
-    assert gate_failures({**parity, "int8_val_drop_ci": [-0.8, 4.1]}, "F1") == []
+    assert gate_failures(replace(parity, int8_val_drop_ci=[-0.8, 4.1]), "F1") == []
     # the same estimate with every resample losing: refused
-    refused = gate_failures({**parity, "int8_val_drop_ci": [0.2, 3.3]}, "F1")
+    refused = gate_failures(replace(parity, int8_val_drop_ci=[0.2, 3.3]), "F1")
     assert refused == [
         "int8 F1 drops 1.64 points on the validation split (> export.max_metric_drop=1.0; "
         "paired interval 0.20 to 3.30, export.drop_gate=significant)"
     ]
     # within the tolerance the interval is not consulted
     assert (
-        gate_failures({**parity, "int8_val_drop": 0.9, "int8_val_drop_ci": [0.5, 1.3]}, "F1") == []
+        gate_failures(replace(parity, int8_val_drop=0.9, int8_val_drop_ci=[0.5, 1.3]), "F1") == []
     )
 
 

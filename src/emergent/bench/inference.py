@@ -4,9 +4,6 @@ recorded by the export stage and the CPU facts."""
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from omegaconf import DictConfig
 
 from emergent.config import Paths
@@ -15,7 +12,7 @@ from emergent.export import timing
 from emergent.hardware import cpu_facts, device_facts
 from emergent.models.backbone import load_tokenizer
 from emergent.models.finetuned import load_finetuned
-from emergent.serving.predictor import MODEL_FILE
+from emergent.serving.package import MODEL_FILE, ExportInfo, Variant
 from emergent.tasks import Task
 
 TARGETS = {
@@ -33,6 +30,9 @@ def run(cfg: DictConfig, paths: Paths, task: Task, runs1: int = 30, runs32: int 
         raise FileNotFoundError(
             f"{package} has no export: run `dvc repro export@{task.name}` first"
         )
+    # the export stage's measured metrics and pruning, from the package it wrote (read first:
+    # a bad export.json is refused before minutes of timing)
+    exported = ExportInfo.load(package)
     model, tokenizer, _ = load_finetuned(task, model_dir)
     exported_tokenizer = load_tokenizer(package)
     examples = load_task_split(paths.inp(cfg.data.prepared_dir), task.name, "test")
@@ -50,17 +50,13 @@ def run(cfg: DictConfig, paths: Paths, task: Task, runs1: int = 30, runs32: int 
         runs32,
         warmup=3,
     )
-    # the export stage's measured metrics and pruning, from the package it wrote
-    exported: dict[str, Any] = json.loads((package / "export.json").read_text(encoding="utf-8"))
-    scored = exported.get("variants") or {}
-    drop = (
-        task.headline.drop(scored["fp32_torch"]["metric"], scored["int8_onnx"]["metric"])
-        if scored
-        else None
+    scored = exported.variants
+    drop = task.headline.drop(
+        scored[Variant.FP32_TORCH]["metric"], scored[Variant.INT8_ONNX]["metric"]
     )
     ratios = timing.ratios(variants)
     met = {k: ratios[k] >= target for k, target in TARGETS.items() if k in ratios}
-    met["max_metric_drop"] = drop is not None and drop <= TARGETS["max_metric_drop"]
+    met["max_metric_drop"] = drop <= TARGETS["max_metric_drop"]
     facts = cpu_facts()
     return {
         "task": task.name,
@@ -73,9 +69,9 @@ def run(cfg: DictConfig, paths: Paths, task: Task, runs1: int = 30, runs32: int 
         "variants": variants,
         "ratios": ratios,
         "metric_drop_points": drop,
-        # the export's paired bootstrap interval of that test drop (null in older packages)
-        "metric_drop_ci": (exported.get("parity") or {}).get("int8_drop_ci"),
-        "pruning": exported.get("pruning"),
+        # the export's paired bootstrap interval of that test drop
+        "metric_drop_ci": exported.parity.int8_drop_ci,
+        "pruning": exported.pruning,
         "targets": TARGETS,
         "targets_met": met,
     }

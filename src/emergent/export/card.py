@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from emergent.models.summary import TrainingSummary
+from emergent.serving.package import ParityReport
 
 
 def model_card(
@@ -13,7 +14,7 @@ def model_card(
     variants: dict[str, dict[str, Any]],
     labels: list[str],
     training: TrainingSummary,
-    parity: dict[str, Any],
+    parity: ParityReport,
     pruning: dict[str, Any] | None = None,
 ) -> str:
     pruned = (
@@ -65,13 +66,13 @@ project corpus, fine-tuned, exported to ONNX and quantized to int8 (dynamic, wei
 | --- | --- | --- | --- | --- | --- |
 {rows}
 
-Parity: max |logit difference| fp32 ONNX vs PyTorch = {parity["max_abs_logit_diff"]:.2e}
-(tolerance {parity["atol"]}); int8 {metric_name} drop = {parity["int8_drop"]:.2f} points on
-test{drop_interval(cfg, parity)}, {parity["int8_val_drop"]:.2f} on
-validation{drop_interval(cfg, parity, "validation")} (allowed {parity["max_metric_drop"]}, gate
-`{parity["drop_gate"]}`; the pruning level and int8 scheme were chosen on
+Parity: max |logit difference| fp32 ONNX vs PyTorch = {parity.max_abs_logit_diff:.2e}
+(tolerance {parity.atol}); int8 {metric_name} drop = {parity.int8_drop:.2f} points on
+test{drop_interval(cfg, parity)}, {parity.int8_val_drop:.2f} on
+validation{drop_interval(cfg, parity, "validation")} (allowed {parity.max_metric_drop}, gate
+`{parity.drop_gate}`; the pruning level and int8 scheme were chosen on
 validation). {pruned} Latency measured at
-sequence length {cfg.export.seq_length} on {parity["threads"]} CPU threads.
+sequence length {cfg.export.seq_length} on {parity.threads} CPU threads.
 
 ## Training
 - init: {training.init}, strategy: {training.strategy}, best validation
@@ -89,11 +90,8 @@ sequence length {cfg.export.seq_length} on {parity["threads"]} CPU threads.
 """
 
 
-def drop_interval(cfg: Any, parity: dict[str, Any], split: str = "test") -> str:
-    """A drop's bootstrap interval on `split` as a parenthesis (empty if none was measured)."""
-    ci = parity.get("int8_drop_ci" if split == "test" else "int8_val_drop_ci")
-    if not ci:
-        return ""
-    low, high = ci
+def drop_interval(cfg: Any, parity: ParityReport, split: str = "test") -> str:
+    """A drop's bootstrap interval on `split` as a parenthesis."""
+    low, high = parity.int8_drop_ci if split == "test" else parity.int8_val_drop_ci
     level = round(100 * float(cfg.evaluate.bootstrap.confidence))
     return f" ({level}% interval {low:.2f} to {high:.2f}, paired bootstrap over {split} examples)"

@@ -29,6 +29,7 @@ from emergent.hardware import device_facts
 from emergent.io import write_json
 from emergent.models.finetuned import load_finetuned
 from emergent.models.summary import TrainingSummary
+from emergent.serving.package import ExportInfo, ParityReport, Variant
 from emergent.serving.runtime import ort_forward, session
 from emergent.tasks import Task, task_spec
 
@@ -61,7 +62,7 @@ def max_logit_diff(
     return worst
 
 
-def gate_failures(parity: dict, name: str) -> list[str]:
+def gate_failures(parity: ParityReport, name: str) -> list[str]:
     """Why the package must not ship: fp32 ONNX off PyTorch, or int8 losing too much.
 
     The drop is judged on the validation split, where the pruning level and the int8 scheme
@@ -71,15 +72,15 @@ def gate_failures(parity: dict, name: str) -> list[str]:
     NER F1 by about 0.8 points, so the point estimate alone refused packages over a coin toss.
     """
     failures = []
-    if parity["max_abs_logit_diff"] > parity["atol"]:
+    if parity.max_abs_logit_diff > parity.atol:
         failures.append(
             f"fp32 ONNX logits differ from PyTorch by "
-            f"{parity['max_abs_logit_diff']:.2e} > export.parity_atol={parity['atol']}"
+            f"{parity.max_abs_logit_diff:.2e} > export.parity_atol={parity.atol}"
         )
-    drop, allowed = parity["int8_val_drop"], parity["max_metric_drop"]
+    drop, allowed = parity.int8_val_drop, parity.max_metric_drop
     if drop > allowed:
-        low, high = parity["int8_val_drop_ci"]
-        if parity["drop_gate"] == "significant" and low <= 0.0:
+        low, high = parity.int8_val_drop_ci
+        if parity.drop_gate == "significant" and low <= 0.0:
             log.warning(
                 "int8 %s drops %.2f points on validation (> export.max_metric_drop=%s), but its "
                 "paired interval %.2f to %.2f reaches zero (no loss): shipping "
@@ -94,7 +95,7 @@ def gate_failures(parity: dict, name: str) -> list[str]:
             failures.append(
                 f"int8 {name} drops {drop:.2f} points on the validation split "
                 f"(> export.max_metric_drop={allowed}; paired interval {low:.2f} to {high:.2f}, "
-                f"export.drop_gate={parity['drop_gate']})"
+                f"export.drop_gate={parity.drop_gate})"
             )
     return failures
 
@@ -266,7 +267,7 @@ def parity_report(
     reference: dict[str, list],
     shipped: dict[str, list],
     fp32_sess: Any,
-) -> dict[str, Any]:
+) -> ParityReport:
     """How far the package is from the fine-tuned model: fp32 ONNX logits off PyTorch, the
     int8 drop on test and on validation (the gate's), each with its paired bootstrap interval
     (`reference` and `shipped`: both models' predictions per split)."""
@@ -281,101 +282,71 @@ def parity_report(
         )
         for split in ("test", "validation")
     }
-    return {
-        "max_abs_logit_diff": max_logit_diff(
+    return ParityReport(
+        max_abs_logit_diff=max_logit_diff(
             task, chosen.model, fp32_sess, chosen.tokenizer, examples, inp.labels, inp.max_length
         ),
-        "atol": float(ecfg.parity_atol),
-        "int8_drop": task.headline.drop(scores["fp32_torch"], scores["int8_onnx"]),
+        atol=float(ecfg.parity_atol),
+        int8_drop=task.headline.drop(scores[Variant.FP32_TORCH], scores[Variant.INT8_ONNX]),
         # paired bootstrap over test examples: how far the test drop is from noise
-        "int8_drop_ci": intervals["test"],
-        "int8_val_drop": task.headline.drop(baseline["validation"], int8.val_score),
-        "int8_val_drop_ci": intervals["validation"],
-        "max_metric_drop": float(ecfg.max_metric_drop),
-        "drop_gate": str(ecfg.drop_gate),
-        "per_channel": int8.per_channel,
-        "threads": torch.get_num_threads(),
-    }
+        int8_drop_ci=intervals["test"],
+        int8_val_drop=task.headline.drop(baseline["validation"], int8.val_score),
+        int8_val_drop_ci=intervals["validation"],
+        max_metric_drop=float(ecfg.max_metric_drop),
+        drop_gate=str(ecfg.drop_gate),
+        per_channel=int8.per_channel,
+        threads=torch.get_num_threads(),
+    )
 
 
 def shipped_row(
-    chosen: Candidate, scores: dict[str, float], int8: Int8Choice, parity: dict, int8_figures: dict
+    chosen: Candidate,
+    scores: dict[str, float],
+    int8: Int8Choice,
+    parity: ParityReport,
+    int8_figures: dict[str, float],
 ) -> None:
     """Without pruning the curve is the one shipped model (DVC expects the file): fill its row."""
     chosen.row.update(
-        metric=scores["int8_onnx"],
-        drop=parity["int8_drop"],
+        metric=scores[Variant.INT8_ONNX],
+        drop=parity.int8_drop,
         val_metric=int8.val_score,
-        val_drop=parity["int8_val_drop"],
+        val_drop=parity.int8_val_drop,
         throughput=int8_figures["throughput"],
         latency_ms_p50=int8_figures["latency_ms_p50"],
         size_mb=int8_figures["size_mb"],
     )
 
 
-def write_package(
-    tmp: Path,
-    inp: ExportInputs,
-    chosen: Candidate,
-    per_channel: bool,
-    variants: dict[str, dict[str, float]],
-    result: dict[str, Any],
-) -> None:
+def write_package(tmp: Path, inp: ExportInputs, chosen: Candidate, info: ExportInfo) -> None:
     """The package's own files beside its models: tokenizer, labels, export.json, model card."""
-    cfg, task, ecfg = inp.cfg, inp.task, inp.cfg.export
     chosen.tokenizer.save_pretrained(str(tmp))
     write_json(tmp / "labels.json", inp.labels)
-    write_json(
-        tmp / "export.json",
-        {
-            "task": task.name,
-            # the server rebuilds the task from it, with what the model learned (model_spec)
-            "task_spec": {**task_spec(cfg, task.name), **task.model_spec()},
-            "pad_token_id": int(chosen.tokenizer.pad_token_id or 0),
-            "max_length": inp.max_length,
-            "opset": int(ecfg.opset),
-            "per_channel": per_channel,
-            # details (the metrics file keeps headline figures only)
-            "metric_name": result["metric_name"],
-            "seq_length": result["seq_length"],
-            "device": result["device"],  # what the timings ran on (torch and ORT on the CPU)
-            "variants": variants,
-            "parity": result["parity"],
-            "ratios": result["ratios"],
-            "pruning": result["pruning"],
-        },
-    )
+    info.save(tmp)
     (tmp / "MODEL_CARD.md").write_text(
         model_card(
-            task,
-            cfg,
-            variants,
-            inp.labels,
-            inp.training,
-            result["parity"],
-            result["pruning"],
+            inp.task, inp.cfg, info.variants, inp.labels, inp.training, info.parity, info.pruning
         ),
         encoding="utf-8",
     )
 
 
-def headline_figures(
-    variants: dict[str, dict[str, float]], ratios: dict[str, float], parity: dict[str, Any]
-) -> dict[str, Any]:
+def headline_figures(info: ExportInfo) -> dict[str, Any]:
     """`metrics/export_<task>.json`: per variant metric, size, latency and throughput, the
     int8 speed-up and drop (no nested details, so `dvc metrics show` stays readable)."""
+    parity = info.parity
     return {
         **{
             v: {k: figures[k] for k in ("metric", "size_mb", "latency_ms_p50", "throughput")}
-            for v, figures in variants.items()
+            for v, figures in info.variants.items()
         },
-        "int8_vs_torch_throughput": ratios.get("int8_vs_torch_throughput_b32"),
-        "int8_drop": parity["int8_drop"],
-        "int8_drop_ci_low": parity["int8_drop_ci"][0],
-        "int8_drop_ci_high": parity["int8_drop_ci"][1],
-        "int8_val_drop": parity["int8_val_drop"],
-        "int8_val_drop_ci_low": parity["int8_val_drop_ci"][0],
-        "int8_val_drop_ci_high": parity["int8_val_drop_ci"][1],
+        "int8_vs_torch_throughput": info.ratios.get("int8_vs_torch_throughput_b32"),
+        "int8_drop": parity.int8_drop,
+        "int8_drop_ci_low": parity.int8_drop_ci[0],
+        "int8_drop_ci_high": parity.int8_drop_ci[1],
+        "int8_val_drop": parity.int8_val_drop,
+        "int8_val_drop_ci_low": parity.int8_val_drop_ci[0],
+        "int8_val_drop_ci_high": parity.int8_val_drop_ci[1],
     }
 
 
@@ -408,12 +379,12 @@ def export_package(
     shutil.move(str(chosen.fp32_path), tmp / "model.onnx")
     fp32_sess = session(tmp / "model.onnx")
     scores = {
-        "fp32_torch": baseline["test"],
+        Variant.FP32_TORCH: baseline["test"],
         "pruned_torch": inp.evaluate(torch_forward(chosen.model), chosen.tokenizer),
-        "fp32_onnx": inp.evaluate(ort_forward(fp32_sess), chosen.tokenizer),
+        Variant.FP32_ONNX: inp.evaluate(ort_forward(fp32_sess), chosen.tokenizer),
     }
     int8 = choose_int8(inp, chosen, tmp, work)
-    scores["int8_onnx"] = int8.test_score
+    scores[Variant.INT8_ONNX] = int8.test_score
     shutil.rmtree(work)
 
     int8_sess = session(tmp / "model.int8.onnx")
@@ -442,25 +413,29 @@ def export_package(
         int(ecfg.bench.batch1_runs),
         int(ecfg.bench.batch32_runs),
         int(ecfg.bench.warmup),
-        sessions={"fp32_onnx": fp32_sess, "int8_onnx": int8_sess},
+        sessions={Variant.FP32_ONNX: fp32_sess, Variant.INT8_ONNX: int8_sess},
     )
     variants = {v: {"metric": scores[v], **figures} for v, figures in measured.items()}
     if not curve:
-        shipped_row(chosen, scores, int8, parity, variants["int8_onnx"])
+        shipped_row(chosen, scores, int8, parity, variants[Variant.INT8_ONNX])
     pruned = {**chosen.row, "metric_torch": scores["pruned_torch"], "fused_ops": chosen.fused_ops}
-    device = device_facts("cpu")
-    ratios = timing.ratios(variants)
-    result = {
-        **variants,
-        "metric_name": task.headline.label,
-        "seq_length": int(ecfg.seq_length),
-        "device": device,
-        "parity": parity,
-        "pruning": pruned if curve else None,
-        "ratios": ratios,
-    }
-    write_package(tmp, inp, chosen, int8.per_channel, variants, result)
-    headline = headline_figures(variants, ratios, parity)
-    return {**result, "headline": headline, "curve": curve or [chosen.row]}, gate_failures(
-        parity, task.headline.label
+    info = ExportInfo(
+        task=task.name,
+        # the server rebuilds the task from it, with what the model learned (CRF scores: the
+        # task as the model decodes, `inp.task`)
+        task_spec={**task_spec(cfg, task.name), **inp.task.model_spec()},
+        pad_token_id=int(chosen.tokenizer.pad_token_id or 0),
+        max_length=inp.max_length,
+        opset=int(ecfg.opset),
+        per_channel=int8.per_channel,
+        metric_name=task.headline.label,
+        seq_length=int(ecfg.seq_length),
+        device=device_facts("cpu"),
+        variants=variants,
+        parity=parity,
+        ratios=timing.ratios(variants),
+        pruning=pruned if curve else None,
     )
+    write_package(tmp, inp, chosen, info)
+    result = {**info.logged(), "headline": headline_figures(info), "curve": curve or [chosen.row]}
+    return result, gate_failures(parity, task.headline.label)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from emergent.evaluation.predict import torch_forward
+from emergent.serving.package import FP32_MODEL_FILE, MODEL_FILE, Variant
 from emergent.serving.runtime import ort_forward, session
 from emergent.tasks.shapes import INPUT, text_shapes
 
@@ -124,33 +125,39 @@ def measure_package(
     (`package/model.onnx` and `model.int8.onnx`): per variant `size_mb`, then `measure`'s
     latency and throughput. `sessions` reuses ONNX Runtime sessions the caller has open."""
     sessions = dict(sessions or {})
-    for name, file in (("fp32_onnx", "model.onnx"), ("int8_onnx", "model.int8.onnx")):
+    files: dict[str, Path] = {
+        Variant.FP32_TORCH: model_dir / "model.safetensors",
+        Variant.FP32_ONNX: package / FP32_MODEL_FILE,
+        Variant.INT8_ONNX: package / MODEL_FILE,
+    }
+    for name in (Variant.FP32_ONNX, Variant.INT8_ONNX):
         if name not in sessions:
-            sessions[name] = session(package / file)
+            sessions[name] = session(files[name])
     timings = measure(
         {
-            "fp32_torch": torch_forward(model),
-            "fp32_onnx": ort_forward(sessions["fp32_onnx"]),
-            "int8_onnx": ort_forward(sessions["int8_onnx"]),
+            Variant.FP32_TORCH: torch_forward(model),
+            Variant.FP32_ONNX: ort_forward(sessions[Variant.FP32_ONNX]),
+            Variant.INT8_ONNX: ort_forward(sessions[Variant.INT8_ONNX]),
         },
-        {"fp32_torch": tokenizer, "fp32_onnx": package_tokenizer, "int8_onnx": package_tokenizer},
+        {
+            Variant.FP32_TORCH: tokenizer,
+            Variant.FP32_ONNX: package_tokenizer,
+            Variant.INT8_ONNX: package_tokenizer,
+        },
         texts,
         seq_length,
         runs1,
         runs32,
         warmup,
     )
-    files = {
-        "fp32_torch": model_dir / "model.safetensors",
-        "fp32_onnx": package / "model.onnx",
-        "int8_onnx": package / "model.int8.onnx",
-    }
     return {name: {"size_mb": size_mb(files[name]), **timings[name]} for name in timings}
 
 
 def ratios(variants: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
     """The speed and size ratios the issue's targets are stated in (int8 ONNX vs fp32)."""
-    torch_, fp32, int8 = variants["fp32_torch"], variants["fp32_onnx"], variants["int8_onnx"]
+    torch_, fp32, int8 = (
+        variants[v] for v in (Variant.FP32_TORCH, Variant.FP32_ONNX, Variant.INT8_ONNX)
+    )
     return {
         "int8_vs_torch_throughput_b32": int8["throughput"] / torch_["throughput"],
         "fp32_onnx_vs_torch_throughput_b32": fp32["throughput"] / torch_["throughput"],

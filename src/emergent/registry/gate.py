@@ -286,13 +286,14 @@ def package_predictions(export_dir: Path, examples: list[dict]) -> Predictions:
     from transformers import AutoTokenizer
 
     from emergent.evaluation.predict import predict
-    from emergent.serving.predictor import MODEL_FILE, load_package
+    from emergent.serving.package import MODEL_FILE
+    from emergent.serving.predictor import load_package
     from emergent.serving.runtime import ort_forward, session
 
     meta, labels, package_task = load_package(export_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(export_dir))
     forward = ort_forward(session(Path(export_dir) / MODEL_FILE))
-    pred, _ = predict(package_task, forward, tokenizer, examples, labels, int(meta["max_length"]))
+    pred, _ = predict(package_task, forward, tokenizer, examples, labels, meta.max_length)
     return Predictions(list(labels), [list(p) for p in pred])
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from emergent.errors import PredictionError, StageError
+from emergent.serving.package import MODEL_FILE, ExportInfo
 from emergent.serving.runtime import session
 from emergent.tasks import Task, Window, task_from_spec
 from emergent.tasks.base import softmax
@@ -27,20 +28,14 @@ from emergent.tasks.windows import clamp_stride
 
 log = logging.getLogger(__name__)
 
-# The model an export package serves; export, serving and the benchmarks name it from here.
-MODEL_FILE = "model.int8.onnx"
 
-
-def load_package(export_dir: Path) -> tuple[dict[str, Any], list[str], Task]:
+def load_package(export_dir: Path) -> tuple[ExportInfo, list[str], Task]:
     """export.json, labels.json and the task of an export package, or a clear error."""
     export_dir = Path(export_dir)
-    meta_path = export_dir / "export.json"
-    if not meta_path.is_file():
-        raise StageError(f"{export_dir} is not an export package: run export@<task> first")
+    meta = ExportInfo.load(export_dir)
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
         labels = json.loads((export_dir / "labels.json").read_text(encoding="utf-8"))
-        task = task_from_spec(meta["task_spec"])
+        task = task_from_spec(meta.task_spec)
     except (OSError, ValueError, KeyError) as err:
         raise StageError(f"{export_dir}: unreadable export package ({err})") from err
     return meta, labels, task
@@ -60,7 +55,7 @@ class Predictor:
                 f"pass task={self.task.name} or point predict.export_dir at a {task} package"
             )
         self.meta = meta
-        self.max_length = int(meta["max_length"])
+        self.max_length = meta.max_length
         for required in (MODEL_FILE, "tokenizer.json"):
             if not (self.export_dir / required).is_file():
                 raise StageError(f"{self.export_dir} has no {required}: re-run export")
@@ -70,7 +65,7 @@ class Predictor:
         self.tokenizer.enable_truncation(
             self.max_length, stride=stride if self.task.windowed else 0
         )
-        self.pad_id = int(meta.get("pad_token_id", 0))
+        self.pad_id = meta.pad_token_id
         self.session = session(self.export_dir / MODEL_FILE, threads)
         # A model with word shapes takes them as a third input; the server computes them from
         # the raw text with the training path's own function (emergent.tasks.shapes).

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from emergent.io import under
-from emergent.serving.predictor import MODEL_FILE
+from emergent.serving.package import MODEL_FILE
 from emergent.serving.slots import ModelLoadError, Source, resolve_local, resolve_registry
 
 

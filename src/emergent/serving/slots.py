@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emergent.serving.predictor import MODEL_FILE, Predictor
+from emergent.serving.package import MODEL_FILE
+from emergent.serving.predictor import Predictor
 
 log = logging.getLogger(__name__)
 

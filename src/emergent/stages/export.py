@@ -17,6 +17,7 @@ from emergent.data.layout import feedback_seen, load_task_split, manifest_path
 from emergent.errors import StageError
 from emergent.export.pipeline import export_package, publish, require_encoder
 from emergent.io import atomic_dir, sha256_file
+from emergent.serving.package import Variant
 from emergent.stages.per_task import per_task
 from emergent.tasks import Task
 from emergent.tracking import stage_run
@@ -50,5 +51,5 @@ def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
             examples = load_task_split(paths.inp(cfg.data.prepared_dir), task.name, "test")[:2]
             texts = [task.text(e) for e in examples]
             origin = lineage(task.name, feedback_seen(manifest, task.name))
-            register(task.name, out_dir, result["int8_onnx"]["metric"], texts, origin)
+            register(task.name, out_dir, result[Variant.INT8_ONNX]["metric"], texts, origin)
     log.info("export %s: %s", task.name, json.dumps(result["ratios"]))

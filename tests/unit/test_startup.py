@@ -41,6 +41,49 @@ def test_export_imports_lightning_only_for_recovery() -> None:
     assert imported_by(STAGES["export"], ("torch", "lightning")) == ["torch"]
 
 
+def loaded_after(code: str, watch: tuple[str, ...]) -> list[str]:
+    """Which of `watch` a fresh interpreter has loaded after running `code`."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"{code}\nimport json, sys\n"
+            f"print(json.dumps([m for m in {list(watch)!r} if m in sys.modules]))",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_monitor_without_traffic_reports_without_scipy(tmp_path: Path) -> None:
+    # The usual `dvc repro` has no traffic window: the stage writes "no traffic" and never
+    # runs a drift test, so scipy.stats (about a second) stays unloaded.
+    code = (
+        "from omegaconf import OmegaConf\n"
+        "from emergent.config import Paths, load_params\n"
+        "from emergent.monitoring.drift import report_html\n"
+        "from emergent.stages.monitor import evaluate\n"
+        "cfg = load_params()\n"
+        f"paths = Paths.for_dvc()\n"
+        f"result = evaluate(cfg, paths, {str(tmp_path / 'absent.jsonl')!r})\n"
+        "assert result['status'] == 'no traffic', result\n"
+        "assert 'no traffic' in report_html(result)\n"
+    )
+    assert loaded_after(code, ("scipy.stats", "scipy")) == []
+
+
+def test_a_dvc_stage_run_names_its_origin_without_importing_hydra() -> None:
+    # Only the Hydra CLI (`python -m emergent`) has overrides; a DVC stage never loads Hydra.
+    code = (
+        "from emergent.tracking import run_origin\nassert 'hydra_overrides' not in run_origin()\n"
+    )
+    assert loaded_after(code, ("hydra",)) == []
+
+
 def test_dvc_stages_are_the_stage_commands_of_dvc_yaml(tmp_path: Path) -> None:
     stages = startup.dvc_stages(ROOT / "dvc.yaml")
     assert stages[:4] == ["ingest", "validate", "tokenizer", "pretrain"]

@@ -145,3 +145,20 @@ def test_null_params_are_not_logged(tmp_path: Path) -> None:
         )
     params = mlflow.get_run(run.info.run_id).data.params
     assert params == {"finetune.shared.lr": "0.0002", "finetune.ner.epochs": "3"}
+
+
+def test_hydra_overrides_come_from_an_initialised_hydra_run() -> None:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from emergent.tracking import hydra_overrides
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base=None):
+        cfg = compose("config", ["seed=7", "task=ner"], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        # `task=` picks the stage's task, not the experiment: it is left out of the run name
+        assert hydra_overrides() == ["seed=7"]
+    finally:
+        HydraConfig.instance().cfg = None
+    assert hydra_overrides() == []

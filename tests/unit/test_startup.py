@@ -16,31 +16,6 @@ from emergent.stages import STAGES
 from tests.conftest import ROOT
 
 
-def imported_by(module: str, watch: tuple[str, ...]) -> list[str]:
-    """Which of `watch` a fresh interpreter has loaded after importing `module`."""
-    code = (
-        f"import json, sys; import {module}; "
-        f"print(json.dumps([m for m in {list(watch)!r} if m in sys.modules]))"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-# Stages that train nothing load neither torch nor Lightning when their module is imported
-# (torch comes, where needed, with the model their work loads).
-@pytest.mark.parametrize("stage", ["ingest", "validate", "monitor", "tokenizer", "evaluate"])
-def test_light_stage_imports_no_torch(stage: str) -> None:
-    assert imported_by(STAGES[stage], ("torch", "lightning", "torchmetrics")) == []
-
-
-def test_export_imports_lightning_only_for_recovery() -> None:
-    # torch is the export's own work; Lightning only its recovery fine-tune after pruning.
-    assert imported_by(STAGES["export"], ("torch", "lightning")) == ["torch"]
-
-
 def loaded_after(code: str, watch: tuple[str, ...]) -> list[str]:
     """Which of `watch` a fresh interpreter has loaded after running `code`."""
     done = subprocess.run(
@@ -59,16 +34,32 @@ def loaded_after(code: str, watch: tuple[str, ...]) -> list[str]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def imported_by(module: str, watch: tuple[str, ...]) -> list[str]:
+    """Which of `watch` a fresh interpreter has loaded after importing `module`."""
+    return loaded_after(f"import {module}", watch)
+
+
+# Stages that train nothing load neither torch nor Lightning when their module is imported
+# (torch comes, where needed, with the model their work loads).
+@pytest.mark.parametrize("stage", ["ingest", "validate", "monitor", "tokenizer", "evaluate"])
+def test_light_stage_imports_no_torch(stage: str) -> None:
+    assert imported_by(STAGES[stage], ("torch", "lightning", "torchmetrics")) == []
+
+
+def test_export_imports_lightning_only_for_recovery() -> None:
+    # torch is the export's own work; Lightning only its recovery fine-tune after pruning.
+    assert imported_by(STAGES["export"], ("torch", "lightning")) == ["torch"]
+
+
 def test_monitor_without_traffic_reports_without_scipy(tmp_path: Path) -> None:
     # The usual `dvc repro` has no traffic window: the stage writes "no traffic" and never
     # runs a drift test, so scipy.stats (about a second) stays unloaded.
     code = (
-        "from omegaconf import OmegaConf\n"
         "from emergent.config import Paths, load_params\n"
         "from emergent.monitoring.drift import report_html\n"
         "from emergent.stages.monitor import evaluate\n"
         "cfg = load_params()\n"
-        f"paths = Paths.for_dvc()\n"
+        "paths = Paths.for_dvc()\n"
         f"result = evaluate(cfg, paths, {str(tmp_path / 'absent.jsonl')!r})\n"
         "assert result['status'] == 'no traffic', result\n"
         "assert 'no traffic' in report_html(result)\n"

@@ -26,7 +26,6 @@ from emergent.config import Paths, compose
 from emergent.evaluation.predict import torch_forward
 from emergent.export import timing
 from emergent.export.pipeline import ExportInputs
-from emergent.export.quantize import quantize
 from emergent.export.tradeoff import build_candidate, prune_level
 from emergent.models import pruning
 from emergent.serving.runtime import ort_forward, session
@@ -84,11 +83,12 @@ def main() -> None:
         tag = text.replace(":", "_").replace(".", "")
         out = args.work / tag
         out.mkdir(exist_ok=True)
-        cand = build_candidate(pruned, inp.tokenizer, setting["level"], kept, None, out, 17, False)
-        pc = quantize(cand.fp32_path, out / "int8.pc1.onnx", True)
+        cand = build_candidate(
+            pruned, inp.tokenizer, setting["level"], kept, None, out, 17, (False, True)
+        )
         forwards = {}
-        for name, path in (("int8_pt", cand.int8_path), ("int8_pc", pc)):
-            forwards[name] = ort_forward(session(path))
+        for name, pc in (("int8_pt", False), ("int8_pc", True)):
+            forwards[name] = ort_forward(session(cand.int8_paths[pc]))
             for split in ("validation", "test"):
                 row[f"{name}_{split}"] = inp.evaluate(forwards[name], inp.tokenizer, split)
         for name in ("fp32", "int8_pt", "int8_pc"):
@@ -106,7 +106,7 @@ def main() -> None:
         row["int8_vs_torch_b32"] = (
             measured["int8_pc"]["throughput"] / measured["fp32_torch"]["throughput"]
         )
-        row["size_mb"] = timing.size_mb(pc)
+        row["size_mb"] = timing.size_mb(cand.int8_paths[True])
         log.info("setting %s: %s", text, json.dumps(row))
         rows.append(row)
     print(json.dumps({"reference": reference, "rows": rows}, indent=1))

@@ -180,6 +180,9 @@ def test_the_gate_judged_the_shipped_row_by_the_configured_rule(shipped: Shipped
     assert len(rows) == 1, "one curve row is the shipped model"
     parity = shipped.details["parity"]
     assert float(rows[0]["val_drop"]) == approx(parity["int8_val_drop"])
+    # every candidate was scored with the int8 scheme it would ship with (auto: its better one)
+    assert rows[0]["per_channel"] == str(shipped.details["per_channel"])
+    assert {r["per_channel"] for r in shipped.curve} <= {"True", "False"}
     cfg = smoke_cfg()
     assert (parity["max_metric_drop"], parity["drop_gate"]) == (
         cfg.export.max_metric_drop,

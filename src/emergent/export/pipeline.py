@@ -23,13 +23,12 @@ from emergent.evaluation.plots import write_csv
 from emergent.evaluation.predict import batches, encode_for_scoring, predict, torch_forward
 from emergent.export import timing
 from emergent.export.card import model_card
-from emergent.export.quantize import quantize
 from emergent.export.tradeoff import CURVE_FIELDS, Candidate, choose
 from emergent.hardware import device_facts
 from emergent.io import write_json
 from emergent.models.finetuned import load_finetuned
 from emergent.models.summary import TrainingSummary
-from emergent.serving.package import ExportInfo, ParityReport, Variant
+from emergent.serving.package import FP32_MODEL_FILE, MODEL_FILE, ExportInfo, ParityReport, Variant
 from emergent.serving.runtime import ort_forward, session
 from emergent.tasks import Task, task_spec
 
@@ -232,30 +231,19 @@ class Int8Choice:
     per_channel: bool
     val_score: float
     test_score: float
-    val_scores: dict[bool, float]
 
 
-def int8_score(inp: ExportInputs, chosen: Candidate, model: Path, split: str) -> float:
-    """An int8 model's headline on `split`; the candidate's own int8 model was already scored
-    on both splits in the curve, and its scores are reused."""
-    if model == chosen.int8_path and "val_metric" in chosen.row:
-        return float(chosen.row["val_metric" if split == "validation" else "metric"])
-    return inp.evaluate(ort_forward(session(model)), chosen.tokenizer, split)
-
-
-def choose_int8(inp: ExportInputs, chosen: Candidate, tmp: Path, work: Path) -> Int8Choice:
-    """Quantize the chosen model (per_channel auto: both ways, the more accurate on validation
-    wins) and move the winner to `tmp/model.int8.onnx`."""
-    ecfg = inp.cfg.export
-    quantized = {ecfg.per_channel is True: chosen.int8_path}
-    if ecfg.per_channel == "auto":
-        quantized[True] = quantize(tmp / "model.onnx", work / "int8.pc1.onnx", True)
-    val_scores = {pc: int8_score(inp, chosen, quantized[pc], "validation") for pc in quantized}
-    per_channel = max(val_scores, key=lambda pc: val_scores[pc])
-    log.info("int8 validation %s by per_channel: %s", inp.task.headline.label, val_scores)
-    test_score = int8_score(inp, chosen, quantized[per_channel], "test")
-    shutil.move(str(quantized[per_channel]), tmp / "model.int8.onnx")
-    return Int8Choice(per_channel, val_scores[per_channel], test_score, val_scores)
+def choose_int8(inp: ExportInputs, chosen: Candidate, tmp: Path) -> Int8Choice:
+    """The chosen candidate's int8 model, moved to `tmp/model.int8.onnx`. A pruning curve
+    already kept each candidate's more accurate scheme (`export.per_channel`) and scored it;
+    without pruning the one candidate is scored here."""
+    if "val_metric" not in chosen.row:  # export.prune=null: not scored by the curve
+        forward = chosen.pick_scheme(lambda f, tok: inp.evaluate(f, tok, "validation"))
+        chosen.row["metric"] = inp.evaluate(forward, chosen.tokenizer, "test")
+    shutil.move(str(chosen.int8_path), tmp / MODEL_FILE)
+    return Int8Choice(
+        chosen.per_channel, float(chosen.row["val_metric"]), float(chosen.row["metric"])
+    )
 
 
 def parity_report(
@@ -376,18 +364,18 @@ def export_package(
         inp.recover_pruned if inp.recover_steps else None,
         drop=task.headline.drop,
     )
-    shutil.move(str(chosen.fp32_path), tmp / "model.onnx")
-    fp32_sess = session(tmp / "model.onnx")
+    shutil.move(str(chosen.fp32_path), tmp / FP32_MODEL_FILE)
+    fp32_sess = session(tmp / FP32_MODEL_FILE)
     scores = {
         Variant.FP32_TORCH: baseline["test"],
         "pruned_torch": inp.evaluate(torch_forward(chosen.model), chosen.tokenizer),
         Variant.FP32_ONNX: inp.evaluate(ort_forward(fp32_sess), chosen.tokenizer),
     }
-    int8 = choose_int8(inp, chosen, tmp, work)
+    int8 = choose_int8(inp, chosen, tmp)
     scores[Variant.INT8_ONNX] = int8.test_score
     shutil.rmtree(work)
 
-    int8_sess = session(tmp / "model.int8.onnx")
+    int8_sess = session(tmp / MODEL_FILE)
     shipped = {
         s: inp.predict(ort_forward(int8_sess), chosen.tokenizer, s)[0]
         for s in ("test", "validation")

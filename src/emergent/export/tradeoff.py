@@ -18,6 +18,7 @@ from emergent.export import timing
 from emergent.export.onnx import export_onnx, fuse
 from emergent.export.quantize import quantize
 from emergent.models import pruning
+from emergent.serving.package import Variant
 from emergent.serving.runtime import ort_forward, session
 
 log = logging.getLogger(__name__)
@@ -36,20 +37,58 @@ CURVE_FIELDS = [
     "val_metric",
     "val_drop",
     "recover_seconds",
+    "per_channel",
 ]
+
+
+def int8_schemes(setting: bool | str) -> tuple[bool, ...]:
+    """The int8 weight schemes `export.per_channel` asks to try (per tensor first: it wins a
+    tie). auto tries both on every candidate, so the pruning level is chosen with each
+    level's more accurate int8 model, not with per-tensor weights the package may not ship."""
+    return (False, True) if setting == "auto" else (setting is True,)
 
 
 @dataclass
 class Candidate:
-    """One pruning level: the pruned torch model, its tokenizer and its ONNX files."""
+    """One pruning level: the pruned torch model, its tokenizer and its ONNX files (fp32 and
+    one int8 graph per weight scheme tried, keyed by per_channel, until `pick_scheme`)."""
 
     level: float | None
     model: Any
     tokenizer: Any
     fp32_path: Path
-    int8_path: Path
+    int8_paths: dict[bool, Path]
     fused_ops: dict[str, int]
     row: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def per_channel(self) -> bool:
+        """The int8 scheme kept (the only one left after `pick_scheme`)."""
+        if len(self.int8_paths) != 1:
+            raise RuntimeError("pick_scheme first: more than one int8 scheme is left")
+        return next(iter(self.int8_paths))
+
+    @property
+    def int8_path(self) -> Path:
+        return self.int8_paths[self.per_channel]
+
+    def pick_scheme(self, score: Callable[[Any, Any], float]) -> Any:
+        """Keep the int8 scheme with the best validation `score(forward, tokenizer)` (ties:
+        the first tried), delete the others' graphs, and record it in the row. Returns the
+        kept graph's forward function (its ONNX Runtime session stays open for reuse)."""
+        forwards = {pc: ort_forward(session(path)) for pc, path in self.int8_paths.items()}
+        scores = {pc: score(forward, self.tokenizer) for pc, forward in forwards.items()}
+        best = max(scores, key=lambda pc: scores[pc])
+        if len(scores) > 1:
+            log.info("int8 validation by per_channel: %s", scores)
+        for pc, path in list(self.int8_paths.items()):
+            if pc != best:
+                path.unlink(missing_ok=True)
+                del self.int8_paths[pc]
+        self.row.update(
+            val_metric=scores[best], per_channel=best, size_mb=timing.size_mb(self.int8_path)
+        )
+        return forwards[best]
 
 
 def prune_level(
@@ -77,10 +116,10 @@ def build_candidate(
     keep_ids: set[int] | None,
     out_dir: Path,
     opset: int,
-    per_channel: bool,
+    schemes: tuple[bool, ...],
 ) -> Candidate:
-    """Export a copy of the (already structurally pruned) `model` fused and quantize it, with
-    its vocabulary cut to `keep_ids` first when given."""
+    """Export a copy of the (already structurally pruned) `model` fused and quantize it (once
+    per int8 scheme in `schemes`), with its vocabulary cut to `keep_ids` first when given."""
     model = copy.deepcopy(model)
     if keep_ids is not None:
         tokenizer = pruning.prune_vocabulary(model, tokenizer, keep_ids)
@@ -91,14 +130,13 @@ def build_candidate(
     fp32 = out_dir / f"{tag}.fp32.onnx"
     ops = fuse(raw, fp32, model.config)
     raw.unlink()
-    int8 = quantize(fp32, out_dir / f"{tag}.int8.pc{int(per_channel)}.onnx", per_channel)
+    int8 = {pc: quantize(fp32, out_dir / f"{tag}.int8.pc{int(pc)}.onnx", pc) for pc in schemes}
     row = {
         "level": 0.0 if level is None else level,
         "heads_per_layer": pruning.heads_per_layer(model),
         "intermediate_size": model.config.intermediate_size,
         "vocab_size": model.config.vocab_size,
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-        "size_mb": timing.size_mb(int8),
         **kept,
     }
     return Candidate(level, model.eval(), tokenizer, fp32, int8, ops, row)
@@ -139,7 +177,7 @@ def choose(
     """
     ecfg = cfg.export
     pcfg = ecfg.get("prune")
-    per_channel = ecfg.per_channel is True
+    schemes = int8_schemes(ecfg.per_channel)
     if not pcfg:
         return build_candidate(
             model,
@@ -149,7 +187,7 @@ def choose(
             None,
             out_dir,
             int(ecfg.opset),
-            per_channel,
+            schemes,
         ), []
     scores = pruning.importance(model, importance_batches())
     keep_ids = pruning.used_token_ids(tokenizer, vocab_texts()) if pcfg.vocab else None
@@ -161,21 +199,21 @@ def choose(
         pruned, kept = prune_level(model, level, scores, recover)  # one recovery per level
         for keep in vocabularies:
             cand = build_candidate(
-                pruned, tokenizer, level, kept, keep, out_dir, int(ecfg.opset), per_channel
+                pruned, tokenizer, level, kept, keep, out_dir, int(ecfg.opset), schemes
             )
-            forward = ort_forward(session(cand.int8_path))
+            forward = cand.pick_scheme(lambda f, tok: evaluate(f, tok, "validation"))
+            cand.row["metric"] = evaluate(forward, cand.tokenizer, "test")
             for split, prefix in (("test", ""), ("validation", "val_")):
-                cand.row[f"{prefix}metric"] = evaluate(forward, cand.tokenizer, split)
                 cand.row[f"{prefix}drop"] = drop(baseline[split], cand.row[f"{prefix}metric"])
             measured = timing.measure(
-                {"int8_onnx": forward},
-                {"int8_onnx": cand.tokenizer},
+                {Variant.INT8_ONNX: forward},
+                {Variant.INT8_ONNX: cand.tokenizer},
                 bench_texts,
                 int(ecfg.seq_length),
                 int(pcfg.bench.batch1_runs),
                 int(pcfg.bench.batch32_runs),
                 int(pcfg.bench.warmup),
-            )["int8_onnx"]
+            )[Variant.INT8_ONNX]
             cand.row.update(
                 throughput=measured["throughput"], latency_ms_p50=measured["latency_ms_p50"]
             )

@@ -187,14 +187,18 @@ def restore_best(module: TaskModule, best_weights: Any) -> None:
     module.sync_tag_scores()
 
 
-def best_step(validation: Sequence[Mapping[str, float]], task: Task) -> int | None:
-    """The step of the best validation headline (ties: the earliest)."""
+def best_validation(
+    validation: Sequence[Mapping[str, float]], task: Task
+) -> tuple[float | None, int | None]:
+    """The best validation headline and its step (ties: the earliest); (None, None) without
+    validation. Read from the history, so it is known also when no checkpoint is kept
+    (`callbacks.best_weights.save_top_k: 0`: the last weights ship)."""
     key = f"val_{task.headline.metric}"
     best: tuple[float, float] | None = None
     for row in validation:
         if key in row and (best is None or task.headline.improved(row[key], best[0])):
             best = (row[key], row["step"])
-    return int(best[1]) if best else None
+    return (float(best[0]), int(best[1])) if best else (None, None)
 
 
 def summarize(
@@ -211,13 +215,14 @@ def summarize(
 ) -> TrainingSummary:
     """The run's training.json: window, best score and step, cost, setup and history."""
     best_score = best_weights.best_model_score
+    best_val, step = best_validation(history.val, task)
     config = mergeable(module.model).config
     return TrainingSummary(
         task=task.name,
         headline=task.headline.metric,
         max_length=max_length,
-        best_val=float(best_score) if best_score is not None else None,
-        best_step=best_step(history.val, task),
+        best_val=float(best_score) if best_score is not None else best_val,
+        best_step=step,
         global_step=trainer.global_step,
         world_size=trainer.world_size,
         num_nodes=trainer.num_nodes,

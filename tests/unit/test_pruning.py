@@ -142,3 +142,43 @@ def test_the_smallest_candidate_within_the_validation_drop_ships_whatever_test_s
     assert smallest_within(rows, 1.0) == 1
     assert smallest_within(rows, 2.5) == 3
     assert smallest_within(rows, -1.0) is None
+
+
+def _identity_graph(path: Path, pad_bytes: int) -> Path:
+    """A valid one-node ONNX graph; `pad_bytes` of initializer make the two schemes' files
+    differ in size."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    pad = numpy_helper.from_array(np.zeros(pad_bytes // 4, dtype=np.float32), "pad")
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y], [pad])
+    onnx.save(helper.make_model(graph), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("scores", "kept"), [({False: 50.0, True: 53.3}, True), ({False: 50.0, True: 50.0}, False)]
+)
+def test_a_candidate_keeps_its_more_accurate_int8_scheme(
+    tmp_path: Path, scores: dict[bool, float], kept: bool
+) -> None:
+    """per_channel auto: both int8 graphs are scored on validation, the better one stays (a tie
+    keeps per tensor, tried first), the other file is deleted, and the curve row records the
+    scheme, its score and its graph's size."""
+    from emergent.export.tradeoff import Candidate, int8_schemes
+
+    assert int8_schemes("auto") == (False, True)
+    assert int8_schemes(True) == (True,) and int8_schemes(False) == (False,)
+    paths = {pc: _identity_graph(tmp_path / f"pc{int(pc)}.onnx", 4096 * (1 + pc)) for pc in scores}
+    cand = Candidate(0.5, None, "tok", tmp_path / "fp32.onnx", dict(paths), {})
+    with pytest.raises(RuntimeError, match="pick_scheme first"):
+        _ = cand.per_channel
+    asked = iter([scores[False], scores[True]])
+    cand.pick_scheme(lambda forward, tok: next(asked))
+    assert cand.per_channel is kept and cand.int8_path == paths[kept]
+    assert paths[kept].is_file() and not paths[not kept].exists()
+    assert cand.row["val_metric"] == scores[kept] and cand.row["per_channel"] is kept
+    assert cand.row["size_mb"] == pytest.approx(paths[kept].stat().st_size / 2**20)

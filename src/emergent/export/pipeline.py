@@ -224,26 +224,14 @@ class ExportInputs:
         )
 
 
-@dataclass
-class Int8Choice:
-    """The int8 model that ships: its per-channel setting and its validation and test scores."""
-
-    per_channel: bool
-    val_score: float
-    test_score: float
-
-
-def choose_int8(inp: ExportInputs, chosen: Candidate, tmp: Path) -> Int8Choice:
-    """The chosen candidate's int8 model, moved to `tmp/model.int8.onnx`. A pruning curve
-    already kept each candidate's more accurate scheme (`export.per_channel`) and scored it;
-    without pruning the one candidate is scored here."""
+def ship_int8(inp: ExportInputs, chosen: Candidate, tmp: Path) -> None:
+    """Move the chosen candidate's int8 model to `tmp/model.int8.onnx`. A pruning curve
+    already kept each candidate's more accurate scheme (`export.per_channel`) and scored it
+    (`chosen.row`: val_metric, metric); without pruning the one candidate is scored here."""
     if "val_metric" not in chosen.row:  # export.prune=null: not scored by the curve
         forward = chosen.pick_scheme(lambda f, tok: inp.evaluate(f, tok, "validation"))
         chosen.row["metric"] = inp.evaluate(forward, chosen.tokenizer, "test")
     shutil.move(str(chosen.int8_path), tmp / MODEL_FILE)
-    return Int8Choice(
-        chosen.per_channel, float(chosen.row["val_metric"]), float(chosen.row["metric"])
-    )
 
 
 def parity_report(
@@ -251,7 +239,6 @@ def parity_report(
     chosen: Candidate,
     scores: dict[str, float],
     baseline: dict[str, float],
-    int8: Int8Choice,
     reference: dict[str, list],
     shipped: dict[str, list],
     fp32_sess: Any,
@@ -278,27 +265,20 @@ def parity_report(
         int8_drop=task.headline.drop(scores[Variant.FP32_TORCH], scores[Variant.INT8_ONNX]),
         # paired bootstrap over test examples: how far the test drop is from noise
         int8_drop_ci=intervals["test"],
-        int8_val_drop=task.headline.drop(baseline["validation"], int8.val_score),
+        int8_val_drop=task.headline.drop(baseline["validation"], chosen.row["val_metric"]),
         int8_val_drop_ci=intervals["validation"],
         max_metric_drop=float(ecfg.max_metric_drop),
         drop_gate=str(ecfg.drop_gate),
-        per_channel=int8.per_channel,
+        per_channel=chosen.per_channel,
         threads=torch.get_num_threads(),
     )
 
 
-def shipped_row(
-    chosen: Candidate,
-    scores: dict[str, float],
-    int8: Int8Choice,
-    parity: ParityReport,
-    int8_figures: dict[str, float],
-) -> None:
-    """Without pruning the curve is the one shipped model (DVC expects the file): fill its row."""
+def shipped_row(chosen: Candidate, parity: ParityReport, int8_figures: dict[str, float]) -> None:
+    """Without pruning the curve is the one shipped model (DVC expects the file): fill its row
+    (its int8 scores are already there, from `ship_int8`)."""
     chosen.row.update(
-        metric=scores[Variant.INT8_ONNX],
         drop=parity.int8_drop,
-        val_metric=int8.val_score,
         val_drop=parity.int8_val_drop,
         throughput=int8_figures["throughput"],
         latency_ms_p50=int8_figures["latency_ms_p50"],
@@ -371,8 +351,8 @@ def export_package(
         "pruned_torch": inp.evaluate(torch_forward(chosen.model), chosen.tokenizer),
         Variant.FP32_ONNX: inp.evaluate(ort_forward(fp32_sess), chosen.tokenizer),
     }
-    int8 = choose_int8(inp, chosen, tmp)
-    scores[Variant.INT8_ONNX] = int8.test_score
+    ship_int8(inp, chosen, tmp)
+    scores[Variant.INT8_ONNX] = chosen.row["metric"]
     shutil.rmtree(work)
 
     int8_sess = session(tmp / MODEL_FILE)
@@ -385,7 +365,6 @@ def export_package(
         chosen,
         scores,
         baseline,
-        int8,
         {s: reference[s][0] for s in shipped},
         shipped,
         fp32_sess,
@@ -405,7 +384,7 @@ def export_package(
     )
     variants = {v: {"metric": scores[v], **figures} for v, figures in measured.items()}
     if not curve:
-        shipped_row(chosen, scores, int8, parity, variants[Variant.INT8_ONNX])
+        shipped_row(chosen, parity, variants[Variant.INT8_ONNX])
     pruned = {**chosen.row, "metric_torch": scores["pruned_torch"], "fused_ops": chosen.fused_ops}
     info = ExportInfo(
         task=task.name,
@@ -415,7 +394,7 @@ def export_package(
         pad_token_id=int(chosen.tokenizer.pad_token_id or 0),
         max_length=inp.max_length,
         opset=int(ecfg.opset),
-        per_channel=int8.per_channel,
+        per_channel=chosen.per_channel,
         metric_name=task.headline.label,
         seq_length=int(ecfg.seq_length),
         device=device_facts("cpu"),

@@ -449,6 +449,7 @@ class DistillConfig(_Section):
 class PruneConfig(_Section):
     levels: list[Fraction]
     vocab: StrictBool = False
+    scan: Literal["until_chosen", "all"] = "until_chosen"
     importance_examples: PositiveInt
     recover_steps: NonNegativeInt = 0
     distill: DistillConfig | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from emergent.export.pipeline import gate_failures
-from emergent.export.tradeoff import smallest_within
+from emergent.export.tradeoff import Plan, plans, scan, smallest_within
 from emergent.models import pruning
 from emergent.models.backbone import load_tokenizer, train_wordpiece
 from emergent.serving.package import ParityReport
@@ -142,6 +143,61 @@ def test_the_smallest_candidate_within_the_validation_drop_ships_whatever_test_s
     assert smallest_within(rows, 1.0) == 1
     assert smallest_within(rows, 2.5) == 3
     assert smallest_within(rows, -1.0) is None
+
+
+def test_candidates_are_planned_smallest_first_with_their_exact_parameter_counts(
+    tokenizer: object,
+) -> None:
+    """The scan order comes from parameter counts taken before anything is built: each count is
+    what the built candidate has (structure pruned, vocabulary cut), and the order is by it."""
+    model = small_model(len(tokenizer))
+    batch = encode(tokenizer, TEXTS[:4])
+    scores = pruning.importance(model, [{**batch, "labels": torch.tensor([1, 0, 0, 1])}])
+    keep = pruning.used_token_ids(tokenizer, TEXTS)
+    planned = plans(model, [0.0, 0.5], scores, keep)
+    assert [(p.level, p.keep_ids is None) for p in planned] == [
+        (0.5, False), (0.5, True), (0.0, False), (0.0, True),
+    ]  # fmt: skip
+    for plan in planned:
+        built = copy.deepcopy(model)
+        pruning.prune_structure(built, scores[0], scores[1], plan.level)
+        if plan.keep_ids is not None:
+            pruning.prune_vocabulary(built, tokenizer, plan.keep_ids)
+        assert plan.params == sum(p.numel() for p in built.parameters())
+    assert sum(p.numel() for p in model.parameters()) == planned[-1].params  # model untouched
+
+
+def _rows(val_drops: list[float]) -> tuple[list[Plan], list[dict]]:
+    ordered = [Plan(level, None, 10 + i) for i, level in enumerate([0.75, 0.5, 0.25, 0.0])]
+    rows = [
+        {"level": p.level, "size_mb": p.params, "val_drop": d}
+        for p, d in zip(ordered, val_drops, strict=True)
+    ]
+    return ordered, rows
+
+
+@pytest.mark.parametrize(
+    ("val_drops", "built"),
+    [
+        ([0.2, 0.0, 0.0, 0.0], [0.75]),  # the smallest passes: nothing else is built
+        ([3.2, 0.05, 0.0, 0.0], [0.75, 0.5]),  # the NER case: the second smallest ships
+        ([3.0, 2.0, 1.5, 1.1], [0.75, 0.5, 0.25, 0.0]),  # none passes: all built (fallback)
+    ],
+)
+def test_the_scan_stops_at_the_first_candidate_within_the_drop(
+    val_drops: list[float], built: list[float]
+) -> None:
+    ordered, rows = _rows(val_drops)
+    by_level = {row["level"]: row for row in rows}
+    seen = scan(ordered, lambda plan: by_level[plan.level], 1.0, until_chosen=True)
+    assert [row["level"] for row in seen] == built
+    everything = scan(ordered, lambda plan: by_level[plan.level], 1.0, until_chosen=False)
+    assert everything == rows
+    # the rows left unbuilt never change what ships (the smallest within the drop, if any)
+    index = smallest_within(everything, 1.0)
+    assert (everything[index] if index is not None else None) == (
+        seen[-1] if seen[-1]["val_drop"] <= 1.0 else None
+    )
 
 
 def _identity_graph(path: Path, pad_bytes: int) -> Path:

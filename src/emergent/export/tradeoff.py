@@ -149,6 +149,55 @@ def smallest_within(rows: list[dict[str, Any]], max_drop: float) -> int | None:
     return min(within, key=lambda i: rows[i]["size_mb"]) if within else None
 
 
+@dataclass(frozen=True)
+class Plan:
+    """A candidate before it is built: its pruning level, the vocabulary it keeps (None: the
+    full one) and its parameter count (what the scan orders by: an int8 graph's size follows
+    it)."""
+
+    level: float
+    keep_ids: set[int] | None
+    params: int
+
+
+def plans(
+    model: Any, levels: list[float], scores: tuple[Any, Any], keep_ids: set[int] | None
+) -> list[Plan]:
+    """Every (level, vocabulary) candidate with its parameter count, smallest first (ties: the
+    lower level, then the full vocabulary). Structural pruning of a copy is cheap (slicing);
+    only the recovery that follows, run once per level when a level is built, costs time."""
+    embedding = model.get_input_embeddings()
+    found = []
+    for level in sorted(levels):
+        shaped = copy.deepcopy(model)
+        pruning.prune_structure(shaped, scores[0], scores[1], level)
+        params = sum(p.numel() for p in shaped.parameters())
+        del shaped
+        found.append(Plan(level, None, params))
+        if keep_ids is not None:
+            cut = (embedding.num_embeddings - len(keep_ids)) * embedding.embedding_dim
+            found.append(Plan(level, keep_ids, params - cut))
+    return sorted(found, key=lambda plan: plan.params)  # stable: the ties keep that order
+
+
+def scan(
+    ordered: list[Plan],
+    build: Callable[[Plan], dict[str, Any]],
+    max_drop: float,
+    until_chosen: bool,
+) -> list[dict[str, Any]]:
+    """Build and score candidates in `ordered` (smallest first) with `build(plan) -> curve
+    row`; with `until_chosen`, stop at the first whose validation drop is within `max_drop`:
+    it is the smallest such candidate, so the rows not built could not have changed the
+    choice (`smallest_within`), only filled the trade-off plot."""
+    rows = []
+    for plan in ordered:
+        rows.append(build(plan))
+        if until_chosen and rows[-1]["val_drop"] <= max_drop:
+            break
+    return rows
+
+
 def choose(
     cfg: DictConfig,
     model: Any,
@@ -173,7 +222,9 @@ def choose(
     other (shorter) pieces there, which costs NER entity F1 points on names the corpus never
     saw, so the vocabulary is a trade-off axis like heads and neurons. The smallest int8
     model whose validation drop is within `export.max_metric_drop` wins; if none is, the
-    least pruned candidate ships (and the parity gate refuses it).
+    least pruned candidate ships (and the parity gate refuses it). Candidates are built
+    smallest first; `export.prune.scan: until_chosen` stops at the first within the drop (the
+    same package as `all`, which also builds the larger ones for the plot).
     """
     ecfg = cfg.export
     pcfg = ecfg.get("prune")
@@ -193,32 +244,40 @@ def choose(
     keep_ids = pruning.used_token_ids(tokenizer, vocab_texts()) if pcfg.vocab else None
     if keep_ids is not None:
         log.info("vocabulary: keeping %d of %d tokens", len(keep_ids), len(tokenizer))
-    candidates = []
-    vocabularies = [None] if keep_ids is None else [None, keep_ids]
-    for level in sorted(float(x) for x in pcfg.levels):
-        pruned, kept = prune_level(model, level, scores, recover)  # one recovery per level
-        for keep in vocabularies:
-            cand = build_candidate(
-                pruned, tokenizer, level, kept, keep, out_dir, int(ecfg.opset), schemes
-            )
-            forward = cand.pick_scheme(lambda f, tok: evaluate(f, tok, "validation"))
-            cand.row["metric"] = evaluate(forward, cand.tokenizer, "test")
-            for split, prefix in (("test", ""), ("validation", "val_")):
-                cand.row[f"{prefix}drop"] = drop(baseline[split], cand.row[f"{prefix}metric"])
-            measured = timing.measure(
-                {Variant.INT8_ONNX: forward},
-                {Variant.INT8_ONNX: cand.tokenizer},
-                bench_texts,
-                int(ecfg.seq_length),
-                int(pcfg.bench.batch1_runs),
-                int(pcfg.bench.batch32_runs),
-                int(pcfg.bench.warmup),
-            )[Variant.INT8_ONNX]
-            cand.row.update(
-                throughput=measured["throughput"], latency_ms_p50=measured["latency_ms_p50"]
-            )
-            log.info("prune level %.2f: %s", level, cand.row)
-            candidates.append(cand)
+    levels: dict[float, tuple[Any, dict[str, Any]]] = {}  # one recovery per level, when built
+    candidates: list[Candidate] = []
+
+    def build(plan: Plan) -> dict[str, Any]:
+        if plan.level not in levels:
+            levels[plan.level] = prune_level(model, plan.level, scores, recover)
+        pruned, kept = levels[plan.level]
+        cand = build_candidate(
+            pruned, tokenizer, plan.level, kept, plan.keep_ids, out_dir, int(ecfg.opset), schemes
+        )
+        forward = cand.pick_scheme(lambda f, tok: evaluate(f, tok, "validation"))
+        cand.row["metric"] = evaluate(forward, cand.tokenizer, "test")
+        for split, prefix in (("test", ""), ("validation", "val_")):
+            cand.row[f"{prefix}drop"] = drop(baseline[split], cand.row[f"{prefix}metric"])
+        measured = timing.measure(
+            {Variant.INT8_ONNX: forward},
+            {Variant.INT8_ONNX: cand.tokenizer},
+            bench_texts,
+            int(ecfg.seq_length),
+            int(pcfg.bench.batch1_runs),
+            int(pcfg.bench.batch32_runs),
+            int(pcfg.bench.warmup),
+        )[Variant.INT8_ONNX]
+        cand.row.update(
+            throughput=measured["throughput"], latency_ms_p50=measured["latency_ms_p50"]
+        )
+        log.info("prune level %.2f: %s", plan.level, cand.row)
+        candidates.append(cand)
+        return cand.row
+
+    ordered = plans(model, [float(x) for x in pcfg.levels], scores, keep_ids)
+    scan(ordered, build, float(ecfg.max_metric_drop), pcfg.scan == "until_chosen")
+    # the curve reads by level, full vocabulary first (the order `all` always wrote)
+    candidates.sort(key=lambda c: (c.row["level"], -c.row["vocab_size"]))
     index = smallest_within([c.row for c in candidates], float(ecfg.max_metric_drop))
     chosen = candidates[0 if index is None else index]
     for cand in candidates:

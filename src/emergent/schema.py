@@ -142,6 +142,19 @@ class SplitConfig(_Section):
     test: Fraction = 0.1
 
 
+class CorpusMinRows(_Section):
+    """`data.corpus.min_rows`: the least number of rows of each corpus split."""
+
+    train: NonNegativeInt = 1
+    validation: NonNegativeInt = 1
+
+
+class MinRows(CorpusMinRows):
+    """`data.<task>.min_rows`: the least number of rows of each prepared split."""
+
+    test: NonNegativeInt = 1
+
+
 class UnlabeledSource(_Section):
     """`data.corpus.unlabeled[i]`: a source sets only what it needs (conf/ sets `path` and
     `text_column`); these defaults are the readers' (`emergent.data.formats`)."""
@@ -158,7 +171,7 @@ class CorpusConfig(_Section):
     min_chars: NonNegativeInt = 1
     max_rows: PositiveInt | None = None
     validation_fraction: Fraction = 0.02
-    min_rows: dict[Literal["train", "validation"], NonNegativeInt] | None = None
+    min_rows: CorpusMinRows = CorpusMinRows()
 
 
 class TaskDataConfig(_Section):
@@ -180,7 +193,7 @@ class TaskDataConfig(_Section):
     labels: list[str | int] | None = None
     label_share: dict[str | int, Bounds] | None = None
     entity_types: list[str] | None = None
-    min_rows: dict[Literal["train", "validation", "test"], NonNegativeInt] | None = None
+    min_rows: MinRows = MinRows()
     min_chars: NonNegativeInt | None = None
     max_chars: PositiveInt | None = None
     min_tokens: NonNegativeInt | None = None
@@ -364,7 +377,10 @@ class FinetuneBase(_Section):
     shared: FinetuneShared
 
     def task(self, name: str) -> FinetuneShared:
-        """`finetune.<name>` (composition makes it complete); without one, `shared`."""
+        """`finetune.<name>` (composition makes it complete); without one, `shared`. A key
+        added to `finetune.shared` alone (`+finetune.shared.optimizer.momentum=0.9`) reaches
+        the task only through `emergent.config.finetune_config`, which the fine-tuning layer
+        still reads."""
         section = _task_section(self, FinetuneBase, "finetune", name)
         return section if section is not None else self.shared
 

@@ -67,3 +67,14 @@ def test_run_stage_validates_a_config_it_was_not_given_checked(tmp_path: Path) -
                        r"data\.ner\.encoding\?"):  # fmt: skip
         run_stage("ingest", cfg, Paths(ROOT, tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+def test_min_rows_defaults_per_split_and_refuses_a_misspelt_split() -> None:
+    from emergent.data.quality import min_rows
+
+    given = TaskDataConfig.model_validate({"min_rows": {"test": 20}})
+    splits = ("train", "validation", "test", "feedback_test")  # the last: not configurable
+    assert [min_rows(given, s) for s in splits] == [1, 1, 20, 1]
+    with pytest.raises(ConfigError, match=r"^data\.ner\.min_rows\.tset: unknown key; did you "
+                       r"mean data\.ner\.min_rows\.test\?"):  # fmt: skip
+        smoke_settings("+data.ner.min_rows.tset=3")

@@ -47,9 +47,9 @@ def text_frame(texts: Iterable[str | None]) -> pd.DataFrame:
 
 
 def min_rows(cfg: TaskDataConfig | CorpusConfig, split: str) -> int:
-    """The configured least number of rows of a split (`min_rows.<split>`): a split that
-    `min_rows` leaves out, or no `min_rows` at all, needs at least one row."""
-    least: dict[str, int] = {str(s): n for s, n in (cfg.min_rows or {}).items()}
+    """The configured least number of rows of a split (`min_rows.<split>`); a split with no
+    such key (user feedback's test split, as large as users made it) needs one row."""
+    least: dict[str, int] = cfg.min_rows.model_dump()
     return least.get(split, 1)
 
 

@@ -12,6 +12,7 @@ import pytest
 from omegaconf import DictConfig
 
 from emergent.config import Paths, compose, params_text
+from emergent.schema import Settings, validate_config
 from emergent.stages import run_stage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +46,11 @@ def smoke_cfg(*overrides: str, tmp: Path | None = None) -> DictConfig:
     return cfg
 
 
+def smoke_settings(*overrides: str) -> Settings:
+    """The smoke experiment validated: the typed config stages and the data layer read."""
+    return validate_config(smoke_cfg(*overrides))
+
+
 @pytest.fixture
 def cfg(tmp_path: Path) -> DictConfig:
     return smoke_cfg(tmp=tmp_path)
@@ -63,7 +69,8 @@ def prepared_smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("prepared") / "prepared"
     cfg = smoke_cfg()
-    prepare_all(cfg.data, all_tasks(cfg), int(cfg.seed), out, base_dir=ROOT)
+    settings = validate_config(cfg)
+    prepare_all(settings.data, all_tasks(cfg), settings.seed, out, base_dir=ROOT)
     return out
 
 

@@ -171,8 +171,9 @@ def main() -> None:
         elif stage in ARGV_STAGES:
             extra = {"argv": texts}
         with user_errors():
-            validate_config(cfg)
-            run_stage(stage, cfg, Paths.for_cli(cfg, output_dir), task=cfg.task, **extra)
+            settings = validate_config(cfg)
+            paths = Paths.for_cli(cfg, output_dir)
+            run_stage(stage, cfg, paths, task=settings.task, settings=settings, **extra)
         if stage != "predict":
             print(f"outputs: {output_dir}", file=sys.stderr)
 

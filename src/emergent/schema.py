@@ -142,12 +142,28 @@ class SplitConfig(_Section):
     test: Fraction = 0.1
 
 
+class CorpusMinRows(_Section):
+    """`data.corpus.min_rows`: the least number of rows of each corpus split."""
+
+    train: NonNegativeInt = 1
+    validation: NonNegativeInt = 1
+
+
+class MinRows(CorpusMinRows):
+    """`data.<task>.min_rows`: the least number of rows of each prepared split."""
+
+    test: NonNegativeInt = 1
+
+
 class UnlabeledSource(_Section):
+    """`data.corpus.unlabeled[i]`: a source sets only what it needs (conf/ sets `path` and
+    `text_column`); these defaults are the readers' (`emergent.data.formats`)."""
+
     path: str
-    text_column: str | None = None
+    text_column: str = "text"
     where: dict[str, Any] | None = None
-    format: Literal["auto", "conll", "jsonl", "csv", "tsv", "txt"] | None = None
-    encoding: Encoding | None = None
+    format: Literal["auto", "conll", "jsonl", "csv", "tsv", "txt"] = "auto"
+    encoding: Encoding = "utf-8"
 
 
 class CorpusConfig(_Section):
@@ -155,11 +171,13 @@ class CorpusConfig(_Section):
     min_chars: NonNegativeInt = 1
     max_rows: PositiveInt | None = None
     validation_fraction: Fraction = 0.02
-    min_rows: dict[Literal["train", "validation"], NonNegativeInt] | None = None
+    min_rows: CorpusMinRows = CorpusMinRows()
 
 
 class TaskDataConfig(_Section):
-    """`data.<task>`: where a task's data comes from and its quality gate."""
+    """`data.<task>`: where a task's data comes from and its quality gate. A task sets only
+    the keys that apply to it (ner has no `text_column`, sentiment no `entity_types`), so
+    every key has a default; code reads them as attributes and never repeats a default."""
 
     train: str | None = None
     validation: str | None = None
@@ -168,14 +186,14 @@ class TaskDataConfig(_Section):
     encoding: Encoding = "utf-8"
     max_rows: PositiveInt | None = None
     dedupe_heldout: StrictBool = False
-    text_column: str | None = None
-    label_column: str | None = None
+    text_column: str = "text"  # CSV/TSV columns; JSONL files always use `text` and `label`
+    label_column: str = "label"
     label_map: dict[str | int, str | int] | None = None
     skip_labels: list[str | int] | None = None
     labels: list[str | int] | None = None
     label_share: dict[str | int, Bounds] | None = None
     entity_types: list[str] | None = None
-    min_rows: dict[Literal["train", "validation", "test"], NonNegativeInt] | None = None
+    min_rows: MinRows = MinRows()
     min_chars: NonNegativeInt | None = None
     max_chars: PositiveInt | None = None
     min_tokens: NonNegativeInt | None = None
@@ -183,13 +201,34 @@ class TaskDataConfig(_Section):
     # a folder of user feedback (train.jsonl, test.jsonl: examples in the task's own shape)
     feedback: str | None = None
 
+    def files(self) -> dict[str, str]:
+        """The splits given as files (`train`, `validation`, `test`), in that order."""
+        given = {"train": self.train, "validation": self.validation, "test": self.test}
+        return {split: source for split, source in given.items() if source}
+
+
+def _task_section(section: BaseModel, base: type[BaseModel], key: str, name: str) -> Any:
+    """The per-task field `name` of a section whose per-task fields `config_model` added to
+    `base` at run time; a name that is not a task is refused naming `<key>.<name>`."""
+    tasks = [n for n in type(section).model_fields if n not in base.model_fields]
+    if name not in tasks:
+        raise ConfigError(f"{key}.{name}", f"no such task section; the tasks are {tasks}")
+    return getattr(section, name)
+
 
 class DataBase(_Section):
-    """`data`: these keys plus one `data.<task>` section per task (added by `_data_model`)."""
+    """`data`: these keys plus one `data.<task>` section per task (added by `config_model`,
+    read through `task(name)`)."""
 
     prepared_dir: str = "data/prepared"
     split: SplitConfig = SplitConfig()
     corpus: CorpusConfig = CorpusConfig()
+
+    def task(self, name: str) -> TaskDataConfig:
+        """`data.<name>`; a task without a section reads as every default (so ingest names
+        the missing `data.<name>.train`)."""
+        section = _task_section(self, DataBase, "data", name)
+        return section if section is not None else TaskDataConfig()
 
 
 # --- model -----------------------------------------------------------------------------------
@@ -329,6 +368,34 @@ class FinetuneShared(_Section):
     val_check_interval: Batches
     # batches per epoch; the stage sizes the learning-rate schedule with int() of it
     limit_train_batches: PositiveInt | None = None
+
+
+class FinetuneBase(_Section):
+    """`finetune`: `shared` plus one `finetune.<task>` section per task (added by
+    `config_model`, read through `task(name)`)."""
+
+    shared: FinetuneShared
+
+    def task(self, name: str) -> FinetuneShared:
+        """`finetune.<name>` (composition makes it complete); without one, `shared`. A key
+        added to `finetune.shared` alone (`+finetune.shared.optimizer.momentum=0.9`) reaches
+        the task only through `emergent.config.finetune_config`, which the fine-tuning layer
+        still reads."""
+        section = _task_section(self, FinetuneBase, "finetune", name)
+        return section if section is not None else self.shared
+
+
+class TasksBase(_Section):
+    """`tasks`: one `tasks.<name>` definition per task (added by `config_model`)."""
+
+    def task(self, name: str) -> TaskDefinition:
+        """`tasks.<name>`."""
+        section: TaskDefinition = _task_section(self, TasksBase, "tasks", name)
+        return section
+
+    def names(self) -> list[str]:
+        """The tasks of this config, in conf/'s order."""
+        return [n for n in type(self).model_fields if n not in TasksBase.model_fields]
 
 
 # --- trainer ---------------------------------------------------------------------------------
@@ -689,6 +756,9 @@ class RootBase(_Open):
 
     seed: int
     task: str | None = None
+    tasks: TasksBase
+    data: DataBase
+    finetune: FinetuneBase
     paths: PathsConfig = PathsConfig()
     predict: PredictConfig = PredictConfig()
     model: ModelConfig
@@ -706,21 +776,26 @@ class RootBase(_Open):
     loop: LoopConfig
 
 
-def config_model(task_names: list[str]) -> type[BaseModel]:
+# The validated config every stage receives (`run_stage(..., settings=)`). Its per-task
+# sections exist only at run time (`config_model`), so code reads them through the typed
+# accessors: `settings.data.task(name)`, `settings.finetune.task(name)`,
+# `settings.tasks.task(name)`.
+Settings = RootBase
+
+
+def config_model(task_names: list[str]) -> type[Settings]:
     """The schema of a config whose tasks are `task_names`: `tasks.<name>`, `data.<name>` and
     `finetune.<name>` exist for those names only (`data.nerr` is a typo, not a section)."""
     # Field maps made at run time are (annotation, default) pairs, which mypy cannot type as
     # pydantic's `TypeForm` arguments; hence `Any` values.
     per_task: dict[str, Any] = {name: (TaskDefinition, ...) for name in task_names}
-    tasks = create_model("Tasks", __base__=_Section, **per_task)
+    tasks = create_model("Tasks", __base__=TasksBase, **per_task)
     per_data: dict[str, Any] = {n: (TaskDataConfig | None, None) for n in task_names}
     data = create_model("Data", __base__=DataBase, **per_data)
     # a task's section is complete (conf/finetune/task/inherit.yaml fills it from shared),
     # so it is checked as `shared` is: `finetune.ner.batch_size=null` is an error
     per_finetune: dict[str, Any] = {n: (FinetuneShared | None, None) for n in task_names}
-    finetune = create_model(
-        "Finetune", __base__=_Section, shared=(FinetuneShared, ...), **per_finetune
-    )
+    finetune = create_model("Finetune", __base__=FinetuneBase, **per_finetune)
     return create_model(
         "EmergentConfig", __base__=RootBase, tasks=(tasks, ...), data=(data, ...),
         finetune=(finetune, ...),
@@ -835,9 +910,10 @@ def _config_error(model: type[BaseModel], plain: dict, err: ValidationError) -> 
     return ConfigError(key, f"{message}; got {first.get('input')!r}")
 
 
-def validate_config(cfg: DictConfig) -> BaseModel:
+def validate_config(cfg: DictConfig) -> Settings:
     """Check a composed config against the schema before any stage runs (both CLIs call
-    this); returns the validated model, raises ConfigError naming the first bad key."""
+    this); returns the validated, typed config the stages read, raises ConfigError naming
+    the first bad key."""
     plain = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(plain, dict)
     names = list(plain.get("tasks") or {})

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from emergent.commands import feedback as feedback_stage
 from emergent.config import Paths, compose
 from emergent.io import read_jsonl
 from emergent.serving.app import create_app
 from emergent.serving.feedback import FeedbackStore, FeedbackStoreError, NewFeedback
+from emergent.stages import run_stage
 from tests.helpers import (
     NO_POSTGRES,
     postgres_bin,
@@ -75,7 +75,7 @@ def test_the_service_stores_feedback_in_postgresql_and_export_reads_it(
             "feedback.test_percent=0",
         ]
     )
-    feedback_stage.run(cfg, Paths(tmp_path, tmp_path / "out"), ["export"])
+    run_stage("feedback", cfg, Paths(tmp_path, tmp_path / "out"), argv=["export"])
     assert read_jsonl(tmp_path / "feedback" / "ner" / "train.jsonl") == sent
     assert read_jsonl(tmp_path / "feedback" / "ner" / "test.jsonl") == []
     assert "wrote 2 examples to" in capsys.readouterr().out

@@ -445,7 +445,7 @@ def test_empty_prepared_split_names_task_and_split(tmp_path: Path) -> None:
         )
     cfg = smoke_cfg()
     with pytest.raises(DataError, match=r"validation split of task 'sentiment' is empty"):
-        build_checks(tmp_path, cfg.data, [SENT])
+        build_checks(tmp_path, validate_config(cfg).data, [SENT])
 
 
 def test_predict_prints_every_record_then_fails_naming_empty_inputs(
@@ -455,7 +455,9 @@ def test_predict_prints_every_record_then_fails_naming_empty_inputs(
 
     monkeypatch.setattr(predict, "Predictor", lambda *a, **k: FakePredictor())
     with pytest.raises(PredictionError, match=r"empty text at index 1 \(1 of 3 inputs\)"):
-        predict.run(predict_cfg(), Paths(tmp_path, tmp_path), SENT, texts=["a", " ", "b"])
+        cfg = predict_cfg()
+        paths = Paths(tmp_path, tmp_path)
+        predict.run(cfg, paths, SENT, texts=["a", " ", "b"], settings=validate_config(cfg))
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["index"] for r in lines] == [0, 1, 2] and lines[1] == {
         "index": 1,

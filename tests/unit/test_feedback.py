@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from emergent.commands import feedback as feedback_stage
 from emergent.config import Paths, compose
 from emergent.errors import ConfigError, StageError
 from emergent.io import read_jsonl, sha256_file
@@ -30,6 +29,7 @@ from emergent.serving.feedback import (
 )
 from emergent.serving.keys import KeyStore
 from emergent.serving.store import RequestStore
+from emergent.stages import run_stage
 from tests.helpers import StubPredictor, stub_models, stub_settings, wait_ready
 
 LIMITS = {"max_texts": 4, "max_chars": 50, "max_body_bytes": 4000}
@@ -257,7 +257,7 @@ def send(client: TestClient, examples: list[dict]) -> None:
 
 
 def export(tmp: Path, capsys: pytest.CaptureFixture[str], **kw: Any) -> tuple[list, list, dict]:
-    feedback_stage.run(export_cfg(tmp, **kw), Paths(tmp, tmp / "out"), ["export"])
+    run_stage("feedback", export_cfg(tmp, **kw), Paths(tmp, tmp / "out"), argv=["export"])
     out = tmp / "feedback" / "sentiment"
     printed = capsys.readouterr().out.splitlines()
     assert printed[:2] == [
@@ -305,17 +305,17 @@ def test_export_says_so_when_there_is_no_feedback_or_no_such_task(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     paths = Paths(tmp_path, tmp_path / "out")
-    feedback_stage.run(export_cfg(tmp_path), paths, ["export"])
+    run_stage("feedback", export_cfg(tmp_path), paths, argv=["export"])
     assert capsys.readouterr().out == (
         f"no feedback for task sentiment: no request store at {tmp_path / 'requests.db'} yet\n"
     )
     FeedbackStore(tmp_path / "requests.db").close()
-    feedback_stage.run(export_cfg(tmp_path), paths, ["export"])
+    run_stage("feedback", export_cfg(tmp_path), paths, argv=["export"])
     assert capsys.readouterr().out == (
         f"no feedback for task sentiment in {tmp_path / 'requests.db'}\n"
     )
     assert not (tmp_path / "feedback").exists()
     with pytest.raises(ConfigError, match="unknown task 'nosuch'"):
-        feedback_stage.run(export_cfg(tmp_path, task="nosuch"), paths, ["export"])
+        run_stage("feedback", export_cfg(tmp_path, task="nosuch"), paths, argv=["export"])
     with pytest.raises(StageError, match="feedback export task=<task>"):
-        feedback_stage.run(export_cfg(tmp_path), paths, [])
+        run_stage("feedback", export_cfg(tmp_path), paths, argv=[])

@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
 from emergent.data import prepare
 from emergent.data.dedupe import dedupe
 from emergent.data.sources import DataError
+from emergent.schema import SplitConfig, TaskDataConfig
 from emergent.tasks import all_tasks
-from tests.conftest import ROOT, smoke_cfg
+from tests.conftest import ROOT, smoke_cfg, smoke_settings
 from tests.unit.test_tasks import NER, SENT
 
 
@@ -53,8 +53,8 @@ def explicit_files(tmp_path: Path):
     test = write_tsv(
         tmp_path / "test.tsv", [("c", "pos"), ("d", "pos"), ("f", "neg"), ("f", "neg")]
     )
-    return OmegaConf.create(
-        {"train": str(train), "validation": str(validation), "test": str(test), "format": "tsv"}
+    return TaskDataConfig(
+        train=str(train), validation=str(validation), test=str(test), format="tsv"
     )
 
 
@@ -67,7 +67,7 @@ def test_explicit_heldout_files_are_kept_whole_and_overlaps_counted(
     explicit_files, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level("WARNING"):
-        splits, stats = prepare.prepare_task(SENT, explicit_files, {}, 0, tmp_path)
+        splits, stats = prepare.prepare_task(SENT, explicit_files, SplitConfig(), 0, tmp_path)
     texts = {s: [e["text"] for e in rows] for s, rows in splits.items()}
     assert texts == {
         "train": ["a"],
@@ -90,7 +90,7 @@ def test_explicit_heldout_files_are_kept_whole_and_overlaps_counted(
 
 def test_dedupe_heldout_switch_deduplicates_them(explicit_files, tmp_path: Path) -> None:
     explicit_files.dedupe_heldout = True
-    splits, stats = prepare.prepare_task(SENT, explicit_files, {}, 0, tmp_path)
+    splits, stats = prepare.prepare_task(SENT, explicit_files, SplitConfig(), 0, tmp_path)
     texts = {s: [e["text"] for e in rows] for s, rows in splits.items()}
     assert texts == {"train": ["a"], "validation": ["b", "e"], "test": ["c", "d", "f"]}
     assert stats["duplicates_removed"] == {"train": 1, "validation": 1, "test": 1}
@@ -101,20 +101,20 @@ def test_dedupe_heldout_switch_deduplicates_them(explicit_files, tmp_path: Path)
 def test_test_file_via_ingest_equals_the_evaluate_reader(explicit_files, tmp_path: Path) -> None:
     """One test set, one number: the evaluate CLI reads `data.<task>.test` with
     read_task_file; ingest must prepare exactly those examples."""
-    splits, _ = prepare.prepare_task(SENT, explicit_files, {}, 0, tmp_path)
+    splits, _ = prepare.prepare_task(SENT, explicit_files, SplitConfig(), 0, tmp_path)
+    assert explicit_files.test is not None
     direct, _ = prepare.read_task_file(SENT, explicit_files.test, explicit_files, tmp_path)
     assert splits["test"] == direct and len(direct) == 4
 
 
 def test_validation_is_carved_out_of_train_when_only_test_is_given(tmp_path: Path) -> None:
     rows = [(f"text {i}", "pos" if i % 2 else "neg") for i in range(40)]
-    cfg = OmegaConf.create(
-        {
-            "train": str(write_tsv(tmp_path / "train.tsv", rows)),
-            "test": str(write_tsv(tmp_path / "dev.tsv", [("other", "pos"), ("text 3", "pos")])),
-        }
+    cfg = TaskDataConfig(
+        train=str(write_tsv(tmp_path / "train.tsv", rows)),
+        test=str(write_tsv(tmp_path / "dev.tsv", [("other", "pos"), ("text 3", "pos")])),
     )
-    splits, stats = prepare.prepare_task(SENT, cfg, {"validation": 0.25, "test": 0.5}, 0, tmp_path)
+    split = SplitConfig(validation=0.25, test=0.5)
+    splits, stats = prepare.prepare_task(SENT, cfg, split, 0, tmp_path)
     assert {s: len(v) for s, v in splits.items()} == {"train": 29, "validation": 10, "test": 2}
     assert stats["carved_from_train"] == {"validation": 0.25}
     train = {e["text"] for e in splits["train"]}
@@ -124,30 +124,26 @@ def test_validation_is_carved_out_of_train_when_only_test_is_given(tmp_path: Pat
 
 
 def test_empty_split_names_task_split_and_setting(tmp_path: Path) -> None:
-    cfg = OmegaConf.create(
-        {
-            "train": str(write_tsv(tmp_path / "train.tsv", [("a", "pos"), ("b", "neg")])),
-            "test": str(write_tsv(tmp_path / "dev.tsv", [("c", "pos")])),
-        }
+    cfg = TaskDataConfig(
+        train=str(write_tsv(tmp_path / "train.tsv", [("a", "pos"), ("b", "neg")])),
+        test=str(write_tsv(tmp_path / "dev.tsv", [("c", "pos")])),
     )
     with pytest.raises(
         DataError,
         match=r"data\.split\.validation: the validation split of task "
         r"'sentiment' is empty: it is carved out of 2 train examples",
     ):
-        prepare.prepare_task(SENT, cfg, {"validation": 0.1}, 0, tmp_path)
+        prepare.prepare_task(SENT, cfg, SplitConfig(validation=0.1), 0, tmp_path)
 
 
 def test_empty_texts_are_counted_in_the_manifest(tmp_path: Path) -> None:
     rows = [("a", "pos"), ("  ", "neg"), ("b", "neg"), ("\u00a0", "pos")]
-    cfg = OmegaConf.create(
-        {
-            "train": str(write_tsv(tmp_path / "train.tsv", rows * 1)),
-            "validation": str(write_tsv(tmp_path / "v.tsv", [("c", "pos")])),
-            "test": str(write_tsv(tmp_path / "t.tsv", [("d", "pos"), (" ", "pos")])),
-        }
+    cfg = TaskDataConfig(
+        train=str(write_tsv(tmp_path / "train.tsv", rows * 1)),
+        validation=str(write_tsv(tmp_path / "v.tsv", [("c", "pos")])),
+        test=str(write_tsv(tmp_path / "t.tsv", [("d", "pos"), (" ", "pos")])),
     )
-    _, stats = prepare.prepare_task(SENT, cfg, {}, 0, tmp_path)
+    _, stats = prepare.prepare_task(SENT, cfg, SplitConfig(), 0, tmp_path)
     assert stats["empty_dropped"] == 3
     assert stats["sources"]["train"]["empty_dropped"] == 2
     assert stats["sources"]["test"]["empty_dropped"] == 1
@@ -175,14 +171,15 @@ def test_prepare_all_writes_splits_corpus_and_manifest(prepared_smoke: Path) -> 
 
 def test_bad_input_keeps_previous_prepared_data(tmp_path: Path) -> None:
     cfg = smoke_cfg()
+    data = smoke_settings().data
     out = tmp_path / "prepared"
-    prepare.prepare_all(cfg.data, all_tasks(cfg), 1, out, base_dir=ROOT)
+    prepare.prepare_all(data, all_tasks(cfg), 1, out, base_dir=ROOT)
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     bad = tmp_path / "bad.conll"
     bad.write_text("Hello\tO\nParis\tI-geo-loc\n", encoding="utf-8")
-    cfg.data.ner.train = str(bad)
+    data.task("ner").train = str(bad)
     with pytest.raises(DataError, match=r"bad\.conll:2"):
-        prepare.prepare_all(cfg.data, all_tasks(cfg), 1, out, base_dir=ROOT)
+        prepare.prepare_all(data, all_tasks(cfg), 1, out, base_dir=ROOT)
     after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".prepared")]
@@ -195,15 +192,10 @@ def test_given_splits_are_used_and_leaks_removed(tmp_path: Path) -> None:
     test.write_text("Alice\tB-person\n", encoding="utf-8")
     validation = tmp_path / "validation.conll"
     validation.write_text("Carol\tB-person\n", encoding="utf-8")
-    cfg = OmegaConf.create(
-        {
-            "train": str(train),
-            "validation": str(validation),
-            "test": str(test),
-            "entity_types": ["person"],
-        }
+    cfg = TaskDataConfig(
+        train=str(train), validation=str(validation), test=str(test), entity_types=["person"]
     )
-    splits, stats = prepare.prepare_task(NER, cfg, {}, 0, tmp_path)
+    splits, stats = prepare.prepare_task(NER, cfg, SplitConfig(), 0, tmp_path)
     assert splits["train"] == [{"tokens": ["Bob"], "tags": ["B-person"]}]
     assert stats["duplicates_removed"]["train"] == 1
     assert stats["leaks_removed"]["train_overlapping_heldout"] == 1
@@ -227,7 +219,7 @@ def test_feedback_joins_train_less_what_is_held_out(explicit_files, tmp_path: Pa
         [{"text": t, "label": "neg"} for t in ("i", "g", "h", "i")],
     )
     explicit_files.feedback = "feedback"  # relative: under the base folder
-    splits, stats = prepare.prepare_task(SENT, explicit_files, {}, 0, tmp_path)
+    splits, stats = prepare.prepare_task(SENT, explicit_files, SplitConfig(), 0, tmp_path)
     texts = {s: [e["text"] for e in rows] for s, rows in splits.items()}
     assert texts["train"] == ["a", "g", "h"]
     assert texts["validation"] == ["b", "d", "e", "e"] and texts["test"] == ["c", "d", "f", "f"]
@@ -250,20 +242,21 @@ def test_bad_feedback_is_one_line_naming_file_line_and_fields(
 ) -> None:
     explicit_files.feedback = str(tmp_path / "nowhere")
     with pytest.raises(DataError, match=r"nowhere: data.sentiment.feedback: no such folder"):
-        prepare.prepare_task(SENT, explicit_files, {}, 0, tmp_path)
+        prepare.prepare_task(SENT, explicit_files, SplitConfig(), 0, tmp_path)
     folder = write_feedback(
         tmp_path / "fb", [{"text": "g", "label": "pos"}, {"text": "x", "label": "neg", "id": 3}], []
     )
     explicit_files.feedback = str(folder)
     with pytest.raises(DataError, match=r"train\.jsonl:2: expected exactly the fields \['text', "):
-        prepare.prepare_task(SENT, explicit_files, {}, 0, tmp_path)
+        prepare.prepare_task(SENT, explicit_files, SplitConfig(), 0, tmp_path)
 
 
 def test_feedback_is_prepared_recorded_and_checked(tmp_path: Path) -> None:
     from emergent.data.quality import build_checks
 
     cfg = smoke_cfg()
-    base = prepare.prepare_all(cfg.data, all_tasks(cfg), 1, tmp_path / "base", base_dir=ROOT)
+    data = smoke_settings().data
+    base = prepare.prepare_all(data, all_tasks(cfg), 1, tmp_path / "base", base_dir=ROOT)
     # feedback test may repeat the test split (both are held out); only train overlap goes
     test = [json.loads(line) for line in (tmp_path / "base" / "ner" / "test.jsonl").open()]
     new = {
@@ -271,9 +264,9 @@ def test_feedback_is_prepared_recorded_and_checked(tmp_path: Path) -> None:
         "tags": ["B-person", "I-person", "O", "O"],
     }
     write_feedback(tmp_path / "fb", [new], [test[0], {"tokens": ["Paris"], "tags": ["B-geo-loc"]}])
-    cfg.data.ner.feedback = str(tmp_path / "fb")
+    data.task("ner").feedback = str(tmp_path / "fb")
     out = tmp_path / "prepared"
-    manifest = prepare.prepare_all(cfg.data, all_tasks(cfg), 1, out, base_dir=ROOT)
+    manifest = prepare.prepare_all(data, all_tasks(cfg), 1, out, base_dir=ROOT)
     stats = manifest["tasks"]["ner"]
     assert stats["rows"]["train"] == base["tasks"]["ner"]["rows"]["train"] + 1
     assert stats["rows"]["feedback_test"] == 2 and stats["feedback"]["test"] == 2
@@ -284,5 +277,5 @@ def test_feedback_is_prepared_recorded_and_checked(tmp_path: Path) -> None:
     for split in ("train", "validation"):
         corpus = Path("corpus") / f"{split}.txt"
         assert (out / corpus).read_bytes() == (tmp_path / "base" / corpus).read_bytes()
-    checks = {c.name: c for c in build_checks(out, cfg.data, all_tasks(cfg))}
+    checks = {c.name: c for c in build_checks(out, data, all_tasks(cfg))}
     assert len(checks["ner_feedback_test"].frame) == 2

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from emergent.data.quality import build_checks, failures, format_failures, run_checks
+from emergent.schema import validate_config
 from emergent.tasks import all_tasks
 from tests.conftest import smoke_cfg
 
@@ -20,7 +21,7 @@ def gate_cfg():
 
 
 def run_gate(prepared: Path, cfg, docs: Path | None = None):
-    return run_checks(build_checks(prepared, cfg.data, all_tasks(cfg)), docs)
+    return run_checks(build_checks(prepared, validate_config(cfg).data, all_tasks(cfg)), docs)
 
 
 def test_clean_smoke_data_passes_and_docs_are_written(prepared_smoke, gate_cfg, tmp_path) -> None:
@@ -80,7 +81,8 @@ def test_labels_and_shares_follow_the_label_map() -> None:
 
     # Numeric labels kept as they are (label_map=null labels=null): no set, no share check.
     cfg = smoke_cfg("data.sentiment.label_map=null", "data.sentiment.labels=null")
-    assert label_expectations("sentiment", cfg.data.sentiment, {"0", "1"}) == (None, {})
+    sentiment = validate_config(cfg).data.task("sentiment")
+    assert label_expectations("sentiment", sentiment, {"0", "1"}) == (None, {})
     # A label map with integer keys (from the command line): the labels are its values, and
     # the default shares of those labels are checked.
     cfg = smoke_cfg(
@@ -88,12 +90,13 @@ def test_labels_and_shares_follow_the_label_map() -> None:
         "+data.sentiment.label_map={0: negative, 1: positive}",
         "data.sentiment.labels=null",
     )
-    labels, shares = label_expectations("sentiment", cfg.data.sentiment, {"negative"})
+    sentiment = validate_config(cfg).data.task("sentiment")
+    labels, shares = label_expectations("sentiment", sentiment, {"negative"})
     assert labels == ["negative", "positive"] and set(shares) == {"negative", "positive"}
     # Configured labels that do not hold the shares' labels: a config error naming the key.
     cfg = smoke_cfg("data.sentiment.labels=[0,1]")
     with pytest.raises(ConfigError, match=r"data\.sentiment\.label_share: label\(s\)"):
-        label_expectations("sentiment", cfg.data.sentiment, {"0", "1"})
+        label_expectations("sentiment", validate_config(cfg).data.task("sentiment"), {"0", "1"})
 
 
 def test_label_map_with_integer_keys_maps_a_files_text_labels(tmp_path) -> None:

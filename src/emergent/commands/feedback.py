@@ -19,17 +19,20 @@ from omegaconf import DictConfig
 
 from emergent.config import Paths
 from emergent.errors import StageError
+from emergent.schema import Settings
 
 FILES = ("train", "test")
 
 
-def run(cfg: DictConfig, paths: Paths, argv: list[str] | None = None) -> None:
+def run(
+    cfg: DictConfig, paths: Paths, argv: list[str] | None = None, *, settings: Settings
+) -> None:
     if list(argv or []) != ["export"]:
         got = " ".join(argv or []) or "nothing"
         raise StageError(f"feedback: use `feedback export task=<task>` (got {got})")
     from emergent.tasks import get_task
 
-    task = get_task(cfg, str(cfg.task))
+    task = get_task(cfg, str(settings.task))
     export(cfg, paths, task.name, task.example_fields)
 
 

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from emergent.config import Paths, project_root
 from emergent.errors import StageError
+from emergent.schema import Settings
 from emergent.serving.keys import SCOPES
 
 
@@ -36,14 +37,16 @@ def parse(argv: list[str]) -> argparse.Namespace:
         ) from err
 
 
-def run(cfg: DictConfig, paths: Paths, argv: list[str] | None = None) -> None:
+def run(
+    cfg: DictConfig, paths: Paths, argv: list[str] | None = None, *, settings: Settings
+) -> None:
     from emergent.io import under
     from emergent.serving.keys import KeyFileError, KeyStore
 
     args = parse(list(argv or []))
     root = paths.input_dir if paths.input_dir else project_root()
     try:
-        store = KeyStore.load(under(root, cfg.serve.keys_file))
+        store = KeyStore.load(under(root, settings.serve.keys_file))
         if args.action == "add":
             record, key = store.add(args.scope, args.name)
             print(f"key id {record.id}, scopes {','.join(record.scopes)}, stored in {store.path}")

@@ -44,6 +44,7 @@ from emergent.io import under, write_json
 from emergent.loop import experiment, lock, service
 from emergent.loop.trigger import Trigger, new_examples
 from emergent.registry.versions import Version, alias_version
+from emergent.schema import Settings
 from emergent.stages import run_stage
 from emergent.stages.per_task import per_task
 from emergent.tasks import Task
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 
 
 @per_task
-def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
+def run(cfg: DictConfig, paths: Paths, task: Task, *, settings: Settings) -> None:
     conf = cfg.loop
     root = paths.input_dir
     with lock.hold(under(root, conf.lock_file)), _reported(cfg, root, task.name) as report:
@@ -64,8 +65,8 @@ def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
         trigger = Trigger(
             drift=_drift(cfg, paths, task.name, report),
             new_examples=_new_examples(cfg, root, task.name, champion),
-            min_new_examples=int(conf.min_new_examples),
-            force=bool(conf.force),
+            min_new_examples=settings.loop.min_new_examples,
+            force=settings.loop.force,
         )
         report.update(new_examples=trigger.new_examples, trigger=trigger.reason)
         print(f"loop {task.name}: {trigger.describe()}")
@@ -75,12 +76,12 @@ def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
         export_feedback(cfg, paths, task.name, task.example_fields)
         args = experiment.command(conf.experiment.command, conf.experiment.targets, task.name)
         report["experiment"] = " ".join(args)
-        experiment.run(args, root, float(conf.experiment.timeout_s))
+        experiment.run(args, root, settings.loop.experiment.timeout_s)
         report["candidate"] = _version(alias_version(task.name, "candidate"))
-        decisions = under(root, cfg.promote.reports_dir)
+        decisions = under(root, settings.promote.reports_dir)
         before = set(decisions.glob("*.json"))
         try:
-            run_stage("promote", cfg, paths, task=task.name)
+            run_stage("promote", cfg, paths, task=task.name, settings=settings)
         finally:  # refused or not, the report says which decision and which champion
             made = sorted(set(decisions.glob("*.json")) - before)
             report["decision_file"] = str(made[-1]) if made else None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig
@@ -21,6 +22,7 @@ from omegaconf import DictConfig, ListConfig
 from emergent.config import Paths
 from emergent.data.sources import DataError, data_suffix, iter_lines, read_text, resolve
 from emergent.errors import ConfigError, PredictionError
+from emergent.schema import Settings
 from emergent.serving.predictor import Predictor
 from emergent.stages.per_task import per_task
 from emergent.tasks import Task
@@ -99,10 +101,18 @@ def records(predictor: Any, inputs: list[str]) -> Iterator[dict[str, Any]]:
 
 
 @per_task
-def run(cfg: DictConfig, paths: Paths, task: Task, texts: list[str] | None = None) -> None:
+def run(
+    cfg: DictConfig,
+    paths: Paths,
+    task: Task,
+    texts: list[str] | None = None,
+    *,
+    settings: Settings,
+) -> None:
     """Print every record; then, if any input was empty, fail (exit 1) saying which, so a
     script notices even though every other input was answered."""
-    export_dir = cfg.predict.export_dir or paths.inp("models", "export", task.name)
+    configured = settings.predict.export_dir
+    export_dir = Path(configured) if configured else paths.inp("models", "export", task.name)
     predictor = Predictor(export_dir, task=task.name)
     inputs = read_inputs(cfg, texts, paths)
     empty = []

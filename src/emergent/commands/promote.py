@@ -23,6 +23,7 @@ from emergent.errors import GateRefused, StageError
 from emergent.io import under
 from emergent.registry.gate import GateRule, example_sets, run_gate
 from emergent.registry.versions import alias_version, set_champion
+from emergent.schema import Settings
 from emergent.stages.per_task import per_task
 from emergent.tasks import Task
 from emergent.tracking import stage_run, tracking_uri
@@ -33,19 +34,19 @@ EXPERIMENT = "loop"
 
 
 @per_task
-def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
+def run(cfg: DictConfig, paths: Paths, task: Task, *, settings: Settings) -> None:
     mlflow.set_tracking_uri(tracking_uri(cfg))
     candidate = alias_version(task.name, "candidate")
     if candidate is None:
         raise StageError(f"emergent-{task.name} has no candidate: run export@{task.name} first")
     champion = alias_version(task.name, "champion")
-    sets = example_sets(paths.inp(cfg.data.prepared_dir), task.name)
+    sets = example_sets(paths.inp(settings.data.prepared_dir), task.name)
     rule = GateRule.from_config(cfg)
     with tempfile.TemporaryDirectory(prefix="emergent-promote-") as tmp:
         decision = run_gate(task, rule, candidate, champion, sets, Path(tmp))
     if decision.promoted:
         set_champion(task.name, candidate.version)
-    record = decision.save(under(paths.input_dir, cfg.promote.reports_dir))
+    record = decision.save(under(paths.input_dir, settings.promote.reports_dir))
     with stage_run(
         cfg,
         "promote",

@@ -29,6 +29,7 @@ from emergent.evaluation.predict import predict, torch_forward
 from emergent.io import write_json
 from emergent.models.finetuned import load_finetuned
 from emergent.models.summary import TrainingSummary
+from emergent.schema import Settings
 from emergent.stages import finetune
 from emergent.stages.per_task import per_task
 from emergent.tasks import Task
@@ -79,7 +80,7 @@ def score_model(cfg: DictConfig, paths: Paths, task: Task) -> dict[str, float]:
 
 
 @per_task
-def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
+def run(cfg: DictConfig, paths: Paths, task: Task, *, settings: Settings) -> None:
     seeds = seed_list(cfg)
     keep = bool(cfg.seeds.keep_models)
     with stage_run(cfg, "seeds", task.name, extra_tags={"task": task.name}) as parent:
@@ -89,7 +90,8 @@ def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
             seed_cfg = cfg.copy()
             seed_cfg.seed = seed
             seed_paths = Paths(paths.input_dir, paths.out("seeds", task.name, f"seed-{seed}"))
-            finetune.run(seed_cfg, seed_paths, task)
+            seed_settings = settings.model_copy(update={"seed": seed})
+            finetune.run(seed_cfg, seed_paths, task, settings=seed_settings)
             model_dir = seed_paths.out("models", task.name)
             metrics = score_model(seed_cfg, seed_paths, task)
             run_id = TrainingSummary.load(model_dir).mlflow_run_id

@@ -12,11 +12,12 @@ from omegaconf import DictConfig
 
 from emergent.config import Paths, project_root
 from emergent.errors import StageError
+from emergent.schema import Settings
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: DictConfig, paths: Paths) -> None:
+def run(cfg: DictConfig, paths: Paths, *, settings: Settings) -> None:
     import uvicorn
 
     from emergent.io import under
@@ -26,9 +27,9 @@ def run(cfg: DictConfig, paths: Paths) -> None:
     from emergent.serving.settings import build, is_loopback, server_stack
     from emergent.serving.slots import ModelLoadError
 
-    serve = cfg.serve
+    serve = settings.serve
     root = paths.input_dir if paths.input_dir else project_root()
-    host = str(serve.host)
+    host = serve.host
     try:
         keys = KeyStore.load(under(root, serve.keys_file))
     except KeyFileError as err:
@@ -47,18 +48,18 @@ def run(cfg: DictConfig, paths: Paths) -> None:
             server.should_exit = True
 
     try:
-        settings = build(serve, list(cfg.tasks), root, on_fatal=fatal)
+        service = build(cfg.serve, list(cfg.tasks), root, on_fatal=fatal)
     except ModelLoadError as err:
         raise StageError(str(err)) from err
-    logs.configure(str(serve.log_level))
-    app = create_app(settings)
+    logs.configure(serve.log_level)
+    app = create_app(service)
     config = uvicorn.Config(
-        app, host=host, port=int(serve.port), log_config=None, access_log=False, workers=1
+        app, host=host, port=serve.port, log_config=None, access_log=False, workers=1
     )
     server = uvicorn.Server(config)
     log.info(
         "serving %s on http://%s:%s (%s)",
-        ", ".join(settings.sources),
+        ", ".join(service.sources),
         host,
         serve.port,
         ", ".join(f"{k} {v}" for k, v in server_stack().items()),

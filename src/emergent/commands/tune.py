@@ -20,13 +20,14 @@ from omegaconf import DictConfig
 
 from emergent.config import Paths
 from emergent.errors import StageError
+from emergent.schema import Settings, validate_config
 from emergent.stages import finetune
 from emergent.tasks import get_task
 from emergent.tuning import adopt_path, work
 
 
-def run(cfg: DictConfig, paths: Paths) -> None:
-    task = get_task(cfg, str(cfg.task))
+def run(cfg: DictConfig, paths: Paths, *, settings: Settings) -> None:
+    task = get_task(cfg, str(settings.task))
     # Before the study exists: a missing input would otherwise fail (and use up) its first trial.
     pretrained = paths.inp("models", "pretrained")
     if not (pretrained / "config.json").is_file():
@@ -37,7 +38,12 @@ def run(cfg: DictConfig, paths: Paths) -> None:
     ) -> float | None:
         trial_paths = Paths(paths.input_dir, out_dir)
         summary = finetune.run(
-            trial_cfg, trial_paths, task, extra_callbacks=callbacks, extra_tags=tags
+            trial_cfg,
+            trial_paths,
+            task,
+            extra_callbacks=callbacks,
+            extra_tags=tags,
+            settings=validate_config(trial_cfg),
         )
         return summary.best_val if summary else None
 

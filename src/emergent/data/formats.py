@@ -287,8 +287,8 @@ def require_columns(
 
 def map_labels(
     rows: Iterable[tuple[int, str, str]],
-    label_map: Mapping[str, str] | None,
-    skip_labels: Iterable[str],
+    label_map: Mapping[str | int, str | int] | None,
+    skip_labels: Iterable[str | int],
     source: str,
     task: str | None = None,
 ) -> tuple[list[TextExample], int]:
@@ -324,8 +324,8 @@ def read_labeled_text(
     fmt: str,
     text_column: str = "text",
     label_column: str = "label",
-    label_map: Mapping[str, str] | None = None,
-    skip_labels: Iterable[str] = (),
+    label_map: Mapping[str | int, str | int] | None = None,
+    skip_labels: Iterable[str | int] = (),
     encoding: str = "utf-8",
     label: str = "",
     task: str | None = None,

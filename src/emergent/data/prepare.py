@@ -19,9 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig
 
-from emergent.config import plain_dict
 from emergent.data import formats
 from emergent.data.dedupe import dedupe
 from emergent.data.feedback import add_feedback
@@ -36,6 +34,7 @@ from emergent.data.layout import (
 from emergent.data.protocols import PreparedTask
 from emergent.data.sources import DataError, resolve
 from emergent.io import atomic_dir, sha256_file, write_json, write_jsonl
+from emergent.schema import CorpusConfig, DataBase, SplitConfig, TaskDataConfig
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +79,7 @@ def split_examples(
 
 
 def read_task_file(
-    task: PreparedTask, source: str, cfg: DictConfig, base_dir: Path
+    task: PreparedTask, source: str, cfg: TaskDataConfig, base_dir: Path
 ) -> tuple[list, dict[str, int]]:
     """Read one configured file of a task, exactly as ingest reads it: the normalised examples,
     and counts of the rows not kept (`skipped_by_label`: a label in `skip_labels`;
@@ -89,9 +88,7 @@ def read_task_file(
     `python -m emergent evaluate data.<task>.test=FILE` reads a test file with this too, and
     ingest keeps explicit held-out files whole, so both paths score the same examples."""
     path = resolve(source, base_dir)
-    # `data.<task>` sets only the keys its source needs (ner has no text_column): its keys are
-    # read with the schema's defaults (TaskDataConfig), here and in `prepare_task`.
-    fmt = task.detect_format(path, cfg.get("format", "auto"))
+    fmt = task.detect_format(path, cfg.format)
     examples, skipped = task.read(path, fmt, cfg, source)
     normalized = [task.normalize(e, normalize_text) for e in examples]
     kept = [e for e in normalized if e is not None]
@@ -103,7 +100,7 @@ def _overlap(examples: list[dict], keys: set[Hashable], key: Callable[[dict], Ha
 
 
 def prepare_task(
-    task: PreparedTask, cfg: DictConfig, split_cfg: Mapping[str, float], seed: int, base_dir: Path
+    task: PreparedTask, cfg: TaskDataConfig, split_cfg: SplitConfig, seed: int, base_dir: Path
 ) -> tuple[dict[str, list[dict]], dict[str, Any]]:
     """Read, normalise, de-duplicate, de-leak, cap and split one task's data.
 
@@ -121,29 +118,26 @@ def prepare_task(
         "empty_dropped": 0,
         "duplicates_removed": {},
     }
-    given = {s: cfg.get(s) for s in SPLITS if cfg.get(s)}
+    given = cfg.files()
     if "train" not in given:
         raise DataError(f"data.{task.name}.train", "no train file configured")
     read: dict[str, list[dict]] = {}
     for split, source in given.items():
-        examples, counts = read_task_file(task, str(source), cfg, base_dir)
+        examples, counts = read_task_file(task, source, cfg, base_dir)
         for name, n in counts.items():
             stats[name] += n
         stats["sources"][split] = {
-            "source": str(source),
-            "sha256": sha256_file(resolve(str(source), base_dir)),
+            "source": source,
+            "sha256": sha256_file(resolve(source, base_dir)),
             "rows_read": len(examples),
             **counts,
         }
         read[split] = examples
         if not examples:
-            raise DataError(
-                str(source), f"no examples left for the {split} split of task {task.name!r}"
-            )
+            raise DataError(source, f"no examples left for the {split} split of task {task.name!r}")
 
     held = {s: read[s] for s in HELD_OUT if s in read}
-    dedupe_heldout = bool(cfg.get("dedupe_heldout", False))
-    overlaps, validation_removed = _heldout_overlaps(task, held, dedupe_heldout, stats)
+    overlaps, validation_removed = _heldout_overlaps(task, held, cfg.dedupe_heldout, stats)
     train, stats["duplicates_removed"]["train"] = dedupe(read["train"], task.key)
     held_keys = {task.key(e) for examples in held.values() for e in examples}
     before = len(train)
@@ -153,9 +147,10 @@ def prepare_task(
         "validation_overlapping_test": validation_removed,
     }
     stats["heldout_overlaps"] = overlaps
-    train = sample_cap(train, cfg.get("max_rows"), seed)
+    train = sample_cap(train, cfg.max_rows, seed)
     carved = [s for s in HELD_OUT if s not in held]
-    fractions = {s: float(split_cfg.get(s, 0.0)) for s in carved}
+    carve = {"validation": split_cfg.validation, "test": split_cfg.test}
+    fractions = {s: carve[s] for s in carved}
     pool = len(train)
     if carved:
         pieces = split_examples(train, fractions, seed, task.stratify)
@@ -170,8 +165,8 @@ def prepare_task(
     for split, examples in splits.items():
         if not examples:
             raise _empty_split(task, split, carved, fractions, pool)
-    if cfg.get("feedback"):  # joins train, adds `feedback_test` (emergent.data.feedback)
-        stats["feedback"] = add_feedback(task, str(cfg.feedback), splits, normalize_text, base_dir)
+    if cfg.feedback:  # joins train, adds `feedback_test` (emergent.data.feedback)
+        stats["feedback"] = add_feedback(task, cfg.feedback, splits, normalize_text, base_dir)
     _warn_overlaps(task, stats)
     stats["rows"] = {s: len(v) for s, v in splits.items()}
     stats["labels"] = {s: task.label_counts(v) for s, v in splits.items()}
@@ -252,7 +247,7 @@ def split_paragraphs(text: str, min_chars: int) -> list[str]:
 
 def build_corpus(
     task_splits: Mapping[PreparedTask, dict[str, list[dict]]],
-    cfg: DictConfig,
+    cfg: CorpusConfig,
     seed: int,
     base_dir: Path,
 ) -> tuple[dict[str, list[str]], dict[str, Any]]:
@@ -263,7 +258,7 @@ def build_corpus(
     normalised text is a held-out example is dropped whole, before it is cut into paragraphs
     (a multi-paragraph debate statement would otherwise slip in piece by piece).
     """
-    min_chars = int(cfg.min_chars)
+    min_chars = cfg.min_chars
     held_out = {
         task.text(e)
         for task, splits in task_splits.items()
@@ -277,20 +272,14 @@ def build_corpus(
         docs += texts
         stats["sources"][f"{task.name}:train"] = {"rows_read": len(texts)}
     for index, entry in enumerate(cfg.unlabeled):
-        # A source sets only what it needs: the schema's defaults (UnlabeledSource) are None,
-        # which these readers' defaults stand for.
-        source = str(entry["path"])
+        source = entry.path
         path = resolve(source, base_dir)
-        fmt = formats.detect_format(path, entry.get("format", "auto"))
-        where = entry.get("where")
         raw = formats.read_unlabeled_text(
             path,
-            fmt,
-            text_column=entry.get("text_column", "text"),
-            where=plain_dict(where, f"data.corpus.unlabeled[{index}].where")
-            if where is not None
-            else None,
-            encoding=entry.get("encoding", "utf-8"),
+            formats.detect_format(path, entry.format),
+            text_column=entry.text_column,
+            where=entry.where,
+            encoding=entry.encoding,
             label=source,
             task=f"corpus.unlabeled[{index}]",
         )
@@ -310,7 +299,7 @@ def build_corpus(
     texts = sample_cap([d["text"] for d in rows], cfg.max_rows, seed)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(texts))
-    n_val = max(1, round(len(texts) * float(cfg.validation_fraction)))
+    n_val = max(1, round(len(texts) * cfg.validation_fraction))
     corpus = {
         "validation": [texts[i] for i in sorted(order[:n_val])],
         "train": [texts[i] for i in sorted(order[n_val:])],
@@ -320,7 +309,7 @@ def build_corpus(
 
 
 def prepare_all(
-    data_cfg: DictConfig,
+    data_cfg: DataBase,
     tasks: Sequence[PreparedTask],
     seed: int,
     prepared_dir: Path,
@@ -334,7 +323,7 @@ def prepare_all(
     corpus_splits: dict[PreparedTask, dict[str, list[dict]]] = {}
     manifest: dict[str, Any] = {"seed": seed, "tasks": {}}
     for task in tasks:
-        splits, stats = prepare_task(task, data_cfg[task.name], data_cfg.split, seed, base_dir)
+        splits, stats = prepare_task(task, data_cfg.task(task.name), data_cfg.split, seed, base_dir)
         task_splits[task] = splits
         manifest["tasks"][task.name] = stats
         log.info("%s: %s", task.name, stats["rows"])

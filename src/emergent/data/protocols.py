@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from emergent.schema import TaskDataConfig
 
 Example = dict[str, Any]
 Row = dict[str, Any]
@@ -27,7 +30,7 @@ class PreparedTask(Protocol):
         ...
 
     def read(
-        self, path: Path, fmt: str, data_cfg: Mapping[str, Any], source: str
+        self, path: Path, fmt: str, data_cfg: TaskDataConfig, source: str
     ) -> tuple[list[Example], int]: ...
 
     def detect_format(self, path: Path, configured: str) -> str: ...
@@ -44,7 +47,9 @@ class PreparedTask(Protocol):
 
     def label_counts(self, examples: Sequence[Example]) -> dict[str, int]: ...
 
-    def quality_checks(self, splits: Mapping[str, list[Example]], data_cfg: Any) -> list[Any]: ...
+    def quality_checks(
+        self, splits: Mapping[str, list[Example]], data_cfg: TaskDataConfig
+    ) -> list[Any]: ...
 
 
 class EncodedTask(Protocol):

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from omegaconf import DictConfig
 
 from emergent.data.layout import FEEDBACK_TEST, SPLITS, corpus_path, load_task_split, split_path
 from emergent.errors import DataError
+from emergent.schema import CorpusConfig, DataBase, TaskDataConfig
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +46,14 @@ def text_frame(texts: Iterable[str | None]) -> pd.DataFrame:
     return frame
 
 
-def min_rows(cfg: Mapping[str, Any], split: str) -> int:
-    """The configured least number of rows of a split (`min_rows.<split>`, default 1)."""
-    # optional in conf/ per section and per split (schema default None: at least one row)
-    return int((cfg.get("min_rows") or {}).get(split, 1))
+def min_rows(cfg: TaskDataConfig | CorpusConfig, split: str) -> int:
+    """The configured least number of rows of a split (`min_rows.<split>`); a split with no
+    such key (user feedback's test split, as large as users made it) needs one row."""
+    least: dict[str, int] = cfg.min_rows.model_dump()
+    return least.get(split, 1)
 
 
-def corpus_checks(prepared: Path, cfg: DictConfig, held_out: set[str]) -> list[Check]:
+def corpus_checks(prepared: Path, cfg: CorpusConfig, held_out: set[str]) -> list[Check]:
     """The corpus must not contain any validation/test text of any task."""
     import great_expectations.expectations as gxe
 
@@ -67,14 +68,14 @@ def corpus_checks(prepared: Path, cfg: DictConfig, held_out: set[str]) -> list[C
             gxe.ExpectColumnValuesToNotBeNull(column="text"),
             gxe.ExpectTableRowCountToBeBetween(min_value=min_rows(cfg, split)),
             gxe.ExpectColumnValuesToBeUnique(column="text"),
-            gxe.ExpectColumnValuesToBeBetween(column="n_chars", min_value=int(cfg.min_chars)),
+            gxe.ExpectColumnValuesToBeBetween(column="n_chars", min_value=cfg.min_chars),
             gxe.ExpectColumnValuesToBeInSet(column="in_heldout", value_set=[False]),
         ]
         checks.append(Check("corpus", f"corpus_{split}", frame, expectations))
     return checks
 
 
-def build_checks(prepared: Path, data_cfg: DictConfig, tasks: list[Any]) -> list[Check]:
+def build_checks(prepared: Path, data_cfg: DataBase, tasks: list[Any]) -> list[Check]:
     """Every task's checks (the task picks its kind's checks) and the corpus checks."""
     checks: list[Check] = []
     held_out: set[str] = set()
@@ -91,7 +92,7 @@ def build_checks(prepared: Path, data_cfg: DictConfig, tasks: list[Any]) -> list
         feedback = split_path(prepared, task.name, FEEDBACK_TEST)
         if feedback.is_file() and (rows := load_task_split(prepared, task.name, FEEDBACK_TEST)):
             splits[FEEDBACK_TEST] = rows
-        checks += task.quality_checks(splits, data_cfg[task.name])
+        checks += task.quality_checks(splits, data_cfg.task(task.name))
         held_out |= {task.text(e) for s in splits if s != "train" for e in splits[s]}
     return checks + corpus_checks(prepared, data_cfg.corpus, held_out)
 

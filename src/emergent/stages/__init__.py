@@ -2,11 +2,13 @@
 The commands that are not DVC stages live in `emergent.commands`; STAGES names both, so
 `python -m emergent <name>` and `run_stage` reach either.
 
-Every stage module exposes `run(cfg, paths)`, or `run(cfg, paths, task)` for a per-task stage
-(`emergent.stages.per_task` resolves the task's name there, so this module and the stages that
-do not need one never import `emergent.tasks`). The same function serves DVC
-(`python -m emergent.stages <stage>`, reading params.yaml) and the Hydra CLI
-(`python -m emergent <stage> key=value`).
+Every stage module exposes `run(cfg, paths, *, settings)`, or `run(cfg, paths, task, *,
+settings)` for a per-task stage (`emergent.stages.per_task` resolves the task's name there, so
+this module and the stages that do not need one never import `emergent.tasks`). `settings` is
+the validated, typed config (`emergent.schema.Settings`), which stage code reads; `cfg` is the
+same config as composed, for the library functions that still take it and for MLflow. The same
+function serves DVC (`python -m emergent.stages <stage>`, reading params.yaml) and the Hydra
+CLI (`python -m emergent <stage> key=value`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from omegaconf import DictConfig
 
 from emergent.config import Paths
 from emergent.errors import StageError
+from emergent.schema import Settings, validate_config
 
 __all__ = ["STAGES", "TASK_STAGES", "StageError", "run_stage"]
 
@@ -50,14 +53,22 @@ ARGV_STAGES: set[str] = {"keys", "monitor", "feedback"}
 
 
 def run_stage(
-    name: str, cfg: DictConfig, paths: Paths, task: str | None = None, **kwargs: object
+    name: str,
+    cfg: DictConfig,
+    paths: Paths,
+    task: str | None = None,
+    settings: Settings | None = None,
+    **kwargs: object,
 ) -> None:
     """Run a stage; a per-task stage gets the name `task` (or None: `cfg.task`) and builds the
-    `Task` itself."""
+    `Task` itself. `settings` is `cfg` validated (both CLIs pass what they checked, so nothing
+    is validated twice); a caller that made `cfg` itself leaves it out and it is checked here."""
     if name not in STAGES:
         raise StageError(f"unknown stage {name!r}; choose one of {', '.join(STAGES)}")
+    if settings is None:
+        settings = validate_config(cfg)
     module = importlib.import_module(STAGES[name])
     if name in TASK_STAGES:
-        module.run(cfg, paths, task=task, **kwargs)
+        module.run(cfg, paths, task=task, settings=settings, **kwargs)
     else:
-        module.run(cfg, paths, **kwargs)
+        module.run(cfg, paths, settings=settings, **kwargs)

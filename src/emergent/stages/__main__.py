@@ -19,8 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     with user_errors():
         cfg = load_params()
-        validate_config(cfg)
-        run_stage(args.stage, cfg, Paths.for_dvc(), task=args.task)
+        settings = validate_config(cfg)
+        run_stage(args.stage, cfg, Paths.for_dvc(), task=args.task, settings=settings)
     return 0
 
 

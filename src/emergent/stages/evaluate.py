@@ -21,6 +21,7 @@ from emergent.evaluation.report import score_test, write_report, write_task_plot
 from emergent.io import sha256_file, write_json
 from emergent.models.finetuned import load_finetuned
 from emergent.models.summary import TrainingSummary
+from emergent.schema import Settings
 from emergent.stages.per_task import per_task
 from emergent.tasks import Task
 from emergent.tracking import stage_run
@@ -30,24 +31,24 @@ log = logging.getLogger(__name__)
 PREPARED_TEST = "prepared test split"
 
 
-def test_examples(cfg: DictConfig, paths: Paths, task: Task) -> tuple[list[dict], str]:
+def test_examples(settings: Settings, paths: Paths, task: Task) -> tuple[list[dict], str]:
     """The prepared test split; in a CLI run with `data.<task>.test` set, that file instead."""
-    source = cfg.data[task.name].get("test")
-    if not paths.is_dvc and source:
-        examples, _ = read_task_file(task, str(source), cfg.data[task.name], paths.input_dir)
-        return examples, str(source)
-    prepared = paths.inp(cfg.data.prepared_dir)
+    data = settings.data.task(task.name)
+    if not paths.is_dvc and data.test:
+        examples, _ = read_task_file(task, data.test, data, paths.input_dir)
+        return examples, data.test
+    prepared = paths.inp(settings.data.prepared_dir)
     return load_task_split(prepared, task.name, "test"), PREPARED_TEST
 
 
 @per_task
-def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
+def run(cfg: DictConfig, paths: Paths, task: Task, *, settings: Settings) -> None:
     model_dir = paths.inp("models", task.name)
     model, tokenizer, labels = load_finetuned(task, model_dir)
     task = task.for_model(model.config)  # decode as the model learned to (CRF scores)
-    examples, source = test_examples(cfg, paths, task)
+    examples, source = test_examples(settings, paths, task)
     training = TrainingSummary.load(model_dir)
-    prepared = paths.inp(cfg.data.prepared_dir)
+    prepared = paths.inp(settings.data.prepared_dir)
     manifest = manifest_path(prepared)
     with stage_run(
         cfg,

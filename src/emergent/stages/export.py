@@ -17,6 +17,7 @@ from emergent.data.layout import feedback_seen, load_task_split, manifest_path
 from emergent.errors import StageError
 from emergent.export.pipeline import export_package, publish, require_encoder
 from emergent.io import atomic_dir, sha256_file
+from emergent.schema import Settings
 from emergent.serving.package import Variant
 from emergent.stages.per_task import per_task
 from emergent.tasks import Task
@@ -26,9 +27,10 @@ log = logging.getLogger(__name__)
 
 
 @per_task
-def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
+def run(cfg: DictConfig, paths: Paths, task: Task, *, settings: Settings) -> None:
     require_encoder(paths.inp("models", task.name))
-    manifest = manifest_path(paths.inp(cfg.data.prepared_dir))
+    prepared = paths.inp(settings.data.prepared_dir)
+    manifest = manifest_path(prepared)
     out_dir = paths.out("models", "export", task.name)
     with stage_run(
         cfg,
@@ -48,7 +50,7 @@ def run(cfg: DictConfig, paths: Paths, task: Task) -> None:
         if tracker.enabled:
             from emergent.registry.versions import lineage, register
 
-            examples = load_task_split(paths.inp(cfg.data.prepared_dir), task.name, "test")[:2]
+            examples = load_task_split(prepared, task.name, "test")[:2]
             texts = [task.text(e) for e in examples]
             origin = lineage(task.name, feedback_seen(manifest, task.name))
             register(task.name, out_dir, result[Variant.INT8_ONNX]["metric"], texts, origin)

@@ -30,6 +30,7 @@ from emergent.fewshot.labs import (
 from emergent.fewshot.report import paired_comparisons, write_outputs
 from emergent.hardware import resolve_precision
 from emergent.io import sha256_file
+from emergent.schema import Settings
 from emergent.tracking import stage_run
 
 log = logging.getLogger(__name__)
@@ -57,10 +58,10 @@ def scale_models(cfg: DictConfig, paths: Paths) -> list[dict[str, str]]:
     return entries
 
 
-def run(cfg: DictConfig, paths: Paths) -> None:
+def run(cfg: DictConfig, paths: Paths, *, settings: Settings) -> None:
     fcfg = cfg.fewshot
-    L.seed_everything(int(cfg.seed), verbose=False)
-    prepared = paths.inp(cfg.data.prepared_dir)
+    L.seed_everything(settings.seed, verbose=False)
+    prepared = paths.inp(settings.data.prepared_dir)
     data, spec = fewshot_data(cfg, prepared)
     manifest = manifest_path(prepared)
     data_sha = sha256_file(manifest) if manifest.is_file() else ""

@@ -26,6 +26,7 @@ from emergent.models import finetuning
 from emergent.models.backbone import load_tokenizer
 from emergent.models.classifier import mergeable
 from emergent.models.summary import TrainingSummary
+from emergent.schema import Settings
 from emergent.stages.per_task import per_task
 from emergent.tasks import Task
 from emergent.tracking import is_rank_zero, stage_run
@@ -41,17 +42,19 @@ def run(
     task: Task,
     extra_callbacks: Sequence[Callback] = (),
     extra_tags: Mapping[str, str] | None = None,
+    *,
+    settings: Settings,
 ) -> TrainingSummary | None:
     """Fine-tune; returns the run's summary (None outside rank zero). `extra_callbacks` and
     `extra_tags` let `tune` add its pruning callback and nest the run under its study's run."""
     fcfg = finetune_config(cfg, task.name)
-    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    L.seed_everything(settings.seed, workers=True, verbose=False)
     pretrained = paths.inp("models", "pretrained")
     causal = finetuning.check_backbone(cfg.model, fcfg, task, pretrained)
-    prepared = paths.inp(cfg.data.prepared_dir)
+    prepared = paths.inp(settings.data.prepared_dir)
     tokenizer = load_tokenizer(pretrained)
     max_length = task_max_length(cfg, task.name)
-    datamodule = task_datamodule(fcfg, task, prepared, tokenizer, max_length, int(cfg.seed))
+    datamodule = task_datamodule(fcfg, task, prepared, tokenizer, max_length, settings.seed)
     built = finetuning.build_task_model(
         fcfg, task, pretrained, tokenizer, datamodule.labels, causal
     )

@@ -12,18 +12,21 @@ from emergent.config import Paths
 from emergent.data.layout import manifest_path
 from emergent.data.prepare import prepare_all
 from emergent.io import sha256_file
+from emergent.schema import Settings
 from emergent.tasks import all_tasks
 from emergent.tracking import stage_run
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: DictConfig, paths: Paths) -> None:
-    prepared = paths.out(cfg.data.prepared_dir)
+def run(cfg: DictConfig, paths: Paths, *, settings: Settings) -> None:
+    prepared = paths.out(settings.data.prepared_dir)
     with stage_run(cfg, "ingest", "data") as tracker:
         start = time.perf_counter()
         tasks = all_tasks(cfg)
-        manifest = prepare_all(cfg.data, tasks, int(cfg.seed), prepared, base_dir=paths.input_dir)
+        manifest = prepare_all(
+            settings.data, tasks, settings.seed, prepared, base_dir=paths.input_dir
+        )
         seconds = time.perf_counter() - start
         metrics = {"ingest_seconds": seconds}
         for task, stats in manifest["tasks"].items():

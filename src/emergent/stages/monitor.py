@@ -17,20 +17,23 @@ from omegaconf import DictConfig
 
 from emergent.config import Paths
 from emergent.errors import StageError
+from emergent.schema import Settings
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: DictConfig, paths: Paths, argv: list[str] | None = None) -> None:
+def run(
+    cfg: DictConfig, paths: Paths, argv: list[str] | None = None, *, settings: Settings
+) -> None:
     from emergent.io import under
 
-    conf = cfg.monitor
+    conf = settings.monitor
     window = under(paths.input_dir, conf.window)
     if argv and argv[0] == "export":
         from emergent.serving.store import export_window
 
-        db = under(paths.input_dir, cfg.serve.store.path)
-        n = export_window(db, window, float(conf.export_since_hours))
+        db = under(paths.input_dir, settings.serve.store.path)
+        n = export_window(db, window, conf.export_since_hours)
         print(f"wrote {n} records to {window}")
         return
     if argv:

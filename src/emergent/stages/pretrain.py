@@ -31,6 +31,7 @@ from emergent.models.backbone import (
     load_tokenizer,
 )
 from emergent.models.mlm import build_mlm, pretrain_metrics, save_pretrained
+from emergent.schema import Settings
 from emergent.tracking import is_rank_zero, stage_run
 from emergent.training import (
     HFSnapshots,
@@ -47,36 +48,36 @@ from emergent.training import (
 log = logging.getLogger(__name__)
 
 
-def run(cfg: DictConfig, paths: Paths) -> None:
+def run(cfg: DictConfig, paths: Paths, *, settings: Settings) -> None:
     if is_causal(cfg.model):
-        pass_on_causal(cfg, paths)
+        pass_on_causal(cfg, paths, settings)
         return
-    pcfg = cfg.pretrain
-    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    prepared = paths.inp(cfg.data.prepared_dir)
+    pcfg = settings.pretrain
+    L.seed_everything(settings.seed, workers=True, verbose=False)
+    prepared = paths.inp(settings.data.prepared_dir)
     manifest = manifest_path(prepared)
     data_sha = sha256_file(manifest) if manifest.is_file() else ""
     tokenizer = load_tokenizer(paths.inp("models", "tokenizer"))
     datamodule = mlm_datamodule(cfg, prepared, tokenizer)
-    max_steps = pretrain_steps(pcfg, cfg.trainer, len(datamodule.train_dataloader()))
+    max_steps = pretrain_steps(cfg.pretrain, cfg.trainer, len(datamodule.train_dataloader()))
     with stage_run(cfg, "pretrain", "pretrain", data_sha256=data_sha) as tracker:
         model, module, counts = build_mlm(cfg, tokenizer, datamodule.train_blocks, max_steps)
         tracker.log_params({f"params_{k}": v for k, v in counts.items()})
         keys = ["model", "pretrain", "trainer", "seed"]
         ckpt_dir = paths.out("checkpoints", "pretrain", config_fingerprint(cfg, keys, data_sha))
         history = MetricHistory(("train_loss", "tok_s", "lr"))
-        steps = snapshot_steps(pcfg.get("snapshots") or [], max_steps)
+        steps = snapshot_steps(pcfg.snapshots, max_steps)
         snapshots = HFSnapshots(ckpt_dir / "snapshots", steps)
         trainer = build_trainer(
             cfg.trainer,
             max_steps=max(max_steps, 1),
-            val_check_interval=int(pcfg.val_check_interval),
+            val_check_interval=pcfg.val_check_interval,
             limit_val_batches=pcfg.limit_val_batches,
-            gradient_clip_val=float(pcfg.gradient_clip_val),
+            gradient_clip_val=pcfg.gradient_clip_val,
             callbacks=[
                 history,
                 snapshots,
-                periodic_checkpoint(ckpt_dir, int(pcfg.checkpoint_every_n_steps)),
+                periodic_checkpoint(ckpt_dir, pcfg.checkpoint_every_n_steps),
             ],
             logger=mlflow_logger(cfg, tracker),
             default_root_dir=paths.out("checkpoints", "pretrain"),
@@ -110,11 +111,11 @@ def run(cfg: DictConfig, paths: Paths) -> None:
 SKIP_REASON = "a causal LM is not trained with masked-LM pretraining: its backbone is passed on"
 
 
-def pass_on_causal(cfg: DictConfig, paths: Paths) -> None:
+def pass_on_causal(cfg: DictConfig, paths: Paths, settings: Settings) -> None:
     """Save the causal backbone unchanged into `models/pretrained` (with the tokenizer stage's
     tokenizer), so fine-tuning loads it like any other; the metrics say it was skipped."""
-    log.info("pretrain skipped for %s: %s", cfg.model.name, SKIP_REASON)
-    manifest = manifest_path(paths.inp(cfg.data.prepared_dir))
+    log.info("pretrain skipped for %s: %s", settings.model.name, SKIP_REASON)
+    manifest = manifest_path(paths.inp(settings.data.prepared_dir))
     data_sha = sha256_file(manifest) if manifest.is_file() else ""
     tokenizer = load_tokenizer(paths.inp("models", "tokenizer"))
     with stage_run(cfg, "pretrain", "pretrain", data_sha256=data_sha) as tracker:

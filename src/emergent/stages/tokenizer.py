@@ -10,15 +10,17 @@ from emergent.config import Paths
 from emergent.data.layout import corpus_path, read_corpus
 from emergent.io import atomic_dir
 from emergent.models.backbone import build_tokenizer
+from emergent.schema import Settings
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: DictConfig, paths: Paths) -> None:
-    corpus = corpus_path(paths.inp(cfg.data.prepared_dir), "train")
-    texts = read_corpus(corpus) if cfg.model.tokenizer.train else []
+def run(cfg: DictConfig, paths: Paths, *, settings: Settings) -> None:
+    train = settings.model.tokenizer.train
+    corpus = corpus_path(paths.inp(settings.data.prepared_dir), "train")
+    texts = read_corpus(corpus) if train else []
     tokenizer = build_tokenizer(cfg.model, texts)
     with atomic_dir(paths.out("models", "tokenizer")) as tmp:
         tokenizer.save_pretrained(str(tmp))
-    how = "trained on the corpus" if cfg.model.tokenizer.train else "from the backbone"
-    log.info("tokenizer (%s): %d tokens, %s", cfg.model.name, len(tokenizer), how)
+    how = "trained on the corpus" if train else "from the backbone"
+    log.info("tokenizer (%s): %d tokens, %s", settings.model.name, len(tokenizer), how)

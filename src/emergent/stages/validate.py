@@ -15,23 +15,24 @@ from emergent.data.layout import manifest_path, verify_prepared
 from emergent.data.quality import build_checks, failures, format_failures, run_checks
 from emergent.errors import StageError
 from emergent.io import atomic_dir, sha256_file, write_json
+from emergent.schema import Settings
 from emergent.tasks import all_tasks
 from emergent.tracking import stage_run
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: DictConfig, paths: Paths) -> None:
-    prepared = paths.inp(cfg.data.prepared_dir)
+def run(cfg: DictConfig, paths: Paths, *, settings: Settings) -> None:
+    prepared = paths.inp(settings.data.prepared_dir)
     manifest = manifest_path(prepared)
     if not manifest.is_file():
         raise StageError(f"{manifest} not found: run the ingest stage first")
     verify_prepared(prepared)
     with stage_run(cfg, "validate", "data", data_sha256=sha256_file(manifest)) as tracker:
         tasks = all_tasks(cfg)
-        checks = build_checks(prepared, cfg.data, tasks)
-        assets_dir = cfg.paths.assets_dir
-        assets = project_root() / str(assets_dir) if assets_dir else None
+        checks = build_checks(prepared, settings.data, tasks)
+        assets_dir = settings.paths.assets_dir
+        assets = project_root() / assets_dir if assets_dir else None
         reports = paths.out("reports", "quality")
         with atomic_dir(reports) as tmp:
             summaries = run_checks(checks, tmp / "docs", assets)

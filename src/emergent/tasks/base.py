@@ -20,12 +20,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 
 from emergent.errors import ExampleError
 from emergent.tasks.shapes import INPUT as SHAPES_INPUT  # token tasks' word-shape batch key
+
+if TYPE_CHECKING:
+    from emergent.schema import TaskDataConfig
 
 Example = dict[str, Any]
 Row = dict[str, Any]
@@ -126,7 +129,7 @@ class Task(ABC):
     # --- data ------------------------------------------------------------------------------
     @abstractmethod
     def read(
-        self, path: Path, fmt: str, data_cfg: Mapping[str, Any], source: str
+        self, path: Path, fmt: str, data_cfg: TaskDataConfig, source: str
     ) -> tuple[list[Example], int]:
         """Examples from one configured file, and the number of rows skipped by label."""
 
@@ -183,7 +186,9 @@ class Task(ABC):
         """The label set a model is trained with, from the training examples."""
 
     @abstractmethod
-    def quality_checks(self, splits: Mapping[str, list[Example]], data_cfg: Any) -> list[Any]:
+    def quality_checks(
+        self, splits: Mapping[str, list[Example]], data_cfg: TaskDataConfig
+    ) -> list[Any]:
         """Great Expectations checks of the prepared splits (see `emergent.tasks.checks`)."""
 
     # --- model -----------------------------------------------------------------------------

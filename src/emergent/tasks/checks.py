@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from omegaconf import DictConfig
 
-from emergent.config import plain_dict
 from emergent.data.formats import iob2_error
 from emergent.data.quality import Check, min_rows, text_frame
 from emergent.errors import ConfigError
+
+if TYPE_CHECKING:
+    from emergent.schema import TaskDataConfig
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,9 @@ def _share_check(dataset: str, labels: pd.Series, shares: Mapping[str, Any] | No
     return Check(dataset, f"{dataset}_label_share", frame, expectations)
 
 
-def label_expectations(name: str, cfg: Any, observed: set[str]) -> tuple[list[str] | None, dict]:
+def label_expectations(
+    name: str, cfg: TaskDataConfig, observed: set[str]
+) -> tuple[list[str] | None, dict]:
     """The label set and label shares to check a labelled-text task against.
 
     `labels` comes from config, else from the label map's values; with neither the label set
@@ -56,15 +59,15 @@ def label_expectations(name: str, cfg: Any, observed: set[str]) -> tuple[list[st
     while a label set derived from the label map (or none at all, as after
     `data.<task>.label_map=null labels=null`) skips the share check with a warning instead of
     failing on the default shares of other data."""
-    configured = cfg.get("labels")
-    label_map = cfg.get("label_map")
+    configured = cfg.labels
+    label_map = cfg.label_map
     if configured is not None:
         labels: list[str] | None = [str(x) for x in configured]
     elif label_map:
         labels = sorted({str(v) for v in label_map.values()})
     else:
         labels = None
-    shares = {str(k): v for k, v in (_shares(cfg) or {}).items()}
+    shares = _shares(cfg)
     if not shares:
         return labels, {}
     unknown = sorted(set(shares) - set(labels or []))
@@ -104,13 +107,22 @@ def _common(frame: pd.DataFrame, required: list[str], split: str, least_rows: in
     return expectations
 
 
-def token_checks(task: Any, splits: Mapping[str, list[dict]], cfg: DictConfig) -> list[Check]:
+def _between(column: str, least: int | None, most: int | None) -> list[Any]:
+    """`column` within the configured bounds (a bound not configured is open; none: no check)."""
+    import great_expectations.expectations as gxe
+
+    if least is None and most is None:
+        return []
+    return [gxe.ExpectColumnValuesToBeBetween(column=column, min_value=least, max_value=most)]
+
+
+def token_checks(task: Any, splits: Mapping[str, list[dict]], cfg: TaskDataConfig) -> list[Check]:
     """Tagged-token data: columns, lengths, IOB2 validity, the tag set and tag shares."""
     import great_expectations.expectations as gxe
 
     name = task.name
     train_texts = {task.text(e) for e in splits["train"]}
-    types = cfg.get("entity_types")
+    types = cfg.entity_types
     checks = []
     for split, rows in splits.items():
         frame = pd.DataFrame(
@@ -128,10 +140,8 @@ def token_checks(task: Any, splits: Mapping[str, list[dict]], cfg: DictConfig) -
         frame["iob2_valid"] = [iob2_error(list(g or [])) is None for g in frame["tags"]]
         frame["in_train"] = frame["text"].isin(train_texts) if split != "train" else False
         expectations = _common(frame, ["tokens", "tags"], split, min_rows(cfg, split))
+        expectations += _between("n_tokens", cfg.min_tokens, cfg.max_tokens)
         expectations += [
-            gxe.ExpectColumnValuesToBeBetween(
-                column="n_tokens", min_value=int(cfg.min_tokens), max_value=int(cfg.max_tokens)
-            ),
             gxe.ExpectColumnValuesToBeInSet(column="lengths_match", value_set=[True]),
             gxe.ExpectColumnValuesToBeInSet(column="iob2_valid", value_set=[True]),
         ]
@@ -152,14 +162,13 @@ def token_checks(task: Any, splits: Mapping[str, list[dict]], cfg: DictConfig) -
     return checks + ([share] if share else [])
 
 
-def _shares(cfg: DictConfig) -> dict[str, Any] | None:
-    # `data.<task>` keys are optional in conf/ (a task sets what applies to it; schema default
-    # None in TaskDataConfig), so they are read with .get throughout this module.
-    shares = cfg.get("label_share")
-    return plain_dict(shares, "label_share") if shares is not None else None
+def _shares(cfg: TaskDataConfig) -> dict[str, list[float]]:
+    """`label_share` by label as text (a file's labels are text; a map written on the command
+    line may have integer keys)."""
+    return {str(label): bounds for label, bounds in (cfg.label_share or {}).items()}
 
 
-def text_checks(task: Any, splits: Mapping[str, list[dict]], cfg: DictConfig) -> list[Check]:
+def text_checks(task: Any, splits: Mapping[str, list[dict]], cfg: TaskDataConfig) -> list[Check]:
     """Labelled-text data: columns, text lengths, the label set and label shares."""
     import great_expectations.expectations as gxe
 
@@ -173,11 +182,7 @@ def text_checks(task: Any, splits: Mapping[str, list[dict]], cfg: DictConfig) ->
         frame["label"] = [str(r.get("label")) for r in rows]
         frame["in_train"] = frame["text"].isin(train_texts) if split != "train" else False
         expectations = _common(frame, ["text", "label"], split, min_rows(cfg, split))
-        expectations.append(
-            gxe.ExpectColumnValuesToBeBetween(
-                column="n_chars", min_value=int(cfg.min_chars), max_value=int(cfg.max_chars)
-            )
-        )
+        expectations += _between("n_chars", cfg.min_chars, cfg.max_chars)
         if label_set is not None:
             expectations.append(
                 gxe.ExpectColumnValuesToBeInSet(column="label", value_set=label_set)

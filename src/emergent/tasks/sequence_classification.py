@@ -6,11 +6,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from emergent.config import plain_dict
 from emergent.errors import DataError, ExampleError
 from emergent.tasks.base import (
     Evaluation,
@@ -21,6 +20,9 @@ from emergent.tasks.base import (
     Window,
     pick_headline,
 )
+
+if TYPE_CHECKING:
+    from emergent.schema import TaskDataConfig
 
 # Label of an example whose gold label the model does not know (scoring only): torch's
 # cross-entropy ignores it, and it is scored against the example's own label.
@@ -40,23 +42,18 @@ class SequenceClassificationTask(Task):
         return detect_format(path, configured, tokens=False)
 
     def read(
-        self, path: Path, fmt: str, data_cfg: Mapping[str, Any], source: str
+        self, path: Path, fmt: str, data_cfg: TaskDataConfig, source: str
     ) -> tuple[list[Example], int]:
         from emergent.data import formats
 
-        # `data.<task>` keys are optional in conf/ (schema default None in TaskDataConfig:
-        # the reader's own default applies)
-        label_map = data_cfg.get("label_map")
-        if label_map is not None:
-            label_map = plain_dict(label_map, f"data.{self.name}.label_map")
         return formats.read_labeled_text(
             path,
             fmt,
-            text_column=data_cfg.get("text_column", "text"),
-            label_column=data_cfg.get("label_column", "label"),
-            label_map=label_map,
-            skip_labels=list(data_cfg.get("skip_labels") or []),
-            encoding=data_cfg.get("encoding", "utf-8"),
+            text_column=data_cfg.text_column,
+            label_column=data_cfg.label_column,
+            label_map=data_cfg.label_map,
+            skip_labels=list(data_cfg.skip_labels or []),
+            encoding=data_cfg.encoding,
             label=source,
             task=self.name,
         )
@@ -94,7 +91,9 @@ class SequenceClassificationTask(Task):
                 "label", f"unknown label {label!r}; the model's labels: {', '.join(labels)}"
             )
 
-    def quality_checks(self, splits: Mapping[str, list[Example]], data_cfg: Any) -> list[Any]:
+    def quality_checks(
+        self, splits: Mapping[str, list[Example]], data_cfg: TaskDataConfig
+    ) -> list[Any]:
         from emergent.tasks.checks import text_checks
 
         return text_checks(self, splits, data_cfg)

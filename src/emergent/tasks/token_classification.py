@@ -11,7 +11,7 @@ import copy
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from emergent.tasks.decoding import CONFIG_KEY as SCORES_KEY
 from emergent.tasks.decoding import DECODINGS, TagScores, decode
 from emergent.tasks.shapes import INPUT, token_shapes
 from emergent.tasks.windows import clamp_stride, owned_positions
+
+if TYPE_CHECKING:
+    from emergent.schema import TaskDataConfig
 
 IGNORE = -100
 OUTSIDE = "O"
@@ -80,7 +83,7 @@ class TokenClassificationTask(Task):
         return detect_format(path, configured, tokens=True)
 
     def read(
-        self, path: Path, fmt: str, data_cfg: Mapping[str, Any], source: str
+        self, path: Path, fmt: str, data_cfg: TaskDataConfig, source: str
     ) -> tuple[list[Example], int]:
         from emergent.data import formats
 
@@ -88,12 +91,9 @@ class TokenClassificationTask(Task):
             raise DataError(
                 source, f"format {fmt!r} is not supported for {self.kind} (conll, jsonl)"
             )
-        # `data.<task>` keys are optional in conf/ (schema defaults in TaskDataConfig)
-        types = data_cfg.get("entity_types")
-        types = list(types) if types is not None else None
         reader = formats.read_ner_jsonl if fmt == "jsonl" else formats.read_conll
-        encoding = data_cfg.get("encoding", "utf-8")
-        return reader(path, encoding, types, label=source, task=self.name), 0
+        types = data_cfg.entity_types
+        return reader(path, data_cfg.encoding, types, label=source, task=self.name), 0
 
     def normalize(self, example: Example, normalize_text: Callable[[str], str]) -> Example | None:
         tokens = [normalize_text(t) for t in example["tokens"]]
@@ -148,7 +148,9 @@ class TokenClassificationTask(Task):
                 f"(I-X only after B-X or I-X)",
             )
 
-    def quality_checks(self, splits: Mapping[str, list[Example]], data_cfg: Any) -> list[Any]:
+    def quality_checks(
+        self, splits: Mapping[str, list[Example]], data_cfg: TaskDataConfig
+    ) -> list[Any]:
         from emergent.tasks.checks import token_checks
 
         return token_checks(self, splits, data_cfg)

@@ -1,0 +1,80 @@
+"""The typed config stages receive (`emergent.schema.Settings`): per-task sections through
+accessors that refuse a name that is not a task, and defaults that live in the schema only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf import open_dict
+
+from emergent.config import Paths
+from emergent.errors import ConfigError, DataError
+from emergent.schema import TaskDataConfig
+from emergent.stages import run_stage
+from tests.conftest import ROOT, smoke_cfg, smoke_settings
+from tests.unit.test_tasks import NER, SENT
+
+
+def test_task_accessors_return_each_tasks_typed_section() -> None:
+    settings = smoke_settings("data.sentiment.max_rows=7", "finetune.ner.lr=0.003")
+    assert settings.tasks.names() == ["ner", "sentiment", "debate"]
+    assert settings.data.task("sentiment").max_rows == 7
+    assert settings.data.task("ner").max_rows == 300  # the smoke preset's
+    assert settings.finetune.task("ner").lr == 0.003
+    assert settings.tasks.task("ner").headline.mode == "max"
+
+
+@pytest.mark.parametrize("section", ["data", "finetune", "tasks"])
+def test_a_name_that_is_not_a_task_is_refused_naming_the_section(section: str) -> None:
+    settings = smoke_settings()
+    accessor = getattr(settings, section).task
+    with pytest.raises(ConfigError, match=rf"^{section}\.nerr: no such task section; the tasks "
+                       r"are \['ner', 'sentiment', 'debate'\]"):  # fmt: skip
+        accessor("nerr")
+    with pytest.raises(ConfigError, match=rf"^{section}\.split: "):  # a key, not a task
+        accessor("split")
+
+
+def test_read_takes_its_defaults_from_the_schema(tmp_path: Path) -> None:
+    # No encoding, text_column or label_column configured: TaskDataConfig's defaults
+    # (utf-8, `text`, `label`) are what the readers get.
+    table = tmp_path / "train.tsv"
+    table.write_text("text\tlabel\ncafé crème\tpos\n", encoding="utf-8")
+    cfg = TaskDataConfig(train=str(table))
+    assert (cfg.encoding, cfg.text_column, cfg.label_column) == ("utf-8", "text", "label")
+    examples, skipped = SENT.read(table, "tsv", cfg, "train.tsv")
+    assert examples == [{"text": "café crème", "label": "pos"}] and skipped == 0
+    conll = tmp_path / "train.conll"
+    conll.write_text("Zoë\tB-person\n", encoding="utf-8")
+    examples, _ = NER.read(conll, "conll", TaskDataConfig(train=str(conll)), "train.conll")
+    assert examples == [{"tokens": ["Zoë"], "tags": ["B-person"]}]
+    # a configured value is read, not the default: the same bytes in cp1252
+    table.write_text("text\tlabel\ncafé crème\tpos\n", encoding="cp1252")
+    with pytest.raises(DataError, match=r"train\.tsv.*utf-8"):
+        SENT.read(table, "tsv", cfg, "train.tsv")
+    examples, _ = SENT.read(table, "tsv", TaskDataConfig(encoding="cp1252"), "train.tsv")
+    assert examples[0]["text"] == "café crème"
+
+
+def test_run_stage_validates_a_config_it_was_not_given_checked(tmp_path: Path) -> None:
+    # A caller that made its own config (a benchmark, a sub-run) gets it checked before the
+    # stage starts: a misspelt data key is one error naming it, and nothing is written.
+    cfg = smoke_cfg()
+    with open_dict(cfg):
+        cfg.data.ner.encodng = "latin-1"
+    with pytest.raises(ConfigError, match=r"data\.ner\.encodng: unknown key; did you mean "
+                       r"data\.ner\.encoding\?"):  # fmt: skip
+        run_stage("ingest", cfg, Paths(ROOT, tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_min_rows_defaults_per_split_and_refuses_a_misspelt_split() -> None:
+    from emergent.data.quality import min_rows
+
+    given = TaskDataConfig.model_validate({"min_rows": {"test": 20}})
+    splits = ("train", "validation", "test", "feedback_test")  # the last: not configurable
+    assert [min_rows(given, s) for s in splits] == [1, 1, 20, 1]
+    with pytest.raises(ConfigError, match=r"^data\.ner\.min_rows\.tset: unknown key; did you "
+                       r"mean data\.ner\.min_rows\.test\?"):  # fmt: skip
+        smoke_settings("+data.ner.min_rows.tset=3")

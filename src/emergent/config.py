@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from emergent.errors import ConfigError
 from emergent.io import atomic_write_text
+from emergent.schema import FinetuneShared, Settings, validate_config
 
 CONFIG_NAME = "config"
 
@@ -77,24 +78,16 @@ def plain_dict(node: Any, key: str, resolve: bool = False) -> dict[str, Any]:
     return {str(k): v for k, v in plain.items()}
 
 
-def finetune_config(cfg: DictConfig, task: str) -> DictConfig:
-    """The settings a task fine-tunes with: its own section (`finetune.ner`, ...).
-
-    Composition fills each task section from `finetune.shared` (conf/finetune/task/
-    inherit.yaml interpolates every shared key) and then sets what the task changes, so the
-    section is complete. It is merged over `finetune.shared` all the same, so that a key added
-    to `finetune.shared` alone (`+finetune.shared.optimizer.momentum=0.9`, a Hydra target's
-    keyword argument) still reaches every task."""
-    own = cfg.finetune.get(task)
-    own = OmegaConf.to_container(own, resolve=True) if own is not None else {}
-    merged = OmegaConf.merge(cfg.finetune.shared, own)
-    assert isinstance(merged, DictConfig)
-    return merged
+def finetune_config(cfg: DictConfig, task: str) -> FinetuneShared:
+    """The typed settings task `task` fine-tunes with (`Settings.finetune.task`: its own
+    section over `finetune.shared`), for code that holds the composed config rather than the
+    validated `Settings` (export's recovery fine-tune, tuning, the benchmarks)."""
+    return validate_config(cfg).finetune.task(task)
 
 
-def task_max_length(cfg: DictConfig, task: str) -> int:
+def task_max_length(settings: Settings, task: str) -> int:
     """Sequence length a task model is trained, evaluated and exported with."""
-    return min(int(finetune_config(cfg, task).max_length), int(cfg.model.max_length))
+    return min(settings.finetune.task(task).max_length, settings.model.max_length)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     NonNegativeFloat,
@@ -84,6 +85,12 @@ def _codec(name: str) -> str:
 
 
 Encoding = Annotated[str, AfterValidator(_codec)]
+
+
+def _null_means(default: Any) -> BeforeValidator:
+    """For a key conf/ may set to null meaning "the default": null reads as `default`, so the
+    default is written here once and the code reads a plain value."""
+    return BeforeValidator(lambda value: default if value is None else value)
 
 
 class _Section(BaseModel):
@@ -237,8 +244,15 @@ class DataBase(_Section):
 class TokenizerConfig(_Section):
     train: StrictBool
     lowercase: StrictBool
-    vocab_size: PositiveInt | None = None
-    min_frequency: PositiveInt | None = None
+    vocab_size: PositiveInt | None = None  # required where `train` is true (checked below)
+    # WordPiece's minimum count of a merge; null (a preset that does not train one): 2
+    min_frequency: Annotated[PositiveInt, _null_means(2)] = 2
+
+    @model_validator(mode="after")
+    def _trained_has_size(self) -> TokenizerConfig:
+        if self.train and self.vocab_size is None:
+            raise ValueError("vocab_size: a trained tokenizer (train: true) needs a vocab_size")
+        return self
 
 
 class ModelConfig(_Section):
@@ -284,7 +298,7 @@ class PretrainConfig(_Section):
     gradient_clip_val: NonNegativeFloat
     # 0: skip training; -1 / null: max_epochs decides
     max_steps: Annotated[int, Field(ge=-1)] | None = None
-    max_epochs: PositiveInt | None = None
+    max_epochs: Annotated[PositiveInt, _null_means(1)] = 1  # when max_steps is null or -1
     snapshots: list[Fraction] = []
     # Pretraining is step-based: validate every N training steps (an int; the stage reads it
     # with int(), so a fraction of an epoch such as 0.5 would become 0).
@@ -377,12 +391,35 @@ class FinetuneBase(_Section):
     shared: FinetuneShared
 
     def task(self, name: str) -> FinetuneShared:
-        """`finetune.<name>` (composition makes it complete); without one, `shared`. A key
-        added to `finetune.shared` alone (`+finetune.shared.optimizer.momentum=0.9`) reaches
-        the task only through `emergent.config.finetune_config`, which the fine-tuning layer
-        still reads."""
+        """What task `name` fine-tunes with: `finetune.<name>` over `finetune.shared`.
+
+        Composition fills each task section from `shared` (conf/finetune/task/inherit.yaml),
+        so the section is complete; it is laid over `shared` all the same, so that a key added
+        to `finetune.shared` alone (`+finetune.shared.optimizer.momentum=0.9`, a Hydra target's
+        keyword argument, or a key inherit.yaml does not list) still reaches every task. Only
+        the keys the task section was given override (`exclude_unset`): a schema default
+        there does not undo a shared setting. Without a task section: `shared`."""
         section = _task_section(self, FinetuneBase, "finetune", name)
-        return section if section is not None else self.shared
+        if section is None:
+            return self.shared
+        merged = _deep_merge(
+            self.shared.model_dump(by_alias=True),
+            section.model_dump(by_alias=True, exclude_unset=True),
+        )
+        return FinetuneShared.model_validate(merged)
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` laid over `base`, mappings merged key by key (as `OmegaConf.merge` does), any
+    other value (a list included) replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        below = out.get(key)
+        if isinstance(below, dict) and isinstance(value, dict):
+            out[key] = _deep_merge(below, value)
+        else:
+            out[key] = value
+    return out
 
 
 class TasksBase(_Section):

@@ -13,12 +13,19 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
+from pydantic import ValidationError
 
 from emergent.config import plain_dict
 from emergent.errors import ConfigError, StageError
 from emergent.hardware import device_count, resolve_accelerator, resolve_precision
 from emergent.io import atomic_dir
-from emergent.schema import RESERVED_TRAINER_KEYS
+from emergent.schema import (
+    RESERVED_TRAINER_KEYS,
+    FinetuneShared,
+    PretrainConfig,
+    TrainerConfig,
+    TrainerTyped,
+)
 from emergent.tracking import Tracker, tracking_uri
 
 log = logging.getLogger(__name__)
@@ -138,16 +145,15 @@ def mlflow_logger(cfg: DictConfig, tracker: Tracker) -> Any:
     )
 
 
-def world_size(trainer_cfg: DictConfig) -> int:
+def world_size(trainer_cfg: TrainerTyped) -> int:
     """How many processes a run of `trainer_cfg` trains on (devices per node times nodes):
     what a step's batch is split over, so what a schedule's steps are counted in."""
-    devices = device_count(trainer_cfg.devices, str(trainer_cfg.accelerator))
-    return devices * int(trainer_cfg.get("num_nodes") or 1)
+    return device_count(trainer_cfg.devices, trainer_cfg.accelerator) * trainer_cfg.num_nodes
 
 
 def finetune_trainer(
-    trainer_cfg: DictConfig,
-    fcfg: DictConfig,
+    trainer_cfg: TrainerTyped,
+    fcfg: FinetuneShared,
     callbacks: list[Callback],
     logger: Any,
     root: Path,
@@ -156,19 +162,41 @@ def finetune_trainer(
     validation interval, batch limit) and gradient clipping."""
     return build_trainer(
         trainer_cfg,
-        max_steps=int(fcfg.max_steps or -1),
-        max_epochs=int(fcfg.max_epochs),
+        max_steps=fcfg.max_steps or -1,
+        max_epochs=fcfg.max_epochs,
         val_check_interval=fcfg.val_check_interval,
         limit_train_batches=fcfg.limit_train_batches,
-        gradient_clip_val=float(fcfg.gradient_clip_val),
+        gradient_clip_val=fcfg.gradient_clip_val,
         callbacks=callbacks,
         logger=logger,
         default_root_dir=root,
     )
 
 
+def trainer_settings(trainer_cfg: TrainerTyped | DictConfig) -> TrainerTyped:
+    """`trainer` typed. The stages pass `Settings.trainer`; a composed section (what the
+    export's recovery fine-tune still passes, or a test's few keys) is validated here, a key
+    a stage sets itself named with the key to use instead."""
+    if isinstance(trainer_cfg, TrainerTyped):
+        return trainer_cfg
+    plain = plain_dict(trainer_cfg, "trainer", resolve=True)
+    reserved = sorted(set(plain) & set(RESERVED_TRAINER_KEYS))
+    if reserved:
+        key = reserved[0]
+        raise ConfigError(
+            f"trainer.{key}",
+            f"set by each stage, not in trainer: use {RESERVED_TRAINER_KEYS[key]} instead",
+        )
+    try:
+        return TrainerConfig.model_validate(plain)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(["trainer", *(str(part) for part in first["loc"][:1])])
+        raise ConfigError(key, f"{first['msg']}; got {first.get('input')!r}") from None
+
+
 def build_trainer(
-    trainer_cfg: DictConfig,
+    trainer_cfg: TrainerTyped | DictConfig,
     *,
     max_steps: int = -1,
     max_epochs: int | None = None,
@@ -181,25 +209,21 @@ def build_trainer(
     default_root_dir: Path | None = None,
     enable_checkpointing: bool = True,
 ) -> L.Trainer:
-    settings = plain_dict(trainer_cfg, "trainer", resolve=True)
+    typed = trainer_settings(trainer_cfg)
+    # Lightning's own arguments as `trainer` gives them (a key conf/ leaves out stays
+    # Lightning's default: `exclude_unset`), the stage's reserved ones refused by the schema.
+    settings = typed.model_dump(exclude_unset=True)
     # `auto` picks CUDA where present (a clear error where `gpu` is asked for and absent), and
     # bf16-mixed on GPUs and CPUs with native bf16; the choice goes into the stage's run.
-    accelerator = resolve_accelerator(settings["accelerator"], settings["devices"])
+    accelerator = resolve_accelerator(typed.accelerator, typed.devices)
     settings["accelerator"] = accelerator
-    settings["precision"] = resolve_precision(settings["precision"], accelerator=accelerator)
+    settings["precision"] = resolve_precision(typed.precision, accelerator=accelerator)
     # A progress bar only where one can be drawn: piped into a file, CI or `dvc repro | tee`, the
     # bar is a block of final-frame text; MetricHistory logs a line per validation instead.
-    settings["enable_progress_bar"] = bool(settings["enable_progress_bar"]) and sys.stdout.isatty()
+    settings["enable_progress_bar"] = bool(typed.enable_progress_bar) and sys.stdout.isatty()
     if logger:
         logger.log_hyperparams(
             {"precision_resolved": settings["precision"], "accelerator_resolved": accelerator}
-        )
-    reserved = sorted(set(settings) & set(RESERVED_TRAINER_KEYS))
-    if reserved:
-        key = reserved[0]
-        raise ConfigError(
-            f"trainer.{key}",
-            f"set by each stage, not in trainer: use {RESERVED_TRAINER_KEYS[key]} instead",
         )
     step_based = isinstance(val_check_interval, int) and max_steps and max_steps > 0
     return L.Trainer(
@@ -247,15 +271,13 @@ def periodic_checkpoint(directory: Path, every_n_steps: int) -> ModelCheckpoint:
     )
 
 
-def pretrain_steps(pcfg: DictConfig, trainer_cfg: DictConfig, batches_per_epoch: int) -> int:
+def pretrain_steps(pcfg: PretrainConfig, trainer_cfg: TrainerTyped, batches_per_epoch: int) -> int:
     """`pretrain.max_steps`, or when unset the steps of `pretrain.max_epochs` over the corpus
     (each device takes its share of the batches)."""
-    max_steps = -1 if pcfg.max_steps is None else int(pcfg.max_steps)
+    max_steps = -1 if pcfg.max_steps is None else pcfg.max_steps
     if max_steps < 0:
-        per_epoch = batches_per_epoch // device_count(
-            trainer_cfg.devices, str(trainer_cfg.accelerator)
-        )
-        max_steps = per_epoch * int(pcfg.max_epochs or 1)
+        per_epoch = batches_per_epoch // device_count(trainer_cfg.devices, trainer_cfg.accelerator)
+        max_steps = per_epoch * pcfg.max_epochs
     return max_steps
 
 

@@ -15,6 +15,7 @@ from emergent.export.pipeline import require_encoder
 from emergent.models.classifier import apply_lora, load_task_model
 from emergent.models.freezing import freeze
 from emergent.models.source import load_source_tokenizer, resolve_source
+from emergent.schema import Lora
 from emergent.tasks import SequenceClassificationTask, TokenClassificationTask
 from tests.helpers import tiny_causal_lm
 
@@ -77,7 +78,7 @@ def test_lora_and_freezing_use_llamas_layers(tiny: Path) -> None:
     assert "model.embed_tokens.weight" in frozen
     assert any(n.startswith("model.layers.0.") for n in frozen)
     assert not any(n.startswith("model.layers.1.") for n in frozen)
-    peft = apply_lora(SENTIMENT, _classifier(tiny), {**LORA, "target_modules": ["q_proj"]})
+    peft = apply_lora(SENTIMENT, _classifier(tiny), Lora(**LORA, target_modules=["q_proj"]))
     trainable = {n for n, p in peft.named_parameters() if p.requires_grad}
     assert any("q_proj.lora_A" in n for n in trainable)
     assert any(".score." in n for n in trainable)  # the new head trains with the adapters
@@ -85,7 +86,7 @@ def test_lora_and_freezing_use_llamas_layers(tiny: Path) -> None:
 
 
 def test_bert_lora_module_names_are_refused_naming_the_key(tiny: Path) -> None:
-    lora = {**LORA, "target_modules": ["query", "value"]}
+    lora = Lora(**LORA, target_modules=["query", "value"])
     with pytest.raises(ConfigError, match=r"^finetune\.sentiment\.lora\.target_modules: .*q_proj"):
         apply_lora(SENTIMENT, _classifier(tiny), lora)
 

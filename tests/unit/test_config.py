@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 
 from emergent.config import Paths, compose, finetune_config, params_text, plain_dict
 from emergent.errors import ConfigError
+from emergent.schema import FinetuneShared, validate_config
 from tests.conftest import ROOT
 
 
@@ -67,11 +68,14 @@ def test_every_config_group_option_composes_and_instantiates() -> None:
         for task in tasks:
             fcfg = finetune_config(cfg, task.name)
             param = torch.nn.Parameter(torch.zeros(1))
-            optimizer = instantiate(fcfg.optimizer, params=[param], lr=0.1)
+            # the typed targets dump back to what hydra instantiates
+            optimizer = instantiate(
+                fcfg.optimizer.model_dump(by_alias=True), params=[param], lr=0.1
+            )
             assert isinstance(optimizer, torch.optim.Optimizer)
-            for node in fcfg.callbacks.values():
-                assert get_class(node._target_) is not None
-            assert get_class(fcfg.datamodule._target_).__name__ == "TaskDataModule"
+            for node in (fcfg.callbacks.early_stopping, fcfg.callbacks.best_weights):
+                assert get_class(node.target) is not None
+            assert get_class(fcfg.datamodule.target).__name__ == "TaskDataModule"
 
 
 # --- per-task fine-tuning sections: every shared key, without `+` ---------------------------
@@ -139,7 +143,8 @@ def test_each_task_trains_with_shared_and_only_its_own_keys_over_it(
     assert set(own) == set(cfg.tasks)
     for task in cfg.tasks:
         expected = OmegaConf.merge(cfg.finetune.shared, own[task])
-        assert finetune_config(cfg, task) == expected, task
+        typed = FinetuneShared.model_validate(OmegaConf.to_container(expected, resolve=True))
+        assert finetune_config(cfg, task) == typed, task
 
 
 def test_a_shared_key_reaches_every_task_that_does_not_set_it() -> None:
@@ -166,7 +171,7 @@ def test_any_shared_key_overrides_per_task_without_plus() -> None:
     overrides = [f"finetune.debate.{key}={json.dumps(value)}" for key, value in shared.items()]
     assert len(overrides) > 30
     changed = compose(overrides, ROOT / "conf")
-    assert finetune_config(changed, "debate") == changed.finetune.shared
+    assert finetune_config(changed, "debate") == validate_config(changed).finetune.shared
     assert finetune_config(cfg, "debate").max_epochs == 4
     assert finetune_config(changed, "ner") == finetune_config(cfg, "ner")
 

@@ -14,8 +14,10 @@ import torch
 from emergent.errors import ConfigError
 from emergent.models.classifier import TaskModule, task_module
 from emergent.models.crf import TagTransitions, crf_nll
+from emergent.schema import FinetuneShared
 from emergent.tasks import SequenceClassificationTask, TokenClassificationTask, task_from_spec
 from emergent.tasks.decoding import CONFIG_KEY, decode
+from tests.conftest import smoke_settings
 
 LABELS = ["O", "B-PER", "I-PER"]
 HEADLINE = {"metric": "f1", "label": "F1"}
@@ -119,10 +121,11 @@ def test_the_task_decodes_as_the_model_learned_and_the_package_carries_it() -> N
     assert task.model_spec() == {}
 
 
-def module_config(**overrides):
-    from omegaconf import OmegaConf
-
+def module_config(**overrides: object) -> FinetuneShared:
+    """Smoke's NER fine-tuning settings with a CRF and these rates (typed, as the stage and
+    the export's recovery pass them)."""
     base = {
+        **smoke_settings().finetune.task("ner").model_dump(by_alias=True),
         "optimizer": {"_target_": "torch.optim.AdamW"},
         "scheduler": {"_target_": "transformers.get_linear_schedule_with_warmup"},
         "lr": 1e-4,
@@ -133,7 +136,7 @@ def module_config(**overrides):
         "crf": True,
         "crf_lr": 1e-2,
     }
-    return OmegaConf.create({**base, **overrides})
+    return FinetuneShared.model_validate({**base, **overrides})
 
 
 def test_a_crf_needs_a_chain_of_labels_and_no_class_weights() -> None:

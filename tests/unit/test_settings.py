@@ -78,3 +78,42 @@ def test_min_rows_defaults_per_split_and_refuses_a_misspelt_split() -> None:
     with pytest.raises(ConfigError, match=r"^data\.ner\.min_rows\.tset: unknown key; did you "
                        r"mean data\.ner\.min_rows\.test\?"):  # fmt: skip
         smoke_settings("+data.ner.min_rows.tset=3")
+
+
+def test_a_task_section_lays_only_the_keys_it_was_given_over_shared() -> None:
+    """A task section without a key (here `ema_decay`, removed) takes shared's value, not the
+    schema default; a key added to shared alone reaches every task; the task's own keys win."""
+    settings = smoke_settings(
+        "~finetune.ner.ema_decay",
+        "finetune.shared.ema_decay=0.5",
+        "+finetune.shared.optimizer.amsgrad=true",
+        "finetune.sentiment.lr=0.003",
+    )
+    ner, sentiment = settings.finetune.task("ner"), settings.finetune.task("sentiment")
+    assert ner.ema_decay == 0.5 and sentiment.ema_decay == 0.5
+    assert ner.optimizer.model_dump(by_alias=True)["amsgrad"] is True
+    assert sentiment.lr == 0.003 and ner.lr == settings.finetune.shared.lr
+    assert sentiment.pooling == "mean" != settings.finetune.shared.pooling  # smoke: its own
+
+
+@pytest.mark.parametrize("preset", ["cpu", "ddp", "gpu"])
+def test_build_trainer_passes_lightning_what_trainer_sets(preset: str) -> None:
+    """The typed `trainer` hands Lightning exactly the keys conf/ sets, with their values (a
+    typed default such as `num_nodes` is not added where a preset leaves it out)."""
+    from omegaconf import OmegaConf
+
+    from emergent.training import trainer_settings
+
+    cfg = smoke_cfg(f"trainer={preset}")
+    typed = smoke_settings(f"trainer={preset}").trainer
+    composed = OmegaConf.to_container(cfg.trainer, resolve=True)
+    assert typed.model_dump(exclude_unset=True) == composed
+    assert trainer_settings(cfg.trainer).model_dump(exclude_unset=True) == composed
+
+
+def test_null_tokenizer_and_epoch_settings_read_as_the_schema_defaults() -> None:
+    settings = smoke_settings("model.tokenizer.min_frequency=null", "pretrain.max_epochs=null")
+    assert settings.model.tokenizer.min_frequency == 2
+    assert settings.pretrain.max_epochs == 1
+    with pytest.raises(ConfigError, match=r"^model\.tokenizer: .*needs a vocab_size"):
+        smoke_settings("model.tokenizer.vocab_size=null")

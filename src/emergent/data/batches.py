@@ -8,11 +8,11 @@ from typing import Any
 
 import lightning as L
 import torch
-from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Sampler
 
 from emergent.data.layout import SPLITS, load_task_split
 from emergent.data.protocols import EncodedTask, Row
+from emergent.schema import FinetuneShared
 
 
 class ShuffledGroupsSampler(Sampler[int]):
@@ -154,7 +154,7 @@ class TaskDataModule(L.LightningDataModule):
 
 
 def task_datamodule(
-    fcfg: DictConfig,
+    fcfg: FinetuneShared,
     task: EncodedTask,
     prepared: Path,
     tokenizer: Any,
@@ -168,13 +168,13 @@ def task_datamodule(
     from hydra.utils import instantiate
 
     datamodule = instantiate(
-        fcfg.datamodule,
+        fcfg.datamodule.model_dump(by_alias=True),
         task=task,
         prepared_dir=prepared,
         tokenizer=tokenizer,
-        batch_size=int(fcfg.batch_size),
+        batch_size=fcfg.batch_size,
         max_length=max_length,
-        label_all_tokens=bool(fcfg.label_all_tokens),
+        label_all_tokens=fcfg.label_all_tokens,
         labels=labels,
         seed=seed,
     )

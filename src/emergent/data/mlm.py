@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from emergent.data.layout import corpus_path, read_corpus
+from emergent.schema import PretrainConfig, Settings
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +48,12 @@ class MaskingSettings(TypedDict, total=False):
     random_replace_prob: float
 
 
-def masking_settings(pretrain_cfg: Any) -> MaskingSettings:
+def masking_settings(pretrain_cfg: PretrainConfig) -> MaskingSettings:
     """The masking keys of `pretrain` (what `DataCollatorForLanguageModeling` takes)."""
     return {
-        "mlm_probability": float(pretrain_cfg.mlm_probability),
-        "mask_replace_prob": float(pretrain_cfg.mask_replace_prob),
-        "random_replace_prob": float(pretrain_cfg.random_replace_prob),
+        "mlm_probability": pretrain_cfg.mlm_probability,
+        "mask_replace_prob": pretrain_cfg.mask_replace_prob,
+        "random_replace_prob": pretrain_cfg.random_replace_prob,
     }
 
 
@@ -163,19 +164,19 @@ class MLMDataModule(L.LightningDataModule):
         return DataLoader(self.val_batches, batch_size=None, shuffle=False)  # type: ignore[arg-type]
 
 
-def mlm_datamodule(cfg: Any, prepared: Path, tokenizer: Any) -> MLMDataModule:
+def mlm_datamodule(settings: Settings, prepared: Path, tokenizer: Any) -> MLMDataModule:
     """The corpus of `prepared` as `pretrain` configures it (block size capped at the model's
     `max_length`), set up for fitting (its blocks packed)."""
-    pcfg = cfg.pretrain
+    pcfg = settings.pretrain
     datamodule = MLMDataModule(
         corpus_path(prepared, "train").parent,
         tokenizer,
-        block_size=min(int(pcfg.block_size), int(cfg.model.max_length)),
-        batch_size=int(pcfg.batch_size),
+        block_size=min(pcfg.block_size, settings.model.max_length),
+        batch_size=pcfg.batch_size,
         masking=masking_settings(pcfg),
-        seed=int(cfg.seed),
-        num_workers=int(pcfg.num_workers),
-        max_train_blocks=pcfg.get("max_train_blocks"),
+        seed=settings.seed,
+        num_workers=pcfg.num_workers,
+        max_train_blocks=pcfg.max_train_blocks,
     )
     datamodule.setup("fit")
     return datamodule

@@ -15,8 +15,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
-
 from emergent.config import plain_dict
 from emergent.models.source import (
     ModelSource,
@@ -24,30 +22,32 @@ from emergent.models.source import (
     load_source_tokenizer,
     resolve_source,
 )
+from emergent.schema import ModelConfig
 
 log = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def backbone_source(model_cfg: DictConfig) -> ModelSource:
+def backbone_source(model_cfg: ModelConfig) -> ModelSource:
     """The pretrained backbone `model.source` names (folder, pkg://, .gguf or hf://)."""
     if not model_cfg.source:
         raise ValueError(f"model {model_cfg.name!r} has no `source`: it is built from config")
-    return resolve_source(str(model_cfg.source))
+    return resolve_source(model_cfg.source)
 
 
-def backbone_dir(model_cfg: DictConfig) -> Path:
+def backbone_dir(model_cfg: ModelConfig) -> Path:
     """Folder of a pretrained backbone (for a .gguf source: the folder holding the file)."""
     return backbone_source(model_cfg).folder
 
 
-def is_causal(model_cfg: DictConfig) -> bool:
+def is_causal(model_cfg: ModelConfig) -> bool:
     """Whether the preset's backbone is a causal (left-to-right) LM, not a BERT-style encoder."""
-    return str(model_cfg.family) == "causal"
+    return model_cfg.family == "causal"
 
 
-def config_overrides(model_cfg: DictConfig) -> dict[str, Any]:
+def config_overrides(model_cfg: ModelConfig) -> dict[str, Any]:
+    """`model.config`: the keys of the backbone's config.json this preset overrides."""
     overrides = model_cfg.config
     return plain_dict(overrides, "model.config") if overrides else {}
 
@@ -123,24 +123,26 @@ def lowercases(tokenizer: Any) -> bool:
     return normalizer.normalize_str("Ab") == "ab"
 
 
-def build_tokenizer(model_cfg: DictConfig, corpus: Iterable[str]) -> Any:
+def build_tokenizer(model_cfg: ModelConfig, corpus: Iterable[str]) -> Any:
     """The tokenizer a model preset asks for: trained on the corpus, or the backbone's own."""
-    if model_cfg.tokenizer.train:
+    settings = model_cfg.tokenizer
+    if settings.train:
+        assert settings.vocab_size is not None  # the schema requires one where train is true
         return train_wordpiece(
             corpus,
-            vocab_size=int(model_cfg.tokenizer.vocab_size),
-            min_frequency=int(model_cfg.tokenizer.min_frequency or 2),
-            lowercase=bool(model_cfg.tokenizer.lowercase),
-            max_length=int(model_cfg.max_length),
+            vocab_size=settings.vocab_size,
+            min_frequency=settings.min_frequency,
+            lowercase=settings.lowercase,
+            max_length=model_cfg.max_length,
         )
     tokenizer = load_source_tokenizer(backbone_source(model_cfg))
     if tokenizer.pad_token is None:  # a causal LM's tokenizer may have none: batches need one
         tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.model_max_length = int(model_cfg.max_length)
+    tokenizer.model_max_length = model_cfg.max_length
     return tokenizer
 
 
-def bert_config(model_cfg: DictConfig, tokenizer: Any, **extra: Any) -> Any:
+def bert_config(model_cfg: ModelConfig, tokenizer: Any, **extra: Any) -> Any:
     """A `BertConfig` for a from-scratch preset, sized to the tokenizer."""
     from transformers import BertConfig
 
@@ -194,7 +196,7 @@ def _groups(keys: Iterable[str]) -> str:
     return ", ".join(sorted({f"{key.split('.')[0]}.*" for key in keys})) or "none"
 
 
-def load_mlm_model(model_cfg: DictConfig, tokenizer: Any) -> Any:
+def load_mlm_model(model_cfg: ModelConfig, tokenizer: Any) -> Any:
     """`BertForMaskedLM`: packaged pretrained weights (MLM head untrained) or random init."""
     from transformers import BertForMaskedLM
 
@@ -213,7 +215,7 @@ def load_mlm_model(model_cfg: DictConfig, tokenizer: Any) -> Any:
     return model.train()
 
 
-def load_causal_backbone(model_cfg: DictConfig) -> Any:
+def load_causal_backbone(model_cfg: ModelConfig) -> Any:
     """The causal LM `model.source` names, as saved (a GGUF file de-quantized to float32), in
     train mode: pretraining passes it on unchanged for fine-tuning to read."""
     from transformers import AutoModelForCausalLM

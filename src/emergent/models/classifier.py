@@ -14,14 +14,13 @@ from hydra.utils import instantiate
 from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.utilities import GradClipAlgorithmType
 from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
-from omegaconf import DictConfig
 
-from emergent.config import plain_dict
 from emergent.errors import ConfigError
 from emergent.models.backbone import from_pretrained_logged
 from emergent.models.crf import TagTransitions
 from emergent.models.optim import layerwise_param_groups, param_groups
 from emergent.models.pooling import POOLING_KEY, pooled_class, resolve_pooling
+from emergent.schema import FinetuneShared, Lora
 from emergent.tasks import Task
 from emergent.tasks.base import RowOutput, softmax
 from emergent.tasks.decoding import CONFIG_KEY as SCORES_KEY
@@ -121,7 +120,7 @@ def enable_word_shapes(model: Any) -> Any:
     return model
 
 
-def apply_lora(task: Task, model: Any, lora_cfg: dict[str, Any]) -> Any:
+def apply_lora(task: Task, model: Any, lora: Lora) -> Any:
     """LoRA adapters on `lora.target_modules` (BERT: query, value; Llama: q_proj, v_proj);
     names that match no module of this backbone are one line naming the key."""
     from peft import LoraConfig, TaskType, get_peft_model
@@ -129,10 +128,10 @@ def apply_lora(task: Task, model: Any, lora_cfg: dict[str, Any]) -> Any:
 
     config = LoraConfig(
         task_type=getattr(TaskType, task.lora_task_type),
-        r=int(lora_cfg["r"]),
-        lora_alpha=int(lora_cfg["alpha"]),
-        lora_dropout=float(lora_cfg["dropout"]),
-        target_modules=list(lora_cfg["target_modules"]),
+        r=lora.r,
+        lora_alpha=int(lora.alpha),  # peft takes an int
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
     )
     try:
         return get_peft_model(model, config)
@@ -140,7 +139,7 @@ def apply_lora(task: Task, model: Any, lora_cfg: dict[str, Any]) -> Any:
         leaves = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if not list(m.children())}
         raise ConfigError(
             f"finetune.{task.name}.lora.target_modules",
-            f"{list(lora_cfg['target_modules'])} match no module of this "
+            f"{lora.target_modules} match no module of this "
             f"{model.config.model_type} backbone (its layers: {', '.join(sorted(leaves))})",
         ) from None
 
@@ -402,7 +401,7 @@ class TaskModule(L.LightningModule):
 
 
 def task_module(
-    fcfg: DictConfig,
+    fcfg: FinetuneShared,
     model: Any,
     task: Task,
     labels: list[str],
@@ -414,7 +413,7 @@ def task_module(
     """The TaskModule (or a subclass, given its `extra` arguments) with the fine-tuning
     configuration's optimizer, schedule and rates. `extra` may override `crf_lr` (the export's
     recovery keeps the fine-tuned transition scores fixed with 0)."""
-    crf = bool(fcfg.crf)
+    crf = fcfg.crf
     if crf and not task.learns_transitions:
         raise ConfigError(
             f"finetune.{task.name}.crf", f"a {task.kind} task has no chain of labels for a CRF"
@@ -423,18 +422,19 @@ def task_module(
         raise ConfigError(
             f"finetune.{task.name}.class_weights", "cannot be combined with crf (a sequence loss)"
         )
-    extra = {"crf": crf, "crf_lr": float(fcfg.crf_lr), **extra}
+    extra = {"crf": crf, "crf_lr": fcfg.crf_lr, **extra}
     return (module_class or TaskModule)(
         model,
         task,
         labels,
-        optimizer=plain_dict(fcfg.optimizer, f"finetune.{task.name}.optimizer"),
-        scheduler=plain_dict(fcfg.scheduler, f"finetune.{task.name}.scheduler"),
-        lr=float(fcfg.lr),
+        # Hydra targets: `_target_` and its keyword arguments, instantiated when training starts
+        optimizer=fcfg.optimizer.model_dump(by_alias=True),
+        scheduler=fcfg.scheduler.model_dump(by_alias=True),
+        lr=fcfg.lr,
         head_lr=fcfg.head_lr,
-        layer_lr_decay=float(fcfg.layer_lr_decay),
-        weight_decay=float(fcfg.weight_decay),
-        warmup_ratio=float(fcfg.warmup_ratio),
+        layer_lr_decay=fcfg.layer_lr_decay,
+        weight_decay=fcfg.weight_decay,
+        warmup_ratio=fcfg.warmup_ratio,
         total_steps=total_steps,
         class_weights=class_weights,
         **extra,

@@ -20,7 +20,6 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ThroughputMonitor
-from omegaconf import DictConfig, OmegaConf
 
 from emergent.errors import ConfigError, StageError
 from emergent.models.averaging import ExponentialMovingAverage
@@ -36,45 +35,48 @@ from emergent.models.classifier import (
 from emergent.models.freezing import GradualUnfreezing, freeze
 from emergent.models.pooling import POOLING_KEY
 from emergent.models.summary import TrainingSummary
+from emergent.schema import FinetuneShared, ModelConfig
 from emergent.tasks import Task
 from emergent.tasks.shapes import uses_shapes
 
 log = logging.getLogger(__name__)
 
 
-def check_backbone(model_cfg: DictConfig, fcfg: DictConfig, task: Task, pretrained: Path) -> bool:
+def check_backbone(
+    model_cfg: ModelConfig, fcfg: FinetuneShared, task: Task, pretrained: Path
+) -> bool:
     """Whether the backbone is a causal LM, after checking there is one in `pretrained` and,
     for a causal LM, that it can do this task (before any data is encoded)."""
     if not (pretrained / "config.json").is_file():
         raise StageError(f"{pretrained} has no model: run the pretrain stage first")
     causal = is_causal(model_cfg)
     if causal:
-        check_causal(task, str(fcfg.get("pooling") or "cls"))
+        check_causal(task, fcfg.pooling)
     return causal
 
 
-def dropout_overrides(fcfg: DictConfig, causal: bool = False) -> dict[str, Any]:
+def dropout_overrides(fcfg: FinetuneShared, causal: bool = False) -> dict[str, Any]:
     """The config overrides for `finetune.<task>.dropout`: BERT's three rates, or a causal
     LM's (Llama has attention dropout only; its score head has none)."""
     if causal:
-        return {"attention_dropout": float(fcfg.dropout.attention)}
+        return {"attention_dropout": fcfg.dropout.attention}
     return {
-        "hidden_dropout_prob": float(fcfg.dropout.hidden),
-        "attention_probs_dropout_prob": float(fcfg.dropout.attention),
-        "classifier_dropout": float(fcfg.dropout.classifier),
+        "hidden_dropout_prob": fcfg.dropout.hidden,
+        "attention_probs_dropout_prob": fcfg.dropout.attention,
+        "classifier_dropout": fcfg.dropout.classifier,
     }
 
 
-def word_shapes(fcfg: DictConfig, task: Task, tokenizer: Any) -> bool:
+def word_shapes(fcfg: FinetuneShared, task: Task, tokenizer: Any) -> bool:
     """`finetune.<task>.word_shapes` made concrete: `auto` is on for word-level tasks whose
     tokenizer lower-cases (the case they lose comes back as word shapes)."""
-    setting = fcfg.get("word_shapes", False)
+    setting = fcfg.word_shapes  # the schema admits auto, true or false
     if setting == "auto":
         return bool(task.reads_shapes and lowercases(tokenizer))
-    if setting not in (True, False):
-        raise ConfigError("finetune.word_shapes", f"must be auto, true or false, got {setting!r}")
     if setting and not task.reads_shapes:
-        raise ConfigError("finetune.word_shapes", f"{task.kind} tasks do not read word shapes")
+        raise ConfigError(
+            f"finetune.{task.name}.word_shapes", f"{task.kind} tasks do not read word shapes"
+        )
     return bool(setting)
 
 
@@ -93,7 +95,7 @@ class TaskModel:
 
 
 def build_task_model(
-    fcfg: DictConfig,
+    fcfg: FinetuneShared,
     task: Task,
     pretrained: Path,
     tokenizer: Any,
@@ -110,21 +112,19 @@ def build_task_model(
         str(pretrained),
         labels,
         overrides,
-        init=str(fcfg.init),
-        pooling=str(fcfg.get("pooling") or "cls"),
+        init=fcfg.init,
+        pooling=fcfg.pooling,
         word_shapes=word_shapes(fcfg, task, tokenizer),
         causal=causal,
     )
     frozen = freeze(
         model,
-        embeddings=bool(fcfg.freeze.embeddings),
-        layers=int(fcfg.freeze.layers),
-        encoder=bool(fcfg.freeze.encoder),
+        embeddings=fcfg.freeze.embeddings,
+        layers=fcfg.freeze.layers,
+        encoder=fcfg.freeze.encoder,
     )
-    if fcfg.strategy == "lora":
-        model = apply_lora(task, model, OmegaConf.to_container(fcfg.lora))  # type: ignore[arg-type]
-    elif fcfg.strategy != "full":
-        raise ConfigError("finetune.strategy", f"must be 'full' or 'lora', got {fcfg.strategy!r}")
+    if fcfg.strategy == "lora":  # the schema admits full or lora
+        model = apply_lora(task, model, fcfg.lora)
     counts = count_parameters(model)
     log.info(
         "%s: %d/%d parameters trainable (%d frozen tensors)",
@@ -136,18 +136,18 @@ def build_task_model(
     return TaskModel(model, frozen, counts)
 
 
-def total_steps(fcfg: DictConfig, train_rows: int, world: int) -> int:
+def total_steps(fcfg: FinetuneShared, train_rows: int, world: int) -> int:
     """The optimizer steps the schedule spans: `max_steps`, else the epochs' batches (per
     process: each of `world` processes sees its share of every batch)."""
-    batches = math.ceil(train_rows / (int(fcfg.batch_size) * world))
+    batches = math.ceil(train_rows / (fcfg.batch_size * world))
     if fcfg.limit_train_batches:
-        batches = min(batches, int(fcfg.limit_train_batches))
-    max_steps = int(fcfg.max_steps or -1)
-    return max_steps if max_steps > 0 else batches * int(fcfg.max_epochs)
+        batches = min(batches, fcfg.limit_train_batches)
+    max_steps = fcfg.max_steps or -1
+    return max_steps if max_steps > 0 else batches * fcfg.max_epochs
 
 
 def build_module(
-    fcfg: DictConfig, task: Task, built: TaskModel, datamodule: Any, world: int
+    fcfg: FinetuneShared, task: Task, built: TaskModel, datamodule: Any, world: int
 ) -> TaskModule:
     """The Lightning module for `built`, its schedule sized to the run."""
     steps = total_steps(fcfg, len(datamodule.encoded["train"]), world)
@@ -161,20 +161,22 @@ def build_module(
     )
 
 
-def callbacks(fcfg: DictConfig, task: Task, ckpt_dir: Any) -> dict[str, Any]:
-    """The configured callbacks, watching the task's headline metric."""
+def callbacks(fcfg: FinetuneShared, task: Task, ckpt_dir: Any) -> dict[str, Any]:
+    """The configured callbacks (Hydra targets), watching the task's headline metric."""
     watch = {"monitor": f"val_{task.headline.metric}", "mode": task.headline.mode}
+    early_stopping = fcfg.callbacks.early_stopping.model_dump(by_alias=True)
+    best_weights = fcfg.callbacks.best_weights.model_dump(by_alias=True)
     built = {
-        "early_stopping": instantiate(fcfg.callbacks.early_stopping, **watch),
-        "best_weights": instantiate(fcfg.callbacks.best_weights, **watch, dirpath=str(ckpt_dir)),
+        "early_stopping": instantiate(early_stopping, **watch),
+        "best_weights": instantiate(best_weights, **watch, dirpath=str(ckpt_dir)),
         "throughput": ThroughputMonitor(
             batch_size_fn=lambda b: len(b["input_ids"]), length_fn=real_tokens
         ),
     }
     if fcfg.freeze.unfreeze_at_epoch is not None:
-        built["unfreeze"] = GradualUnfreezing(int(fcfg.freeze.unfreeze_at_epoch))
-    if fcfg.get("ema_decay"):  # the schema keeps it in [0, 1)
-        built["ema"] = ExponentialMovingAverage(float(fcfg.ema_decay))
+        built["unfreeze"] = GradualUnfreezing(fcfg.freeze.unfreeze_at_epoch)
+    if fcfg.ema_decay:  # the schema keeps it in [0, 1); 0: no averaging
+        built["ema"] = ExponentialMovingAverage(fcfg.ema_decay)
     return built
 
 
@@ -202,7 +204,7 @@ def best_validation(
 
 
 def summarize(
-    fcfg: DictConfig,
+    fcfg: FinetuneShared,
     task: Task,
     max_length: int,
     trainer: L.Trainer,
@@ -234,8 +236,8 @@ def summarize(
         params_total=built.counts["total"],
         params_trainable=built.counts["trainable"],
         frozen_tensors=len(built.frozen),
-        init=str(fcfg.init),
-        strategy=str(fcfg.strategy),
+        init=fcfg.init,
+        strategy=fcfg.strategy,
         pooling=getattr(config, POOLING_KEY, None),
         word_shapes=uses_shapes(config),
         mlflow_run_id=run_id,

@@ -25,6 +25,7 @@ from emergent.io import atomic_dir
 from emergent.models.backbone import backbone_dir, count_parameters, load_mlm_model
 from emergent.models.optim import linear_warmup_decay, param_groups
 from emergent.models.pooling import carry_pooling
+from emergent.schema import ModelConfig, PretrainHead, Settings
 
 log = logging.getLogger(__name__)
 
@@ -209,33 +210,34 @@ class MaskedLMModule(L.LightningModule):
 
 
 def build_mlm(
-    cfg: Any, tokenizer: Any, train_blocks: torch.Tensor | None, max_steps: int
+    settings: Settings, tokenizer: Any, train_blocks: torch.Tensor | None, max_steps: int
 ) -> tuple[Any, MaskedLMModule, dict[str, int]]:
     """The masked LM `model` and `pretrain` configure (decoder tied, dropout, the output bias
     from the corpus' unigrams, the new head's own learning rate and warm-up), its Lightning
     module over `max_steps`, and its parameter counts."""
-    pcfg = cfg.pretrain
-    head = pcfg.get("head") or {}
-    model = load_mlm_model(cfg.model, tokenizer)
+    pcfg = settings.pretrain
+    head = pcfg.head or PretrainHead()  # null: the head's defaults
+    model = load_mlm_model(settings.model, tokenizer)
     tie_decoder(model)
-    if pcfg.get("dropout") is not None:
-        set_dropout(model, float(pcfg.dropout))
-    if head.get("init_bias", "unigram") == "unigram":
+    if pcfg.dropout is not None:  # null: the model's own rates
+        set_dropout(model, pcfg.dropout)
+    if head.init_bias == "unigram":
         assert train_blocks is not None
         init_output_bias(model, train_blocks, tokenizer.all_special_ids)
     # Only a pretrained encoder has an old body and a new head; from scratch all is new.
-    new_head = head_parameter_names(model) if cfg.model.pretrained else set()
+    new_head = head_parameter_names(model) if settings.model.pretrained else set()
+    betas = pcfg.optimizer.betas  # two values (the schema checks)
     module = MaskedLMModule(
         model,
-        lr=float(pcfg.optimizer.lr),
-        weight_decay=float(pcfg.optimizer.weight_decay),
-        betas=tuple(pcfg.optimizer.betas),
-        eps=float(pcfg.optimizer.eps),
-        warmup_ratio=float(pcfg.warmup_ratio),
+        lr=pcfg.optimizer.lr,
+        weight_decay=pcfg.optimizer.weight_decay,
+        betas=(betas[0], betas[1]),
+        eps=pcfg.optimizer.eps,
+        warmup_ratio=pcfg.warmup_ratio,
         total_steps=max(max_steps, 1),
         head_params=new_head,
-        head_lr=head.get("lr"),
-        head_warmup_steps=int(head.get("warmup_steps") or 0) if new_head else 0,
+        head_lr=head.lr,
+        head_warmup_steps=head.warmup_steps if new_head else 0,
     )
     return model, module, count_parameters(model)
 
@@ -267,14 +269,14 @@ def pretrain_metrics(
 
 
 def save_pretrained(
-    folder: Path, model: Any, tokenizer: Any, model_cfg: Any, snapshots: Path | None
+    folder: Path, model: Any, tokenizer: Any, model_cfg: ModelConfig, snapshots: Path | None
 ) -> None:
     """`models/pretrained/`: the model and tokenizer, the backbone's pooling config (for
     `pooling=auto`) and the kept snapshots, each with the tokenizer."""
     with atomic_dir(folder) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
-        if model_cfg.get("source"):
+        if model_cfg.source:
             carry_pooling(backbone_dir(model_cfg), tmp)
         if snapshots is not None:
             shutil.copytree(snapshots, tmp / "snapshots")

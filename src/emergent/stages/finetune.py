@@ -18,7 +18,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 
-from emergent.config import Paths, finetune_config, task_max_length
+from emergent.config import Paths, task_max_length
 from emergent.data.batches import task_datamodule
 from emergent.data.layout import manifest_path
 from emergent.io import atomic_dir, sha256_file, write_json
@@ -47,18 +47,18 @@ def run(
 ) -> TrainingSummary | None:
     """Fine-tune; returns the run's summary (None outside rank zero). `extra_callbacks` and
     `extra_tags` let `tune` add its pruning callback and nest the run under its study's run."""
-    fcfg = finetune_config(cfg, task.name)
+    fcfg = settings.finetune.task(task.name)
     L.seed_everything(settings.seed, workers=True, verbose=False)
     pretrained = paths.inp("models", "pretrained")
-    causal = finetuning.check_backbone(cfg.model, fcfg, task, pretrained)
+    causal = finetuning.check_backbone(settings.model, fcfg, task, pretrained)
     prepared = paths.inp(settings.data.prepared_dir)
     tokenizer = load_tokenizer(pretrained)
-    max_length = task_max_length(cfg, task.name)
+    max_length = task_max_length(settings, task.name)
     datamodule = task_datamodule(fcfg, task, prepared, tokenizer, max_length, settings.seed)
     built = finetuning.build_task_model(
         fcfg, task, pretrained, tokenizer, datamodule.labels, causal
     )
-    module = finetuning.build_module(fcfg, task, built, datamodule, world_size(cfg.trainer))
+    module = finetuning.build_module(fcfg, task, built, datamodule, world_size(settings.trainer))
     manifest = manifest_path(prepared)
     ckpt_dir = paths.out("checkpoints", "finetune", task.name)
     with stage_run(
@@ -72,7 +72,7 @@ def run(
         history = MetricHistory(("train_loss",))
         watch = finetuning.callbacks(fcfg, task, ckpt_dir)
         trainer = finetune_trainer(
-            cfg.trainer,
+            settings.trainer,
             fcfg,
             [history, *watch.values(), *extra_callbacks],
             mlflow_logger(cfg, tracker),

@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig, paths: Paths, *, settings: Settings) -> None:
-    if is_causal(cfg.model):
+    if is_causal(settings.model):
         pass_on_causal(cfg, paths, settings)
         return
     pcfg = settings.pretrain
@@ -58,10 +58,10 @@ def run(cfg: DictConfig, paths: Paths, *, settings: Settings) -> None:
     manifest = manifest_path(prepared)
     data_sha = sha256_file(manifest) if manifest.is_file() else ""
     tokenizer = load_tokenizer(paths.inp("models", "tokenizer"))
-    datamodule = mlm_datamodule(cfg, prepared, tokenizer)
-    max_steps = pretrain_steps(cfg.pretrain, cfg.trainer, len(datamodule.train_dataloader()))
+    datamodule = mlm_datamodule(settings, prepared, tokenizer)
+    max_steps = pretrain_steps(pcfg, settings.trainer, len(datamodule.train_dataloader()))
     with stage_run(cfg, "pretrain", "pretrain", data_sha256=data_sha) as tracker:
-        model, module, counts = build_mlm(cfg, tokenizer, datamodule.train_blocks, max_steps)
+        model, module, counts = build_mlm(settings, tokenizer, datamodule.train_blocks, max_steps)
         tracker.log_params({f"params_{k}": v for k, v in counts.items()})
         keys = ["model", "pretrain", "trainer", "seed"]
         ckpt_dir = paths.out("checkpoints", "pretrain", config_fingerprint(cfg, keys, data_sha))
@@ -69,7 +69,7 @@ def run(cfg: DictConfig, paths: Paths, *, settings: Settings) -> None:
         steps = snapshot_steps(pcfg.snapshots, max_steps)
         snapshots = HFSnapshots(ckpt_dir / "snapshots", steps)
         trainer = build_trainer(
-            cfg.trainer,
+            settings.trainer,
             max_steps=max(max_steps, 1),
             val_check_interval=pcfg.val_check_interval,
             limit_val_batches=pcfg.limit_val_batches,
@@ -98,7 +98,7 @@ def run(cfg: DictConfig, paths: Paths, *, settings: Settings) -> None:
             final, module, trainer, seconds, resumed_from, counts, skipped=max_steps == 0
         )
         kept = snapshots.directory if snapshots.saved else None
-        save_pretrained(paths.out("models", "pretrained"), model, tokenizer, cfg.model, kept)
+        save_pretrained(paths.out("models", "pretrained"), model, tokenizer, settings.model, kept)
         write_json(paths.out("metrics", "pretrain.json"), metrics)
         write_plots(paths, history)
         tracker.log_metrics({k: v for k, v in metrics.items() if k != "global_step"})
@@ -119,7 +119,7 @@ def pass_on_causal(cfg: DictConfig, paths: Paths, settings: Settings) -> None:
     data_sha = sha256_file(manifest) if manifest.is_file() else ""
     tokenizer = load_tokenizer(paths.inp("models", "tokenizer"))
     with stage_run(cfg, "pretrain", "pretrain", data_sha256=data_sha) as tracker:
-        model = load_causal_backbone(cfg.model)
+        model = load_causal_backbone(settings.model)
         if model.config.pad_token_id is None:  # sequence classification finds the last token
             model.config.pad_token_id = tokenizer.pad_token_id
         counts = count_parameters(model)

@@ -19,7 +19,7 @@ def run(cfg: DictConfig, paths: Paths, *, settings: Settings) -> None:
     train = settings.model.tokenizer.train
     corpus = corpus_path(paths.inp(settings.data.prepared_dir), "train")
     texts = read_corpus(corpus) if train else []
-    tokenizer = build_tokenizer(cfg.model, texts)
+    tokenizer = build_tokenizer(settings.model, texts)
     with atomic_dir(paths.out("models", "tokenizer")) as tmp:
         tokenizer.save_pretrained(str(tmp))
     how = "trained on the corpus" if train else "from the backbone"

@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from emergent.errors import ConfigError
+from emergent.schema import FinetuneShared
 
 _MISSING = object()
 
@@ -42,8 +43,10 @@ class Dimension:
         return trial.suggest_float(self.name, float(self.low), float(self.high), log=self.log)
 
 
-def parse_space(space: Mapping[str, Any], finetune: DictConfig) -> list[Dimension]:
-    """`tune.space` as dimensions, checked against the task's merged fine-tuning config."""
+def parse_space(space: Mapping[str, Any], finetune: FinetuneShared) -> list[Dimension]:
+    """`tune.space` as dimensions, checked against the task's fine-tuning settings (each key
+    a dotted path into them, `dropout.attention`, looked up as Hydra overrides it)."""
+    settings = OmegaConf.create(finetune.model_dump(by_alias=True))
     if not space:
         raise ConfigError("tune.space", "is empty: name at least one finetune key to search")
     dims = []
@@ -60,7 +63,7 @@ def parse_space(space: Mapping[str, Any], finetune: DictConfig) -> list[Dimensio
         if not keys:
             raise ConfigError(f"{where}.keys", "names no finetune key")
         for key in keys:
-            if OmegaConf.select(finetune, str(key), default=_MISSING) is _MISSING:
+            if OmegaConf.select(settings, str(key), default=_MISSING) is _MISSING:
                 raise ConfigError(
                     f"{where}.keys", f"{key!r} is not a fine-tuning setting (see conf/finetune/)"
                 )

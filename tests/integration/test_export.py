@@ -19,6 +19,7 @@ from pytest import approx
 
 from emergent.config import Paths, finetune_config
 from emergent.io import sha256_file, write_jsonl
+from emergent.schema import validate_config
 from emergent.serving.slots import registered_name
 from emergent.stages import StageError, run_stage
 from emergent.tasks import Task, get_task
@@ -505,13 +506,14 @@ def test_recovery_does_not_depend_on_the_random_state_before_it(
     from emergent.tasks import get_task
 
     cfg = smoke_cfg()
+    settings = validate_config(cfg)
     task = get_task(cfg, "sentiment")
-    prepared = smoke_pretrained / cfg.data.prepared_dir
+    prepared = smoke_pretrained / settings.data.prepared_dir
     weights = []
     for draws in (0, 1000):
         model, tokenizer, labels = load_finetuned(task, smoke_pretrained / "models" / "sentiment")
         torch.rand(draws)  # another candidate's random numbers
-        recover(model, tokenizer, task, labels, cfg, prepared, 32, steps=3)
+        recover(model, tokenizer, task, labels, cfg, settings, prepared, 32, steps=3)
         weights.append({k: v.clone() for k, v in model.state_dict().items()})
     original, _, _ = load_finetuned(task, smoke_pretrained / "models" / "sentiment")
     assert any(not torch.equal(weights[0][k], v) for k, v in original.state_dict().items())
@@ -529,8 +531,9 @@ def test_recovery_distils_from_the_unpruned_teacher(smoke_pretrained: Path, expo
     from emergent.tasks import get_task
 
     cfg = smoke_cfg("export.prune.distill.alpha=1.0")
+    settings = validate_config(cfg)
     task = get_task(cfg, "sentiment")
-    prepared = smoke_pretrained / cfg.data.prepared_dir
+    prepared = smoke_pretrained / settings.data.prepared_dir
     teacher, tokenizer, labels = load_finetuned(task, smoke_pretrained / "models" / "sentiment")
     batch = tokenizer(
         ["a fine film", "dull and long", "great fun"], return_tensors="pt", padding=True
@@ -551,8 +554,10 @@ def test_recovery_distils_from_the_unpruned_teacher(smoke_pretrained: Path, expo
 
     plain, distilled = student(), student()
     before = distance(distilled)
-    recover(plain, tokenizer, task, labels, cfg, prepared, 32, steps=4)
-    recover(distilled, tokenizer, task, labels, cfg, prepared, 32, steps=4, teacher=teacher)
+    recover(plain, tokenizer, task, labels, cfg, settings, prepared, 32, steps=4)
+    recover(
+        distilled, tokenizer, task, labels, cfg, settings, prepared, 32, steps=4, teacher=teacher
+    )
     assert any(
         not torch.equal(a, b)
         for a, b in zip(plain.state_dict().values(), distilled.state_dict().values(), strict=True)

@@ -78,3 +78,15 @@ def test_min_rows_defaults_per_split_and_refuses_a_misspelt_split() -> None:
     with pytest.raises(ConfigError, match=r"^data\.ner\.min_rows\.tset: unknown key; did you "
                        r"mean data\.ner\.min_rows\.test\?"):  # fmt: skip
         smoke_settings("+data.ner.min_rows.tset=3")
+
+
+def test_seeds_are_a_typed_section_of_distinct_integers() -> None:
+    """`seeds.list` used to be checked by hand in the command, after composition; the schema
+    now refuses a repeat, an empty list or a word before anything runs, naming the key."""
+    assert smoke_settings("seeds.list=[7,3]").seeds.values == [7, 3]
+    with pytest.raises(ConfigError, match=r"^seeds\.list: needs distinct seeds"):
+        smoke_settings("seeds.list=[1,1]")
+    with pytest.raises(ConfigError, match=r"^seeds\.list: List should have at least 1 item"):
+        smoke_settings("seeds.list=[]")
+    with pytest.raises(ConfigError, match=r"^seeds\.list\.0: Input should be a valid integer"):
+        smoke_settings("seeds.list=[a]")

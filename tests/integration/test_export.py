@@ -12,6 +12,7 @@ import urllib.request
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pytest
@@ -233,20 +234,22 @@ def test_the_registered_candidate_carries_the_int8_test_metric(
 
 
 @pytest.mark.parametrize(
-    ("overrides", "reason"),
+    ("gate", "reason"),
     [
-        (["export.parity_atol=0.0"], "fp32 ONNX logits differ"),
+        ({"parity_atol": 0.0}, "fp32 ONNX logits differ"),
         # A bound that no model meets (int8 would have to gain a point), judged by the point
         # estimate (`significant` would ship a drop whose interval reaches zero): the int8 branch.
         (
-            ["export.max_metric_drop=-1.0", "export.drop_gate=estimate"],
+            {"max_metric_drop": -1.0, "drop_gate": "estimate"},
             r"int8 accuracy drops 0\.00 points",
         ),
     ],
 )
 def test_failed_gate_keeps_the_previous_package_and_figures(
-    smoke_pretrained: Path, registry: Path, tmp_path: Path, overrides: list[str], reason: str
+    smoke_pretrained: Path, registry: Path, tmp_path: Path, gate: dict[str, Any], reason: str
 ) -> None:
+    """Bounds no package meets: the schema refuses them in conf/ (a tolerance must be > 0, an
+    allowed drop >= 0), so they are set on the typed settings the stage reads."""
     # Read the shared fixture, write into a private copy of what the stage may replace.
     shipped = ("models/export/sentiment", "metrics", "plots/export")
     for rel in shipped:
@@ -254,9 +257,12 @@ def test_failed_gate_keeps_the_previous_package_and_figures(
     before = {
         p: p.read_bytes() for rel in shipped for p in (tmp_path / rel).rglob("*") if p.is_file()
     }
+    cfg = smoke_cfg()
+    settings = validate_config(cfg)
+    settings.export = settings.export.model_copy(update=gate)
     with pytest.raises(StageError, match=f"parity gate failed: {reason}"):
         run_stage(
-            "export", smoke_cfg(*overrides), Paths(smoke_pretrained, tmp_path), task="sentiment"
+            "export", cfg, Paths(smoke_pretrained, tmp_path), task="sentiment", settings=settings
         )
     after = {
         p: p.read_bytes() for rel in shipped for p in (tmp_path / rel).rglob("*") if p.is_file()

@@ -784,6 +784,19 @@ class LoopConfig(_Section):
     experiment: LoopExperiment
 
 
+def _distinct(values: list[int]) -> list[int]:
+    if len(set(values)) != len(values):
+        raise ValueError("needs distinct seeds (no repeats)")
+    return values
+
+
+class SeedsConfig(_Section):
+    """`seeds` (conf/seeds/): the seeds `python -m emergent seeds` fine-tunes a task with."""
+
+    values: Annotated[list[int], Field(alias="list", min_length=1), AfterValidator(_distinct)]
+    keep_models: StrictBool  # keep each seed's fine-tuned model under seeds/<task>/seed-<s>/
+
+
 # --- the whole config ------------------------------------------------------------------------
 
 
@@ -811,6 +824,7 @@ class RootBase(_Open):
     promote: PromoteConfig
     feedback: FeedbackConfig
     loop: LoopConfig
+    seeds: SeedsConfig
 
 
 # The validated config every stage receives (`run_stage(..., settings=)`). Its per-task

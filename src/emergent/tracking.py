@@ -27,8 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from pydantic import ValidationError
 
-from emergent.config import project_root
+from emergent.config import plain_dict, project_root
+from emergent.errors import ConfigError
+from emergent.schema import MlflowConfig, Settings
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +55,27 @@ def store_root() -> Path:
     return Path(dvc_root).resolve() if dvc_root else project_root()
 
 
-def tracking_uri(cfg: DictConfig, root: Path | None = None) -> str:
+Tracked = Settings | MlflowConfig | DictConfig
+
+
+def mlflow_section(config: Tracked) -> MlflowConfig:
+    """The typed `mlflow` section: the validated settings' own, or, for a caller that holds
+    only the composed config (the training layer, `stage_times`), that section checked alone."""
+    if isinstance(config, MlflowConfig):
+        return config
+    if isinstance(config, Settings):
+        return config.mlflow
+    try:
+        return MlflowConfig.model_validate(plain_dict(config.mlflow, "mlflow", resolve=True))
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(["mlflow", *(str(part) for part in first["loc"])])
+        raise ConfigError(key, f"{first['msg']}; got {first.get('input')!r}") from None
+
+
+def tracking_uri(config: Tracked, root: Path | None = None) -> str:
     """The tracking URI, with a relative sqlite path anchored at `store_root()`."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or str(cfg.mlflow.tracking_uri)
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or mlflow_section(config).tracking_uri
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
         uri = prefix + str((root or store_root()) / uri[len(prefix) :])
@@ -353,29 +374,35 @@ def stage_run(
     experiment_key: str,
     data_sha256: str = "",
     extra_tags: Mapping[str, Any] | None = None,
+    settings: Settings | None = None,
 ) -> Iterator[Tracker]:
     """Open one MLflow run for a stage execution and log config, params and lineage tags.
 
-    The run ends FAILED if the stage raises, so broken runs are visible in the UI.
+    The run ends FAILED if the stage raises, so broken runs are visible in the UI. `cfg`, the
+    composed config, is what the run logs (params and `config.yaml`: the keys conf/ sets, as
+    it sets them); the run itself is configured from `settings` (a stage not migrated yet
+    leaves it out, and the `mlflow` section is checked here).
     """
-    if not cfg.mlflow.enabled or not is_rank_zero():
+    mlflow_cfg = mlflow_section(settings if settings is not None else cfg)
+    if not mlflow_cfg.enabled or not is_rank_zero():
         yield Tracker()
         return
     import mlflow
 
     root = project_root()
-    uri = tracking_uri(cfg)
+    uri = tracking_uri(mlflow_cfg)
     prepare_sqlite(uri)
     mlflow.set_tracking_uri(uri)
     # Per-task experiments are named after the task unless `mlflow.experiments` maps them.
-    experiment = str(cfg.mlflow.experiments.get(experiment_key, experiment_key))
-    artifact_root = store_root() / str(cfg.mlflow.artifact_dir)
-    kind = str(cfg.mlflow.experiment_kind or "")
+    experiment = mlflow_cfg.experiments.get(experiment_key, experiment_key)
+    artifact_root = store_root() / mlflow_cfg.artifact_dir
+    kind = mlflow_cfg.experiment_kind or ""
     mlflow.set_experiment(experiment_id=ensure_experiment(experiment, artifact_root, kind))
     origin = run_origin()
     task = (extra_tags or {}).get("task")
     # Data stages do not depend on the model; naming one there would mislead.
-    model = None if experiment_key == "data" else str(cfg.model.name)
+    model_name = settings.model.name if settings is not None else str(cfg.model.name)
+    model = None if experiment_key == "data" else model_name
     tags = {
         **git_info(root),
         "dvc_stage": stage,

@@ -12,6 +12,7 @@ import urllib.request
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pytest
@@ -19,6 +20,7 @@ from pytest import approx
 
 from emergent.config import Paths, finetune_config
 from emergent.io import sha256_file, write_jsonl
+from emergent.schema import validate_config
 from emergent.serving.slots import registered_name
 from emergent.stages import StageError, run_stage
 from emergent.tasks import Task, get_task
@@ -232,20 +234,22 @@ def test_the_registered_candidate_carries_the_int8_test_metric(
 
 
 @pytest.mark.parametrize(
-    ("overrides", "reason"),
+    ("gate", "reason"),
     [
-        (["export.parity_atol=0.0"], "fp32 ONNX logits differ"),
+        ({"parity_atol": 0.0}, "fp32 ONNX logits differ"),
         # A bound that no model meets (int8 would have to gain a point), judged by the point
         # estimate (`significant` would ship a drop whose interval reaches zero): the int8 branch.
         (
-            ["export.max_metric_drop=-1.0", "export.drop_gate=estimate"],
+            {"max_metric_drop": -1.0, "drop_gate": "estimate"},
             r"int8 accuracy drops 0\.00 points",
         ),
     ],
 )
 def test_failed_gate_keeps_the_previous_package_and_figures(
-    smoke_pretrained: Path, registry: Path, tmp_path: Path, overrides: list[str], reason: str
+    smoke_pretrained: Path, registry: Path, tmp_path: Path, gate: dict[str, Any], reason: str
 ) -> None:
+    """Bounds no package meets: the schema refuses them in conf/ (a tolerance must be > 0, an
+    allowed drop >= 0), so they are set on the typed settings the stage reads."""
     # Read the shared fixture, write into a private copy of what the stage may replace.
     shipped = ("models/export/sentiment", "metrics", "plots/export")
     for rel in shipped:
@@ -253,9 +257,12 @@ def test_failed_gate_keeps_the_previous_package_and_figures(
     before = {
         p: p.read_bytes() for rel in shipped for p in (tmp_path / rel).rglob("*") if p.is_file()
     }
+    cfg = smoke_cfg()
+    settings = validate_config(cfg)
+    settings.export = settings.export.model_copy(update=gate)
     with pytest.raises(StageError, match=f"parity gate failed: {reason}"):
         run_stage(
-            "export", smoke_cfg(*overrides), Paths(smoke_pretrained, tmp_path), task="sentiment"
+            "export", cfg, Paths(smoke_pretrained, tmp_path), task="sentiment", settings=settings
         )
     after = {
         p: p.read_bytes() for rel in shipped for p in (tmp_path / rel).rglob("*") if p.is_file()
@@ -505,13 +512,14 @@ def test_recovery_does_not_depend_on_the_random_state_before_it(
     from emergent.tasks import get_task
 
     cfg = smoke_cfg()
+    settings = validate_config(cfg)
     task = get_task(cfg, "sentiment")
-    prepared = smoke_pretrained / cfg.data.prepared_dir
+    prepared = smoke_pretrained / settings.data.prepared_dir
     weights = []
     for draws in (0, 1000):
         model, tokenizer, labels = load_finetuned(task, smoke_pretrained / "models" / "sentiment")
         torch.rand(draws)  # another candidate's random numbers
-        recover(model, tokenizer, task, labels, cfg, prepared, 32, steps=3)
+        recover(model, tokenizer, task, labels, cfg, settings, prepared, 32, steps=3)
         weights.append({k: v.clone() for k, v in model.state_dict().items()})
     original, _, _ = load_finetuned(task, smoke_pretrained / "models" / "sentiment")
     assert any(not torch.equal(weights[0][k], v) for k, v in original.state_dict().items())
@@ -529,8 +537,9 @@ def test_recovery_distils_from_the_unpruned_teacher(smoke_pretrained: Path, expo
     from emergent.tasks import get_task
 
     cfg = smoke_cfg("export.prune.distill.alpha=1.0")
+    settings = validate_config(cfg)
     task = get_task(cfg, "sentiment")
-    prepared = smoke_pretrained / cfg.data.prepared_dir
+    prepared = smoke_pretrained / settings.data.prepared_dir
     teacher, tokenizer, labels = load_finetuned(task, smoke_pretrained / "models" / "sentiment")
     batch = tokenizer(
         ["a fine film", "dull and long", "great fun"], return_tensors="pt", padding=True
@@ -551,8 +560,10 @@ def test_recovery_distils_from_the_unpruned_teacher(smoke_pretrained: Path, expo
 
     plain, distilled = student(), student()
     before = distance(distilled)
-    recover(plain, tokenizer, task, labels, cfg, prepared, 32, steps=4)
-    recover(distilled, tokenizer, task, labels, cfg, prepared, 32, steps=4, teacher=teacher)
+    recover(plain, tokenizer, task, labels, cfg, settings, prepared, 32, steps=4)
+    recover(
+        distilled, tokenizer, task, labels, cfg, settings, prepared, 32, steps=4, teacher=teacher
+    )
     assert any(
         not torch.equal(a, b)
         for a, b in zip(plain.state_dict().values(), distilled.state_dict().values(), strict=True)

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from omegaconf import OmegaConf
@@ -18,7 +19,7 @@ from emergent.config import Paths, compose, params_text
 from emergent.data.layout import verify_prepared
 from emergent.errors import ConfigError, DataError, StageError
 from emergent.io import read_jsonl
-from emergent.schema import validate_config
+from emergent.schema import PredictConfig, validate_config
 from tests.conftest import ROOT, smoke_cfg
 from tests.unit.test_tasks import SENT
 
@@ -357,11 +358,9 @@ class FakePredictor:
         return [{"text": t, "label": "positive"} for t in texts]
 
 
-def predict_cfg(**predict_keys):
-    cfg = smoke_cfg()
-    for key, value in predict_keys.items():
-        cfg.predict[key] = value
-    return cfg
+def predict_cfg(**predict_keys: Any) -> PredictConfig:
+    """The `predict` section as the command reads it (validated, typed)."""
+    return PredictConfig(**predict_keys)
 
 
 def test_every_input_line_gets_one_indexed_output_line(tmp_path: Path) -> None:
@@ -455,7 +454,7 @@ def test_predict_prints_every_record_then_fails_naming_empty_inputs(
 
     monkeypatch.setattr(predict, "Predictor", lambda *a, **k: FakePredictor())
     with pytest.raises(PredictionError, match=r"empty text at index 1 \(1 of 3 inputs\)"):
-        cfg = predict_cfg()
+        cfg = smoke_cfg()
         paths = Paths(tmp_path, tmp_path)
         predict.run(cfg, paths, SENT, texts=["a", " ", "b"], settings=validate_config(cfg))
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import numpy as np
-from omegaconf import OmegaConf
 
 from emergent.monitoring.drift import compare, psi, report_html
 from emergent.monitoring.monitor import monitor
+from emergent.schema import MonitorConfig
 
-CONF = OmegaConf.create({"min_rows": 30, "p_value": 0.05, "drift_share": 0.5})
+CONF = MonitorConfig(
+    window="data/monitor/window.jsonl",
+    export_since_hours=24,
+    min_rows=30,
+    p_value=0.05,
+    drift_share=0.5,
+    fail_on_drift=False,
+    reference_max_rows=500,
+)
 
 
 def rows(rng: np.random.Generator, n: int, shift: float, labels: list[str]) -> list[dict]:

@@ -206,3 +206,27 @@ def test_token_features_ignore_padding_left_on_the_shared_tokenizer() -> None:
         {"n_tokens": 3, "unk_share": pytest.approx(1 / 3)},
         {"n_tokens": 1, "unk_share": 0.0},
     ]
+
+
+def test_the_service_is_built_from_the_typed_serve_section(tmp_path: Path) -> None:
+    """`serve` as validated (ServeConfig): its values reach the service's settings as typed,
+    the masking section as the plain dict the masking process is sent; a local source with
+    no package under the export root is refused naming it."""
+    from omegaconf import OmegaConf
+
+    from emergent.config import compose
+    from emergent.schema import validate_config
+    from emergent.serving.settings import build
+    from emergent.serving.slots import ModelLoadError
+    from tests.conftest import ROOT
+
+    cfg = compose(["serve.source=registry", "serve.limits.max_texts=7"], ROOT / "conf")
+    serve = validate_config(cfg).serve
+    built = build(serve, ["ner", "sentiment"], tmp_path)
+    assert sorted(built.sources) == ["ner", "sentiment"]
+    assert built.max_texts == 7 and built.keys_file == tmp_path / serve.keys_file
+    assert built.masking == OmegaConf.to_container(cfg.serve.masking)  # plain, as conf/ sets it
+    assert isinstance(built.masking["entity_map"], dict)
+    local = serve.model_copy(update={"source": "local", "export_root": "nowhere"})
+    with pytest.raises(ModelLoadError, match=r"no model package under .*nowhere"):
+        build(local, ["ner"], tmp_path)

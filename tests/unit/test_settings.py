@@ -117,3 +117,15 @@ def test_null_tokenizer_and_epoch_settings_read_as_the_schema_defaults() -> None
     assert settings.pretrain.max_epochs == 1
     with pytest.raises(ConfigError, match=r"^model\.tokenizer: .*needs a vocab_size"):
         smoke_settings("model.tokenizer.vocab_size=null")
+
+
+def test_seeds_are_a_typed_section_of_distinct_integers() -> None:
+    """`seeds.list` used to be checked by hand in the command, after composition; the schema
+    now refuses a repeat, an empty list or a word before anything runs, naming the key."""
+    assert smoke_settings("seeds.list=[7,3]").seeds.values == [7, 3]
+    with pytest.raises(ConfigError, match=r"^seeds\.list: needs distinct seeds"):
+        smoke_settings("seeds.list=[1,1]")
+    with pytest.raises(ConfigError, match=r"^seeds\.list: List should have at least 1 item"):
+        smoke_settings("seeds.list=[]")
+    with pytest.raises(ConfigError, match=r"^seeds\.list\.0: Input should be a valid integer"):
+        smoke_settings("seeds.list=[a]")

@@ -57,10 +57,11 @@ def test_monitor_without_traffic_reports_without_scipy(tmp_path: Path) -> None:
     code = (
         "from emergent.config import Paths, load_params\n"
         "from emergent.monitoring.drift import report_html\n"
+        "from emergent.schema import validate_config\n"
         "from emergent.stages.monitor import evaluate\n"
-        "cfg = load_params()\n"
+        "settings = validate_config(load_params())\n"
         "paths = Paths.for_dvc()\n"
-        f"result = evaluate(cfg, paths, {str(tmp_path / 'absent.jsonl')!r})\n"
+        f"result = evaluate(settings, paths, {str(tmp_path / 'absent.jsonl')!r})\n"
         "assert result['status'] == 'no traffic', result\n"
         "assert 'no traffic' in report_html(result)\n"
     )

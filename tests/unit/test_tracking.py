@@ -9,11 +9,15 @@ from pathlib import Path
 import mlflow
 import psutil
 import pytest
+from omegaconf import OmegaConf
 
+from emergent.errors import ConfigError
+from emergent.schema import validate_config
 from emergent.tracking import (
     Tracker,
     ensure_experiment,
     flatten,
+    mlflow_section,
     run_name,
     stage_run,
     tracking_uri,
@@ -33,6 +37,38 @@ def test_relative_sqlite_uri_is_anchored_at_root(cfg, monkeypatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     cfg.mlflow.tracking_uri = "sqlite:///mlflow.db"
     assert tracking_uri(cfg, ROOT) == f"sqlite:///{ROOT / 'mlflow.db'}"
+
+
+def test_a_stage_run_given_the_settings_logs_the_same_params(cfg) -> None:
+    """A migrated stage configures its run from the typed settings (here an `mlflow.experiments`
+    entry only they hold); the params and config.yaml it logs stay the composed config's."""
+    settings = validate_config(cfg)
+    settings.mlflow.experiments["ner"] = "ner-typed"
+    with stage_run(cfg, "evaluate", "ner", extra_tags={"task": "ner"}) as before:
+        pass
+    with stage_run(cfg, "evaluate", "ner", extra_tags={"task": "ner"}, settings=settings) as now:
+        pass
+    runs = [mlflow.get_run(t.run_id) for t in (before, now)]
+    assert runs[0].data.params == runs[1].data.params
+    assert runs[1].data.params["evaluate.bootstrap.resamples"] == str(
+        cfg.evaluate.bootstrap.resamples
+    )
+    names = [mlflow.get_experiment(r.info.experiment_id).name for r in runs]
+    assert names == ["ner", "ner-typed"]
+    client = mlflow.MlflowClient()
+    texts = [
+        Path(client.download_artifacts(r.info.run_id, "config.yaml")).read_text() for r in runs
+    ]
+    assert texts[0] == texts[1] == OmegaConf.to_yaml(cfg)
+
+
+def test_the_mlflow_section_of_a_composed_config_is_checked(cfg) -> None:
+    """The training layer still hands `tracking_uri` the composed config: its `mlflow` section
+    is read typed all the same, and a bad value is named."""
+    assert mlflow_section(cfg) == validate_config(cfg).mlflow
+    cfg.mlflow.enabled = "yes"
+    with pytest.raises(ConfigError, match=r"^mlflow\.enabled: Input should be a valid boolean"):
+        mlflow_section(cfg)
 
 
 def test_stage_run_logs_params_tags_and_config(cfg, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 
 from emergent.config import compose, finetune_config
 from emergent.errors import ConfigError
+from emergent.schema import validate_config
 from emergent.tasks import all_tasks, get_task
 from emergent.tuning.space import apply_overrides, finetune_overrides, parse_space
 from emergent.tuning.study import work
@@ -73,7 +74,14 @@ def _quick_train(cfg: Any, out_dir: Path, callbacks: list, tags: dict) -> float:
 def _worker(overrides: list[str], conf: str, queue: Any) -> None:
     cfg = compose(overrides, Path(conf))
     task = get_task(cfg, "debate")
-    summary = work(cfg, task, _quick_train, Path(conf).parent / "out", echo=lambda _: None)
+    summary = work(
+        cfg,
+        validate_config(cfg),
+        task,
+        _quick_train,
+        Path(conf).parent / "out",
+        echo=lambda _: None,
+    )
     queue.put(summary["worker_trials"])
 
 
@@ -141,8 +149,8 @@ def test_a_second_run_on_a_finished_study_runs_nothing(tmp_path: Path) -> None:
     cfg = compose(overrides, tmp_path / "conf")
     task = get_task(cfg, "debate")
     lines: list[str] = []
-    first = work(cfg, task, _quick_train, tmp_path / "out", echo=lines.append)
-    again = work(cfg, task, _quick_train, tmp_path / "out", echo=lines.append)
+    first = work(cfg, validate_config(cfg), task, _quick_train, tmp_path / "out", echo=lines.append)
+    again = work(cfg, validate_config(cfg), task, _quick_train, tmp_path / "out", echo=lines.append)
     assert (first["worker_trials"], again["worker_trials"]) == (2, 0)
     assert again["trials"] == 2
     assert lines[0].startswith("created study 'debate-tiny_bert'")
@@ -152,8 +160,6 @@ def test_a_second_run_on_a_finished_study_runs_nothing(tmp_path: Path) -> None:
 
 def test_the_adopt_flag_is_typed() -> None:
     """`tune.adopt=yes` or a misspelt flag would silently leave the committed preset alone."""
-    from emergent.schema import validate_config
-
     with pytest.raises(ConfigError, match=r"^tune\.adopt: Input should be a valid boolean"):
         validate_config(compose(["tune.adopt=yes"], ROOT / "conf"))
     with pytest.raises(ConfigError, match=r"^tune\.adopted: unknown key; did you mean tune\.adopt"):
@@ -180,7 +186,14 @@ def test_a_study_replaces_the_committed_preset_only_when_asked(
     ]
     cfg = compose(overrides, project_copy / "conf")
     task = get_task(cfg, "debate")
-    summary = work(cfg, task, _quick_train, tmp_path / "run" / "tune", echo=lambda _: None)
+    summary = work(
+        cfg,
+        validate_config(cfg),
+        task,
+        _quick_train,
+        tmp_path / "run" / "tune",
+        echo=lambda _: None,
+    )
     assert summary["worker_trials"] == 2 and summary["best"] is not None
     assert {p.name: p.read_bytes() for p in experiments.iterdir()} == before
     preset = tmp_path / "run" / "tune" / "debate_tuned.yaml"
@@ -188,7 +201,14 @@ def test_a_study_replaces_the_committed_preset_only_when_asked(
     assert preset.read_text().startswith("# @package _global_\n")
 
     adopt = compose([*overrides, "tune.adopt=true"], project_copy / "conf")
-    again = work(adopt, task, _quick_train, tmp_path / "run2" / "tune", echo=lambda _: None)
+    again = work(
+        adopt,
+        validate_config(adopt),
+        task,
+        _quick_train,
+        tmp_path / "run2" / "tune",
+        echo=lambda _: None,
+    )
     assert again["worker_trials"] == 0 and again["adopted"] == str(committed)
     assert committed.read_text() == preset.read_text()
     fcfg = finetune_config(compose(["experiment=debate_tuned"], project_copy / "conf"), "debate")

@@ -33,17 +33,17 @@ def run(
     from emergent.tasks import get_task
 
     task = get_task(cfg, str(settings.task))
-    export(cfg, paths, task.name, task.example_fields)
+    export(settings, paths, task.name, task.example_fields)
 
 
-def export(cfg: DictConfig, paths: Paths, task: str, fields: tuple[str, ...]) -> None:
+def export(settings: Settings, paths: Paths, task: str, fields: tuple[str, ...]) -> None:
     """Write the task's feedback as train/test JSONL and a summary; prints one line a file."""
     from contextlib import closing
 
     from emergent.io import sha256_file, under, write_json, write_jsonl
     from emergent.serving.feedback import FeedbackStore, FeedbackStoreError, split_examples
 
-    store_cfg = cfg.serve.store
+    store_cfg = settings.serve.store
     uri = store_cfg.feedback_uri
     db = under(paths.input_dir, store_cfg.path)
     if not uri and not db.is_file():
@@ -57,9 +57,9 @@ def export(cfg: DictConfig, paths: Paths, task: str, fields: tuple[str, ...]) ->
     if not rows:
         print(f"no feedback for task {task} in {where}")
         return
-    percent = int(cfg.feedback.test_percent)
+    percent = settings.feedback.test_percent
     train, test = split_examples(rows, fields, percent)
-    out = under(paths.input_dir, cfg.feedback.dir) / task
+    out = under(paths.input_dir, settings.feedback.dir) / task
     written: dict[str, Path] = {}
     for name, examples in zip(FILES, (train, test), strict=True):
         written[name] = out / f"{name}.jsonl"

@@ -44,7 +44,7 @@ from emergent.io import under, write_json
 from emergent.loop import experiment, lock, service
 from emergent.loop.trigger import Trigger, new_examples
 from emergent.registry.versions import Version, alias_version
-from emergent.schema import Settings
+from emergent.schema import LoopConfig, Settings
 from emergent.stages import run_stage
 from emergent.stages.per_task import per_task
 from emergent.tasks import Task
@@ -55,28 +55,28 @@ log = logging.getLogger(__name__)
 
 @per_task
 def run(cfg: DictConfig, paths: Paths, task: Task, *, settings: Settings) -> None:
-    conf = cfg.loop
+    conf = settings.loop
     root = paths.input_dir
-    with lock.hold(under(root, conf.lock_file)), _reported(cfg, root, task.name) as report:
-        mlflow.set_tracking_uri(tracking_uri(cfg))
+    with lock.hold(under(root, conf.lock_file)), _reported(conf, root, task.name) as report:
+        mlflow.set_tracking_uri(tracking_uri(settings))
         admin_key = _admin_key(conf)  # before any training: a missing key fails at once
         champion = alias_version(task.name, "champion")
         report["champion_before"] = _version(champion)
         trigger = Trigger(
-            drift=_drift(cfg, paths, task.name, report),
-            new_examples=_new_examples(cfg, root, task.name, champion),
-            min_new_examples=settings.loop.min_new_examples,
-            force=settings.loop.force,
+            drift=_drift(settings, paths, task.name, report),
+            new_examples=_new_examples(settings, root, task.name, champion),
+            min_new_examples=conf.min_new_examples,
+            force=conf.force,
         )
         report.update(new_examples=trigger.new_examples, trigger=trigger.reason)
         print(f"loop {task.name}: {trigger.describe()}")
         if trigger.reason is None:
             raise NothingToDo(f"nothing to do: {trigger.describe()}")
         print(f"loop {task.name}: retraining: {trigger.reason}")
-        export_feedback(cfg, paths, task.name, task.example_fields)
+        export_feedback(settings, paths, task.name, task.example_fields)
         args = experiment.command(conf.experiment.command, conf.experiment.targets, task.name)
         report["experiment"] = " ".join(args)
-        experiment.run(args, root, settings.loop.experiment.timeout_s)
+        experiment.run(args, root, conf.experiment.timeout_s)
         report["candidate"] = _version(alias_version(task.name, "candidate"))
         decisions = under(root, settings.promote.reports_dir)
         before = set(decisions.glob("*.json"))
@@ -94,10 +94,10 @@ def run(cfg: DictConfig, paths: Paths, task: Task, *, settings: Settings) -> Non
         _reload(conf, admin_key, task.name, after.version, report)
 
 
-def _admin_key(conf: DictConfig) -> str | None:
+def _admin_key(conf: LoopConfig) -> str | None:
     if conf.service_url is None:
         return None
-    key = os.environ.get(str(conf.admin_key_env), "")
+    key = os.environ.get(conf.admin_key_env, "")
     if not key:
         raise StageError(
             f"loop.admin_key_env: ${conf.admin_key_env} is empty; it must hold an `admin` API "
@@ -106,7 +106,7 @@ def _admin_key(conf: DictConfig) -> str | None:
     return key
 
 
-def _drift(cfg: DictConfig, paths: Paths, task: str, report: dict[str, Any]) -> bool | None:
+def _drift(settings: Settings, paths: Paths, task: str, report: dict[str, Any]) -> bool | None:
     """The monitor's drift verdict on the task's recent traffic (None: too little of it)."""
     import functools
 
@@ -114,27 +114,28 @@ def _drift(cfg: DictConfig, paths: Paths, task: str, report: dict[str, Any]) -> 
     from emergent.monitoring.monitor import load_window, monitor, reference_features
     from emergent.serving.store import export_window
 
-    db = under(paths.input_dir, cfg.serve.store.path)
+    conf = settings.monitor
+    db = under(paths.input_dir, settings.serve.store.path)
     if not db.is_file():
         report["drift"] = {"status": "no traffic", "rows": 0}
         return None
-    window = under(paths.input_dir, cfg.monitor.window)
-    export_window(db, window, float(cfg.monitor.export_since_hours))
-    rows = load_task_split(paths.inp(cfg.data.prepared_dir), task, "test")
+    window = under(paths.input_dir, conf.window)
+    export_window(db, window, conf.export_since_hours)
+    rows = load_task_split(paths.inp(settings.data.prepared_dir), task, "test")
     reference = functools.partial(
         reference_features,
         paths.inp("models", "export", task),
-        rows[: int(cfg.monitor.reference_max_rows)],
+        rows[: conf.reference_max_rows],
     )
-    found = monitor(load_window(window), {task: reference}, cfg.monitor)["tasks"][task]
+    found = monitor(load_window(window), {task: reference}, conf)["tasks"][task]
     report["drift"] = {k: found.get(k) for k in ("status", "rows", "drift", "drift_share")}
     return found.get("drift") if found["status"] == "checked" else None
 
 
-def _new_examples(cfg: DictConfig, root: Path, task: str, champion: Version | None) -> int:
+def _new_examples(settings: Settings, root: Path, task: str, champion: Version | None) -> int:
     from emergent.serving.feedback import FeedbackStore, FeedbackStoreError
 
-    store_cfg = cfg.serve.store
+    store_cfg = settings.serve.store
     uri, db = store_cfg.feedback_uri, under(root, store_cfg.path)
     if not uri and not db.is_file():
         return 0
@@ -143,24 +144,24 @@ def _new_examples(cfg: DictConfig, root: Path, task: str, champion: Version | No
             rows = [(r.id, r.sha256) for r in store.examples(task)]
     except FeedbackStoreError as err:
         raise StageError(str(err)) from err
-    summary_path = under(root, cfg.feedback.dir) / task / "summary.json"
+    summary_path = under(root, settings.feedback.dir) / task / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
     return new_examples(rows, champion.tags if champion else None, summary)
 
 
-def _reload(conf: DictConfig, key: str | None, task: str, version: str, report: dict) -> None:
+def _reload(conf: LoopConfig, key: str | None, task: str, version: str, report: dict) -> None:
     if conf.service_url is None:
         report["service"] = "not reloaded (loop.service_url is null)"
         print(f"loop {task}: promoted v{version}; no service to reload (loop.service_url=null)")
         return
     report["service"] = f"champion moved to v{version}; reloading {conf.service_url}"
     before = service.reload_and_wait(
-        str(conf.service_url),
+        conf.service_url,
         str(key),
         task,
         version,
-        float(conf.reload_timeout_s),
-        float(conf.poll_interval_s),
+        conf.reload_timeout_s,
+        conf.poll_interval_s,
     )
     report["service"] = f"serves v{version} (was v{before})"
     print(f"loop {task}: promoted v{version}; {conf.service_url} serves it (was v{before})")
@@ -171,7 +172,7 @@ def _version(found: Version | None) -> str | None:
 
 
 @contextmanager
-def _reported(cfg: DictConfig, root: Path, task: str) -> Iterator[dict[str, Any]]:
+def _reported(conf: LoopConfig, root: Path, task: str) -> Iterator[dict[str, Any]]:
     """The iteration's report, written atomically however the block ends, with its outcome
     and exit status."""
     start = datetime.now(UTC)
@@ -195,6 +196,6 @@ def _reported(cfg: DictConfig, root: Path, task: str) -> Iterator[dict[str, Any]
     finally:
         report.update(outcome=outcome, exit_code=status, wall_s=time.monotonic() - clock)
         name = start.strftime("%Y-%m-%dT%H-%M-%S.%fZ") + ".json"
-        path = under(root, cfg.loop.reports_dir) / name
+        path = under(root, conf.reports_dir) / name
         write_json(path, report)
         log.info("loop report written to %s", path)

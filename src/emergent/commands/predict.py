@@ -17,12 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig
 
 from emergent.config import Paths
 from emergent.data.sources import DataError, data_suffix, iter_lines, read_text, resolve
 from emergent.errors import ConfigError, PredictionError
-from emergent.schema import Settings
+from emergent.schema import PredictConfig, Settings
 from emergent.serving.predictor import Predictor
 from emergent.stages.per_task import per_task
 from emergent.tasks import Task
@@ -38,17 +38,15 @@ def _lines(text: str) -> list[str]:
     return lines[:-1] if lines and lines[-1] == "" else lines
 
 
-def _configured_texts(cfg: DictConfig) -> list[str] | None:
-    value = cfg.predict.text
+def _configured_texts(conf: PredictConfig) -> list[str] | None:
+    value = conf.text
     if value is None:
         return None
-    if isinstance(value, ListConfig | list):
-        return [str(v) for v in value]
-    return [str(value)]
+    return list(value) if isinstance(value, list) else [value]
 
 
-def read_inputs(cfg: DictConfig, texts: list[str] | None, paths: Paths) -> list[str]:
-    configured = _configured_texts(cfg)
+def read_inputs(conf: PredictConfig, texts: list[str] | None, paths: Paths) -> list[str]:
+    configured = _configured_texts(conf)
     if texts and configured is not None:
         raise ConfigError(
             "predict.text", "texts given both as arguments and as predict.text: use one"
@@ -57,7 +55,7 @@ def read_inputs(cfg: DictConfig, texts: list[str] | None, paths: Paths) -> list[
         return list(texts)
     if configured is not None:
         return configured
-    source = cfg.predict.file
+    source = conf.file
     if source:
         path = resolve(str(source), paths.input_dir)
         text = read_text(path, label=str(source), hint=UTF8_HINT)
@@ -114,7 +112,7 @@ def run(
     configured = settings.predict.export_dir
     export_dir = Path(configured) if configured else paths.inp("models", "export", task.name)
     predictor = Predictor(export_dir, task=task.name)
-    inputs = read_inputs(cfg, texts, paths)
+    inputs = read_inputs(settings.predict, texts, paths)
     empty = []
     for record in records(predictor, inputs):
         print(json.dumps(record, ensure_ascii=False), flush=True)

@@ -35,13 +35,13 @@ EXPERIMENT = "loop"
 
 @per_task
 def run(cfg: DictConfig, paths: Paths, task: Task, *, settings: Settings) -> None:
-    mlflow.set_tracking_uri(tracking_uri(cfg))
+    mlflow.set_tracking_uri(tracking_uri(settings))
     candidate = alias_version(task.name, "candidate")
     if candidate is None:
         raise StageError(f"emergent-{task.name} has no candidate: run export@{task.name} first")
     champion = alias_version(task.name, "champion")
     sets = example_sets(paths.inp(settings.data.prepared_dir), task.name)
-    rule = GateRule.from_config(cfg)
+    rule = GateRule.from_settings(settings)
     with tempfile.TemporaryDirectory(prefix="emergent-promote-") as tmp:
         decision = run_gate(task, rule, candidate, champion, sets, Path(tmp))
     if decision.promoted:
@@ -59,6 +59,7 @@ def run(cfg: DictConfig, paths: Paths, task: Task, *, settings: Settings) -> Non
             "champion_version": champion.version if champion else "none",
             **{f"{s.name}_sha256": s.sha256 for s in sets},
         },
+        settings=settings,
     ) as tracker:
         tracker.log_metrics(decision.metrics())
         tracker.log_artifact(record)

@@ -24,7 +24,6 @@ from omegaconf import DictConfig
 
 from emergent.config import Paths
 from emergent.data.layout import HELD_OUT, load_task_split
-from emergent.errors import ConfigError
 from emergent.evaluation.predict import predict, torch_forward
 from emergent.io import write_json
 from emergent.models.finetuned import load_finetuned
@@ -36,18 +35,6 @@ from emergent.tasks import Task
 from emergent.tracking import Tracker, stage_run
 
 log = logging.getLogger(__name__)
-
-
-def seed_list(cfg: DictConfig) -> list[int]:
-    """`seeds.list` as integers (at least one, no repeats)."""
-    raw = cfg.seeds.list
-    try:
-        values = [int(s) for s in (raw if raw is not None else [])]
-    except (TypeError, ValueError) as err:
-        raise ConfigError("seeds.list", f"must be a list of integers, got {raw!r}") from err
-    if not values or len(set(values)) != len(values):
-        raise ConfigError("seeds.list", f"needs at least one seed and no repeats, got {raw!r}")
-    return values
 
 
 def summarize(seeds: Sequence[int], runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -63,13 +50,13 @@ def summarize(seeds: Sequence[int], runs: Sequence[Mapping[str, Any]]) -> dict[s
     }
 
 
-def score_model(cfg: DictConfig, paths: Paths, task: Task) -> dict[str, float]:
+def score_model(settings: Settings, paths: Paths, task: Task) -> dict[str, float]:
     """`<split>_<metric>` for validation and test of the fine-tuned model in `paths`."""
     model_dir = paths.out("models", task.name)
     model, tokenizer, labels = load_finetuned(task, model_dir)
     task = task.for_model(model.config)
     max_length = TrainingSummary.load(model_dir).max_length
-    prepared = paths.inp(cfg.data.prepared_dir)
+    prepared = paths.inp(settings.data.prepared_dir)
     scores: dict[str, float] = {}
     for split in HELD_OUT:
         examples = load_task_split(prepared, task.name, split)
@@ -81,9 +68,10 @@ def score_model(cfg: DictConfig, paths: Paths, task: Task) -> dict[str, float]:
 
 @per_task
 def run(cfg: DictConfig, paths: Paths, task: Task, *, settings: Settings) -> None:
-    seeds = seed_list(cfg)
-    keep = bool(cfg.seeds.keep_models)
-    with stage_run(cfg, "seeds", task.name, extra_tags={"task": task.name}) as parent:
+    seeds = settings.seeds.values  # at least one, no repeats (schema.SeedsConfig)
+    keep = settings.seeds.keep_models
+    tags = {"task": task.name}
+    with stage_run(cfg, "seeds", task.name, extra_tags=tags, settings=settings) as parent:
         parent.log_params({"seeds": seeds})
         runs = []
         for seed in seeds:
@@ -93,7 +81,7 @@ def run(cfg: DictConfig, paths: Paths, task: Task, *, settings: Settings) -> Non
             seed_settings = settings.model_copy(update={"seed": seed})
             finetune.run(seed_cfg, seed_paths, task, settings=seed_settings)
             model_dir = seed_paths.out("models", task.name)
-            metrics = score_model(seed_cfg, seed_paths, task)
+            metrics = score_model(seed_settings, seed_paths, task)
             run_id = TrainingSummary.load(model_dir).mlflow_run_id
             parent.log_to_run(run_id, metrics, tags={"seeds_parent_run_id": parent.run_id})
             runs.append({"seed": seed, "metrics": metrics, "mlflow_run_id": run_id})

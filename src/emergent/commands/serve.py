@@ -48,7 +48,7 @@ def run(cfg: DictConfig, paths: Paths, *, settings: Settings) -> None:
             server.should_exit = True
 
     try:
-        service = build(cfg.serve, list(cfg.tasks), root, on_fatal=fatal)
+        service = build(serve, settings.tasks.names(), root, on_fatal=fatal)
     except ModelLoadError as err:
         raise StageError(str(err)) from err
     logs.configure(serve.log_level)

@@ -47,7 +47,7 @@ def run(cfg: DictConfig, paths: Paths, *, settings: Settings) -> None:
         )
         return summary.best_val if summary else None
 
-    summary = work(cfg, task, train, paths.out("tune"))
+    summary = work(cfg, settings, task, train, paths.out("tune"))
     best = summary["best"]
     counts = summary["counts"]
     print(
@@ -66,7 +66,7 @@ def run(cfg: DictConfig, paths: Paths, *, settings: Settings) -> None:
         print(f"preset: {shown(summary['adopted'])} (adopted; use: {use})")
         return
     print(f"preset: {shown(summary['preset'])} (in the run folder; conf/ is unchanged)")
-    target = shown(adopt_path(cfg, task.name))
+    target = shown(adopt_path(settings.tune, task.name))
     print(f"adopt it: cp {shown(summary['preset'])} {target}   (then: {use})")
 
 

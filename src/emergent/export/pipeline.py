@@ -28,6 +28,7 @@ from emergent.hardware import device_facts
 from emergent.io import write_json
 from emergent.models.finetuned import load_finetuned
 from emergent.models.summary import TrainingSummary
+from emergent.schema import Settings
 from emergent.serving.package import FP32_MODEL_FILE, MODEL_FILE, ExportInfo, ParityReport, Variant
 from emergent.serving.runtime import ort_forward, session
 from emergent.tasks import Task, task_spec
@@ -129,9 +130,13 @@ def publish(paths: Paths, task: Task, result: dict[str, Any]) -> None:
 @dataclass
 class ExportInputs:
     """What an export works from: the fine-tuned model, its labels and window, and the
-    prepared splits. Its methods are the callbacks the pruning search (`choose`) takes."""
+    prepared splits. Its methods are the callbacks the pruning search (`choose`) takes.
+    `settings` is what the export reads; `cfg`, the composed config, goes only to what reads
+    it still (the task definition saved in the package, the recovery fine-tune's
+    `finetune_config` and trainer)."""
 
     cfg: DictConfig
+    settings: Settings
     task: Task
     model_dir: Path
     model: torch.nn.Module
@@ -143,15 +148,16 @@ class ExportInputs:
     max_length: int
 
     @classmethod
-    def load(cls, cfg: DictConfig, paths: Paths, task: Task) -> ExportInputs:
+    def load(cls, cfg: DictConfig, settings: Settings, paths: Paths, task: Task) -> ExportInputs:
         model_dir = paths.inp("models", task.name)
         model, tokenizer, labels = load_finetuned(task, model_dir)
         task = task.for_model(model.config)  # decode as the model learned to (CRF scores)
-        prepared = paths.inp(cfg.data.prepared_dir)
+        prepared = paths.inp(settings.data.prepared_dir)
         splits = {s: load_task_split(prepared, task.name, s) for s in HELD_OUT}
         training = TrainingSummary.load(model_dir)
         return cls(
             cfg,
+            settings,
             task,
             model_dir,
             model,
@@ -182,12 +188,13 @@ class ExportInputs:
 
     def importance_batches(self) -> list[dict]:
         """Validation batches for the heads' and neurons' importance scores."""
-        pcfg = self.cfg.export.prune
+        pcfg = self.settings.export.prune
+        assert pcfg is not None  # asked for by the pruning search only
         rows = load_task_split(self.prepared, self.task.name, "validation")
         encoded = encode_for_scoring(
             self.task,
             self.tokenizer,
-            rows[: int(pcfg.importance_examples)],
+            rows[: pcfg.importance_examples],
             self.labels,
             self.max_length,
         )
@@ -203,7 +210,8 @@ class ExportInputs:
 
     @property
     def recover_steps(self) -> int:
-        return int((self.cfg.export.get("prune") or {}).get("recover_steps") or 0)
+        prune = self.settings.export.prune
+        return prune.recover_steps if prune else 0
 
     def recover_pruned(self, pruned: Any) -> float:
         """Fine-tune a pruned model back, distilling from the unpruned one. Lightning is
@@ -217,6 +225,7 @@ class ExportInputs:
             self.task,
             self.labels,
             self.cfg,
+            self.settings,
             self.prepared,
             self.max_length,
             self.recover_steps,
@@ -246,9 +255,9 @@ def parity_report(
     """How far the package is from the fine-tuned model: fp32 ONNX logits off PyTorch, the
     int8 drop on test and on validation (the gate's), each with its paired bootstrap interval
     (`reference` and `shipped`: both models' predictions per split)."""
-    task, ecfg = inp.task, inp.cfg.export
+    task, ecfg = inp.task, inp.settings.export
     examples = inp.splits["test"]
-    settings = Bootstrap.from_config(inp.cfg)
+    settings = Bootstrap.from_settings(inp.settings)
     intervals = {
         split: list(
             drop_interval(
@@ -261,14 +270,14 @@ def parity_report(
         max_abs_logit_diff=max_logit_diff(
             task, chosen.model, fp32_sess, chosen.tokenizer, examples, inp.labels, inp.max_length
         ),
-        atol=float(ecfg.parity_atol),
+        atol=ecfg.parity_atol,
         int8_drop=task.headline.drop(scores[Variant.FP32_TORCH], scores[Variant.INT8_ONNX]),
         # paired bootstrap over test examples: how far the test drop is from noise
         int8_drop_ci=intervals["test"],
         int8_val_drop=task.headline.drop(baseline["validation"], chosen.row["val_metric"]),
         int8_val_drop_ci=intervals["validation"],
-        max_metric_drop=float(ecfg.max_metric_drop),
-        drop_gate=str(ecfg.drop_gate),
+        max_metric_drop=ecfg.max_metric_drop,
+        drop_gate=ecfg.drop_gate,
         per_channel=chosen.per_channel,
         threads=torch.get_num_threads(),
     )
@@ -293,7 +302,13 @@ def write_package(tmp: Path, inp: ExportInputs, chosen: Candidate, info: ExportI
     info.save(tmp)
     (tmp / "MODEL_CARD.md").write_text(
         model_card(
-            inp.task, inp.cfg, info.variants, inp.labels, inp.training, info.parity, info.pruning
+            inp.task,
+            inp.settings,
+            info.variants,
+            inp.labels,
+            inp.training,
+            info.parity,
+            info.pruning,
         ),
         encoding="utf-8",
     )
@@ -319,12 +334,12 @@ def headline_figures(info: ExportInfo) -> dict[str, Any]:
 
 
 def export_package(
-    cfg: DictConfig, paths: Paths, task: Task, tmp: Path
+    cfg: DictConfig, settings: Settings, paths: Paths, task: Task, tmp: Path
 ) -> tuple[dict[str, Any], list[str]]:
     """Write the package into `tmp` only; return its figures (`headline` and `curve` for
     `publish`) and the parity-gate failures (empty when the package may ship)."""
-    ecfg = cfg.export
-    inp = ExportInputs.load(cfg, paths, task)
+    ecfg = settings.export
+    inp = ExportInputs.load(cfg, settings, paths, task)
     model, tokenizer = inp.model, inp.tokenizer
     texts = inp.test_texts
     reference = {s: inp.predict(torch_forward(model), tokenizer, s) for s in inp.splits}
@@ -332,7 +347,7 @@ def export_package(
     work = tmp / "candidates"
     work.mkdir()
     chosen, curve = choose(
-        cfg,
+        ecfg,
         model,
         tokenizer,
         baseline,
@@ -376,10 +391,10 @@ def export_package(
         tmp,
         chosen.tokenizer,
         texts,
-        int(ecfg.seq_length),
-        int(ecfg.bench.batch1_runs),
-        int(ecfg.bench.batch32_runs),
-        int(ecfg.bench.warmup),
+        ecfg.seq_length,
+        ecfg.bench.batch1_runs,
+        ecfg.bench.batch32_runs,
+        ecfg.bench.warmup,
         sessions={Variant.FP32_ONNX: fp32_sess, Variant.INT8_ONNX: int8_sess},
     )
     variants = {v: {"metric": scores[v], **figures} for v, figures in measured.items()}
@@ -393,10 +408,10 @@ def export_package(
         task_spec={**task_spec(cfg, task.name), **inp.task.model_spec()},
         pad_token_id=int(chosen.tokenizer.pad_token_id or 0),
         max_length=inp.max_length,
-        opset=int(ecfg.opset),
+        opset=ecfg.opset,
         per_channel=chosen.per_channel,
         metric_name=task.headline.label,
-        seq_length=int(ecfg.seq_length),
+        seq_length=ecfg.seq_length,
         device=device_facts("cpu"),
         variants=variants,
         parity=parity,

@@ -22,6 +22,7 @@ from emergent.config import finetune_config
 from emergent.data.batches import task_datamodule
 from emergent.models.classifier import task_module
 from emergent.models.distill import DistilledTaskModule
+from emergent.schema import Settings
 from emergent.tasks import Task
 from emergent.training import build_trainer
 
@@ -34,6 +35,7 @@ def recover(
     task: Task,
     labels: list[str],
     cfg: DictConfig,
+    settings: Settings,
     prepared: Path,
     max_length: int,
     steps: int,
@@ -42,18 +44,20 @@ def recover(
     """Train `model` in place for `steps` steps on the task's training split (the fine-tuning
     configuration's batch size, optimizer, learning rate and schedule); return the seconds.
     With a `teacher` (the unpruned model) and `export.prune.distill` set, the loss mixes in
-    distillation from the teacher's logits.
+    distillation from the teacher's logits. `cfg` is the composed config for what the
+    fine-tuning layer still reads from it (`finetune_config`, the trainer); the rest is read
+    from `settings`.
 
     Seeded here, not once per stage: otherwise a level's result would depend on how many
     candidates drew random numbers before it (the same NER level measured a validation drop
     of -0.1 or 3.0 points depending on whether level 0 ran first).
     """
-    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    L.seed_everything(settings.seed, workers=True, verbose=False)
     fcfg = finetune_config(cfg, task.name)
     datamodule = task_datamodule(
-        fcfg, task, prepared, tokenizer, max_length, int(cfg.seed), labels=list(labels)
+        fcfg, task, prepared, tokenizer, max_length, settings.seed, labels=list(labels)
     )
-    distill = (cfg.export.get("prune") or {}).get("distill")
+    distill = settings.export.prune.distill if settings.export.prune else None
     # A CRF-trained model keeps its transition scores: every candidate then decodes with the
     # fine-tuned model's, which the package's task definition carries.
     extra: dict[str, Any] = {"crf_lr": 0.0}
@@ -61,8 +65,8 @@ def recover(
         extra |= {
             "module_class": DistilledTaskModule,
             "teacher": teacher,
-            "alpha": float(distill.alpha),
-            "temperature": float(distill.temperature),
+            "alpha": distill.alpha,
+            "temperature": distill.temperature,
         }
     module = task_module(fcfg, model.train(), task, list(labels), steps, **extra)
     trainer = build_trainer(

@@ -12,12 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
-
 from emergent.export import timing
 from emergent.export.onnx import export_onnx, fuse
 from emergent.export.quantize import quantize
 from emergent.models import pruning
+from emergent.schema import ExportConfig
 from emergent.serving.package import Variant
 from emergent.serving.runtime import ort_forward, session
 
@@ -199,7 +198,7 @@ def scan(
 
 
 def choose(
-    cfg: DictConfig,
+    ecfg: ExportConfig,
     model: Any,
     tokenizer: Any,
     baseline: dict[str, float],
@@ -226,8 +225,7 @@ def choose(
     smallest first; `export.prune.scan: until_chosen` stops at the first within the drop (the
     same package as `all`, which also builds the larger ones for the plot).
     """
-    ecfg = cfg.export
-    pcfg = ecfg.get("prune")
+    pcfg = ecfg.prune
     schemes = int8_schemes(ecfg.per_channel)
     if not pcfg:
         return build_candidate(
@@ -237,7 +235,7 @@ def choose(
             {"recover_seconds": 0.0},
             None,
             out_dir,
-            int(ecfg.opset),
+            ecfg.opset,
             schemes,
         ), []
     scores = pruning.importance(model, importance_batches())
@@ -252,7 +250,7 @@ def choose(
             levels[plan.level] = prune_level(model, plan.level, scores, recover)
         pruned, kept = levels[plan.level]
         cand = build_candidate(
-            pruned, tokenizer, plan.level, kept, plan.keep_ids, out_dir, int(ecfg.opset), schemes
+            pruned, tokenizer, plan.level, kept, plan.keep_ids, out_dir, ecfg.opset, schemes
         )
         forward = cand.pick_scheme(lambda f, tok: evaluate(f, tok, "validation"))
         cand.row["metric"] = evaluate(forward, cand.tokenizer, "test")
@@ -262,10 +260,10 @@ def choose(
             {Variant.INT8_ONNX: forward},
             {Variant.INT8_ONNX: cand.tokenizer},
             bench_texts,
-            int(ecfg.seq_length),
-            int(pcfg.bench.batch1_runs),
-            int(pcfg.bench.batch32_runs),
-            int(pcfg.bench.warmup),
+            ecfg.seq_length,
+            pcfg.bench.batch1_runs,
+            pcfg.bench.batch32_runs,
+            pcfg.bench.warmup,
         )[Variant.INT8_ONNX]
         cand.row.update(
             throughput=measured["throughput"], latency_ms_p50=measured["latency_ms_p50"]
@@ -274,11 +272,11 @@ def choose(
         candidates.append(cand)
         return cand.row
 
-    ordered = plans(model, [float(x) for x in pcfg.levels], scores, keep_ids)
-    scan(ordered, build, float(ecfg.max_metric_drop), pcfg.scan == "until_chosen")
+    ordered = plans(model, pcfg.levels, scores, keep_ids)
+    scan(ordered, build, ecfg.max_metric_drop, pcfg.scan == "until_chosen")
     # the curve reads by level, full vocabulary first (the order `all` always wrote)
     candidates.sort(key=lambda c: (c.row["level"], -c.row["vocab_size"]))
-    index = smallest_within([c.row for c in candidates], float(ecfg.max_metric_drop))
+    index = smallest_within([c.row for c in candidates], ecfg.max_metric_drop)
     chosen = candidates[0 if index is None else index]
     for cand in candidates:
         if cand is not chosen:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from emergent.monitoring.drift import compare
+from emergent.schema import MonitorConfig
 
 log = logging.getLogger(__name__)
 
@@ -48,21 +49,21 @@ def load_window(path: Path) -> list[dict[str, Any]]:
 def monitor(
     window: list[dict[str, Any]],
     references: dict[str, Any],
-    conf: Any,
+    conf: MonitorConfig,
 ) -> dict[str, Any]:
     """`references`: task -> callable returning that task's reference features (lazy: a task
     without traffic never loads its model)."""
     tasks: dict[str, Any] = {}
     for task, reference in references.items():
         current = [r for r in window if r.get("task") == task]
-        if len(current) < int(conf.min_rows):
+        if len(current) < conf.min_rows:
             tasks[task] = {
                 "status": "no traffic",
                 "rows": len(current),
-                "min_rows": int(conf.min_rows),
+                "min_rows": conf.min_rows,
             }
             continue
-        result = compare(reference(), current, float(conf.p_value), float(conf.drift_share))
+        result = compare(reference(), current, conf.p_value, conf.drift_share)
         tasks[task] = {"status": "checked", **result}
         log.info(
             "%s: %d rows, drift=%s (%d features)",

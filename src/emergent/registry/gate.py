@@ -35,6 +35,7 @@ from emergent.errors import StageError
 from emergent.evaluation.bootstrap import Bootstrap, interval
 from emergent.io import read_jsonl, sha256_file, write_json
 from emergent.registry.versions import Version
+from emergent.schema import Settings
 from emergent.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -54,10 +55,11 @@ class GateRule:
     bootstrap: Bootstrap = field(default_factory=Bootstrap)
 
     @classmethod
-    def from_config(cls, cfg: Any) -> GateRule:
-        section = cfg.promote
-        settings = Bootstrap(int(section.resamples), float(section.confidence), int(cfg.seed))
-        return cls(float(section.tolerance), int(section.min_feedback_test), settings)
+    def from_settings(cls, settings: Settings) -> GateRule:
+        """From the validated config: `promote` and the run's `seed`."""
+        section = settings.promote
+        bootstrap = Bootstrap(section.resamples, section.confidence, settings.seed)
+        return cls(section.tolerance, section.min_feedback_test, bootstrap)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from emergent.io import under
+from emergent.schema import ServeConfig
 from emergent.serving.package import MODEL_FILE
 from emergent.serving.slots import ModelLoadError, Source, resolve_local, resolve_registry
 
@@ -65,9 +66,10 @@ def is_loopback(host: str) -> bool:
             return False
 
 
-def build(serve: Any, tasks: list[str], root: Path, **overrides: Any) -> Settings:
-    """Settings from the `serve` config node. Raises ModelLoadError naming what is missing."""
-    source = str(serve.source)
+def build(serve: ServeConfig, tasks: list[str], root: Path, **overrides: Any) -> Settings:
+    """Settings from the validated `serve` section. Raises ModelLoadError naming what is
+    missing."""
+    source = serve.source
     export_root = under(root, serve.export_root or "models/export")
     if serve.tasks:
         chosen = list(serve.tasks)
@@ -86,33 +88,29 @@ def build(serve: Any, tasks: list[str], root: Path, **overrides: Any) -> Setting
             resolve()  # fail now, with a clear message, when a package is missing
     elif source == "registry":
         cache = Path(tempfile.mkdtemp(prefix="emergent-serve-"))
-        sources = {
-            t: functools.partial(resolve_registry, t, str(serve.alias), cache) for t in chosen
-        }
+        sources = {t: functools.partial(resolve_registry, t, serve.alias, cache) for t in chosen}
     else:
         raise ModelLoadError(f"serve.source={source!r}: choose local or registry")
     limits, batching, store = serve.limits, serve.batching, serve.store
-    masking = dict(serve.masking)
-    masking["entity_map"] = dict(serve.masking.entity_map)
-    masking["placeholders"] = dict(serve.masking.placeholders)
+    masking = serve.masking.model_dump()  # plain: the masking process is sent a copy
     values: dict[str, Any] = {
         "sources": sources,
         "keys_file": under(root, serve.keys_file),
         "store_path": under(root, store.path),
         "feedback_uri": store.feedback_uri,
-        "threads": int(serve.threads),
-        "warmup_batches": int(serve.warmup_batches),
-        "max_batch_size": int(batching.max_batch_size),
-        "max_wait_ms": float(batching.max_wait_ms),
-        "max_body_bytes": int(limits.max_body_bytes),
-        "max_texts": int(limits.max_texts),
-        "max_chars": int(limits.max_chars),
-        "rate_per_second": float(limits.rate_per_second),
-        "rate_burst": float(limits.rate_burst),
-        "max_queue": int(limits.max_queue),
-        "retry_after_s": float(limits.retry_after_s),
-        "sample_rate": float(store.sample_rate),
-        "max_pending": int(store.max_pending),
+        "threads": serve.threads,
+        "warmup_batches": serve.warmup_batches,
+        "max_batch_size": batching.max_batch_size,
+        "max_wait_ms": batching.max_wait_ms,
+        "max_body_bytes": limits.max_body_bytes,
+        "max_texts": limits.max_texts,
+        "max_chars": limits.max_chars,
+        "rate_per_second": limits.rate_per_second,
+        "rate_burst": limits.rate_burst,
+        "max_queue": limits.max_queue,
+        "retry_after_s": limits.retry_after_s,
+        "sample_rate": store.sample_rate,
+        "max_pending": store.max_pending,
         "masking": masking,
     }
     values.update(overrides)

@@ -60,6 +60,7 @@ def run(cfg: DictConfig, paths: Paths, task: Task, *, settings: Settings) -> Non
             "finetune_run_id": training.mlflow_run_id,
             "test_source": source,
         },
+        settings=settings,
     ) as tracker:
         scores = score_test(
             task,
@@ -68,7 +69,7 @@ def run(cfg: DictConfig, paths: Paths, task: Task, *, settings: Settings) -> Non
             labels,
             examples,
             training.max_length,
-            Bootstrap.from_config(cfg),
+            Bootstrap.from_settings(settings),
         )
         cost = training.cost()  # to the report and MLflow, not to DVC's metrics
         write_json(paths.out("metrics", f"{task.name}.json"), scores.metrics)

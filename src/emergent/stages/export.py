@@ -38,9 +38,10 @@ def run(cfg: DictConfig, paths: Paths, task: Task, *, settings: Settings) -> Non
         task.name,
         data_sha256=sha256_file(manifest) if manifest.is_file() else "",
         extra_tags={"task": task.name},
+        settings=settings,
     ) as tracker:
         with atomic_dir(out_dir) as tmp:
-            result, failures = export_package(cfg, paths, task, tmp)
+            result, failures = export_package(cfg, settings, paths, task, tmp)
             tracker.log_metrics({k: v for k, v in result.items() if k not in ("curve", "headline")})
             if failures:  # raised inside atomic_dir: the previous package stays in place
                 tracker.set_tags({"parity_gate": "failed"})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from pathlib import Path
 
 from omegaconf import DictConfig
 
@@ -40,8 +41,8 @@ def run(
         raise StageError(
             f"monitor: unknown argument {argv[0]!r} (use `monitor` or `monitor export`)"
         )
-    results = evaluate(cfg, paths, window)
-    write(cfg, paths, results)
+    results = evaluate(settings, paths, window)
+    write(cfg, settings, paths, results)
     print(f"monitor: {results['status']}, drift={results['drift']}")
     if results["drift"] and conf.fail_on_drift:
         raise StageError(
@@ -50,7 +51,7 @@ def run(
         )
 
 
-def evaluate(cfg: DictConfig, paths: Paths, window_path) -> dict:
+def evaluate(settings: Settings, paths: Paths, window_path: Path) -> dict:
     from emergent.data.layout import load_task_split
     from emergent.monitoring.monitor import load_window, monitor, reference_features
 
@@ -58,17 +59,17 @@ def evaluate(cfg: DictConfig, paths: Paths, window_path) -> dict:
         window = load_window(window_path)
     except ValueError as err:
         raise StageError(str(err)) from err
-    limit = int(cfg.monitor.reference_max_rows)
+    limit = settings.monitor.reference_max_rows
 
     def reference(task: str) -> list[dict]:
-        rows = load_task_split(paths.inp(cfg.data.prepared_dir), task, "test")[:limit]
+        rows = load_task_split(paths.inp(settings.data.prepared_dir), task, "test")[:limit]
         return reference_features(paths.inp("models", "export", task), rows)
 
-    refs = {t: functools.partial(reference, t) for t in cfg.tasks}
-    return monitor(window, refs, cfg.monitor)
+    refs = {t: functools.partial(reference, t) for t in settings.tasks.names()}
+    return monitor(window, refs, settings.monitor)
 
 
-def write(cfg: DictConfig, paths: Paths, results: dict) -> None:
+def write(cfg: DictConfig, settings: Settings, paths: Paths, results: dict) -> None:
     from emergent.io import atomic_write_text, write_json
     from emergent.monitoring.drift import report_html
     from emergent.tracking import stage_run
@@ -84,7 +85,7 @@ def write(cfg: DictConfig, paths: Paths, results: dict) -> None:
             "drift_share": res.get("drift_share"),
         }
     write_json(paths.out("metrics", "monitor.json"), headline)
-    with stage_run(cfg, "monitor", "monitoring") as tracker:
+    with stage_run(cfg, "monitor", "monitoring", settings=settings) as tracker:
         import mlflow
 
         if tracker.run_id:

@@ -15,32 +15,35 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from emergent.config import project_root
+from emergent.schema import Settings
 from emergent.tasks import Task
 from emergent.tracking import ensure_experiment, flatten, git_info, is_rank_zero, tracking_uri
 
 
-def enabled(cfg: DictConfig) -> bool:
-    return bool(cfg.mlflow.enabled) and is_rank_zero()
+def enabled(settings: Settings) -> bool:
+    return settings.mlflow.enabled and is_rank_zero()
 
 
-def _client(cfg: DictConfig) -> Any:
+def _client(settings: Settings) -> Any:
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri(cfg))
+    mlflow.set_tracking_uri(tracking_uri(settings))
     return mlflow.MlflowClient()
 
 
-def open_parent(cfg: DictConfig, task: Task, study: str, storage: str) -> str:
-    """Create the study's parent run in the task's experiment; '' when tracking is off."""
-    if not enabled(cfg):
+def open_parent(cfg: DictConfig, settings: Settings, task: Task, study: str, storage: str) -> str:
+    """Create the study's parent run in the task's experiment; '' when tracking is off. Its
+    params are `tune` as composed (`cfg`: the keys conf/ sets, as a stage run logs them)."""
+    if not enabled(settings):
         return ""
     from mlflow.entities import Param
 
-    client = _client(cfg)
+    client = _client(settings)
     root = project_root()
-    experiment = str(cfg.mlflow.experiments.get(task.name, task.name))
-    kind = str(cfg.mlflow.experiment_kind or "")
-    experiment_id = ensure_experiment(experiment, root / str(cfg.mlflow.artifact_dir), kind)
+    conf = settings.mlflow
+    experiment = conf.experiments.get(task.name, task.name)
+    kind = conf.experiment_kind or ""
+    experiment_id = ensure_experiment(experiment, root / conf.artifact_dir, kind)
     tags = {
         **git_info(root),
         "dvc_stage": "tune",
@@ -52,21 +55,22 @@ def open_parent(cfg: DictConfig, task: Task, study: str, storage: str) -> str:
     tune = OmegaConf.to_container(cfg.tune, resolve=True)
     assert isinstance(tune, dict)
     params = [
-        Param(k, v) for k, v in flatten({"tune": tune, "model": {"name": cfg.model.name}}).items()
+        Param(k, v)
+        for k, v in flatten({"tune": tune, "model": {"name": settings.model.name}}).items()
     ]
     for start in range(0, len(params), 100):
         client.log_batch(run.info.run_id, params=params[start : start + 100])
     return str(run.info.run_id)
 
 
-def finish_trial(cfg: DictConfig, result: Any, task: str) -> None:
+def finish_trial(settings: Settings, result: Any, task: str) -> None:
     """Name the trial's run, record its parameters and state; a pruned trial's run ends KILLED
     (Lightning and the stage's run both end it FAILED when the pruning exception passes)."""
-    if not enabled(cfg) or not result.run_id:
+    if not enabled(settings) or not result.run_id:
         return
     from mlflow.entities import Param, RunTag
 
-    client = _client(cfg)
+    client = _client(settings)
     client.update_run(result.run_id, name=f"tune {task} · trial {result.number}")
     client.log_batch(
         result.run_id,
@@ -77,13 +81,13 @@ def finish_trial(cfg: DictConfig, result: Any, task: str) -> None:
         client.set_terminated(result.run_id, status="KILLED")
 
 
-def update_parent(cfg: DictConfig, run_id: str, summary: Mapping[str, Any]) -> None:
+def update_parent(settings: Settings, run_id: str, summary: Mapping[str, Any]) -> None:
     """The study's figures so far on its parent run; the run ends when no trial is left."""
-    if not enabled(cfg):
+    if not enabled(settings):
         return
     from mlflow.entities import Metric, RunTag
 
-    client = _client(cfg)
+    client = _client(settings)
     now = int(time.time() * 1000)
     counts = summary["counts"]
     metrics = {

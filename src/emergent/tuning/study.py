@@ -30,10 +30,11 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from emergent.config import finetune_config, plain_dict, project_root
+from emergent.config import finetune_config, project_root
 from emergent.errors import ConfigError, StageError
 from emergent.hardware import device_count
 from emergent.io import atomic_write_text
+from emergent.schema import Settings, TuneConfig
 from emergent.tasks import Task
 from emergent.tuning.space import (
     Dimension,
@@ -200,17 +201,19 @@ def claim(storage: optuna.storages.RDBStorage, study_id: int) -> tuple[int, int]
     return None
 
 
-def build_sampler(tune: DictConfig, number: int) -> optuna.samplers.BaseSampler:
+def build_sampler(tune: TuneConfig, number: int) -> optuna.samplers.BaseSampler:
     """The configured sampler, seeded with `seed + trial number` (see conf/tune/default.yaml)."""
-    spec = plain_dict(tune.sampler, "tune.sampler", resolve=True)
+    spec = tune.sampler.model_dump(by_alias=True)  # `_target_` and its keyword arguments
     # `seed`: a keyword argument of most samplers, not all (a Hydra target's open section)
     if spec.get("seed") is not None:
         spec["seed"] = int(spec["seed"]) + number
     return instantiate(spec)
 
 
-def build_pruner(tune: DictConfig) -> optuna.pruners.BasePruner:
-    return optuna.pruners.NopPruner() if tune.pruner is None else instantiate(tune.pruner)
+def build_pruner(tune: TuneConfig) -> optuna.pruners.BasePruner:
+    if tune.pruner is None:
+        return optuna.pruners.NopPruner()
+    return instantiate(tune.pruner.model_dump(by_alias=True))
 
 
 def format_trial(result: TrialResult, metric: str, total: int) -> str:
@@ -273,6 +276,7 @@ def run_trial(
 
 def work(
     cfg: DictConfig,
+    settings: Settings,
     task: Task,
     train: TrainFn,
     out_root: Path,
@@ -281,28 +285,27 @@ def work(
     """One worker: join (or create) the study, run queued trials until none are left or the
     timeout passes, write the preset from the best trial into `out_root` (and, with
     `tune.adopt`, over the committed one); returns the study's summary (`preset`, `adopted`:
-    the paths written)."""
+    the paths written). `settings` is what the study reads; each trial's config is made from
+    `cfg`, the composed config, as the fine-tuning stage takes it."""
     from emergent.tuning import mlflow_runs
 
-    tune = cfg.tune
-    devices = device_count(cfg.trainer.devices, str(cfg.trainer.accelerator))
-    if devices > 1 or int(cfg.trainer.num_nodes) > 1:
+    tune, trainer = settings.tune, settings.trainer
+    devices = device_count(trainer.devices, trainer.accelerator)
+    if devices > 1 or trainer.num_nodes > 1:
         raise ConfigError(
             "trainer.devices",
             "tune runs each trial in one process: start more tune workers instead of DDP",
         )
     dims = parse_space(tune.space, finetune_config(cfg, task.name))
-    n_trials = int(tune.n_trials)
-    if n_trials < 1:
-        raise ConfigError("tune.n_trials", f"must be at least 1, got {n_trials}")
-    name = str(tune.study_name or f"{task.name}-{cfg.model.name}")
-    url = storage_url(str(tune.storage))
+    n_trials = tune.n_trials
+    name = tune.study_name or f"{task.name}-{settings.model.name}"
+    url = storage_url(tune.storage)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own line per trial instead
     storage = open_storage(url)
     pruner = build_pruner(tune)
 
     def publish() -> dict[str, str]:
-        return {PARENT_ATTR: mlflow_runs.open_parent(cfg, task, name, redact(url))}
+        return {PARENT_ATTR: mlflow_runs.open_parent(cfg, settings, task, name, redact(url))}
 
     study, created = join_study(storage, name, task, n_trials, publish)
     parent = str(study.user_attrs.get(PARENT_ATTR) or "")
@@ -317,7 +320,7 @@ def work(
         tags["mlflow.parentRunId"] = parent
     total = int(study.user_attrs[READY_ATTR])
     started = time.monotonic()
-    timeout = None if tune.timeout is None else float(tune.timeout)
+    timeout = tune.timeout
     ran = 0
     while timeout is None or time.monotonic() - started < timeout:
         claimed = claim(storage, study_id)
@@ -337,21 +340,21 @@ def work(
         finally:
             if not tune.keep_models:
                 shutil.rmtree(out_dir, ignore_errors=True)
-        mlflow_runs.finish_trial(cfg, result, task.name)
+        mlflow_runs.finish_trial(settings, result, task.name)
         echo(format_trial(result, task.headline.metric, total))
         ran += 1
     summary = study_summary(study, task, dims)
     # As configured (a relative SQLite path stays relative): the preset quoting it is committed.
-    summary.update(study=name, storage=redact(str(tune.storage)), worker_trials=ran)
+    summary.update(study=name, storage=redact(tune.storage), worker_trials=ran)
     if summary["best"] is not None:
         text = preset_text(task, summary, dims, base_experiment(cfg, task.name))
         # The run's own copy always; the committed preset only when asked (`tune.adopt`): a
         # smoke study must not replace the preset of a real one.
         summary["preset"] = str(write_preset(out_root / f"{task.name}_tuned.yaml", text))
         if tune.adopt:
-            summary["adopted"] = str(write_preset(adopt_path(cfg, task.name), text))
+            summary["adopted"] = str(write_preset(adopt_path(tune, task.name), text))
     if parent:
-        mlflow_runs.update_parent(cfg, parent, summary)
+        mlflow_runs.update_parent(settings, parent, summary)
     return summary
 
 
@@ -387,10 +390,10 @@ def preset_path(task: str, root: Path | None = None) -> Path:
     return (root or project_root()) / "conf" / "experiment" / f"{task}_tuned.yaml"
 
 
-def adopt_path(cfg: DictConfig, task: str) -> Path:
+def adopt_path(tune: TuneConfig, task: str) -> Path:
     """Where adopting the study's preset puts it: `tune.preset`, else the committed
     `conf/experiment/<task>_tuned.yaml` that `experiment=<task>_tuned` selects."""
-    return Path(cfg.tune.preset) if cfg.tune.preset else preset_path(task)
+    return Path(tune.preset) if tune.preset else preset_path(task)
 
 
 def base_experiment(cfg: DictConfig, task: str) -> str | None:

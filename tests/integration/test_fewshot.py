@@ -169,11 +169,12 @@ def test_the_instruct_lm_from_its_package_reads_sentiment_zero_shot() -> None:
     from emergent.config import compose
     from emergent.fewshot.causal_lab import build_causal_lab
     from emergent.fewshot.protocol import FewShotData
+    from emergent.schema import validate_config
 
-    cfg = compose(["model=smollm2_135m_instruct"])
+    settings = validate_config(compose(["model=smollm2_135m_instruct"]))
     texts = [{"text": t, "label": label} for t, label in CLEAR_REVIEWS]
     data = FewShotData(["negative", "positive"], texts, texts, texts)
-    lab = build_causal_lab(cfg.model, cfg.fewshot, data, None, "model.source")
+    lab = build_causal_lab(settings.model, settings.fewshot, data, None, "model.source")
     out = lab.zero_shot(lab.load())["zero_shot"]
     assert lab.parameters == 134_515_008
     assert sum(out["correct"]) >= 7, out["correct"]

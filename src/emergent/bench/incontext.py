@@ -14,7 +14,6 @@ import time
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
 
 from emergent.config import Paths
 from emergent.data.layout import load_task_split
@@ -24,26 +23,31 @@ from emergent.fewshot.causal_lab import build_causal_lab
 from emergent.fewshot.demonstrations import sample_per_class
 from emergent.fewshot.protocol import FewShotData
 from emergent.hardware import cpu_facts, resolve_precision
+from emergent.schema import FewshotConfig, ModelConfig, Settings
 
 
-def causal_preset(cfg: DictConfig) -> tuple[str, DictConfig]:
-    """The first causal LM among `fewshot.models` (name, composed model preset)."""
-    for index, entry in enumerate(cfg.fewshot.models):
-        if entry.get("preset"):
-            model_cfg = preset_model(str(entry.preset), f"fewshot.models[{index}]")
+def causal_preset(fcfg: FewshotConfig) -> tuple[str, ModelConfig]:
+    """The first causal LM among `fewshot.models` (name, its model preset validated)."""
+    for index, entry in enumerate(fcfg.models):
+        if entry.preset:
+            model_cfg = preset_model(entry.preset, f"fewshot.models[{index}]")
             if model_cfg.family == "causal":
-                if entry.get("source"):
-                    model_cfg.source = str(entry.source)
-                return str(entry.name), model_cfg
+                if entry.source:
+                    model_cfg = model_cfg.model_copy(update={"source": entry.source})
+                return entry.name, model_cfg
     raise ValueError("fewshot.models has no causal LM preset to benchmark")
 
 
 def run(
-    cfg: DictConfig, paths: Paths, ks: tuple[int, ...] = (4, 16), texts: int = 48, rounds: int = 2
+    settings: Settings,
+    paths: Paths,
+    ks: tuple[int, ...] = (4, 16),
+    texts: int = 48,
+    rounds: int = 2,
 ) -> dict[str, Any]:
-    fcfg = cfg.fewshot
-    task = str(fcfg.task)
-    prepared = paths.inp(cfg.data.prepared_dir)
+    fcfg = settings.fewshot
+    task = fcfg.task
+    prepared = paths.inp(settings.data.prepared_dir)
     split = {
         name: [
             {"text": e["text"], "label": str(e["label"])}
@@ -53,11 +57,11 @@ def run(
     }
     labels = sorted({e["label"] for e in split["train"]})
     queries = random.Random(0).sample(split["test"], min(texts, len(split["test"])))
-    name, model_cfg = causal_preset(cfg)
+    name, model_cfg = causal_preset(fcfg)
     data = FewShotData(labels, split["train"], split["train"], queries)
     lab = build_causal_lab(model_cfg, fcfg, data, None, "fewshot.models")
     model = lab.load()
-    precision = resolve_precision(str(fcfg.precision))
+    precision = resolve_precision(fcfg.precision)
     results: dict[str, Any] = {}
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision.startswith("bf16")):
         for k in ks:

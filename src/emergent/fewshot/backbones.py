@@ -9,10 +9,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import OmegaConf
+from pydantic import ValidationError
 
-from emergent.config import Paths, plain_dict
+from emergent.config import Paths
 from emergent.errors import StageError
+from emergent.schema import FewshotModel, ModelConfig, Settings
 
 
 def count_parameters(folder: Path) -> int:
@@ -23,32 +25,33 @@ def count_parameters(folder: Path) -> int:
         return sum(math.prod(fh.get_slice(key).get_shape()) for key in fh.keys())  # noqa: SIM118 (not iterable)
 
 
-def backbones(cfg: DictConfig, paths: Paths, scaled: list[dict[str, str]]) -> list[dict[str, Any]]:
+def backbones(
+    settings: Settings, paths: Paths, scaled: list[dict[str, str]]
+) -> list[dict[str, Any]]:
     """Configured backbones (plus pretraining snapshots if asked) with size and tokens seen.
 
     A `path` entry is a masked-LM folder made by the pipeline; a `preset` entry is a model
     preset of conf/model/ loaded from its `source` (a causal LM among them). `scaled`: the
     entries of the presets the stage pretrained for `fewshot.scale.models`.
     """
-    fcfg, pcfg = cfg.fewshot, cfg.pretrain
-    tokens_per_step = int(pcfg.batch_size) * min(int(pcfg.block_size), int(cfg.model.max_length))
+    fcfg, pcfg = settings.fewshot, settings.pretrain
+    tokens_per_step = pcfg.batch_size * min(pcfg.block_size, settings.model.max_length)
     entries = []
-    configured = [plain_dict(e, f"fewshot.models[{i}]") for i, e in enumerate(fcfg.models)]
-    given: list[dict[str, Any]] = [*configured, *scaled]
+    given = [*fcfg.models, *(FewshotModel(name=s["name"], path=s["path"]) for s in scaled)]
     for index, entry in enumerate(given):
         key = f"fewshot.models[{index}]"
-        methods = [str(m) for m in (entry.get("methods") or fcfg.methods)]
-        ks = [int(k) for k in (entry.get("k") or fcfg.k)]
-        if entry.get("preset"):
-            model_cfg = preset_model(str(entry["preset"]), key)
-            if entry.get("source"):
-                model_cfg.source = str(entry["source"])
+        methods: list[str] = list(entry.methods or fcfg.methods)
+        ks = entry.k or fcfg.k
+        if entry.preset:
+            model_cfg = preset_model(entry.preset, key)
+            if entry.source:
+                model_cfg = model_cfg.model_copy(update={"source": entry.source})
             entries.append(
                 {
-                    "name": str(entry["name"]),
+                    "name": entry.name,
                     "key": key,
                     "model": model_cfg,
-                    "family": str(model_cfg.family),
+                    "family": model_cfg.family,
                     "methods": methods,
                     "k": ks,
                     "params": None,  # counted once loaded (a GGUF file has no safetensors)
@@ -57,7 +60,7 @@ def backbones(cfg: DictConfig, paths: Paths, scaled: list[dict[str, str]]) -> li
                 }
             )
             continue
-        folder = paths.inp(str(entry["path"]))
+        folder = paths.inp(str(entry.path))
         if not (folder / "config.json").is_file():
             raise StageError(
                 f"{key}.path: {folder} is not a model folder (run the pretrain stage first)"
@@ -66,12 +69,12 @@ def backbones(cfg: DictConfig, paths: Paths, scaled: list[dict[str, str]]) -> li
         metrics = folder.parent.parent / "metrics" / "pretrain.json"
         if metrics.is_file():
             steps = json.loads(metrics.read_text()).get("global_step")
-        candidates = [(str(entry["name"]), folder, steps)]
+        candidates = [(entry.name, folder, steps)]
         snapshot_dir = folder / "snapshots"
-        if fcfg.get("include_snapshots") and snapshot_dir.is_dir():
+        if fcfg.include_snapshots and snapshot_dir.is_dir():
             for snap in sorted(snapshot_dir.iterdir(), key=lambda p: int(p.name.split("-")[-1])):
                 candidates.append(
-                    (f"{entry['name']}@{snap.name}", snap, int(snap.name.split("-")[-1]))
+                    (f"{entry.name}@{snap.name}", snap, int(snap.name.split("-")[-1]))
                 )
         for name, path, step in candidates:
             entries.append(
@@ -100,17 +103,27 @@ def pretraining_note(entry: dict[str, Any]) -> str:
     return f"{entry['pretrain_steps']} MLM steps (~{entry['pretrain_tokens']:,} tokens)"
 
 
-def preset_model(preset: str, key: str) -> DictConfig:
-    """The `model` section of a preset in conf/model/, as composed (its source checked)."""
+def preset_model(preset: str, key: str) -> ModelConfig:
+    """The `model` section of a preset in conf/model/, composed at run time (the run's own
+    config holds only its own preset) and validated into `ModelConfig` here, its source
+    checked: a preset with a bad key fails as one line naming it, not deep in a lab."""
     from hydra.errors import MissingConfigException
 
     from emergent.config import compose
 
     try:
-        model_cfg = compose([f"model={preset}"]).model
+        composed = compose([f"model={preset}"]).model
     except MissingConfigException:
         raise StageError(f"{key}.preset={preset!r}: no conf/model/{preset}.yaml") from None
-    if not model_cfg.get("source"):
+    try:
+        model_cfg = ModelConfig.model_validate(OmegaConf.to_container(composed, resolve=True))
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise StageError(
+            f"{key}.preset={preset!r}: conf/model/{preset}.yaml: model.{where}: {first['msg']}"
+        ) from None
+    if not model_cfg.source:
         raise StageError(
             f"{key}.preset={preset!r} has no `source` (a from-scratch preset): add it to "
             "fewshot.scale.models instead, which pretrains it"

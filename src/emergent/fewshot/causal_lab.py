@@ -31,13 +31,13 @@ from emergent.fewshot.calibration import calibrate, content_free_prior
 from emergent.fewshot.causal import (
     CausalPrompter,
     Prefix,
-    Prompting,
     label_logprobs,
     last_logits,
 )
 from emergent.fewshot.metrics import classification_metrics
 from emergent.fewshot.training import TrainSettings, fit
 from emergent.models.source import ModelSource, load_pretrained
+from emergent.schema import FewshotConfig, ModelConfig
 
 CAUSAL_METHODS = (
     "zero_shot",
@@ -247,26 +247,12 @@ class CausalLab:
         return lambda m: float((self.score(m, queries).argmax(-1) == gold).float().mean())
 
 
-def _prompting(value: str) -> Prompting:
-    """`model.prompting` as its type (the schema has checked it; this says so to the checker)."""
-    if value == "raw":
-        return "raw"
-    if value == "chat":
-        return "chat"
-    raise FewShotConfigError(f"model.prompting: must be raw or chat, got {value!r}")
-
-
-def _adapter(value: str) -> Literal["lora", "full"]:
-    """`fewshot.causal.adapter` as its type (checked by the schema as `_prompting`'s key is)."""
-    if value == "lora":
-        return "lora"
-    if value == "full":
-        return "full"
-    raise FewShotConfigError(f"fewshot.causal.adapter: must be lora or full, got {value!r}")
-
-
 def build_causal_lab(
-    model_cfg: Any, fcfg: Any, data: Any, bootstrap: Bootstrap | None, key: str
+    model_cfg: ModelConfig,
+    fcfg: FewshotConfig,
+    data: Any,
+    bootstrap: Bootstrap | None,
+    key: str,
 ) -> CausalLab:
     """A causal LM preset (`model_cfg`) under the lab's settings (`fewshot.*`).
 
@@ -276,16 +262,14 @@ def build_causal_lab(
     from emergent.fewshot.causal import CausalTemplate, label_word_ids
     from emergent.models.source import load_source_tokenizer, resolve_source
 
-    task = str(fcfg.task)
+    task = fcfg.task
     prompt = fcfg.causal_prompts[task]
     source = resolve_source(str(model_cfg.source), key)
     prompter = CausalPrompter(
         tokenizer=load_source_tokenizer(source, key),
-        template=CausalTemplate.parse(
-            str(prompt.template), f"fewshot.causal_prompts.{task}.template"
-        ),
-        prompting=_prompting(str(model_cfg.prompting)),
-        text_tokens=int(fcfg.causal.text_tokens),
+        template=CausalTemplate.parse(prompt.template, f"fewshot.causal_prompts.{task}.template"),
+        prompting=model_cfg.prompting,
+        text_tokens=fcfg.causal.text_tokens,
     )
     word_ids = label_word_ids(
         prompter, prompt.verbalizer, data.labels, f"fewshot.causal_prompts.{task}.verbalizer"
@@ -297,12 +281,10 @@ def build_causal_lab(
         prompter=prompter,
         word_ids=word_ids,
         data=data,
-        content_free=list(fcfg.content_free),
-        train=dict(fcfg.causal.train),
-        adapter=_adapter(str(fcfg.causal.adapter)),
-        lora=LoraSettings(
-            int(lora.r), int(lora.alpha), float(lora.dropout), tuple(lora.target_modules)
-        ),
-        batch_size=int(fcfg.causal.batch_size),
+        content_free=fcfg.content_free,
+        train=fcfg.causal.train.model_dump(),
+        adapter=fcfg.causal.adapter,
+        lora=LoraSettings(lora.r, lora.alpha, lora.dropout, tuple(lora.target_modules)),
+        batch_size=fcfg.causal.batch_size,
         bootstrap=bootstrap,
     )

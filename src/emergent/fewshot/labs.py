@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from emergent.config import project_root
 from emergent.data.layout import SPLITS, load_task_split
@@ -25,6 +25,7 @@ from emergent.fewshot.templates import Template
 from emergent.fewshot.verbalizers import build_verbalizer
 from emergent.models.backbone import load_tokenizer
 from emergent.models.source import ModelSourceError
+from emergent.schema import FewshotConfig, Settings
 from emergent.tasks import Task, get_task
 from emergent.tasks.sequence_classification import SequenceClassificationTask
 from emergent.tracking import Tracker, git_info
@@ -32,12 +33,12 @@ from emergent.tracking import Tracker, git_info
 log = logging.getLogger(__name__)
 
 
-def fewshot_data(cfg: DictConfig, prepared: Path) -> tuple[FewShotData, Task]:
+def fewshot_data(cfg: DictConfig, settings: Settings, prepared: Path) -> tuple[FewShotData, Task]:
     """`fewshot.task`'s prepared splits as (text, label) rows, the test split cut to
     `fewshot.test_size`, and the task; refuses a task without a prompt or not one label per
-    text."""
-    fcfg = cfg.fewshot
-    task = str(fcfg.task)
+    text. `cfg`: the composed config `get_task` instantiates the task from."""
+    fcfg = settings.fewshot
+    task = fcfg.task
     if task not in fcfg.prompts:
         raise StageError(
             f"fewshot.prompts has no entry for fewshot.task={task!r} (template, verbalizer)"
@@ -59,27 +60,29 @@ def fewshot_data(cfg: DictConfig, prepared: Path) -> tuple[FewShotData, Task]:
         spec.labels(splits["train"]),
         splits["train"],
         splits["validation"],
-        fixed_subset(splits["test"], fcfg.test_size, int(cfg.seed)),
+        fixed_subset(splits["test"], fcfg.test_size, settings.seed),
     )
     return data, spec
 
 
 def build_labs(
-    cfg: DictConfig, models: list[dict[str, Any]], data: FewShotData, spec: Any
+    settings: Settings, models: list[dict[str, Any]], data: FewShotData, spec: Any
 ) -> list[tuple[dict[str, Any], AnyLab]]:
     """One lab per backbone; every config error surfaces before any run starts."""
     try:
-        return [(entry, make_lab(cfg, entry, data, spec)) for entry in models]
+        return [(entry, make_lab(settings, entry, data, spec)) for entry in models]
     except (FewShotConfigError, ModelSourceError) as err:
         raise StageError(str(err)) from None
 
 
 def run_labs(
-    cfg: DictConfig, labs: list[tuple[dict[str, Any], AnyLab]], tracker: Tracker, data_sha: str
+    fcfg: FewshotConfig,
+    labs: list[tuple[dict[str, Any], AnyLab]],
+    tracker: Tracker,
+    data_sha: str,
 ) -> list[dict[str, Any]]:
     """The protocol (methods x k x seeds) on every lab in turn, one nested MLflow run per
     result; a causal LM's weights are released before the next backbone loads."""
-    fcfg = cfg.fewshot
     tags = {
         **git_info(project_root()),
         "dvc_stage": "fewshot",
@@ -95,8 +98,8 @@ def run_labs(
                 lab,
                 entry["methods"],
                 entry["k"],
-                [int(s) for s in fcfg.seeds],
-                bool(fcfg.prompt_demonstrations),
+                fcfg.seeds,
+                fcfg.prompt_demonstrations,
                 on_result=nested_runs(tracker, entry["name"], tags),
             )
         except (FewShotConfigError, ModelSourceError) as err:
@@ -109,11 +112,10 @@ def run_labs(
 
 
 def summary_settings(
-    cfg: DictConfig, models: list[dict[str, Any]], data: FewShotData, seconds: float
+    fcfg: FewshotConfig, models: list[dict[str, Any]], data: FewShotData, seconds: float
 ) -> dict[str, Any]:
     """The summary's settings rows: test set, k, seeds, prompts, fine-tuning, wall time."""
-    fcfg = cfg.fewshot
-    tcfg = fcfg.prompts[str(fcfg.task)]
+    tcfg = fcfg.prompts[fcfg.task]
     return {
         "test examples": len(data.test),
         "majority-class accuracy": round(
@@ -125,8 +127,8 @@ def summary_settings(
         "seeds": list(fcfg.seeds),
         "template": f"`{tcfg.template}`",
         "verbalizer": ", ".join(f"{k}: {v}" for k, v in tcfg.verbalizer.items()),
-        **causal_settings(cfg, models),
-        "fine-tuning steps": int(fcfg.train.steps),
+        **causal_settings(fcfg, models),
+        "fine-tuning steps": fcfg.train.steps,
         "wall time (s)": round(seconds, 1),
     }
 
@@ -141,12 +143,11 @@ def accuracy_metrics(tables: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def causal_settings(cfg: DictConfig, models: list[dict[str, Any]]) -> dict[str, str]:
+def causal_settings(fcfg: FewshotConfig, models: list[dict[str, Any]]) -> dict[str, str]:
     """The summary's settings rows for the causal LMs' prompts and fine-tuning."""
     if not any(m["family"] == "causal" for m in models):
         return {}
-    fcfg = cfg.fewshot
-    prompt = fcfg.causal_prompts[str(fcfg.task)]
+    prompt = fcfg.causal_prompts[fcfg.task]
     causal = fcfg.causal
     words = ", ".join(f"{k}: {v}" for k, v in prompt.verbalizer.items())
     adapter = (
@@ -186,10 +187,10 @@ def nested_runs(tracker: Tracker, model: str, tags: dict[str, str]) -> Callable[
     return log_row
 
 
-def make_lab(cfg: DictConfig, entry: dict[str, Any], data: FewShotData, spec: Any) -> AnyLab:
+def make_lab(settings: Settings, entry: dict[str, Any], data: FewShotData, spec: Any) -> AnyLab:
     """The protocol's view of one backbone; checks methods, template and verbalizer first."""
-    fcfg = cfg.fewshot
-    task = str(fcfg.task)
+    fcfg = settings.fewshot
+    task = fcfg.task
     lab: AnyLab
     if entry["family"] == "causal":
         if task not in fcfg.causal_prompts:
@@ -198,10 +199,10 @@ def make_lab(cfg: DictConfig, entry: dict[str, Any], data: FewShotData, spec: An
                 f"({entry['key']} is a causal LM: it needs a next-word template)"
             )
         lab = build_causal_lab(
-            entry["model"], fcfg, data, Bootstrap.from_config(cfg), f"{entry['key']}.preset"
+            entry["model"], fcfg, data, Bootstrap.from_settings(settings), f"{entry['key']}.preset"
         )
     else:
-        lab = make_masked_lab(cfg, entry, data, spec.model_class())
+        lab = make_masked_lab(settings, entry, data, spec.model_class())
     unsupported = [m for m in entry["methods"] if not lab.supports(m)]
     if unsupported:
         raise StageError(
@@ -212,29 +213,29 @@ def make_lab(cfg: DictConfig, entry: dict[str, Any], data: FewShotData, spec: An
 
 
 def make_masked_lab(
-    cfg: DictConfig, entry: dict[str, Any], data: FewShotData, classifier_class: Any
+    settings: Settings, entry: dict[str, Any], data: FewShotData, classifier_class: Any
 ) -> Lab:
     """A masked LM under the protocol; checks template and verbalizer against its vocab."""
-    fcfg = cfg.fewshot
-    task = str(fcfg.task)
+    fcfg = settings.fewshot
+    task = fcfg.task
     tcfg = fcfg.prompts[task]
     tokenizer = load_tokenizer(entry["path"])
     config = json.loads((entry["path"] / "config.json").read_text())
     return Lab(
         path=entry["path"],
         tokenizer=tokenizer,
-        template=Template.parse(str(tcfg.template), f"fewshot.prompts.{task}.template"),
+        template=Template.parse(tcfg.template, f"fewshot.prompts.{task}.template"),
         verbalizer=build_verbalizer(
             tokenizer, tcfg.verbalizer, data.labels, f"fewshot.prompts.{task}.verbalizer"
         ),
         data=data,
-        max_length=min(int(fcfg.max_length), int(config.get("max_position_embeddings", 512))),
-        query_tokens=int(fcfg.query_tokens),
-        demo_tokens=int(fcfg.demonstrations.max_tokens),
-        demos_per_class=int(fcfg.demonstrations.per_class),
-        content_free=list(fcfg.content_free),
-        train=OmegaConf.to_container(fcfg.train),  # type: ignore[arg-type]
+        max_length=min(fcfg.max_length, int(config.get("max_position_embeddings", 512))),
+        query_tokens=fcfg.query_tokens,
+        demo_tokens=fcfg.demonstrations.max_tokens,
+        demos_per_class=fcfg.demonstrations.per_class,
+        content_free=fcfg.content_free,
+        train=fcfg.train.model_dump(),
         classifier_class=classifier_class,
-        batch_size=int(fcfg.batch_size),
-        bootstrap=Bootstrap.from_config(cfg),
+        batch_size=fcfg.batch_size,
+        bootstrap=Bootstrap.from_settings(settings),
     )

@@ -26,14 +26,19 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainSettings:
-    steps: int = 40
-    batch_size: int = 8
-    lr: float = 2e-5
-    new_params_lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    eval_every: int = 10
-    seed: int = 0
+    """One fine-tuning run: `fewshot.train` (or `fewshot.causal.train`) and the run's seed.
+
+    No defaults: every value comes from the validated `FewshotTrain` section (schema.py and
+    conf/fewshot/ hold them), so a value here can never drift from what the run was given."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    new_params_lr: float
+    weight_decay: float
+    warmup_ratio: float
+    eval_every: int
+    seed: int
 
 
 def fit(

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from emergent.config import Paths
+from emergent.schema import validate_config
 from emergent.tasks import get_task
-from tests.conftest import smoke_cfg
+from tests.conftest import smoke_cfg, smoke_settings
 
 # Times pretraining, fine-tuning and inference on the session's smoke models.
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -19,7 +20,7 @@ def test_pretrain_bench_reports_lightning_manual_and_precision_ratios(
 ) -> None:
     from emergent.bench import pretrain
 
-    result = pretrain.run(smoke_cfg(), Paths.for_dvc(smoke_pretrained), rounds=1, steps=4)
+    result = pretrain.run(smoke_settings(), Paths.for_dvc(smoke_pretrained), rounds=1, steps=4)
     assert set(result["tokens_per_second"]) == {
         "lightning_fp32",
         "manual_fp32",
@@ -34,7 +35,11 @@ def test_inference_bench_on_the_exported_package(smoke_pretrained: Path, exporte
 
     cfg = smoke_cfg()
     result = inference.run(
-        cfg, Paths.for_dvc(smoke_pretrained), get_task(cfg, "sentiment"), runs1=3, runs32=2
+        validate_config(cfg),
+        Paths.for_dvc(smoke_pretrained),
+        get_task(cfg, "sentiment"),
+        runs1=3,
+        runs32=2,
     )
     assert set(result["variants"]) == {"fp32_torch", "fp32_onnx", "int8_onnx"}
     assert {"cpu_model", "avx2", "avx512_vnni", "avx512_bf16", "amx"} <= set(result["cpu"])
@@ -52,7 +57,8 @@ def test_finetune_bench_reports_fp32_bf16_speed_and_metric_change(smoke_pretrain
     from emergent.bench import finetune
 
     cfg = smoke_cfg()
-    result = finetune.run(cfg, Paths.for_dvc(smoke_pretrained), get_task(cfg, "sentiment"), steps=2)
+    paths, task = Paths.for_dvc(smoke_pretrained), get_task(cfg, "sentiment")
+    result = finetune.run(cfg, validate_config(cfg), paths, task, steps=2)
     fp32, bf16 = result["variants"]["fp32"], result["variants"]["bf16"]
     assert fp32["steps"] == bf16["steps"] == 2
     assert fp32["tokens_per_second"] > 0 and bf16["tokens_per_second"] > 0

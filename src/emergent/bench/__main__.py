@@ -17,6 +17,7 @@ from emergent.cli import configure_logging, user_errors
 from emergent.config import Paths, compose
 from emergent.hardware import cpu_facts
 from emergent.io import write_json
+from emergent.schema import validate_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,36 +47,38 @@ def main(argv: list[str] | None = None) -> int:
     cfg = compose(args.overrides)
     paths = Paths.for_dvc()
     with user_errors():
+        settings = validate_config(cfg)  # a bad key: one line, before any timing starts
         if args.bench == "pretrain":
             from emergent.bench import pretrain
 
-            result = pretrain.run(cfg, paths, rounds=args.rounds, steps=args.steps or 6)
+            result = pretrain.run(settings, paths, rounds=args.rounds, steps=args.steps or 6)
             rates = result["tokens_per_second"]
             unit = "tokens/s"
         elif args.bench == "finetune":
             from emergent.bench import finetune
             from emergent.tasks import get_task
 
-            result = finetune.run(cfg, paths, get_task(cfg, str(cfg.task)), steps=args.steps or 40)
+            task = get_task(cfg, str(settings.task))
+            result = finetune.run(cfg, settings, paths, task, steps=args.steps or 40)
             rates = result["tokens_per_second"]
             unit = "tokens/s"
         elif args.bench == "incontext":
             from emergent.bench import incontext
 
-            result = incontext.run(cfg, paths, rounds=args.rounds)
+            result = incontext.run(settings, paths, rounds=args.rounds)
             rates = result["rates"]
             unit = "texts/s"
         else:
             from emergent.bench import inference
             from emergent.tasks import get_task
 
-            result = inference.run(cfg, paths, task=get_task(cfg, str(cfg.task)))
+            result = inference.run(settings, paths, task=get_task(cfg, str(settings.task)))
             rates = {k: v["throughput"] for k, v in result["variants"].items()}
             unit = "sequences/s at batch 32"
     result["cpu"] = cpu_facts()  # figures from different machines stay apart
-    name = args.bench if args.bench == "pretrain" else f"{args.bench}_{cfg.task}"
+    name = args.bench if args.bench == "pretrain" else f"{args.bench}_{settings.task}"
     if args.bench == "incontext":
-        name = f"incontext_{cfg.fewshot.task}"
+        name = f"incontext_{settings.fewshot.task}"
     write_json(paths.out("reports", "bench", f"{name}.json"), result)
     print(json.dumps(result, indent=2))
     print(f"\n{name} ({result['model']}, {result['threads']} threads):")

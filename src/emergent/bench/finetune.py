@@ -16,11 +16,12 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from emergent.config import Paths, finetune_config
+from emergent.config import Paths
 from emergent.data.layout import load_task_split
 from emergent.evaluation.predict import predict, torch_forward
 from emergent.models.finetuned import load_finetuned
 from emergent.models.summary import TrainingSummary
+from emergent.schema import Settings
 from emergent.stages import run_stage
 from emergent.tasks import Task
 
@@ -35,24 +36,27 @@ VARIANTS: dict[str, dict[str, object]] = {
 }
 
 
-def test_metric(cfg: DictConfig, paths: Paths, task: Task, model_dir: Path) -> float:
+def test_metric(settings: Settings, paths: Paths, task: Task, model_dir: Path) -> float:
     """The task's headline metric (points) of a fine-tuned model on the test split."""
     model, tokenizer, labels = load_finetuned(task, model_dir)
-    examples = load_task_split(paths.inp(cfg.data.prepared_dir), task.name, "test")
+    examples = load_task_split(paths.inp(settings.data.prepared_dir), task.name, "test")
     max_length = TrainingSummary.load(model_dir).max_length
     pred, conf = predict(task, torch_forward(model), tokenizer, examples, labels, max_length)
     return task.headline.points(task.evaluate(examples, labels, pred, conf).metrics)
 
 
-def train_tokens(model_dir: Path, cfg: DictConfig, task: Task) -> tuple[float, TrainingSummary]:
-    """Real (non-padding) tokens seen in training, as the fine-tune counted them."""
+def train_tokens(model_dir: Path, batch: int) -> tuple[float, TrainingSummary]:
+    """Real (non-padding) tokens seen in training, as the fine-tune counted them (`batch`:
+    the task's `finetune.<task>.batch_size`, which no variant overrides)."""
     summary = TrainingSummary.load(model_dir)
-    batch = int(finetune_config(cfg, task.name).batch_size)
     tokens = summary.real_tokens or summary.global_step * batch
     return float(tokens), summary
 
 
-def run(cfg: DictConfig, paths: Paths, task: Task, steps: int = 40) -> dict:
+def run(cfg: DictConfig, settings: Settings, paths: Paths, task: Task, steps: int = 40) -> dict:
+    """Each variant is the real fine-tuning stage, run on `cfg` (the composed config: the
+    stage validates it again with the variant's overrides applied); what the bench itself
+    reads comes from `settings`, `cfg` validated."""
     pretrained = paths.inp("models", "pretrained")
     if not (pretrained / "config.json").is_file():
         raise FileNotFoundError(f"{pretrained} has no model: run `dvc repro pretrain` first")
@@ -75,17 +79,17 @@ def run(cfg: DictConfig, paths: Paths, task: Task, steps: int = 40) -> dict:
                 OmegaConf.update(run_cfg, f"finetune.{task.name}.{key}", value, force_add=True)
             run_stage("finetune", run_cfg, Paths(paths.input_dir, out), task=task.name)
             model_dir = out / "models" / task.name
-            tokens, summary = train_tokens(model_dir, run_cfg, task)
+            tokens, summary = train_tokens(model_dir, settings.finetune.task(task.name).batch_size)
             results[name] = {
                 "train_seconds": summary.train_seconds,
                 "steps": summary.global_step,
                 "tokens_per_second": tokens / summary.train_seconds,
-                "test_metric": test_metric(run_cfg, paths, task, model_dir),
+                "test_metric": test_metric(settings, paths, task, model_dir),
             }
             log.info("finetune %s: %s", name, results[name])
     return {
         "task": task.name,
-        "model": cfg.model.name,
+        "model": settings.model.name,
         "metric_name": task.headline.label,
         "steps": steps,
         "threads": torch.get_num_threads(),

@@ -4,14 +4,13 @@ recorded by the export stage and the CPU facts."""
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
-
 from emergent.config import Paths
 from emergent.data.layout import load_task_split
 from emergent.export import timing
 from emergent.hardware import cpu_facts, device_facts
 from emergent.models.backbone import load_tokenizer
 from emergent.models.finetuned import load_finetuned
+from emergent.schema import Settings
 from emergent.serving.package import MODEL_FILE, ExportInfo, Variant
 from emergent.tasks import Task
 
@@ -23,7 +22,7 @@ TARGETS = {
 }
 
 
-def run(cfg: DictConfig, paths: Paths, task: Task, runs1: int = 30, runs32: int = 8) -> dict:
+def run(settings: Settings, paths: Paths, task: Task, runs1: int = 30, runs32: int = 8) -> dict:
     model_dir = paths.inp("models", task.name)
     package = paths.inp("models", "export", task.name)
     if not (package / MODEL_FILE).is_file():
@@ -35,9 +34,9 @@ def run(cfg: DictConfig, paths: Paths, task: Task, runs1: int = 30, runs32: int 
     exported = ExportInfo.load(package)
     model, tokenizer, _ = load_finetuned(task, model_dir)
     exported_tokenizer = load_tokenizer(package)
-    examples = load_task_split(paths.inp(cfg.data.prepared_dir), task.name, "test")
+    examples = load_task_split(paths.inp(settings.data.prepared_dir), task.name, "test")
     texts = [task.text(e) for e in examples]
-    seq = int(cfg.export.seq_length)
+    seq = settings.export.seq_length
     variants = timing.measure_package(
         model,
         tokenizer,
@@ -60,7 +59,7 @@ def run(cfg: DictConfig, paths: Paths, task: Task, runs1: int = 30, runs32: int 
     facts = cpu_facts()
     return {
         "task": task.name,
-        "model": cfg.model.name,
+        "model": settings.model.name,
         "seq_length": seq,
         # both runtimes time on the CPU (ONNX Runtime's CPUExecutionProvider, torch eager)
         "device": device_facts("cpu"),

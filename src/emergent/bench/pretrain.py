@@ -18,7 +18,6 @@ from typing import Any, Literal
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from emergent.config import Paths
@@ -27,6 +26,7 @@ from emergent.data.mlm import MaskingCollator, masking_settings, pack_blocks
 from emergent.models.backbone import build_tokenizer, load_mlm_model, load_tokenizer
 from emergent.models.mlm import MaskedLMModule, masked_lm_loss
 from emergent.models.optim import linear_warmup_decay, param_groups
+from emergent.schema import PretrainConfig, Settings
 from emergent.training import route_lightning_logs
 
 log = logging.getLogger(__name__)
@@ -48,27 +48,27 @@ class StepTimer(Callback):
         self.end = time.perf_counter()
 
 
-def make_batches(cfg: DictConfig, paths: Paths, tokenizer: Any, n: int) -> list[dict]:
-    pcfg = cfg.pretrain
-    texts = read_corpus(corpus_path(paths.inp(cfg.data.prepared_dir), "train"))
-    blocks = pack_blocks(tokenizer, texts[: 40 * n * int(pcfg.batch_size)], int(pcfg.block_size))
-    collate = MaskingCollator(tokenizer, masking_settings(pcfg), seed=int(cfg.seed))
-    size = int(pcfg.batch_size)
+def make_batches(settings: Settings, paths: Paths, tokenizer: Any, n: int) -> list[dict]:
+    pcfg = settings.pretrain
+    texts = read_corpus(corpus_path(paths.inp(settings.data.prepared_dir), "train"))
+    blocks = pack_blocks(tokenizer, texts[: 40 * n * pcfg.batch_size], pcfg.block_size)
+    collate = MaskingCollator(tokenizer, masking_settings(pcfg), seed=settings.seed)
+    size = pcfg.batch_size
     batches = [collate(list(blocks[i * size : (i + 1) * size])) for i in range(n)]
     if len(batches[-1]["input_ids"]) < size:
         raise ValueError("corpus too small for the benchmark batches")
     return batches
 
 
-def optimizer_for(model: Any, cfg: DictConfig, total: int) -> tuple[Any, Any]:
-    o = cfg.pretrain.optimizer
+def optimizer_for(model: Any, pcfg: PretrainConfig, total: int) -> tuple[Any, Any]:
+    o = pcfg.optimizer
     opt = torch.optim.AdamW(
-        param_groups(model.named_parameters(), float(o.weight_decay)),
-        lr=float(o.lr),
-        betas=tuple(o.betas),
-        eps=float(o.eps),
+        param_groups(model.named_parameters(), o.weight_decay),
+        lr=o.lr,
+        betas=(o.betas[0], o.betas[1]),
+        eps=o.eps,
     )
-    return opt, linear_warmup_decay(opt, total, float(cfg.pretrain.warmup_ratio))
+    return opt, linear_warmup_decay(opt, total, pcfg.warmup_ratio)
 
 
 #: the two precisions compared (Lightning's names; the manual loop autocasts for bf16)
@@ -76,10 +76,10 @@ Precision = Literal["32-true", "bf16-mixed"]
 
 
 def manual_loop(
-    model: Any, batches: list[dict], cfg: DictConfig, precision: Precision, warmup: int
+    model: Any, batches: list[dict], pcfg: PretrainConfig, precision: Precision, warmup: int
 ) -> float:
     """The minimal loop Lightning replaces: forward, backward, clip, step, schedule."""
-    opt, sched = optimizer_for(model, cfg, len(batches))
+    opt, sched = optimizer_for(model, pcfg, len(batches))
     autocast = (
         torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16-mixed" else nullcontext()
     )
@@ -91,7 +91,7 @@ def manual_loop(
         with autocast:
             loss, _ = masked_lm_loss(model, batch)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), float(cfg.pretrain.gradient_clip_val))
+        torch.nn.utils.clip_grad_norm_(model.parameters(), pcfg.gradient_clip_val)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
@@ -100,16 +100,16 @@ def manual_loop(
 
 
 def lightning_loop(
-    model: Any, batches: list[dict], cfg: DictConfig, precision: Precision, warmup: int
+    model: Any, batches: list[dict], pcfg: PretrainConfig, precision: Precision, warmup: int
 ) -> float:
-    o = cfg.pretrain.optimizer
+    o = pcfg.optimizer
     module = MaskedLMModule(
         model,
-        lr=float(o.lr),
-        weight_decay=float(o.weight_decay),
-        betas=tuple(o.betas),
-        eps=float(o.eps),
-        warmup_ratio=float(cfg.pretrain.warmup_ratio),
+        lr=o.lr,
+        weight_decay=o.weight_decay,
+        betas=(o.betas[0], o.betas[1]),
+        eps=o.eps,
+        warmup_ratio=pcfg.warmup_ratio,
         total_steps=len(batches),
     )
     timer = StepTimer(warmup)
@@ -125,7 +125,7 @@ def lightning_loop(
         enable_model_summary=False,
         limit_val_batches=0,
         num_sanity_val_steps=0,
-        gradient_clip_val=float(cfg.pretrain.gradient_clip_val),
+        gradient_clip_val=pcfg.gradient_clip_val,
         callbacks=[timer],
     )
     # torch types a Dataset; a list is a map-style one
@@ -135,20 +135,20 @@ def lightning_loop(
     return timer.end - timer.start
 
 
-Loop = Callable[[Any, list[dict], DictConfig, Precision, int], float]
+Loop = Callable[[Any, list[dict], PretrainConfig, Precision, int], float]
 
 
-def run(cfg: DictConfig, paths: Paths, rounds: int = 3, steps: int = 8, warmup: int = 2) -> dict:
+def run(settings: Settings, paths: Paths, rounds: int = 3, steps: int = 8, warmup: int = 2) -> dict:
     tok_dir = paths.inp("models", "tokenizer")
     if tok_dir.is_dir():
         tokenizer = load_tokenizer(tok_dir)
     else:
-        corpus = read_corpus(corpus_path(paths.inp(cfg.data.prepared_dir), "train"))
-        tokenizer = build_tokenizer(cfg.model, corpus)
-    batches = make_batches(cfg, paths, tokenizer, steps)
+        corpus = read_corpus(corpus_path(paths.inp(settings.data.prepared_dir), "train"))
+        tokenizer = build_tokenizer(settings.model, corpus)
+    batches = make_batches(settings, paths, tokenizer, steps)
     tokens = sum(int(b["attention_mask"].sum()) for b in batches[warmup:])
-    torch.manual_seed(int(cfg.seed))
-    initial = load_mlm_model(cfg.model, tokenizer)
+    torch.manual_seed(settings.seed)
+    initial = load_mlm_model(settings.model, tokenizer)
     variants: dict[str, tuple[Loop, Precision]] = {
         "lightning_fp32": (lightning_loop, "32-true"),
         "manual_fp32": (manual_loop, "32-true"),
@@ -158,14 +158,14 @@ def run(cfg: DictConfig, paths: Paths, rounds: int = 3, steps: int = 8, warmup: 
     seconds: dict[str, list[float]] = {k: [] for k in variants}
     for round_index in range(rounds):
         for name, (loop, precision) in variants.items():
-            elapsed = loop(copy.deepcopy(initial), batches, cfg, precision, warmup)
+            elapsed = loop(copy.deepcopy(initial), batches, settings.pretrain, precision, warmup)
             seconds[name].append(elapsed)
             log.info("round %d %s: %.0f tok/s", round_index, name, tokens / elapsed)
     tps = {k: tokens / statistics.median(v) for k, v in seconds.items()}
     return {
-        "model": cfg.model.name,
-        "batch_size": int(cfg.pretrain.batch_size),
-        "block_size": int(cfg.pretrain.block_size),
+        "model": settings.model.name,
+        "batch_size": settings.pretrain.batch_size,
+        "block_size": settings.pretrain.block_size,
         "threads": torch.get_num_threads(),
         "rounds": rounds,
         "timed_steps": steps - warmup,

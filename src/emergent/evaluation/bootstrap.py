@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,13 +34,6 @@ class Bootstrap:
         """From the validated config: `evaluate.bootstrap` and the run's `seed`."""
         section = settings.evaluate.bootstrap
         return cls(section.resamples, section.confidence, settings.seed)
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> Bootstrap:
-        """From a composed config (the few-shot stage, whose migration to `Settings` is
-        another step's): `evaluate.bootstrap` and the run's `seed`."""
-        section = cfg.evaluate.bootstrap
-        return cls(int(section.resamples), float(section.confidence), int(cfg.seed))
 
 
 def interval(

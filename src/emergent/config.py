@@ -81,7 +81,8 @@ def plain_dict(node: Any, key: str, resolve: bool = False) -> dict[str, Any]:
 def finetune_config(cfg: DictConfig, task: str) -> FinetuneShared:
     """The typed settings task `task` fine-tunes with (`Settings.finetune.task`: its own
     section over `finetune.shared`), for code that holds the composed config rather than the
-    validated `Settings` (export's recovery fine-tune, tuning, the benchmarks)."""
+    validated `Settings` (it validates the whole config: code holding `Settings` reads
+    `settings.finetune.task(name)` instead)."""
     return validate_config(cfg).finetune.task(task)
 
 

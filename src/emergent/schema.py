@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import codecs
 import difflib
+import functools
 import re
 import types
 import typing
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, Union
 
 from omegaconf import DictConfig, OmegaConf
 from pydantic import (
@@ -973,6 +974,29 @@ def validate_config(cfg: DictConfig) -> Settings:
         return model.model_validate(plain)
     except ValidationError as err:
         raise _config_error(model, plain, err) from None
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+@functools.cache
+def _wrapped(model: type[BaseModel], key: str) -> type[BaseModel]:
+    """A one-field root holding section `model` at `key`, so its errors carry the full key."""
+    fields: dict[str, Any] = {key: (model, ...)}
+    return create_model(f"Only_{key}", __base__=_Section, **fields)
+
+
+def validate_section(model: type[_Model], plain: dict[str, Any], key: str) -> _Model:
+    """One top-level section (`plain`, section `key` of a composed config) checked alone, for
+    code that holds only the composed config: the same one-line errors as `validate_config`
+    (the full dotted key, the closest valid key for an unknown one, a trainer key a stage
+    sets itself)."""
+    root = _wrapped(model, key)
+    try:
+        section: _Model = getattr(root.model_validate({key: plain}), key)
+    except ValidationError as err:
+        raise _config_error(root, {key: plain}, err) from None
+    return section
 
 
 def unknown_override(err: Exception, cfg: DictConfig) -> ConfigError | None:

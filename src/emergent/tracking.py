@@ -27,11 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from pydantic import ValidationError
 
 from emergent.config import plain_dict, project_root
-from emergent.errors import ConfigError
-from emergent.schema import MlflowConfig, Settings
+from emergent.schema import MlflowConfig, Settings, validate_section
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +63,9 @@ def mlflow_section(config: Tracked) -> MlflowConfig:
         return config
     if isinstance(config, Settings):
         return config.mlflow
-    try:
-        return MlflowConfig.model_validate(plain_dict(config.mlflow, "mlflow", resolve=True))
-    except ValidationError as err:
-        first = err.errors()[0]
-        key = ".".join(["mlflow", *(str(part) for part in first["loc"])])
-        raise ConfigError(key, f"{first['msg']}; got {first.get('input')!r}") from None
+    return validate_section(
+        MlflowConfig, plain_dict(config.mlflow, "mlflow", resolve=True), "mlflow"
+    )
 
 
 def tracking_uri(config: Tracked, root: Path | None = None) -> str:

@@ -13,18 +13,17 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
-from pydantic import ValidationError
 
 from emergent.config import plain_dict
-from emergent.errors import ConfigError, StageError
+from emergent.errors import StageError
 from emergent.hardware import device_count, resolve_accelerator, resolve_precision
 from emergent.io import atomic_dir
 from emergent.schema import (
-    RESERVED_TRAINER_KEYS,
     FinetuneShared,
     PretrainConfig,
     TrainerConfig,
     TrainerTyped,
+    validate_section,
 )
 from emergent.tracking import Tracker, tracking_uri
 
@@ -179,20 +178,9 @@ def trainer_settings(trainer_cfg: TrainerTyped | DictConfig) -> TrainerTyped:
     a stage sets itself named with the key to use instead."""
     if isinstance(trainer_cfg, TrainerTyped):
         return trainer_cfg
-    plain = plain_dict(trainer_cfg, "trainer", resolve=True)
-    reserved = sorted(set(plain) & set(RESERVED_TRAINER_KEYS))
-    if reserved:
-        key = reserved[0]
-        raise ConfigError(
-            f"trainer.{key}",
-            f"set by each stage, not in trainer: use {RESERVED_TRAINER_KEYS[key]} instead",
-        )
-    try:
-        return TrainerConfig.model_validate(plain)
-    except ValidationError as err:
-        first = err.errors()[0]
-        key = ".".join(["trainer", *(str(part) for part in first["loc"][:1])])
-        raise ConfigError(key, f"{first['msg']}; got {first.get('input')!r}") from None
+    return validate_section(
+        TrainerConfig, plain_dict(trainer_cfg, "trainer", resolve=True), "trainer"
+    )
 
 
 def build_trainer(

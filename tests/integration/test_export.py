@@ -519,7 +519,7 @@ def test_recovery_does_not_depend_on_the_random_state_before_it(
     for draws in (0, 1000):
         model, tokenizer, labels = load_finetuned(task, smoke_pretrained / "models" / "sentiment")
         torch.rand(draws)  # another candidate's random numbers
-        recover(model, tokenizer, task, labels, cfg, settings, prepared, 32, steps=3)
+        recover(model, tokenizer, task, labels, settings, prepared, 32, steps=3)
         weights.append({k: v.clone() for k, v in model.state_dict().items()})
     original, _, _ = load_finetuned(task, smoke_pretrained / "models" / "sentiment")
     assert any(not torch.equal(weights[0][k], v) for k, v in original.state_dict().items())
@@ -560,10 +560,8 @@ def test_recovery_distils_from_the_unpruned_teacher(smoke_pretrained: Path, expo
 
     plain, distilled = student(), student()
     before = distance(distilled)
-    recover(plain, tokenizer, task, labels, cfg, settings, prepared, 32, steps=4)
-    recover(
-        distilled, tokenizer, task, labels, cfg, settings, prepared, 32, steps=4, teacher=teacher
-    )
+    recover(plain, tokenizer, task, labels, settings, prepared, 32, steps=4)
+    recover(distilled, tokenizer, task, labels, settings, prepared, 32, steps=4, teacher=teacher)
     assert any(
         not torch.equal(a, b)
         for a, b in zip(plain.state_dict().values(), distilled.state_dict().values(), strict=True)

@@ -132,8 +132,7 @@ class ExportInputs:
     """What an export works from: the fine-tuned model, its labels and window, and the
     prepared splits. Its methods are the callbacks the pruning search (`choose`) takes.
     `settings` is what the export reads; `cfg`, the composed config, goes only to what reads
-    it still (the task definition saved in the package, the recovery fine-tune's
-    `finetune_config` and trainer)."""
+    it still (the task definition saved in the package)."""
 
     cfg: DictConfig
     settings: Settings
@@ -224,7 +223,6 @@ class ExportInputs:
             self.tokenizer,
             self.task,
             self.labels,
-            self.cfg,
             self.settings,
             self.prepared,
             self.max_length,

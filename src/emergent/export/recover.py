@@ -16,9 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from omegaconf import DictConfig
 
-from emergent.config import finetune_config
 from emergent.data.batches import task_datamodule
 from emergent.models.classifier import task_module
 from emergent.models.distill import DistilledTaskModule
@@ -34,7 +32,6 @@ def recover(
     tokenizer: Any,
     task: Task,
     labels: list[str],
-    cfg: DictConfig,
     settings: Settings,
     prepared: Path,
     max_length: int,
@@ -44,16 +41,14 @@ def recover(
     """Train `model` in place for `steps` steps on the task's training split (the fine-tuning
     configuration's batch size, optimizer, learning rate and schedule); return the seconds.
     With a `teacher` (the unpruned model) and `export.prune.distill` set, the loss mixes in
-    distillation from the teacher's logits. `cfg` is the composed config for what the
-    fine-tuning layer still reads from it (`finetune_config`, the trainer); the rest is read
-    from `settings`.
+    distillation from the teacher's logits.
 
     Seeded here, not once per stage: otherwise a level's result would depend on how many
     candidates drew random numbers before it (the same NER level measured a validation drop
     of -0.1 or 3.0 points depending on whether level 0 ran first).
     """
     L.seed_everything(settings.seed, workers=True, verbose=False)
-    fcfg = finetune_config(cfg, task.name)
+    fcfg = settings.finetune.task(task.name)
     datamodule = task_datamodule(
         fcfg, task, prepared, tokenizer, max_length, settings.seed, labels=list(labels)
     )
@@ -70,7 +65,7 @@ def recover(
         }
     module = task_module(fcfg, model.train(), task, list(labels), steps, **extra)
     trainer = build_trainer(
-        cfg.trainer,
+        settings.trainer,
         max_steps=steps,
         max_epochs=-1,
         limit_val_batches=0,

@@ -30,7 +30,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from emergent.config import finetune_config, project_root
+from emergent.config import project_root
 from emergent.errors import ConfigError, StageError
 from emergent.hardware import device_count
 from emergent.io import atomic_write_text
@@ -296,7 +296,7 @@ def work(
             "trainer.devices",
             "tune runs each trial in one process: start more tune workers instead of DDP",
         )
-    dims = parse_space(tune.space, finetune_config(cfg, task.name))
+    dims = parse_space(tune.space, settings.finetune.task(task.name))
     n_trials = tune.n_trials
     name = tune.study_name or f"{task.name}-{settings.model.name}"
     url = storage_url(tune.storage)

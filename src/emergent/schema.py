@@ -411,16 +411,11 @@ class FinetuneBase(_Section):
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """`over` laid over `base`, mappings merged key by key (as `OmegaConf.merge` does), any
-    other value (a list included) replaced."""
-    out = dict(base)
-    for key, value in over.items():
-        below = out.get(key)
-        if isinstance(below, dict) and isinstance(value, dict):
-            out[key] = _deep_merge(below, value)
-        else:
-            out[key] = value
-    return out
+    """`over` laid over `base` as Hydra composes (`OmegaConf.merge`: mappings key by key, any
+    other value, a list included, replaced)."""
+    merged = OmegaConf.to_container(OmegaConf.merge(base, over))
+    assert isinstance(merged, dict)
+    return {str(k): v for k, v in merged.items()}
 
 
 class TasksBase(_Section):

@@ -16,6 +16,11 @@ export GX_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_TELEMETRY := false
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
+# Python compiles each module to bytecode the first time it is imported and keeps it in the
+# venv, so the set-up below can skip pip's compile of every installed file (`--no-compile`:
+# 91 s -> 38 s on 2 cores; the stages import a fraction of those files). A shell that sets
+# PYTHONDONTWRITEBYTECODE would make every process compile its imports again (~10 s each).
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: help setup repro test test-all ui params lint format lock clean bench serve loadtest \
   assets plots browser-deps compare server server-stop server-deps remote seeds headlines dvc-deps \
@@ -53,7 +58,7 @@ setup: $(STAMP) assets
 $(STAMP): requirements.lock requirements-data.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-compile -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements-data.txt
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $@

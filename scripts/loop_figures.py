@@ -1,12 +1,14 @@
 """The continuous-training loop's figures on the default data (issue 29): a script to re-run.
 
-    python scripts/loop_figures.py [--sizes 50 100 200 400] [--outs-from CHECKOUT]
+    python scripts/loop_figures.py [--sizes 50 100 200 400] [--samples 0 1] [--outs-from CHECKOUT]
                                    [--challenger-set KEY=VALUE ...] [--workdir DIR]
                                    [--reuse-base] [--append] [--rerun --loop-set KEY=VALUE ...]
 
+`--samples 0 1` sends two draws of feedback per size (other examples, other splits);
 `--reuse-base` keeps a champion already built in `<workdir>/base`, `--append` keeps the runs of
-other sizes in `figures.json`, `--rerun --loop-set promote.tolerance=3` runs the loop again in
-a size's copy with its challenger as built (to watch a swap when the default gate refused).
+other sizes and draws in `figures.json`, `--rerun --loop-set promote.tolerance=3` runs the loop
+again in a size's copy with its challenger as built (to watch a swap when the default gate
+refused).
 
 What it measures, on the DEFAULT sentiment data and model (not `experiment=smoke`):
 
@@ -234,12 +236,15 @@ def one_size(
     challenger_set: list[str],
     loop_set: list[str],
     rerun: bool = False,
+    sample: int = 0,
 ) -> dict:
     """One loop iteration with `n` feedback examples, in a fresh copy of the champion project
     (`loop_set`: extra overrides of the loop's own config, e.g. the gate's rule). `rerun`: in
     the copy an earlier call left, whose traffic, feedback and challenger are there already:
-    the experiment is `true`, so only the gate, the alias and the service's swap run again."""
-    root = work / f"n{n}"
+    the experiment is `true`, so only the gate, the alias and the service's swap run again.
+    `sample`: which draw of domain-B feedback is sent (0, 1, ...: other examples, and so other
+    feedback train/test splits); the challenger's training seed stays the project's."""
+    root = work / (f"n{n}" if sample == 0 else f"n{n}_s{sample}")
     if rerun and not root.is_dir():
         raise SystemExit(f"error: --rerun: {root} not found (run this size without it first)")
     if not rerun:
@@ -256,7 +261,7 @@ def one_size(
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**project_env(root), "EMERGENT_ADMIN_KEY": key}
-    tag = f"n{n}" + ("_rerun" if rerun else "")
+    tag = root.name + ("_rerun" if rerun else "")
     with (work / f"serve_{tag}.log").open("w") as out:
         server = subprocess.Popen(
             [sys.executable, "-m", "emergent", "serve", f"serve.port={port}"],
@@ -269,7 +274,7 @@ def one_size(
         wait_ready(url, server, timeout=300)
         client = httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=60)
         if not rerun:
-            send_traffic_and_feedback(client, root, n)
+            send_traffic_and_feedback(client, root, n, sample)
         swap = SwapClient(client, [r["text"] for r in domain_b(50, seed=9)])
         thread = threading.Thread(target=swap, daemon=True)
         thread.start()
@@ -327,6 +332,7 @@ def one_size(
     }
     return {
         "n": n,
+        "sample": sample,
         "loop_set": loop_set,
         "rerun": rerun,
         "exit_code": done.returncode,
@@ -344,12 +350,13 @@ def one_size(
     }
 
 
-def send_traffic_and_feedback(client: httpx.Client, root: Path, n: int) -> None:
-    """Domain-B traffic for the monitor's window, then `n` labelled domain-B examples."""
+def send_traffic_and_feedback(client: httpx.Client, root: Path, n: int, sample: int) -> None:
+    """Domain-B traffic for the monitor's window, then `n` labelled domain-B examples (draw
+    `sample`: 0 is the draw of the first published figures)."""
     for row in domain_b(TRAFFIC, seed=7):
         check_status(client.post(f"/v1/{TASK}/predict", json={"texts": [row["text"]]}), 200)
     wait_rows(root / "monitoring" / "requests.db", TRAFFIC)
-    feedback = domain_b(n, seed=1000 + n)
+    feedback = domain_b(n, seed=1000 + n + 100_000 * sample)
     for start in range(0, n, FEEDBACK_BATCH):
         batch = feedback[start : start + FEEDBACK_BATCH]
         check_status(client.post(f"/v1/{TASK}/feedback", json={"examples": batch}), 201)
@@ -369,31 +376,40 @@ def plot(figures: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = sorted((r for r in figures["runs"] if not r.get("loop_set")), key=lambda r: r["n"])
+    runs = sorted(
+        (r for r in figures["runs"] if not r.get("loop_set")),
+        key=lambda r: (r["n"], r.get("sample", 0)),
+    )
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    for name, label, offset in (
-        ("feedback_test", "domain B (feedback_test)", 0.97),
-        ("test", "domain A (test)", 1.03),
+    # each draw of feedback a little to the right of the one before; B left of A
+    shift = {r.get("sample", 0) for r in runs}
+    step = {d: 1.0 + 0.05 * i for i, d in enumerate(sorted(shift))}
+    for name, label, offset, color in (
+        ("feedback_test", "domain B (feedback_test)", 0.97, "C0"),
+        ("test", "domain A (test)", 1.03, "C1"),
     ):
         rows = [r for r in runs if name in r["sets"]]
-        xs = [r["n"] * offset for r in rows]
+        xs = [r["n"] * offset * step[r.get("sample", 0)] for r in rows]
         gains = [r["sets"][name]["gain"] for r in rows]
         low = [g - r["sets"][name]["ci_low"] for g, r in zip(gains, rows, strict=True)]
         high = [r["sets"][name]["ci_high"] - g for g, r in zip(gains, rows, strict=True)]
-        ax.errorbar(xs, gains, yerr=[low, high], marker="o", capsize=3, label=label)
+        ax.errorbar(
+            xs, gains, yerr=[low, high], marker="o", capsize=3, ls="none", color=color, label=label
+        )
     for r in runs:
         ax.annotate(
             r["outcome"] or "?",
-            (r["n"], 0),
+            (r["n"] * step[r.get("sample", 0)], 0),
             textcoords="offset points",
-            xytext=(0, -14),
+            xytext=(0, -14 - 9 * r.get("sample", 0)),
             ha="center",
-            fontsize=8,
+            fontsize=7,
         )
     ax.axhline(0, color="grey", lw=0.8)
     if runs:
         ax.set_xscale("log")
-    ax.set_xticks([r["n"] for r in runs], [str(r["n"]) for r in runs])
+    sizes = sorted({r["n"] for r in runs})
+    ax.set_xticks(sizes, [str(n) for n in sizes])
     ax.minorticks_off()
     ax.set_xlabel("labelled domain-B feedback examples sent (N)")
     ax.set_ylabel("challenger - champion, accuracy points")
@@ -408,11 +424,11 @@ def plot(figures: dict, path: Path) -> None:
 def table(figures: dict) -> str:
     """The Markdown table for docs/feedback.md."""
     lines = [
-        "| N | feedback_test: n, champion → challenger, gain [95% CI] | test: champion → "
+        "| N | draw | feedback_test: n, champion → challenger, gain [95% CI] | test: champion → "
         "challenger, gain [95% CI] | gate | loop wall time | swap: served / failed |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for r in sorted(figures["runs"], key=lambda r: r["n"]):
+    for r in sorted(figures["runs"], key=lambda r: (r["n"], r.get("sample", 0))):
         cells = []
         for name in ("feedback_test", "test"):
             s = r["sets"].get(name)
@@ -426,8 +442,8 @@ def table(figures: dict) -> str:
         swap = r["swap"]
         size = " ".join([str(r["n"]), *r.get("loop_set", [])])
         lines.append(
-            f"| {size} | {cells[0]} | {cells[1]} | {r['outcome']} | {r['loop_wall_s'] / 60:.1f} "
-            f"min | {swap['served']} / {swap['failed']} |"
+            f"| {size} | {r.get('sample', 0)} | {cells[0]} | {cells[1]} | {r['outcome']} "
+            f"| {r['loop_wall_s'] / 60:.1f} min | {swap['served']} / {swap['failed']} |"
         )
     return "\n".join(lines)
 
@@ -435,6 +451,13 @@ def table(figures: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[50, 100, 200, 400])
+    parser.add_argument(
+        "--samples",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="draws of domain-B feedback per size (0 1: two draws, other examples and splits)",
+    )
     parser.add_argument(
         "--outs-from",
         default=str(ROOT),
@@ -497,15 +520,19 @@ def main(argv: list[str] | None = None) -> int:
         figures["runs"] = [
             r
             for r in kept["runs"]
-            if r["n"] not in args.sizes or r.get("loop_set", []) != args.loop_set
+            if r["n"] not in args.sizes
+            or r.get("sample", 0) not in args.samples
+            or r.get("loop_set", []) != args.loop_set
         ]
-    for n in args.sizes:
-        log.info("N=%d", n)
-        run_n = one_size(base, work, n, args.challenger_set, args.loop_set, args.rerun)
+    for sample, n in itertools.product(args.samples, args.sizes):
+        log.info("N=%d, draw %d", n, sample)
+        run_n = one_size(
+            base, work, n, args.challenger_set, args.loop_set, args.rerun, sample=sample
+        )
         figures["runs"].append(run_n)
         write_json(args.out, figures)
         plot(figures, args.plot)
-        log.info("N=%d: %s", n, json.dumps(figures["runs"][-1]))
+        log.info("N=%d, draw %d: %s", n, sample, json.dumps(figures["runs"][-1]))
     print(table(figures))
     return 0
 

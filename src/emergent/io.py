@@ -11,9 +11,14 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from emergent.errors import DataError
+from emergent.errors import DataError, StageError
+
+if TYPE_CHECKING:
+    from pydantic import TypeAdapter
+
+T = TypeVar("T")
 
 
 @contextmanager
@@ -45,6 +50,32 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as fh:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def read_record(path: Path, adapter: TypeAdapter[T], what: str, again: str) -> T:
+    """The JSON file at `path` as the typed record `adapter` validates, or one line naming the
+    file and its first bad field: `field parity.atol: Field required (and 2 more); <again>`.
+
+    `what` names the record for a file that is not one at all (`a training summary`), `again`
+    says how to make the file again. The stages' own outputs (training.json, export.json) are
+    read this way, so an old or foreign file is refused before anything uses it.
+    """
+    from pydantic import ValidationError
+
+    text = path.read_text(encoding="utf-8")
+    try:
+        json.loads(text)  # pydantic's own JSON errors give no line
+    except json.JSONDecodeError as err:
+        raise StageError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from err
+    try:
+        return adapter.validate_json(text)  # JSON mode: a string is an enum member, etc.
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        more = err.error_count() - 1
+        tail = f" (and {more} more)" if more else ""
+        subject = f"field {where}" if where else f"not {what} of this version"
+        raise StageError(f"{path}: {subject}: {first['msg']}{tail}; {again}") from err
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -119,6 +119,6 @@ def test_an_export_json_that_is_not_json_or_not_there_is_named(tmp_path: Path) -
     with pytest.raises(StageError, match=r"is not an export package: run export@<task> first"):
         ExportInfo.load(tmp_path)
     (tmp_path / EXPORT_FILE).write_text('{"task": "ner",', encoding="utf-8")
-    with pytest.raises(StageError, match=r"export\.json: .*Invalid JSON") as err:
+    with pytest.raises(StageError, match=r"export\.json: not valid JSON \(.*, line 1\)") as err:
         load_package(tmp_path)
     assert "\n" not in str(err.value)

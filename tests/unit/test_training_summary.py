@@ -82,7 +82,16 @@ def test_an_older_or_foreign_file_names_the_fields(tmp_path: Path) -> None:
     (tmp_path / TRAINING_FILE).write_text(
         json.dumps({**{k: v for k, v in WRITTEN.items() if k != "max_length"}, "extra": 1})
     )
-    with pytest.raises(StageError, match=r"missing \['max_length'\], unknown \['extra'\]"):
+    with pytest.raises(
+        StageError,
+        match=r"training\.json: field max_length: Field required \(and 1 more\); run the finetune",
+    ):
+        TrainingSummary.load(tmp_path)
+
+
+def test_a_wrong_type_names_its_field(tmp_path: Path) -> None:
+    (tmp_path / TRAINING_FILE).write_text(json.dumps({**WRITTEN, "global_step": "ten"}))
+    with pytest.raises(StageError, match=r"field global_step: Input should be a valid integer"):
         TrainingSummary.load(tmp_path)
 
 

@@ -9,13 +9,14 @@ scores a model reads it without importing Lightning.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+from pydantic import ConfigDict, TypeAdapter
 
 from emergent.errors import StageError
-from emergent.io import write_json
+from emergent.io import read_record, write_json
 
 TRAINING_FILE = "training.json"
 
@@ -35,6 +36,9 @@ LOGGED_FIGURES = (
 @dataclass
 class TrainingSummary:
     """One fine-tune run: its task, window, best validation score, cost and history."""
+
+    # Read back strictly: unknown keys, missing keys and wrong types are refused in one line.
+    __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(extra="forbid", strict=True)
 
     task: str
     headline: str
@@ -71,22 +75,7 @@ class TrainingSummary:
         path = Path(folder) / TRAINING_FILE
         if not path.is_file():
             raise StageError(f"{path} is missing: run the finetune stage for this model first")
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise StageError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from err
-        if not isinstance(raw, dict):
-            raise StageError(f"{path}: expected a JSON object, got {type(raw).__name__}")
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(raw) - set(names))
-        missing = [f.name for f in dataclasses.fields(cls) if f.name not in raw and _required(f)]
-        if unknown or missing:
-            raise StageError(
-                f"{path}: not a training summary of this version "
-                f"(missing {missing or 'nothing'}, unknown {unknown or 'nothing'}): "
-                "run the finetune stage again"
-            )
-        return cls(**raw)
+        return read_record(path, _ADAPTER, "a training summary", "run the finetune stage again")
 
     def summary_line(self) -> dict[str, Any]:
         """Every field but the history (the finetune stage's closing log line)."""
@@ -104,5 +93,4 @@ class TrainingSummary:
         return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
 
 
-def _required(f: dataclasses.Field[Any]) -> bool:
-    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+_ADAPTER = TypeAdapter(TrainingSummary)

@@ -16,10 +16,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import ConfigDict, TypeAdapter, ValidationError
+from pydantic import ConfigDict, TypeAdapter
 
 from emergent.errors import StageError
-from emergent.io import write_json
+from emergent.io import read_record, write_json
 
 # The model an export package serves; export, serving and the benchmarks name it from here.
 MODEL_FILE = "model.int8.onnx"
@@ -96,10 +96,7 @@ class ExportInfo:
         path = Path(folder) / EXPORT_FILE
         if not path.is_file():
             raise StageError(f"{folder} is not an export package: run export@<task> first")
-        try:
-            info = _ADAPTER.validate_json(path.read_bytes())
-        except ValidationError as err:
-            raise StageError(f"{path}: {_first_error(err)}") from err
+        info = read_record(path, _ADAPTER, "an export.json", _AGAIN)
         missing = [name for name in Variant if name not in info.variants]
         if missing:
             raise StageError(f"{path}: field variants.{missing[0]}: Field required; {_AGAIN}")
@@ -120,13 +117,3 @@ class ExportInfo:
 
 _ADAPTER = TypeAdapter(ExportInfo)
 _AGAIN = "run the export stage again"
-
-
-def _first_error(err: ValidationError) -> str:
-    """`field parity.atol: Field required (and 2 more)`: where, what, how many besides."""
-    first = err.errors()[0]
-    where = ".".join(str(part) for part in first["loc"])
-    more = err.error_count() - 1
-    tail = f" (and {more} more)" if more else ""
-    subject = f"field {where}" if where else "not an export.json of this version"
-    return f"{subject}: {first['msg']}{tail}; {_AGAIN}"

@@ -393,17 +393,36 @@ def plot(figures: dict, path: Path) -> None:
         gains = [r["sets"][name]["gain"] for r in rows]
         low = [g - r["sets"][name]["ci_low"] for g, r in zip(gains, rows, strict=True)]
         high = [r["sets"][name]["ci_high"] - g for g, r in zip(gains, rows, strict=True)]
-        ax.errorbar(
+        bars = ax.errorbar(
             xs, gains, yerr=[low, high], marker="o", capsize=3, ls="none", color=color, label=label
         )
+        # a split the gate skipped (fewer than promote.min_feedback_test examples): hollow
+        skipped = [i for i, r in enumerate(rows) if r["sets"][name]["verdict"] == "skip"]
+        bars.lines[0].set_markevery(
+            [i for i in range(len(rows)) if i not in skipped] if skipped else None
+        )
+        if skipped:
+            ax.plot(
+                [xs[i] for i in skipped],
+                [gains[i] for i in skipped],
+                "o",
+                mfc="white",
+                color=color,
+                label=f"{label}: too few examples, not judged",
+            )
+    colors = {"promoted": "green", "refused": "red"}
+    low_y, high_y = ax.get_ylim()  # room below the data for the gate's outcome, one row per draw
+    ax.set_ylim(low_y - 0.08 * len(step) * (high_y - low_y), high_y)
     for r in runs:
         ax.annotate(
             r["outcome"] or "?",
             (r["n"] * step[r.get("sample", 0)], 0),
+            xycoords=("data", "axes fraction"),
             textcoords="offset points",
-            xytext=(0, -14 - 9 * r.get("sample", 0)),
+            xytext=(0, 4 + 10 * r.get("sample", 0)),
             ha="center",
             fontsize=7,
+            color=colors.get(r["outcome"], "black"),
         )
     ax.axhline(0, color="grey", lw=0.8)
     if runs:

@@ -64,13 +64,14 @@ def read_record(path: Path, adapter: TypeAdapter[T], what: str, again: str) -> T
 
     text = path.read_text(encoding="utf-8")
     try:
-        json.loads(text)  # pydantic's own JSON errors give no line
-    except json.JSONDecodeError as err:
-        raise StageError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from err
-    try:
         return adapter.validate_json(text)  # JSON mode: a string is an enum member, etc.
     except ValidationError as err:
         first = err.errors()[0]
+        if first["type"] == "json_invalid":  # pydantic's message gives no line; json's does
+            try:
+                json.loads(text)
+            except json.JSONDecodeError as bad:
+                raise StageError(f"{path}: not valid JSON ({bad.msg}, line {bad.lineno})") from err
         where = ".".join(str(part) for part in first["loc"])
         more = err.error_count() - 1
         tail = f" (and {more} more)" if more else ""

@@ -382,8 +382,8 @@ def plot(figures: dict, path: Path) -> None:
     )
     fig, ax = plt.subplots(figsize=(6.5, 4))
     # each draw of feedback a little to the right of the one before; B left of A
-    shift = {r.get("sample", 0) for r in runs}
-    step = {d: 1.0 + 0.05 * i for i, d in enumerate(sorted(shift))}
+    draws = sorted({r.get("sample", 0) for r in runs})
+    step = {d: 1.0 + 0.05 * i for i, d in enumerate(draws)}
     for name, label, offset, color in (
         ("feedback_test", "domain B (feedback_test)", 0.97, "C0"),
         ("test", "domain A (test)", 1.03, "C1"),

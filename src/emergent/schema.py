@@ -506,6 +506,8 @@ class TrainerTyped(_Section):
     precision: Literal["auto", "32-true", "32", "bf16-mixed", "bf16-true", "16-mixed"] = "auto"
     log_every_n_steps: PositiveInt | None = None
     enable_progress_bar: StrictBool | None = None
+    # not Lightning's: where no bar is drawn, a progress line at most this often (training.py)
+    progress_log_seconds: PositiveFloat = 60.0
     deterministic: StrictBool | Literal["warn"] | None = None
 
 

@@ -154,3 +154,45 @@ def test_progress_bar_only_where_one_can_be_drawn(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(sys, "stdout", _Terminal())
     trainer_cfg.enable_progress_bar = False
     assert build_trainer(trainer_cfg, max_steps=1).progress_bar_callback is None
+
+
+def test_piped_training_logs_progress_at_most_every_interval(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without a bar, a long fit still says where it is: a line with step of total, loss,
+    s/step and time left, no more often than `trainer.progress_log_seconds`."""
+    from types import SimpleNamespace
+
+    import torch
+    from omegaconf import OmegaConf
+
+    from emergent.training import ProgressLog, build_trainer
+
+    trainer_cfg = OmegaConf.create(
+        {"accelerator": "cpu", "devices": 1, "precision": "32-true", "progress_log_seconds": 90}
+    )
+    with open(os.devnull, "w") as piped:
+        monkeypatch.setattr(sys, "stdout", piped)
+        added = [
+            c
+            for c in build_trainer(trainer_cfg, max_steps=1).callbacks
+            if isinstance(c, ProgressLog)
+        ]
+    assert [c.every_seconds for c in added] == [90]
+
+    now = [1000.0]
+    callback = ProgressLog(60, clock=lambda: now[0])
+    trainer = SimpleNamespace(global_step=0, estimated_stepping_batches=100, callback_metrics={})
+    callback.on_train_start(trainer, None)  # type: ignore[arg-type]
+    with caplog.at_level(logging.INFO, logger="emergent.training"):
+        for step in range(1, 11):  # 20 s a step: a line at steps 3, 6 and 9
+            now[0] += 20.0
+            trainer.global_step = step
+            trainer.callback_metrics = {"train_loss": torch.tensor(1.0 / step)}
+            callback.on_train_batch_end(trainer)  # type: ignore[arg-type]
+    lines = [r.getMessage() for r in caplog.records if r.name == "emergent.training"]
+    assert lines == [
+        "step 3/100 (3%), train_loss 0.3333, 20.00 s/step, ~32.3 min left",
+        "step 6/100 (6%), train_loss 0.1667, 20.00 s/step, ~31.3 min left",
+        "step 9/100 (9%), train_loss 0.1111, 20.00 s/step, ~30.3 min left",
+    ]

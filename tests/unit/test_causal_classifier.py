@@ -126,3 +126,30 @@ def test_the_packaged_gguf_backbone_saves_as_plain_safetensors(tmp_path: Path) -
     name = "model.layers.0.self_attn.q_proj.weight"
     assert saved[name].equal(model.state_dict()[name])
     assert model.config.pad_token_id == 2
+
+
+def test_finetune_refuses_a_backbone_of_the_other_family_naming_the_key(
+    tiny: Path, tmp_path: Path
+) -> None:
+    """A CLI fine-tune with the causal preset in a fresh run folder reads the project's MiniLM
+    (and the other way round): one line naming model.family, before anything trains."""
+    from types import SimpleNamespace
+
+    from transformers import BertForMaskedLM
+
+    from emergent.models.finetuning import check_backbone
+    from tests.helpers import tiny_bert_config
+
+    bert = tmp_path / "bert"
+    BertForMaskedLM(
+        tiny_bert_config(vocab_size=30, hidden_size=8, intermediate_size=16)
+    ).save_pretrained(bert)
+    causal = SimpleNamespace(family="causal")
+    masked = SimpleNamespace(family="masked")
+    fcfg = SimpleNamespace(pooling="auto")
+    with pytest.raises(ConfigError, match=r"^model\.family: causal, but .* BertForMaskedLM"):
+        check_backbone(causal, fcfg, SENTIMENT, bert)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"^model\.family: masked, but .* LlamaForCausalLM"):
+        check_backbone(masked, fcfg, SENTIMENT, tiny)  # type: ignore[arg-type]
+    assert check_backbone(causal, fcfg, SENTIMENT, tiny) is True  # type: ignore[arg-type]
+    assert check_backbone(masked, fcfg, SENTIMENT, bert) is False  # type: ignore[arg-type]

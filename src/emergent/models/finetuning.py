@@ -9,6 +9,7 @@ construction.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -47,9 +48,21 @@ def check_backbone(
 ) -> bool:
     """Whether the backbone is a causal LM, after checking there is one in `pretrained` and,
     for a causal LM, that it can do this task (before any data is encoded)."""
-    if not (pretrained / "config.json").is_file():
+    config = pretrained / "config.json"
+    if not config.is_file():
         raise StageError(f"{pretrained} has no model: run the pretrain stage first")
     causal = is_causal(model_cfg)
+    made_as = json.loads(config.read_text(encoding="utf-8")).get("architectures") or [""]
+    wrong = "ForMaskedLM" if causal else "ForCausalLM"
+    if made_as[0].endswith(wrong):
+        # e.g. a CLI run of finetune with `experiment=sentiment_smollm2` in a fresh run folder
+        # reads the project's MiniLM; training a Llama classifier on it would fail deep inside
+        raise ConfigError(
+            "model.family",
+            f"{model_cfg.family}, but {pretrained} holds a {made_as[0]} from another model "
+            "preset: run the tokenizer and pretrain stages with this one first, into the same "
+            "hydra.run.dir",
+        )
     if causal:
         check_causal(task, fcfg.pooling)
     return causal

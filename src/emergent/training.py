@@ -8,6 +8,7 @@ import re
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +137,7 @@ class ProgressLog(Callback):
     training: step of total, the last loss, seconds per step and time left. Validation lines
     alone leave a long fine-tune silent for many minutes (SmolLM2 on 2 cores: ~17 min)."""
 
-    def __init__(self, every_seconds: float, clock: Any = time.monotonic) -> None:
+    def __init__(self, every_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.every_seconds = every_seconds
         self.clock = clock
         self.started: tuple[float, int] | None = None
@@ -155,13 +156,16 @@ class ProgressLog(Callback):
         self.last_line = now
         start, first_step = self.started
         step, total = trainer.global_step, trainer.estimated_stepping_batches
-        per_step = (now - start) / max(1, step - first_step)
+        known = 0 < total < float("inf")  # an iterable without a length has no total
+        per_step = (now - start) / max(1, step - first_step)  # validation time included
+        parts = [
+            f"step {step}/{int(total)} ({100 * step / total:.0f}%)" if known else f"step {step}"
+        ]
         loss = trainer.callback_metrics.get("train_loss")
-        parts = [f"step {step}/{total} ({100 * step / total:.0f}%)"] if total else [f"step {step}"]
         if loss is not None:
             parts.append(f"train_loss {float(loss):.4g}")
         parts.append(f"{per_step:.2f} s/step")
-        if total and total != float("inf"):
+        if known:
             parts.append(f"~{(total - step) * per_step / 60:.1f} min left")
         log.info(", ".join(parts))
 

@@ -196,3 +196,10 @@ def test_piped_training_logs_progress_at_most_every_interval(
         "step 6/100 (6%), train_loss 0.1667, 20.00 s/step, ~31.3 min left",
         "step 9/100 (9%), train_loss 0.1111, 20.00 s/step, ~30.3 min left",
     ]
+    caplog.clear()
+    trainer.estimated_stepping_batches = float("inf")  # a data stream without a length
+    now[0] += 60.0
+    trainer.global_step = 11
+    with caplog.at_level(logging.INFO, logger="emergent.training"):
+        callback.on_train_batch_end(trainer)  # type: ignore[arg-type]
+    assert [r.getMessage() for r in caplog.records] == ["step 11, train_loss 0.1, 23.64 s/step"]

@@ -795,6 +795,14 @@ class SeedsConfig(_Section):
     keep_models: StrictBool  # keep each seed's fine-tuned model under seeds/<task>/seed-<s>/
 
 
+class VersusConfig(_Section):
+    """`versus` (conf/versus/): the fine-tuned model folders `python -m emergent versus` puts
+    side by side (the first is the reference) and the split it scores them on."""
+
+    models: list[str]
+    split: Literal["validation", "test"]
+
+
 # --- the whole config ------------------------------------------------------------------------
 
 
@@ -823,6 +831,7 @@ class RootBase(_Open):
     feedback: FeedbackConfig
     loop: LoopConfig
     seeds: SeedsConfig
+    versus: VersusConfig
 
 
 # The validated config every stage receives (`run_stage(..., settings=)`). Its per-task

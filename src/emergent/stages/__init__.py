@@ -42,10 +42,20 @@ STAGES: dict[str, str] = {
     "feedback": "emergent.commands.feedback",
     "tune": "emergent.commands.tune",
     "seeds": "emergent.commands.seeds",
+    "versus": "emergent.commands.versus",  # fine-tuned models side by side, paired intervals
 }
 
 # Stages that run once per task (DVC `foreach`).
-TASK_STAGES: set[str] = {"finetune", "evaluate", "export", "promote", "predict", "seeds", "loop"}
+TASK_STAGES: set[str] = {
+    "finetune",
+    "evaluate",
+    "export",
+    "promote",
+    "predict",
+    "seeds",
+    "loop",
+    "versus",
+}
 
 # Commands taking their own arguments (`keys add --scope predict`, `monitor export`, `feedback
 # export`): words and flags that are not `key=value` overrides reach them as `argv`.

@@ -1,0 +1,66 @@
+"""`versus`: fine-tuned models side by side on the same texts, gains with paired intervals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from emergent.commands.versus import side_by_side
+from emergent.config import Paths
+from emergent.errors import ConfigError, StageError
+from emergent.evaluation.bootstrap import Bootstrap
+from emergent.stages import run_stage
+from emergent.tasks import SequenceClassificationTask
+from tests.conftest import smoke_cfg
+
+SENTIMENT = SequenceClassificationTask("sentiment", {"metric": "accuracy", "label": "Accuracy"})
+LABELS = ["negative", "positive"]
+
+
+def _predictions(gold: list[int], right: set[int]) -> tuple[list[list[int]], list[float]]:
+    """Predicted label ids: gold where the index is in `right`, the other label elsewhere."""
+    return [[g if i in right else 1 - g] for i, g in enumerate(gold)], [0.9] * len(gold)
+
+
+def test_gains_over_the_first_model_with_paired_intervals() -> None:
+    gold = [0, 1] * 10
+    examples = [{"text": f"t{i}", "label": LABELS[g]} for i, g in enumerate(gold)]
+    reference = _predictions(gold, set(range(12)))  # 12 of 20 right
+    better = _predictions(gold, set(range(18)))  # the same 12 and 6 more
+    worse = _predictions(gold, set(range(6)))  # 6 of the reference's 12
+    rows = side_by_side(
+        SENTIMENT,
+        examples,
+        LABELS,
+        {"ref": reference, "better": better, "worse": worse},
+        Bootstrap(resamples=500, seed=0),
+    )
+    assert [(r["model"], r["accuracy"], r["gain"]) for r in rows] == [
+        ("ref", 60.0, 0.0),
+        ("better", 90.0, 30.0),
+        ("worse", 30.0, -30.0),
+    ]
+    assert rows[0]["paired_interval"] == [0.0, 0.0]
+    # the better model is right wherever the reference is: no resample shows a loss
+    low, high = rows[1]["paired_interval"]
+    assert 0.0 <= low < 30.0 < high
+    low, high = rows[2]["paired_interval"]
+    assert low < -30.0 < high <= 0.0
+    # their own intervals overlap; the paired one never reaches below zero
+    assert rows[1]["interval"][0] < rows[0]["interval"][1]
+
+
+def test_versus_needs_two_models_naming_the_key(tmp_path: Path) -> None:
+    for models in ("[]", "[models/sentiment]"):
+        cfg = smoke_cfg(f"versus.models={models}", tmp=tmp_path)
+        with pytest.raises(ConfigError, match=r"^versus\.models: needs two"):
+            run_stage("versus", cfg, Paths(tmp_path, tmp_path / "out"), task="sentiment")
+
+
+def test_a_folder_without_a_model_is_one_line(prepared_smoke: Path, tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "prepared").symlink_to(prepared_smoke)
+    cfg = smoke_cfg("versus.models=[models/sentiment,models/other]", tmp=tmp_path)
+    with pytest.raises(StageError, match=r"models/sentiment has no fine-tuned model"):
+        run_stage("versus", cfg, Paths(tmp_path, tmp_path / "out"), task="sentiment")

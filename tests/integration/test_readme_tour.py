@@ -86,6 +86,8 @@ TOUR = [
     # exists only after a search: tests/integration/test_tune.py composes it)
     "python -m emergent seeds task=ner",
     "python -m emergent tune task=sentiment",
+    "python -m emergent versus task=sentiment"
+    " 'versus.models=[models/sentiment, outputs/runs/smollm2/models/sentiment]'",
 ]
 # Not here: `make ui`, `make serve`, `make loadtest`, `mlflow models serve` and `curl` open
 # servers (tests/integration/test_serve_*.py and tests/browser/ cover them); `dvc plots show`

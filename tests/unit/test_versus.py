@@ -10,6 +10,7 @@ from emergent.commands.versus import side_by_side
 from emergent.config import Paths
 from emergent.errors import ConfigError, StageError
 from emergent.evaluation.bootstrap import Bootstrap
+from emergent.models.summary import TrainingSummary
 from emergent.stages import run_stage
 from emergent.tasks import SequenceClassificationTask
 from tests.conftest import smoke_cfg
@@ -58,9 +59,26 @@ def test_versus_needs_two_models_naming_the_key(tmp_path: Path) -> None:
             run_stage("versus", cfg, Paths(tmp_path, tmp_path / "out"), task="sentiment")
 
 
-def test_a_folder_without_a_model_is_one_line(prepared_smoke: Path, tmp_path: Path) -> None:
+def test_folders_without_a_fine_tune_of_the_task_are_one_line(
+    prepared_smoke: Path, tmp_path: Path
+) -> None:
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "prepared").symlink_to(prepared_smoke)
     cfg = smoke_cfg("versus.models=[models/sentiment,models/other]", tmp=tmp_path)
-    with pytest.raises(StageError, match=r"models/sentiment has no fine-tuned model"):
-        run_stage("versus", cfg, Paths(tmp_path, tmp_path / "out"), task="sentiment")
+    paths = Paths(tmp_path, tmp_path / "out")
+    with pytest.raises(StageError, match=r"models/sentiment/training\.json is missing"):
+        run_stage("versus", cfg, paths, task="sentiment")
+    # a NER model named for a sentiment comparison (its head would load re-initialised)
+    ner = TrainingSummary(
+        task="ner", headline="f1", max_length=64, best_val=None, best_step=None,
+        global_step=1, world_size=1, num_nodes=1, epochs_completed=1, train_seconds=1.0,
+        padding_share=0.0, real_tokens=1, real_tokens_per_second=1.0, params_total=1,
+        params_trainable=1, frozen_tensors=0, init="pretrained", strategy="full", pooling=None,
+        word_shapes=False, mlflow_run_id=None,
+    )  # fmt: skip
+    ner.save(tmp_path / "models" / "sentiment")
+    with pytest.raises(
+        ConfigError, match=r"^versus\.models: models/sentiment was fine-tuned for ner"
+    ):
+        run_stage("versus", cfg, paths, task="sentiment")
+    assert not (tmp_path / "out" / "reports").exists()

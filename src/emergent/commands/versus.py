@@ -81,6 +81,11 @@ def run(cfg: DictConfig, paths: Paths, task: Task, *, settings: Settings) -> Non
     labels: list[str] | None = None
     for folder in section.models:
         directory = model_dir(paths, folder)
+        summary = TrainingSummary.load(directory)  # one line where there is no fine-tune
+        if summary.task != task.name:
+            raise ConfigError(
+                "versus.models", f"{folder} was fine-tuned for {summary.task}, not {task.name}"
+            )
         model, tokenizer, own_labels = load_finetuned(task, directory)
         if labels is not None and own_labels != labels:
             raise ConfigError(
@@ -88,7 +93,7 @@ def run(cfg: DictConfig, paths: Paths, task: Task, *, settings: Settings) -> Non
                 f"{folder} predicts labels {own_labels}, the first model {labels}: not comparable",
             )
         labels = own_labels
-        window = TrainingSummary.load(directory).max_length
+        window = summary.max_length
         forward = torch_forward(model)
         decoded = task.for_model(model.config)  # as this model learned to decode (CRF scores)
         predictions[folder] = predict(decoded, forward, tokenizer, examples, labels, window)

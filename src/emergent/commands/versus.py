@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
@@ -63,11 +62,6 @@ def side_by_side(
     return rows
 
 
-def model_dir(paths: Paths, folder: str) -> Path:
-    path = Path(folder)
-    return path if path.is_absolute() else paths.input_dir / path
-
-
 @per_task
 def run(cfg: DictConfig, paths: Paths, task: Task, *, settings: Settings) -> None:
     section = settings.versus
@@ -80,7 +74,7 @@ def run(cfg: DictConfig, paths: Paths, task: Task, *, settings: Settings) -> Non
     predictions: dict[str, Any] = {}
     labels: list[str] | None = None
     for folder in section.models:
-        directory = model_dir(paths, folder)
+        directory = paths.input_dir / folder  # an absolute folder stays itself
         summary = TrainingSummary.load(directory)  # one line where there is no fine-tune
         if summary.task != task.name:
             raise ConfigError(

@@ -53,6 +53,9 @@ def test_load_round_trips_and_answers_the_readers(tmp_path: Path) -> None:
     loaded = TrainingSummary.load(tmp_path)
     assert loaded.max_length == 128 and loaded.mlflow_run_id == "abc"
     assert loaded.history["validation"][0]["val_f1"] == 0.5
+    # a step comes back an int: the evaluate stage writes it into the plots' CSV, where a
+    # float read "4.0" and changed the committed file on every run
+    assert repr(loaded.history["validation"][0]["step"]) == "4"
     assert loaded.cost() == {
         "train_seconds": 1.25,
         "padding_share": 0.125,

@@ -61,7 +61,8 @@ class TrainingSummary:
     pooling: str | None
     word_shapes: bool
     mlflow_run_id: str | None
-    history: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    # int | float: a step stays an int (the plots' CSV step column reads 115, not 115.0)
+    history: dict[str, list[dict[str, int | float]]] = field(default_factory=dict)
 
     def save(self, folder: Path) -> Path:
         """Write `folder/training.json` atomically; returns its path."""

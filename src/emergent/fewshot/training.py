@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from emergent.fewshot.scoring import mask_logits, pad_prompts
+from emergent.models.backbone import load_reporting
 from emergent.models.optim import linear_warmup_decay, param_groups
 from emergent.models.source import load_pretrained, resolve_source
 
@@ -122,13 +123,12 @@ def load_classifier(path: Path, labels: Sequence[str], model_class: Any) -> tupl
     """The task's classification model (`model_class`, an `AutoModelFor...`) on the backbone
     at `path` and the names of its new parameters (classifier, pooler if the checkpoint had
     none)."""
-    model, info = load_pretrained(
+    model, info = load_reporting(
         model_class,
         resolve_source(path),
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
-        output_loading_info=True,
     )
     return model.train(), set(info.get("missing_keys", ()))
 

@@ -154,13 +154,20 @@ def bert_config(model_cfg: ModelConfig, tokenizer: Any, **extra: Any) -> Any:
 
 
 def from_pretrained_logged(cls: Any, path: str | Path | ModelSource, **kwargs: Any) -> Any:
-    """`cls.from_pretrained(path, **kwargs)`, its load report as one log line.
+    """`cls.from_pretrained(path, **kwargs)`, its load report as one log line."""
+    return load_reporting(cls, path, **kwargs)[0]
+
+
+def load_reporting(
+    cls: Any, path: str | Path | ModelSource, **kwargs: Any
+) -> tuple[Any, dict[str, list[str]]]:
+    """`cls.from_pretrained(path, **kwargs)` and its loading info (`missing_keys`, ...).
 
     Loading a checkpoint into another head (MLM weights into a tagger, a sentence encoder into
     an MLM) leaves tensors new and unused by design, and transformers prints a 15-line
-    UNEXPECTED/MISSING table on every such load. The line keeps what matters: which parameter
-    groups start from scratch and which checkpoint groups went unused, so an encoder layer
-    that failed to load still shows (as `bert.*`).
+    UNEXPECTED/MISSING table on every such load. One log line keeps what matters: which
+    parameter groups start from scratch and which checkpoint groups went unused, so an encoder
+    layer that failed to load still shows (as `bert.*`).
     """
     # A filter, not a level: transformers runs extra checks (and warns) when this logger's
     # level is raised. Real load errors (mismatched shapes) still raise.
@@ -183,7 +190,7 @@ def from_pretrained_logged(cls: Any, path: str | Path | ModelSource, **kwargs: A
             len(unused),
             _groups(unused),
         )
-    return model
+    return model, info
 
 
 class _DropLoadReport(logging.Filter):

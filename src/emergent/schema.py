@@ -357,7 +357,9 @@ class FinetuneShared(_Section):
     strategy: Literal["full", "lora"]
     batch_size: PositiveInt
     max_length: PositiveInt
-    max_epochs: Annotated[int, Field(ge=-1)]
+    # Passes over the training split; a fraction ends the run (and its decaying schedule)
+    # part-way through the last pass (1.5: one and a half). -1: max_steps decides.
+    max_epochs: Annotated[int, Field(ge=-1)] | Annotated[float, Field(gt=0)]
     max_steps: Annotated[int, Field(ge=-1)] | None = None
     lr: PositiveFloat
     head_lr: PositiveFloat | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import re
 import sys
 import time
@@ -196,13 +197,22 @@ def finetune_trainer(
     callbacks: list[Callback],
     logger: Any,
     root: Path,
+    schedule_steps: int,
 ) -> L.Trainer:
     """The trainer of a fine-tune: `trainer` with `finetune.<task>`'s budget (steps, epochs,
-    validation interval, batch limit) and gradient clipping."""
+    validation interval, batch limit) and gradient clipping.
+
+    Lightning counts whole epochs only, so a fractional `max_epochs` (1.5) runs as the
+    schedule's `schedule_steps` within the epochs rounded up."""
+    max_steps = fcfg.max_steps or -1
+    max_epochs = fcfg.max_epochs
+    if max_epochs > 0 and max_epochs != int(max_epochs):
+        max_steps = max_steps if max_steps > 0 else schedule_steps
+        max_epochs = math.ceil(max_epochs)
     return build_trainer(
         trainer_cfg,
-        max_steps=fcfg.max_steps or -1,
-        max_epochs=fcfg.max_epochs,
+        max_steps=max_steps,
+        max_epochs=int(max_epochs),
         val_check_interval=fcfg.val_check_interval,
         limit_train_batches=fcfg.limit_train_batches,
         gradient_clip_val=fcfg.gradient_clip_val,

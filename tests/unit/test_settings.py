@@ -111,6 +111,29 @@ def test_build_trainer_passes_lightning_what_trainer_sets(preset: str) -> None:
     assert trainer_settings(cfg.trainer).model_dump(exclude_unset=True) == composed
 
 
+@pytest.mark.parametrize(
+    ("epochs", "steps", "lightning_epochs", "lightning_steps"),
+    [("2", 20, 2, -1), ("1.5", 15, 2, 15), ("0.25", 3, 1, 3)],
+)
+def test_a_fractional_epoch_count_ends_the_run_and_its_schedule_part_way(
+    epochs: str, steps: int, lightning_epochs: int, lightning_steps: int
+) -> None:
+    """Lightning stops after whole epochs only; `max_epochs: 1.5` must still stop (and decay
+    the rate to zero) after one and a half passes: 10 batches an epoch here."""
+    from emergent.models.finetuning import total_steps
+    from emergent.training import finetune_trainer
+
+    fcfg = smoke_settings(
+        f"finetune.sentiment.max_epochs={epochs}",
+        "finetune.sentiment.limit_train_batches=null",
+        "finetune.sentiment.max_steps=-1",
+    ).finetune.task("sentiment")
+    schedule = total_steps(fcfg, train_rows=10 * fcfg.batch_size, world=1)
+    assert schedule == steps
+    trainer = finetune_trainer(smoke_settings().trainer, fcfg, [], False, ROOT, schedule)
+    assert (trainer.max_epochs, trainer.max_steps) == (lightning_epochs, lightning_steps)
+
+
 def test_null_tokenizer_and_epoch_settings_read_as_the_schema_defaults() -> None:
     settings = smoke_settings("model.tokenizer.min_frequency=null", "pretrain.max_epochs=null")
     assert settings.model.tokenizer.min_frequency == 2

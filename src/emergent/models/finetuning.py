@@ -151,12 +151,13 @@ def build_task_model(
 
 def total_steps(fcfg: FinetuneShared, train_rows: int, world: int) -> int:
     """The optimizer steps the schedule spans: `max_steps`, else the epochs' batches (per
-    process: each of `world` processes sees its share of every batch)."""
+    process: each of `world` processes sees its share of every batch; a fractional last
+    epoch rounded up to a whole batch)."""
     batches = math.ceil(train_rows / (fcfg.batch_size * world))
     if fcfg.limit_train_batches:
         batches = min(batches, fcfg.limit_train_batches)
     max_steps = fcfg.max_steps or -1
-    return max_steps if max_steps > 0 else batches * fcfg.max_epochs
+    return max_steps if max_steps > 0 else math.ceil(batches * fcfg.max_epochs)
 
 
 def build_module(

@@ -77,6 +77,7 @@ def run(
             [history, *watch.values(), *extra_callbacks],
             mlflow_logger(cfg, tracker),
             ckpt_dir,
+            module.total_steps,
         )
         start = time.perf_counter()
         trainer.fit(module, datamodule=datamodule)

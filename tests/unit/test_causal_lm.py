@@ -3,6 +3,7 @@ words, the prefix key/value cache, and prompt fine-tuning with LoRA on a tiny re
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 from pathlib import Path
@@ -226,6 +227,43 @@ def test_prompt_fine_tuning_learns_and_leaves_the_base_model_as_it_was(
     assert lab.zero_shot(base)["zero_shot"]["correct"] == zero["zero_shot"]["correct"]
     assert set(zero) == {"zero_shot", "zero_shot_calibrated"}
     assert len(zero["zero_shot_calibrated"]["prior"]) == 2  # from "N/A" and "" ({mask} skipped)
+
+
+def test_prompt_fine_tuning_with_demonstrations_puts_them_in_every_prompt(
+    tiny: Path, prompter: CausalPrompter
+) -> None:
+    """LM-BFF: each training, dev and test prompt starts with one demonstration per label from
+    the k-shot set (one seeded draw per prompt), and the model still learns the pattern."""
+    lab = _lab(tiny, prompter)
+    shots = _examples(8)
+    plain = lab._rows(shots)
+    rows = lab._rows(shots, shots, seed=1)
+    assert rows == lab._rows(shots, shots, seed=1) and [r["label"] for r in rows] == [
+        r["label"] for r in plain
+    ]
+    for row, bare in zip(rows, plain, strict=True):
+        assert row["input_ids"][-len(bare["input_ids"]) :] == bare["input_ids"]
+        prefix = prompter.tokenizer.decode(row["input_ids"][: -len(bare["input_ids"])])
+        assert prefix.count("Sentiment:") == 2  # one demonstration of each label
+        assert WORDS["positive"] in prefix and WORDS["negative"] in prefix
+    # Test prompts carry demonstrations too, and the model still learns the pattern: longer,
+    # varying prompts need more steps than bare ones (chance is 6 of 12).
+    scored: list[list[list[int]]] = []
+    lab = dataclasses.replace(
+        _lab(tiny, prompter, adapter="full"),
+        train={**lab.train, "steps": 96, "lr": 5e-3, "new_params_lr": 5e-3},
+    )
+    score = lab.score
+    lab.score = lambda model, queries: scored.append(list(queries)) or score(model, queries)  # type: ignore[method-assign]
+    result = lab.prompt(shots, _examples(4), seed=1, demos=True)
+    assert result["best_dev_accuracy"] == 1.0 and len(result["correct"]) == 12
+    assert sum(result["correct"]) >= 10
+    bare_test = lab._rows(lab.data.test)
+    assert len(scored[-1]) == len(bare_test) == 12
+    assert all(
+        len(q) > len(b["input_ids"]) and q[-len(b["input_ids"]) :] == b["input_ids"]
+        for q, b in zip(scored[-1], bare_test, strict=True)
+    )
 
 
 def test_in_context_reads_every_shot_once_in_a_seeded_order(tiny, prompter) -> None:

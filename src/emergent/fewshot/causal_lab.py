@@ -7,7 +7,9 @@ word predicted after the prompt instead of at a [MASK]:
 - in_context: all k demonstrations per class (one seeded order, the same for every query)
   before the query, their key/value cache computed once and reused for every query;
 - prompt: prompt-based fine-tuning on the k-shot set (cross-entropy over the label words at
-  the last position), through LoRA adapters (peft) or all weights, the best dev-set step kept.
+  the last position), through LoRA adapters (peft) or all weights, the best dev-set step kept;
+  with `fewshot.prompt_demonstrations`, every training, dev and test prompt starts with its own
+  demonstrations drawn from the k-shot set (LM-BFF: the model learns to read them).
 Head fine-tuning of a causal LM is not part of the lab (the MiniLM head is the baseline).
 
 The backbone is loaded once (de-quantizing a GGUF file takes ~20 s) and kept: LoRA adapters
@@ -34,6 +36,7 @@ from emergent.fewshot.causal import (
     label_logprobs,
     last_logits,
 )
+from emergent.fewshot.demonstrations import demonstrations_for
 from emergent.fewshot.metrics import classification_metrics
 from emergent.fewshot.training import TrainSettings, fit
 from emergent.models.source import ModelSource, load_pretrained
@@ -69,6 +72,7 @@ class CausalLab:
     train: Mapping[str, Any]
     adapter: Literal["lora", "full"] = "lora"
     lora: LoraSettings = LoraSettings()
+    demos_per_class: int = 1  # prompt fine-tuning with demonstrations: per label per prompt
     batch_size: int = 16
     bootstrap: Bootstrap | None = None
     family: str = "causal"
@@ -176,24 +180,21 @@ class CausalLab:
         )
 
     def prompt(self, shots: list[dict], dev: list[dict], seed: int, demos: bool) -> dict:
-        if demos:
-            raise FewShotConfigError(
-                "fewshot.prompt_demonstrations: prompt fine-tuning with demonstrations is "
-                f"built for masked LMs; set it to false for {self.key}"
-            )
         base = self.load()
         model, restore = self._trainable(base)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        pool = shots if demos else ()
         try:
-            rows = self._rows(shots)
-            dev_rows = self._rows(dev)
+            rows = self._rows(shots, pool, seed)
+            dev_rows = self._rows(dev, pool, seed + 1)
             settings = TrainSettings(seed=seed, **dict(self.train))
             # Training runs in float32 whatever the stage's precision: under bf16 autocast the
             # label-word loss drove SmolLM2 to one class within 16 steps (validation 79% ->
             # 60%), in float32 the same recipe learns (docs/results.md).
             with torch.autocast("cpu", enabled=False):
                 best = fit(model, rows, self._loss(), self._dev_accuracy(dev_rows), settings)
-            metrics = self.metrics(self.score(model, self.encode(self.data.test)[1]))
+            test = [r["input_ids"] for r in self._rows(self.data.test, pool, seed)]
+            metrics = self.metrics(self.score(model, test))
         finally:
             restore()
         return {**metrics, **best, "trainable_parameters": trainable}
@@ -225,8 +226,23 @@ class CausalLab:
 
         return base, restore
 
-    def _rows(self, examples: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        queries = self.encode(examples)[1]
+    def _rows(
+        self, examples: Sequence[Mapping[str, Any]], pool: Sequence[dict] = (), seed: int = 0
+    ) -> list[dict[str, Any]]:
+        """Whole prompts with their label index. With a `pool` (the k-shot set) each prompt
+        starts with its own demonstrations, one seeded draw per example as LM-BFF does: no
+        prefix is shared, so none is cached (training changes the weights under it anyway)."""
+        if not pool:
+            queries = self.encode(examples)[1]
+        else:
+            rng = random.Random(seed)
+            words = self._words()
+            queries = []
+            for example in examples:
+                drawn = demonstrations_for(pool, self.data.labels, self.demos_per_class, rng)
+                demos = [(d["text"], words[str(d["label"])]) for d in drawn]
+                prefix, (query,) = self.encode([example], demos)
+                queries.append(prefix + query)
         return [
             {"input_ids": q, "label": self.label_index(e)}
             for q, e in zip(queries, examples, strict=True)
@@ -285,6 +301,7 @@ def build_causal_lab(
         train=fcfg.causal.train.model_dump(),
         adapter=fcfg.causal.adapter,
         lora=LoraSettings(lora.r, lora.alpha, lora.dropout, tuple(lora.target_modules)),
+        demos_per_class=fcfg.demonstrations.per_class,
         batch_size=fcfg.causal.batch_size,
         bootstrap=bootstrap,
     )

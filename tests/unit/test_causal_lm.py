@@ -233,21 +233,23 @@ def test_prompt_fine_tuning_with_demonstrations_puts_them_in_every_prompt(
     tiny: Path, prompter: CausalPrompter
 ) -> None:
     """LM-BFF: each training, dev and test prompt starts with one demonstration per label from
-    the k-shot set (one seeded draw per prompt), and the model still learns the pattern."""
+    the k-shot set, its own seeded draw per prompt, and training still fits the k-shot set."""
     lab = _lab(tiny, prompter)
     shots = _examples(8)
     plain = lab._rows(shots)
     rows = lab._rows(shots, shots, seed=1)
-    assert rows == lab._rows(shots, shots, seed=1) and [r["label"] for r in rows] == [
-        r["label"] for r in plain
-    ]
+    assert rows == lab._rows(shots, shots, seed=1) != lab._rows(shots, shots, seed=2)
+    prefixes = []
     for row, bare in zip(rows, plain, strict=True):
+        assert row["label"] == bare["label"]
         assert row["input_ids"][-len(bare["input_ids"]) :] == bare["input_ids"]
         prefix = prompter.tokenizer.decode(row["input_ids"][: -len(bare["input_ids"])])
         assert prefix.count("Sentiment:") == 2  # one demonstration of each label
         assert WORDS["positive"] in prefix and WORDS["negative"] in prefix
-    # Test prompts carry demonstrations too, and the model still learns the pattern: longer,
-    # varying prompts need more steps than bare ones (chance is 6 of 12).
+        prefixes.append(prefix)
+    assert len(prefixes) == 8 and len(set(prefixes)) > 1  # a draw per prompt, not one for all
+    # Dev and test prompts carry demonstrations too (the scorer sees dev rows first, then the
+    # test rows); longer, varying prompts need more steps than bare ones to fit.
     scored: list[list[list[int]]] = []
     lab = dataclasses.replace(
         _lab(tiny, prompter, adapter="full"),
@@ -255,15 +257,17 @@ def test_prompt_fine_tuning_with_demonstrations_puts_them_in_every_prompt(
     )
     score = lab.score
     lab.score = lambda model, queries: scored.append(list(queries)) or score(model, queries)  # type: ignore[method-assign]
-    result = lab.prompt(shots, _examples(4), seed=1, demos=True)
+    dev = _examples(4)
+    result = lab.prompt(shots, dev, seed=2, demos=True)  # seed 1 keeps the untrained step
     assert result["best_dev_accuracy"] == 1.0 and len(result["correct"]) == 12
-    assert sum(result["correct"]) >= 10
-    bare_test = lab._rows(lab.data.test)
-    assert len(scored[-1]) == len(bare_test) == 12
-    assert all(
-        len(q) > len(b["input_ids"]) and q[-len(b["input_ids"]) :] == b["input_ids"]
-        for q, b in zip(scored[-1], bare_test, strict=True)
-    )
+    assert sum(result["correct"]) >= 10  # chance: 6 of 12
+    for queries, examples in ((scored[0], dev), (scored[-1], lab.data.test)):
+        bare_rows = lab._rows(examples)
+        assert len(queries) == len(bare_rows) == len(examples)
+        assert all(
+            len(q) > len(b["input_ids"]) and q[-len(b["input_ids"]) :] == b["input_ids"]
+            for q, b in zip(queries, bare_rows, strict=True)
+        )
 
 
 def test_in_context_reads_every_shot_once_in_a_seeded_order(tiny, prompter) -> None:

@@ -3,13 +3,19 @@ metrics, aggregation and the data advantage."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 
 from emergent.evaluation.bootstrap import Bootstrap
 from emergent.fewshot import FewShotConfigError
 from emergent.fewshot.calibration import calibrate, content_free_prior
-from emergent.fewshot.demonstrations import fixed_subset, sample_per_class
+from emergent.fewshot.demonstrations import (
+    demonstrations_for,
+    fixed_subset,
+    sample_per_class,
+)
 from emergent.fewshot.metrics import classification_metrics
 from emergent.fewshot.report import (
     aggregate,
@@ -99,6 +105,23 @@ def test_k_shot_samples_are_per_class_nested_and_seeded() -> None:
         fixed_subset(data, 10, 0) == fixed_subset(data, 10, 0)
         and len(fixed_subset(data, 10, 0)) == 10
     )
+
+
+def test_a_prompt_never_draws_itself_as_a_demonstration() -> None:
+    """With two examples per label and one demonstration per label, the query's own label can
+    only be shown by the other example of it, on every draw."""
+    pool = [{"text": t, "label": lab} for t, lab in (("a", "pos"), ("b", "pos"), ("c", "neg"))]
+    pool.append({"text": "d", "label": "neg"})
+    other = {"a": "b", "b": "a", "c": "d", "d": "c"}
+    rng = random.Random(0)
+    for _ in range(20):
+        for query in pool:
+            drawn = demonstrations_for(pool, ["neg", "pos"], 1, rng, query)
+            assert query not in drawn and len(drawn) == 2
+            assert other[query["text"]] in [d["text"] for d in drawn]
+    # Without a query every example can be drawn (dev and test prompts are not in the pool).
+    seen = {d["text"] for _ in range(20) for d in demonstrations_for(pool, ["neg", "pos"], 1, rng)}
+    assert seen == {"a", "b", "c", "d"}
 
 
 def test_classification_metrics_on_known_inputs() -> None:

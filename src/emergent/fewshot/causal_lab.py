@@ -239,7 +239,9 @@ class CausalLab:
             words = self._words()
             queries = []
             for example in examples:
-                drawn = demonstrations_for(pool, self.data.labels, self.demos_per_class, rng)
+                drawn = demonstrations_for(
+                    pool, self.data.labels, self.demos_per_class, rng, example
+                )
                 demos = [(d["text"], words[str(d["label"])]) for d in drawn]
                 prefix, (query,) = self.encode([example], demos)
                 queries.append(prefix + query)

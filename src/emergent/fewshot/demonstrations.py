@@ -39,11 +39,17 @@ def fixed_subset(examples: Sequence[dict], size: int | None, seed: int) -> list[
 
 
 def demonstrations_for(
-    pool: Sequence[dict], labels: Sequence[str], per_class: int, rng: random.Random
+    pool: Sequence[dict],
+    labels: Sequence[str],
+    per_class: int,
+    rng: random.Random,
+    query: dict | None = None,
 ) -> list[dict]:
-    """`per_class` demonstrations of each label from `pool`, in random order."""
+    """`per_class` demonstrations of each label from `pool`, in random order, never `query`
+    itself: a training prompt that shows its own text with its gold label teaches copying
+    (LM-BFF leaves the query out of its own demonstrations too)."""
     chosen = []
-    for group in by_label(pool, labels).values():
+    for group in by_label([e for e in pool if e is not query], labels).values():
         chosen += rng.sample(group, min(per_class, len(group)))
     rng.shuffle(chosen)
     return chosen

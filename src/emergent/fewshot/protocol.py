@@ -94,7 +94,7 @@ class Lab:
         out = []
         for example in examples:
             demos = (
-                demonstrations_for(pool, self.data.labels, self.demos_per_class, rng)
+                demonstrations_for(pool, self.data.labels, self.demos_per_class, rng, example)
                 if pool
                 else []
             )

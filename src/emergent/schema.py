@@ -46,7 +46,9 @@ from pydantic import (
     PositiveInt,
     StrictBool,
     ValidationError,
+    ValidationInfo,
     create_model,
+    field_validator,
     model_validator,
 )
 
@@ -359,7 +361,7 @@ class FinetuneShared(_Section):
     max_length: PositiveInt
     # Passes over the training split; a fraction ends the run (and its decaying schedule)
     # part-way through the last pass (1.5: one and a half). -1: max_steps decides.
-    max_epochs: Annotated[int, Field(ge=-1)] | Annotated[float, Field(gt=0)]
+    max_epochs: Annotated[int, Field(ge=-1)] | Annotated[float, Field(gt=0, allow_inf_nan=False)]
     max_steps: Annotated[int, Field(ge=-1)] | None = None
     lr: PositiveFloat
     head_lr: PositiveFloat | None = None
@@ -385,6 +387,22 @@ class FinetuneShared(_Section):
     val_check_interval: Batches
     # batches per epoch; the stage sizes the learning-rate schedule with int() of it
     limit_train_batches: PositiveInt | None = None
+
+    @field_validator("val_check_interval")
+    @classmethod
+    def _fraction_is_validated(cls, every: int | float, info: ValidationInfo) -> int | float:
+        """A fractional run stops part-way through its last pass, where Lightning validates
+        only on its interval: with `val_check_interval: 1.0` the last half of a 1.5-epoch run
+        would train and never be seen by the best-checkpoint choice."""
+        epochs = info.data.get("max_epochs")
+        if isinstance(epochs, float) and epochs != int(epochs) and isinstance(every, float):
+            passes = epochs / every
+            if abs(passes - round(passes)) > 1e-6:
+                raise ValueError(
+                    f"max_epochs {epochs} would end between validations; use a fraction of an "
+                    f"epoch that divides it (e.g. {epochs - int(epochs):g})"
+                )
+        return every
 
 
 class FinetuneBase(_Section):

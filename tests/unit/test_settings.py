@@ -127,11 +127,30 @@ def test_a_fractional_epoch_count_ends_the_run_and_its_schedule_part_way(
         f"finetune.sentiment.max_epochs={epochs}",
         "finetune.sentiment.limit_train_batches=null",
         "finetune.sentiment.max_steps=-1",
+        "finetune.sentiment.val_check_interval=0.25",
     ).finetune.task("sentiment")
     schedule = total_steps(fcfg, train_rows=10 * fcfg.batch_size, world=1)
     assert schedule == steps
     trainer = finetune_trainer(smoke_settings().trainer, fcfg, [], False, ROOT, schedule)
     assert (trainer.max_epochs, trainer.max_steps) == (lightning_epochs, lightning_steps)
+
+
+def test_a_fractional_run_must_end_on_a_validation() -> None:
+    """Validating once an epoch, the last half of 1.5 epochs would train unseen by the best-
+    checkpoint choice; an interval that divides the run (0.5, 0.25) or in steps is accepted."""
+    with pytest.raises(
+        ConfigError,
+        match=r"^finetune\.sentiment\.val_check_interval: max_epochs 1\.5 would end between "
+        r"validations; .* \(e\.g\. 0\.5\); got 1\.0$",
+    ):
+        smoke_settings("finetune.sentiment.max_epochs=1.5").finetune.task("sentiment")
+    for every in ("0.5", "0.25", "7"):
+        fcfg = smoke_settings(
+            "finetune.sentiment.max_epochs=1.5", f"finetune.sentiment.val_check_interval={every}"
+        ).finetune.task("sentiment")
+        assert fcfg.max_epochs == 1.5 and str(fcfg.val_check_interval) == every
+    with pytest.raises(ConfigError, match=r"max_epochs: Input should be a finite number"):
+        smoke_settings("finetune.sentiment.max_epochs=inf").finetune.task("sentiment")
 
 
 def test_null_tokenizer_and_epoch_settings_read_as_the_schema_defaults() -> None:

@@ -8,7 +8,8 @@ from the k-shot training set, one per class per query by default, in random orde
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 
 def by_label(examples: Sequence[dict], labels: Sequence[str]) -> dict[str, list[dict]]:
@@ -43,7 +44,7 @@ def demonstrations_for(
     labels: Sequence[str],
     per_class: int,
     rng: random.Random,
-    query: dict | None = None,
+    query: Mapping[str, Any] | None = None,
 ) -> list[dict]:
     """`per_class` demonstrations of each label from `pool`, in random order, never `query`
     itself: a training prompt that shows its own text with its gold label teaches copying

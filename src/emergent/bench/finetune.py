@@ -39,6 +39,7 @@ VARIANTS: dict[str, dict[str, object]] = {
 def test_metric(settings: Settings, paths: Paths, task: Task, model_dir: Path) -> float:
     """The task's headline metric (points) of a fine-tuned model on the test split."""
     model, tokenizer, labels = load_finetuned(task, model_dir)
+    task = task.for_model(model.config)  # decode as the model learned to (CRF scores)
     examples = load_task_split(paths.inp(settings.data.prepared_dir), task.name, "test")
     max_length = TrainingSummary.load(model_dir).max_length
     pred, conf = predict(task, torch_forward(model), tokenizer, examples, labels, max_length)

@@ -222,3 +222,18 @@ def test_a_preset_backbone_is_its_conf_model_file_validated() -> None:
         preset_model("tiny_bert", "fewshot.models[1]")
     with pytest.raises(StageError, match=r"fewshot\.models\[2\]\.preset='nope': no conf/model/"):
         preset_model("nope", "fewshot.models[2]")
+
+
+def test_the_summary_names_the_causal_recipe_and_its_demonstrations() -> None:
+    from emergent.fewshot.labs import causal_settings
+    from tests.conftest import smoke_settings
+
+    causal = [{"family": "causal"}]
+    plain = causal_settings(smoke_settings().fewshot, causal)["causal prompt fine-tuning"]
+    fcfg = smoke_settings(
+        "fewshot.prompt_demonstrations=true", "fewshot.demonstrations.per_class=2"
+    ).fewshot
+    with_demos = causal_settings(fcfg, causal)["causal prompt fine-tuning"]
+    assert "demonstration" not in plain
+    assert with_demos == plain + ", 2 demonstration(s) per label in every prompt"
+    assert causal_settings(fcfg, [{"family": "masked"}]) == {}

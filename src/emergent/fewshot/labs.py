@@ -155,10 +155,13 @@ def causal_settings(fcfg: FewshotConfig, models: list[dict[str, Any]]) -> dict[s
         if causal.adapter == "lora"
         else "every weight"
     )
+    recipe = f"{adapter}, {causal.train.steps} steps, lr {causal.train.lr}"
+    if fcfg.prompt_demonstrations:
+        recipe += f", {fcfg.demonstrations.per_class} demonstration(s) per label in every prompt"
     return {
         "causal template": f"`{prompt.template!r}`",
         "causal verbalizer": words,
-        "causal prompt fine-tuning": f"{adapter}, {causal.train.steps} steps, lr {causal.train.lr}",
+        "causal prompt fine-tuning": recipe,
     }
 
 

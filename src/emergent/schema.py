@@ -392,15 +392,16 @@ class FinetuneShared(_Section):
     @classmethod
     def _fraction_is_validated(cls, every: int | float, info: ValidationInfo) -> int | float:
         """A fractional run stops part-way through its last pass, where Lightning validates
-        only on its interval: with `val_check_interval: 1.0` the last half of a 1.5-epoch run
-        would train and never be seen by the best-checkpoint choice."""
+        only on its interval, counted from each epoch's start: with `val_check_interval: 1.0`
+        the last half of a 1.5-epoch run would train and never be seen by the best-checkpoint
+        choice. The last pass's share must be a whole number of intervals."""
         epochs = info.data.get("max_epochs")
         if isinstance(epochs, float) and epochs != int(epochs) and isinstance(every, float):
-            passes = epochs / every
-            if abs(passes - round(passes)) > 1e-6:
+            last = epochs - int(epochs)
+            if abs(last / every - round(last / every)) > 1e-6 or last < every:
                 raise ValueError(
                     f"max_epochs {epochs} would end between validations; use a fraction of an "
-                    f"epoch that divides it (e.g. {epochs - int(epochs):g})"
+                    f"epoch that divides its last {last:g} (e.g. {last:g})"
                 )
         return every
 

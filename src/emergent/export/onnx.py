@@ -2,7 +2,8 @@
 Runtime forward functions.
 
 Why the TorchScript exporter: ONNX Runtime's BERT fusion (Attention, EmbedLayerNormalization,
-SkipLayerNormalization, BiasGelu) recognises the graph TorchScript emits for eager attention.
+BiasGelu and, when asked, SkipLayerNormalization) recognises the graph TorchScript emits for
+eager attention.
 The dynamo exporter's graph for transformers 5 (boolean mask building, SDPA) fuses only
 LayerNorm/Gelu; onnxscript's rewriter fuses its attention into an `Attention` with an additive
 bias and `qkv_hidden_sizes`, which the int8 quantizer cannot turn into QAttention. With the

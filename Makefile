@@ -18,8 +18,9 @@ export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 # Python compiles each module to bytecode the first time it is imported and keeps it in the
 # venv, so the set-up below skips compiling every installed file (uv's default, pip's
-# `--no-compile`: 91 s -> 38 s on 2 cores; the stages import a fraction of those files). A
-# shell that sets PYTHONDONTWRITEBYTECODE would make every process compile its imports again (~10 s each).
+# `--no-compile`: 91 s -> 38 s on 2 cores; the stages import a fraction of those files).
+# A shell that sets PYTHONDONTWRITEBYTECODE would make every process compile its imports
+# again (~10 s each).
 unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: help setup repro test test-all ui params lint format lock clean bench serve loadtest \

@@ -36,7 +36,7 @@ from emergent.export import timing
 from emergent.export.onnx import export_onnx, op_counts, vendor_info_off
 from emergent.export.pipeline import ExportInputs
 from emergent.export.quantize import quantize
-from emergent.serving.runtime import ort_forward, session
+from emergent.serving.runtime import ort_forward, session, session_ops
 from emergent.tasks import get_task
 
 log = logging.getLogger("qdq")
@@ -96,17 +96,11 @@ def dynamic(src: Path, dst: Path, per_channel: bool, ops: list[str], exclude: li
     return time.perf_counter() - start
 
 
-def ort_ops(path: Path, work: Path) -> dict[str, int]:
+def ort_ops(path: Path) -> dict[str, int]:
     """The operators ONNX Runtime runs after its own graph optimizations (what its CPU
     provider made of the QDQ pairs: QLinearMatMul, MatMulIntegerToFloat, ...)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.optimized_model_filepath = str(work / f"{path.stem}.ort-optimized.onnx")
-    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    counts = op_counts(Path(options.optimized_model_filepath))
-    return {k: v for k, v in sorted(counts.items()) if v and k not in ("Constant", "Shape")}
+    counts = session_ops(path)
+    return {k: v for k, v in counts.items() if k not in ("Constant", "Shape")}
 
 
 def static(
@@ -244,7 +238,7 @@ def main() -> None:
             "test_f1": inp.evaluate(ort_forward(s), tok, "test"),
             "calib_s": calib_s.get(n, 0.0),
             "ops": {k: v for k, v in op_counts(files[n]).items() if k in OPS_SHOWN},
-            "ort_ops": ort_ops(files[n], args.work),
+            "ort_ops": ort_ops(files[n]),
         }
         log.info("%s %s", n, result[n])
     forwards = {"fp32_torch": torch_forward(model)} | {

@@ -157,7 +157,7 @@ def fuse(src: Path, dst: Path, config: Any, skip_layer_norm: bool = False) -> di
     finally:
         logging.getLogger("fusion_attention").removeFilter(width_note)
     counts = op_counts(dst)
-    log.info("fused operators: %s", {op: counts.get(op, 0) for op in FUSED_OPS})
+    log.info("operators after fusion: %s", {op: counts.get(op, 0) for op in FUSED_OPS})
     return counts
 
 

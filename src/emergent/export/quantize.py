@@ -47,7 +47,7 @@ def quantize(
                 per_channel=per_channel,
                 op_types_to_quantize=list(op_types),
                 nodes_to_exclude=list(exclude),
-                # Outputs of contrib ops (SkipLayerNormalization...) have no inferred type:
+                # Outputs of contrib ops (Attention, EmbedLayerNormalization) have no inferred type:
                 # they are float, which is what the quantizer needs to know.
                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
             )

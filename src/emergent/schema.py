@@ -56,6 +56,7 @@ from emergent.errors import ConfigError
 
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
+PositiveShare = Annotated[float, Field(gt=0.0, le=1.0)]
 Bounds = Annotated[list[float], Field(min_length=2, max_length=2)]
 
 
@@ -651,6 +652,9 @@ class FewshotCausal(_Section):
     train: FewshotTrain
     text_tokens: PositiveInt  # each query or demonstration text is cut to this many tokens
     batch_size: PositiveInt
+    # full prompt fine-tuning: shares of the fine-tuned weights (against the pretrained ones)
+    # tried on dev, the best kept; [1.0]: the fine-tuned weights as they are
+    interpolate: Annotated[list[PositiveShare], Field(min_length=1)] = [1.0]
 
 
 class FewshotScale(_Section):

@@ -237,3 +237,27 @@ def test_the_summary_names_the_causal_recipe_and_its_demonstrations() -> None:
     assert "demonstration" not in plain
     assert with_demos == plain + ", 2 demonstration(s) per label in every prompt"
     assert causal_settings(fcfg, [{"family": "masked"}]) == {}
+
+
+def test_weight_interpolation_keeps_the_best_dev_mix_and_leaves_the_base_alone() -> None:
+    """WiSE-FT between a 'pretrained' and a 'fine-tuned' linear layer: the dev score peaks at
+    the half-way weights, so those are the weights left in the tuned model."""
+    import torch
+
+    from emergent.fewshot.training import interpolate_weights
+
+    base, tuned = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        base.weight.fill_(0.0), base.bias.fill_(0.0)
+        tuned.weight.fill_(4.0), tuned.bias.fill_(2.0)
+
+    def dev_accuracy(model: torch.nn.Module) -> float:
+        return -abs(float(model.weight.mean()) - 2.0)  # best at weight 2: half-way
+
+    chosen = interpolate_weights(base, tuned, [1.0, 0.75, 0.5, 0.25], dev_accuracy)
+    assert chosen == {"interpolation": 0.5, "interpolated_dev_accuracy": 0.0}
+    assert tuned.weight.tolist() == [[2.0, 2.0]] and tuned.bias.tolist() == [1.0]
+    assert base.weight.tolist() == [[0.0, 0.0]] and base.bias.tolist() == [0.0]
+    # a tie goes to the first share listed: the fine-tuned weights as they are
+    tie = interpolate_weights(base, tuned, [1.0, 0.5], lambda m: 1.0)
+    assert tie["interpolation"] == 1.0 and tuned.weight.tolist() == [[2.0, 2.0]]

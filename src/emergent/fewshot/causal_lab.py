@@ -38,7 +38,7 @@ from emergent.fewshot.causal import (
 )
 from emergent.fewshot.demonstrations import demonstrations_for
 from emergent.fewshot.metrics import classification_metrics
-from emergent.fewshot.training import TrainSettings, fit
+from emergent.fewshot.training import TrainSettings, fit, interpolate_weights
 from emergent.models.source import ModelSource, load_pretrained
 from emergent.schema import FewshotConfig, ModelConfig
 
@@ -73,6 +73,7 @@ class CausalLab:
     adapter: Literal["lora", "full"] = "lora"
     lora: LoraSettings = LoraSettings()
     demos_per_class: int = 1  # prompt fine-tuning with demonstrations: per label per prompt
+    interpolate: tuple[float, ...] = (1.0,)  # weight-space mixes to try on dev (full only)
     batch_size: int = 16
     bootstrap: Bootstrap | None = None
     family: str = "causal"
@@ -193,6 +194,9 @@ class CausalLab:
             # 60%), in float32 the same recipe learns (docs/results.md).
             with torch.autocast("cpu", enabled=False):
                 best = fit(model, rows, self._loss(), self._dev_accuracy(dev_rows), settings)
+                if self.adapter == "full" and self.interpolate != (1.0,):
+                    dev = self._dev_accuracy(dev_rows)
+                    best.update(interpolate_weights(base, model, self.interpolate, dev))
             test = [r["input_ids"] for r in self._rows(self.data.test, pool, seed)]
             metrics = self.metrics(self.score(model, test))
         finally:
@@ -304,6 +308,7 @@ def build_causal_lab(
         adapter=fcfg.causal.adapter,
         lora=LoraSettings(lora.r, lora.alpha, lora.dropout, tuple(lora.target_modules)),
         demos_per_class=fcfg.demonstrations.per_class,
+        interpolate=tuple(fcfg.causal.interpolate),
         batch_size=fcfg.causal.batch_size,
         bootstrap=bootstrap,
     )

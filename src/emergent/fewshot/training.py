@@ -97,6 +97,31 @@ def fit(
     return best
 
 
+def interpolate_weights(
+    base: Any, tuned: Any, shares: Sequence[float], dev_accuracy: Callable[[Any], float]
+) -> dict[str, float]:
+    """Leave `tuned` at the mix `a * tuned + (1 - a) * base` of the weights whose dev accuracy
+    is best among the shares `a` (the first listed wins a tie). Mixing fine-tuned with
+    pretrained weights (WiSE-FT, Wortsman et al. 2022) keeps more of what the model knew
+    before a few dozen examples pulled it their way. `base` is left as it is."""
+    start = dict(base.named_parameters())
+    end = {name: param.detach().clone() for name, param in tuned.named_parameters()}
+    params = dict(tuned.named_parameters())
+
+    def mix(share: float) -> None:
+        with torch.no_grad():
+            for name, param in params.items():
+                torch.lerp(start[name], end[name], share, out=param)
+
+    scores = {}
+    for share in shares:
+        mix(share)
+        scores[share] = dev_accuracy(tuned)
+    chosen = max(scores, key=lambda a: (scores[a], -list(shares).index(a)))
+    mix(chosen)
+    return {"interpolation": chosen, "interpolated_dev_accuracy": scores[chosen]}
+
+
 def _trainable_state(named: Sequence[tuple[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {name: param.detach().clone() for name, param in named}
 

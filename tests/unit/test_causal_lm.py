@@ -229,6 +229,20 @@ def test_prompt_fine_tuning_learns_and_leaves_the_base_model_as_it_was(
     assert len(zero["zero_shot_calibrated"]["prior"]) == 2  # from "N/A" and "" ({mask} skipped)
 
 
+def test_weight_mixing_is_chosen_on_dev_and_leaves_the_base_model_as_it_was(
+    tiny: Path, prompter: CausalPrompter
+) -> None:
+    """A hundredth of the fine-tuned update (listed first, so it would win a tie) does not
+    learn the pattern on dev; the whole fine-tuned model does and is kept."""
+    lab = _lab(tiny, prompter, adapter="full", interpolate=(0.01, 1.0))
+    base = lab.load()
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    result = lab.prompt(_examples(8), _examples(4), seed=1, demos=False)
+    assert result["interpolation"] == 1.0 and result["interpolated_dev_accuracy"] == 1.0
+    assert result["accuracy"] == 1.0
+    assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())
+
+
 def test_prompt_fine_tuning_with_demonstrations_puts_them_in_every_prompt(
     tiny: Path, prompter: CausalPrompter
 ) -> None:

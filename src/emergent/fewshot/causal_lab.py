@@ -192,11 +192,11 @@ class CausalLab:
             # Training runs in float32 whatever the stage's precision: under bf16 autocast the
             # label-word loss drove SmolLM2 to one class within 16 steps (validation 79% ->
             # 60%), in float32 the same recipe learns (docs/results.md).
+            dev_accuracy = self._dev_accuracy(dev_rows)
             with torch.autocast("cpu", enabled=False):
-                best = fit(model, rows, self._loss(), self._dev_accuracy(dev_rows), settings)
+                best = fit(model, rows, self._loss(), dev_accuracy, settings)
                 if self.adapter == "full" and self.interpolate != (1.0,):
-                    dev = self._dev_accuracy(dev_rows)
-                    best.update(interpolate_weights(base, model, self.interpolate, dev))
+                    best.update(interpolate_weights(base, model, self.interpolate, dev_accuracy))
             test = [r["input_ids"] for r in self._rows(self.data.test, pool, seed)]
             metrics = self.metrics(self.score(model, test))
         finally:

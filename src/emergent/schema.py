@@ -656,6 +656,14 @@ class FewshotCausal(_Section):
     # tried on dev, the best kept; [1.0]: the fine-tuned weights as they are
     interpolate: Annotated[list[PositiveShare], Field(min_length=1)] = [1.0]
 
+    @field_validator("interpolate")
+    @classmethod
+    def _mixing_needs_every_weight(cls, shares: list[float], info: ValidationInfo) -> list[float]:
+        """LoRA leaves the base weights as they were: there is nothing to mix them with."""
+        if shares != [1.0] and info.data.get("adapter") != "full":
+            raise ValueError("mixing weights needs fewshot.causal.adapter=full")
+        return shares
+
 
 class FewshotScale(_Section):
     models: list[str] = []

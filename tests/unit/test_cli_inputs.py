@@ -238,6 +238,26 @@ def test_types_are_those_the_code_reads(override: str, message: str) -> None:
         validate_config(smoke_cfg(override))
 
 
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["fewshot.causal.interpolate=[0,1.0]"], r"interpolate\.0: Input should be greater than 0"),
+        (["fewshot.causal.interpolate=[]"], r"interpolate: List should have at least 1 item"),
+        (
+            ["fewshot.causal.adapter=lora", "fewshot.causal.interpolate=[0.5,1.0]"],
+            r"fewshot\.causal\.interpolate: mixing weights needs fewshot\.causal\.adapter=full",
+        ),
+    ],
+)
+def test_weight_mixing_is_refused_where_there_is_nothing_to_mix(
+    overrides: list[str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        validate_config(smoke_cfg(*overrides))
+    mixed = validate_config(smoke_cfg("fewshot.causal.interpolate=[0.5,1.0]"))
+    assert mixed.fewshot.causal.interpolate == [0.5, 1.0]  # every weight trains: accepted
+
+
 def test_fractions_and_counts_of_batches_both_pass() -> None:
     """Lightning reads an int as batches and a float as a share of the epoch: both valid."""
     cfg = validate_config(

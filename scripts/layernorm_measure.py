@@ -34,7 +34,7 @@ from emergent.export.onnx import export_onnx, fuse
 from emergent.export.quantize import quantize
 from emergent.hardware import cpu_facts
 from emergent.models.finetuned import load_finetuned
-from emergent.serving.runtime import ort_forward, session
+from emergent.serving.runtime import EXPORT_DECIDES, ort_forward, session
 from emergent.tasks import get_task
 
 SHAPE = (32, 64)
@@ -87,7 +87,7 @@ def operator_ms(hidden: int, rounds: int = 6, runs: int = 20) -> dict[str, float
             operator_graph(fused, hidden),
             options,
             providers=["CPUExecutionProvider"],
-            disabled_optimizers=["SkipLayerNormFusion"],
+            disabled_optimizers=EXPORT_DECIDES,
         )
     norm = torch.nn.LayerNorm(hidden, eps=1e-12)
     tx, tskip = torch.from_numpy(x), torch.from_numpy(skip)

@@ -33,10 +33,10 @@ from emergent.config import Paths, compose
 from emergent.data.layout import load_task_split
 from emergent.evaluation.predict import batches, encode_for_scoring, torch_forward
 from emergent.export import timing
-from emergent.export.onnx import export_onnx, op_counts, vendor_info_off
+from emergent.export.onnx import export_onnx, vendor_info_off
 from emergent.export.pipeline import ExportInputs
 from emergent.export.quantize import quantize
-from emergent.serving.runtime import ort_forward, session, session_ops
+from emergent.serving.runtime import op_counts, ort_forward, session, session_ops
 from emergent.tasks import get_task
 
 log = logging.getLogger("qdq")

@@ -12,7 +12,6 @@ fused graph every attention block becomes one QAttention after dynamic quantizat
 
 from __future__ import annotations
 
-import collections
 import copy
 import logging
 import warnings
@@ -24,6 +23,7 @@ from typing import Any
 import torch
 
 from emergent.logfilters import DropMessage
+from emergent.serving.runtime import op_counts
 from emergent.tasks.shapes import INPUT, N_SHAPES, uses_shapes
 
 log = logging.getLogger(__name__)
@@ -159,10 +159,3 @@ def fuse(src: Path, dst: Path, config: Any, skip_layer_norm: bool = False) -> di
     counts = op_counts(dst)
     log.info("operators after fusion: %s", {op: counts.get(op, 0) for op in FUSED_OPS})
     return counts
-
-
-def op_counts(path: Path) -> dict[str, int]:
-    """How many nodes of each operator type the graph in `path` has."""
-    import onnx
-
-    return dict(collections.Counter(node.op_type for node in onnx.load(str(path)).graph.node))

@@ -38,17 +38,21 @@ def session(path: Path | str, threads: int | None = None, optimized_to: Path | N
     )
 
 
+def op_counts(path: Path | str) -> dict[str, int]:
+    """How many nodes of each operator type the graph in `path` has."""
+    import onnx
+
+    return dict(Counter(node.op_type for node in onnx.load(str(path)).graph.node))
+
+
 def session_ops(path: Path | str) -> dict[str, int]:
     """How many nodes of each operator ONNX Runtime runs for the graph in `path`, after the
     optimizer a session applies on load: what executes on this CPU, which the file's own
     operators do not say (the session fuses and rewrites)."""
-    import onnx
-
     with tempfile.TemporaryDirectory() as tmp:
         optimized = Path(tmp) / "optimized.onnx"
         session(path, threads=1, optimized_to=optimized)
-        nodes = onnx.load(str(optimized)).graph.node
-    return dict(sorted(Counter(node.op_type for node in nodes).items()))
+        return dict(sorted(op_counts(optimized).items()))
 
 
 def ort_forward(sess: Any) -> Callable[[dict[str, Any]], np.ndarray]:

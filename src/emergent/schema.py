@@ -600,7 +600,13 @@ class Prompt(_Section):
 
 
 FewshotMethod = Literal[
-    "zero_shot", "zero_shot_calibrated", "in_context", "in_context_calibrated", "head", "prompt"
+    "zero_shot",
+    "zero_shot_calibrated",
+    "in_context",
+    "in_context_calibrated",
+    "head",
+    "prompt",
+    "prompt_self_training",
 ]
 
 
@@ -646,6 +652,12 @@ class FewshotLora(_Section):
     target_modules: list[str]
 
 
+class FewshotSelfTraining(_Section):
+    pool: PositiveInt  # unlabelled training texts the prompt-fine-tuned model labels
+    per_class: PositiveInt  # of those, the most confident kept per predicted label
+    steps: PositiveInt  # the second fine-tuning, on the k-shot set and the kept texts
+
+
 class FewshotCausal(_Section):
     adapter: Literal["lora", "full"]  # prompt fine-tuning: LoRA adapters or every weight
     lora: FewshotLora
@@ -655,6 +667,7 @@ class FewshotCausal(_Section):
     # full prompt fine-tuning: shares of the fine-tuned weights (against the pretrained ones)
     # tried on dev, the best kept; [1.0]: the fine-tuned weights as they are
     interpolate: Annotated[list[PositiveShare], Field(min_length=1)] = [1.0]
+    self_training: FewshotSelfTraining  # method prompt_self_training
 
     @field_validator("interpolate")
     @classmethod

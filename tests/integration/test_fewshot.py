@@ -99,15 +99,27 @@ def test_fewshot_stage_runs_a_causal_lm_beside_the_masked_one(
     from tests.helpers import tiny_causal_lm
 
     cfg = smoke_cfg(tmp=tmp_path)
-    causal = ["zero_shot", "zero_shot_calibrated", "in_context", "in_context_calibrated", "prompt"]
+    causal = [
+        "zero_shot",
+        "zero_shot_calibrated",
+        "in_context",
+        "in_context_calibrated",
+        "prompt",
+        "prompt_self_training",
+    ]
     _with_causal(cfg, tiny_causal_lm(tmp_path / "tiny"), causal)
     cfg.fewshot.causal.train.steps = 4
+    cfg.fewshot.causal.self_training = {"pool": 16, "per_class": 2, "steps": 2}
     run_stage("fewshot", cfg, Paths(smoke_pretrained, tmp_path))
     metrics = json.loads((tmp_path / "metrics/fewshot.json").read_text())
     assert set(metrics) == {"smoke", "tiny-llama"}
     assert set(metrics["smoke"]) == {"head"}
     assert set(metrics["tiny-llama"]) == set(causal)
     assert set(metrics["tiny-llama"]["in_context_calibrated"]) == {"4"}
+    rows = list(csv.DictReader((tmp_path / "reports/fewshot/results.csv").open()))
+    again = [r for r in rows if r["method"] == "prompt_self_training"]
+    assert len(again) == len(cfg.fewshot.seeds)  # k=4 per seed, after its own prompt run
+    assert {r["pseudo_labelled"] for r in again} <= {"2", "3", "4"}  # up to 2 per label
     details = json.loads((tmp_path / "reports/fewshot/details.json").read_text())
     assert details["models"]["tiny-llama"]["family"] == "causal"
     assert details["models"]["tiny-llama"]["params"] > 0
@@ -141,6 +153,12 @@ def test_fewshot_refuses_a_method_the_model_family_cannot_run(
     with pytest.raises(StageError, match=r"^fewshot\.models\[1\]\.methods: \['head'\] cannot run"):
         run_stage("fewshot", cfg, Paths(smoke_pretrained, tmp_path))
     cfg.fewshot.models[1].methods = ["zero_shot"]
+    cfg.fewshot.models[0].methods = ["prompt_self_training"]
+    with pytest.raises(
+        StageError, match=r"^fewshot\.models\[0\]\.methods: \['prompt_self_training'\] cannot"
+    ):
+        run_stage("fewshot", cfg, Paths(smoke_pretrained, tmp_path))
+    cfg.fewshot.models[0].methods = ["head"]
     cfg.fewshot.causal_prompts.sentiment.template = "{text} It was {mask}."
     with pytest.raises(StageError, match=r"causal_prompts\.sentiment\.template=.*must end"):
         run_stage("fewshot", cfg, Paths(smoke_pretrained, tmp_path))

@@ -211,7 +211,7 @@ def test_prompt_fine_tuning_learns_and_leaves_the_base_model_as_it_was(
     before = {k: v.clone() for k, v in base.state_dict().items()}
     zero = lab.zero_shot(base)
     shots = _examples(8)
-    result = lab.prompt(shots, _examples(4), seed=1, demos=False)
+    result = lab.prompt(shots, _examples(4), seed=1, demos=False)["prompt"]
     # The tiny model learns the two-way pattern from eight examples.
     assert result["accuracy"] == 1.0 and result["best_dev_accuracy"] == 1.0
     assert len(result["correct"]) == 12 and sum(result["correct"]) == 12
@@ -237,7 +237,7 @@ def test_weight_mixing_is_chosen_on_dev_and_leaves_the_base_model_as_it_was(
     lab = _lab(tiny, prompter, adapter="full", interpolate=(0.01, 1.0))
     base = lab.load()
     before = {k: v.clone() for k, v in base.state_dict().items()}
-    result = lab.prompt(_examples(8), _examples(4), seed=1, demos=False)
+    result = lab.prompt(_examples(8), _examples(4), seed=1, demos=False)["prompt"]
     assert result["interpolation"] == 1.0 and result["interpolated_dev_accuracy"] == 1.0
     assert result["accuracy"] == 1.0
     assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())
@@ -272,7 +272,7 @@ def test_prompt_fine_tuning_with_demonstrations_puts_them_in_every_prompt(
     score = lab.score
     lab.score = lambda model, queries: scored.append(list(queries)) or score(model, queries)  # type: ignore[method-assign]
     dev = _examples(4)
-    result = lab.prompt(shots, dev, seed=2, demos=True)  # seed 1 keeps the untrained step
+    result = lab.prompt(shots, dev, seed=2, demos=True)["prompt"]  # seed 1: the untrained step
     assert result["best_dev_accuracy"] == 1.0 and len(result["correct"]) == 12
     assert sum(result["correct"]) >= 10  # chance: 6 of 12
     for queries, examples in ((scored[0], dev), (scored[-1], lab.data.test)):
@@ -282,6 +282,46 @@ def test_prompt_fine_tuning_with_demonstrations_puts_them_in_every_prompt(
             len(q) > len(b["input_ids"]) and q[-len(b["input_ids"]) :] == b["input_ids"]
             for q, b in zip(queries, bare_rows, strict=True)
         )
+
+
+def test_self_training_trains_again_on_the_shots_and_the_surest_unlabelled_texts(
+    tiny: Path, prompter: CausalPrompter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first model labels training texts outside the k-shot set; the second fine-tuning
+    sees the shots plus `per_class` of those per label, with the labels the first model gave."""
+    from emergent.fewshot import causal_lab
+    from emergent.schema import FewshotSelfTraining
+
+    again = FewshotSelfTraining(pool=6, per_class=2, steps=8)
+    lab = _lab(tiny, prompter, adapter="full", self_training=again)
+    shots = lab.data.train[:8]
+    rest = lab._unlabelled(shots, seed=1, size=100)
+    assert len(rest) == 8 and all(all(e is not s for s in shots) for e in rest)
+    assert lab._unlabelled(shots, seed=1, size=6) == lab._unlabelled(shots, seed=1, size=6)
+    fitted: list[list[dict]] = []
+    fit = causal_lab.fit
+    monkeypatch.setattr(
+        causal_lab, "fit", lambda model, rows, *a: fitted.append(list(rows)) or fit(model, rows, *a)
+    )
+    out = lab.prompt(shots, _examples(4), seed=1, demos=False, self_train=True)
+    assert set(out) == {"prompt", "prompt_self_training"}
+    assert out["prompt"]["accuracy"] == 1.0
+    second = out["prompt_self_training"]
+    # the first model is right on every text, so its two surest per label are right too
+    assert second["pseudo_labelled"] == 4 and second["pseudo_label_accuracy"] == 1.0
+    assert second["accuracy"] == 1.0 and second["best_step"] in (0, 8)
+    assert [len(rows) for rows in fitted] == [8, 12]
+    assert fitted[1][:8] == lab._rows(shots)
+    added = [r["label"] for r in fitted[1][8:]]
+    assert sorted(added) == [0, 0, 1, 1]
+    # the tiny lab's data repeats six texts: each added prompt is one of an unlabelled text
+    texts = {tuple(r["input_ids"]): r["label"] for r in lab._rows(rest)}
+    assert all(texts[tuple(r["input_ids"])] == r["label"] for r in fitted[1][8:])
+
+
+def test_self_training_without_its_settings_is_one_line(tiny, prompter) -> None:
+    with pytest.raises(FewShotConfigError, match=r"^fewshot\.models\[1\]: prompt_self_training"):
+        _lab(tiny, prompter).prompt(_examples(8), _examples(4), 1, False, self_train=True)
 
 
 def test_in_context_reads_every_shot_once_in_a_seeded_order(tiny, prompter) -> None:

@@ -258,6 +258,19 @@ def test_weight_mixing_is_refused_where_there_is_nothing_to_mix(
     assert mixed.fewshot.causal.interpolate == [0.5, 1.0]  # every weight trains: accepted
 
 
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("fewshot.causal.self_training.pool=0", r"self_training\.pool: Input should be greater"),
+        ("fewshot.causal.self_training.per_class=-1", r"self_training\.per_class: Input should"),
+        ("fewshot.causal.self_training.steps=1.5", r"self_training\.steps: Input should be"),
+    ],
+)
+def test_self_training_counts_are_checked(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        validate_config(smoke_cfg(override))
+
+
 def test_fractions_and_counts_of_batches_both_pass() -> None:
     """Lightning reads an int as batches and a float as a share of the epoch: both valid."""
     cfg = validate_config(

@@ -261,3 +261,15 @@ def test_weight_interpolation_keeps_the_best_dev_mix_and_leaves_the_base_alone()
     # a tie goes to the first share listed: the fine-tuned weights as they are
     tie = interpolate_weights(base, tuned, [1.0, 0.5], lambda m: 1.0)
     assert tie["interpolation"] == 1.0 and tuned.weight.tolist() == [[2.0, 2.0]]
+
+
+def test_pseudo_labels_are_the_surest_rows_of_each_predicted_label() -> None:
+    """Self-training keeps, per label, the rows predicted as it with the highest probability;
+    a label predicted for fewer rows than asked gives what there is."""
+    from emergent.fewshot.training import most_confident
+
+    probs = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.45, 0.55], [0.99, 0.01]])
+    assert most_confident(probs, 2) == [(4, 0), (0, 0), (2, 1), (3, 1)]
+    assert most_confident(probs, 5) == [(4, 0), (0, 0), (1, 0), (2, 1), (3, 1)]
+    three = torch.tensor([[0.1, 0.2, 0.7], [0.5, 0.3, 0.2], [0.1, 0.1, 0.8]])
+    assert most_confident(three, 1) == [(1, 0), (2, 2)]  # nothing is predicted as label 1

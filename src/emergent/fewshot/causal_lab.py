@@ -9,7 +9,10 @@ word predicted after the prompt instead of at a [MASK]:
 - prompt: prompt-based fine-tuning on the k-shot set (cross-entropy over the label words at
   the last position), through LoRA adapters (peft) or all weights, the best dev-set step kept;
   with `fewshot.prompt_demonstrations`, every training, dev and test prompt starts with its own
-  demonstrations drawn from the k-shot set (LM-BFF: the model learns to read them).
+  demonstrations drawn from the k-shot set (LM-BFF: the model learns to read them);
+- prompt_self_training: the prompt-fine-tuned model labels unlabelled training texts, and a
+  fresh copy is prompt-fine-tuned on the k-shot set plus the ones it was surest of (one
+  generation of iPET, Schick & Schuetze 2021): the k labels stay the only gold ones.
 Head fine-tuning of a causal LM is not part of the lab (the MiniLM head is the baseline).
 
 The backbone is loaded once (de-quantizing a GGUF file takes ~20 s) and kept: LoRA adapters
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -38,9 +42,9 @@ from emergent.fewshot.causal import (
 )
 from emergent.fewshot.demonstrations import demonstrations_for
 from emergent.fewshot.metrics import classification_metrics
-from emergent.fewshot.training import TrainSettings, fit, interpolate_weights
+from emergent.fewshot.training import TrainSettings, fit, interpolate_weights, most_confident
 from emergent.models.source import ModelSource, load_pretrained
-from emergent.schema import FewshotConfig, ModelConfig
+from emergent.schema import FewshotConfig, FewshotSelfTraining, ModelConfig
 
 CAUSAL_METHODS = (
     "zero_shot",
@@ -48,6 +52,7 @@ CAUSAL_METHODS = (
     "in_context",
     "in_context_calibrated",
     "prompt",
+    "prompt_self_training",
 )
 
 
@@ -74,6 +79,7 @@ class CausalLab:
     lora: LoraSettings = LoraSettings()
     demos_per_class: int = 1  # prompt fine-tuning with demonstrations: per label per prompt
     interpolate: tuple[float, ...] = (1.0,)  # weight-space mixes to try on dev (full only)
+    self_training: FewshotSelfTraining | None = None  # method prompt_self_training
     batch_size: int = 16
     bootstrap: Bootstrap | None = None
     family: str = "causal"
@@ -180,28 +186,84 @@ class CausalLab:
             "model's methods (the MiniLM head is the lab's baseline)"
         )
 
-    def prompt(self, shots: list[dict], dev: list[dict], seed: int, demos: bool) -> dict:
+    def prompt(
+        self, shots: list[dict], dev: list[dict], seed: int, demos: bool, self_train: bool = False
+    ) -> dict[str, dict]:
+        """Prompt fine-tuning on the k-shot set ("prompt"); with `self_train`, also the same
+        fine-tuning again on the k-shot set plus the unlabelled texts the first model labels
+        most surely ("prompt_self_training"; Schick & Schuetze 2021's iPET, one generation)."""
+        again = self.self_training if self_train else None
+        if self_train and again is None:
+            raise FewShotConfigError(f"{self.key}: prompt_self_training needs its settings")
+        start = time.perf_counter()
+        pool = shots if demos else ()
+        dev_accuracy = self._dev_accuracy(self._rows(dev, pool, seed + 1))
+        test = self._rows(self.data.test, pool, seed)
+        unlabelled = self._unlabelled(shots, seed, again.pool) if again else []
+        # the unlabelled texts' own labels are never trained on: only the pseudo-labels' accuracy
+        # is reported against them
+        metrics, scores = self._fine_tuned(
+            self._rows(shots, pool, seed),
+            dev_accuracy,
+            seed,
+            self.train["steps"],
+            [test, self._rows(unlabelled, pool, seed + 2)] if again else [test],
+        )
+        out = {"prompt": {**metrics, "seconds": round(time.perf_counter() - start, 2)}}
+        if again:
+            picked = most_confident(scores[1].softmax(-1), again.per_class)
+            labels = list(self.data.labels)
+            pseudo = [{"text": unlabelled[i]["text"], "label": labels[c]} for i, c in picked]
+            hits = sum(labels[c] == unlabelled[i]["label"] for i, c in picked)
+            student, _ = self._fine_tuned(
+                self._rows(shots + pseudo, pool, seed),
+                dev_accuracy,
+                seed,
+                again.steps,
+                [test],
+            )
+            out["prompt_self_training"] = {
+                **student,
+                "pseudo_labelled": len(pseudo),
+                "pseudo_label_accuracy": round(hits / max(len(pseudo), 1), 4),
+                "teacher_best_step": metrics["best_step"],
+            }
+        return out
+
+    def _fine_tuned(
+        self,
+        rows: Sequence[dict],
+        dev_accuracy: Callable[[Any], float],
+        seed: int,
+        steps: int,
+        score: Sequence[Sequence[dict]],
+    ) -> tuple[dict, list[torch.Tensor]]:
+        """Prompt-fine-tune on `rows` (the best dev step kept) and score each prompt set in
+        `score` with the result: metrics on the first (the test prompts) and every set's label
+        log-probabilities. The loaded backbone is left as it was."""
         base = self.load()
         model, restore = self._trainable(base)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        pool = shots if demos else ()
         try:
-            rows = self._rows(shots, pool, seed)
-            dev_rows = self._rows(dev, pool, seed + 1)
-            settings = TrainSettings(seed=seed, **dict(self.train))
+            settings = TrainSettings(seed=seed, **{**dict(self.train), "steps": steps})
             # Training runs in float32 whatever the stage's precision: under bf16 autocast the
             # label-word loss drove SmolLM2 to one class within 16 steps (validation 79% ->
             # 60%), in float32 the same recipe learns (docs/results.md).
-            dev_accuracy = self._dev_accuracy(dev_rows)
             with torch.autocast("cpu", enabled=False):
                 best = fit(model, rows, self._loss(), dev_accuracy, settings)
                 if self.adapter == "full" and self.interpolate != (1.0,):
                     best.update(interpolate_weights(base, model, self.interpolate, dev_accuracy))
-            test = [r["input_ids"] for r in self._rows(self.data.test, pool, seed)]
-            metrics = self.metrics(self.score(model, test))
+            scores = [self.score(model, [r["input_ids"] for r in s]) for s in score]
         finally:
             restore()
-        return {**metrics, **best, "trainable_parameters": trainable}
+        return {**self.metrics(scores[0]), **best, "trainable_parameters": trainable}, scores
+
+    def _unlabelled(self, shots: Sequence[dict], seed: int, size: int) -> list[dict]:
+        """`size` texts of the training split, seeded, none of the k-shot set (the dev sets
+        come from the validation split)."""
+        taken = {id(e) for e in shots}
+        rest = [e for e in self.data.train if id(e) not in taken]
+        return random.Random(f"unlabelled:{seed}").sample(rest, min(size, len(rest)))
 
     # -- prompt fine-tuning ------------------------------------------------------------------
     def _trainable(self, base: Any) -> tuple[Any, Callable[[], None]]:
@@ -309,6 +371,7 @@ def build_causal_lab(
         lora=LoraSettings(lora.r, lora.alpha, lora.dropout, tuple(lora.target_modules)),
         demos_per_class=fcfg.demonstrations.per_class,
         interpolate=tuple(fcfg.causal.interpolate),
+        self_training=fcfg.causal.self_training,
         batch_size=fcfg.causal.batch_size,
         bootstrap=bootstrap,
     )

@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 
 ZERO_SHOT = ("zero_shot", "zero_shot_calibrated")
 IN_CONTEXT = ("in_context", "in_context_calibrated")
-METHODS = (*ZERO_SHOT, *IN_CONTEXT, "head", "prompt")
+PROMPT = ("prompt", "prompt_self_training")
+METHODS = (*ZERO_SHOT, *IN_CONTEXT, "head", *PROMPT)
 
 
 @dataclass
@@ -80,8 +81,9 @@ class Lab:
         return self.data.labels.index(str(example["label"]))
 
     def supports(self, method: str) -> bool:
-        # Demonstrations differ per query here, so there is no one context to calibrate.
-        return method in METHODS and method != "in_context_calibrated"
+        # Demonstrations differ per query here, so there is no one context to calibrate;
+        # self-training is built on the causal lab only.
+        return method in METHODS and method not in ("in_context_calibrated", "prompt_self_training")
 
     def load(self) -> Any:
         """A fresh masked LM (in-context and zero-shot never train it)."""
@@ -152,7 +154,9 @@ class Lab:
     def settings(self, seed: int) -> TrainSettings:
         return TrainSettings(seed=seed, **dict(self.train))
 
-    def prompt(self, shots: list[dict], dev: list[dict], seed: int, demos: bool) -> dict:
+    def prompt(
+        self, shots: list[dict], dev: list[dict], seed: int, demos: bool, self_train: bool = False
+    ) -> dict[str, dict]:
         model = load_masked_lm(self.path)
         pool = shots if demos else ()
         rows, dev_rows = self.prompts(shots, pool, seed), self.prompts(dev, pool, seed + 1)
@@ -164,7 +168,7 @@ class Lab:
             self.settings(seed),
         )
         metrics = self.cloze_metrics(self.score(model, self.prompts(self.data.test, pool, seed)))
-        return {**metrics, **best}
+        return {"prompt": {**metrics, **best}}
 
     def head(self, shots: list[dict], dev: list[dict], seed: int) -> dict:
         model, new = load_classifier(self.path, self.data.labels, self.classifier_class)
@@ -201,7 +205,9 @@ class AnyLab(Protocol):
     def zero_shot(self, model: Any) -> dict[str, dict]: ...
     def in_context(self, model: Any, shots: list[dict], seed: int) -> dict[str, dict]: ...
     def head(self, shots: list[dict], dev: list[dict], seed: int) -> dict: ...
-    def prompt(self, shots: list[dict], dev: list[dict], seed: int, demos: bool) -> dict: ...
+    def prompt(
+        self, shots: list[dict], dev: list[dict], seed: int, demos: bool, self_train: bool = False
+    ) -> dict[str, dict]: ...
 
 
 def run_protocol(
@@ -223,7 +229,7 @@ def run_protocol(
 
     def record(method: str, k: int, seed: int | None, metrics: dict, start: float) -> None:
         row = {"method": method, "k": k, "seed": seed, **metrics}
-        row["seconds"] = round(time.perf_counter() - start, 2)
+        row.setdefault("seconds", round(time.perf_counter() - start, 2))
         results.append(row)
         log.info(
             "%s k=%d seed=%s accuracy=%.3f (%.0f s)",
@@ -254,8 +260,13 @@ def run_protocol(
             if "head" in methods:
                 start = time.perf_counter()
                 record("head", k, seed, lab.head(shots, dev, seed), start)
-            if "prompt" in methods:
+            if any(m in methods for m in PROMPT):
+                # self-training starts from prompt fine-tuning's model: one run gives both
                 start = time.perf_counter()
-                metrics = lab.prompt(shots, dev, seed, prompt_demonstrations)
-                record("prompt", k, seed, metrics, start)
+                self_train = "prompt_self_training" in methods
+                for method, metrics in lab.prompt(
+                    shots, dev, seed, prompt_demonstrations, self_train
+                ).items():
+                    if method in methods:
+                        record(method, k, seed, metrics, start)
     return results

@@ -122,6 +122,21 @@ def interpolate_weights(
     return {"interpolation": chosen, "interpolated_dev_accuracy": scores[chosen]}
 
 
+def most_confident(probs: torch.Tensor, per_class: int) -> list[tuple[int, int]]:
+    """(row, label) pseudo-labels: for every label, the `per_class` rows predicted as it with
+    the highest probability (fewer where fewer are predicted as it), surest first.
+
+    Balanced per label as iPET keeps them: taking the surest rows overall would let the label
+    the model already favours crowd out the other in the second fine-tuning."""
+    predicted = probs.argmax(-1)
+    picked: list[tuple[int, int]] = []
+    for label in range(probs.shape[1]):
+        rows = (predicted == label).nonzero()[:, 0]
+        surest = rows[probs[rows, label].argsort(descending=True, stable=True)[:per_class]]
+        picked += [(int(row), label) for row in surest]
+    return picked
+
+
 def _trainable_state(named: Sequence[tuple[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {name: param.detach().clone() for name, param in named}
 

@@ -137,6 +137,7 @@ def test_fewshot_stage_runs_a_causal_lm_beside_the_masked_one(
     assert "correct" not in results.splitlines()[0]  # per-text lists stay out of the CSV
     summary = (tmp_path / "reports/fewshot/summary.md").read_text()
     assert "## Paired comparisons" in summary and "## Across scale" in summary
+    assert "| causal self-training | 16 unlabelled training texts labelled, the 2 surest" in summary
     scale = (tmp_path / "plots/fewshot/scale.csv").read_text().splitlines()
     assert scale[0].startswith("model,family,params,training_tokens")
     assert any(line.startswith("tiny-llama,causal,") for line in scale)

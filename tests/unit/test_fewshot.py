@@ -228,7 +228,7 @@ def test_the_summary_names_the_causal_recipe_and_its_demonstrations() -> None:
     from emergent.fewshot.labs import causal_settings
     from tests.conftest import smoke_settings
 
-    causal = [{"family": "causal"}]
+    causal = [{"family": "causal", "methods": ["prompt"]}]
     plain = causal_settings(smoke_settings().fewshot, causal)["causal prompt fine-tuning"]
     fcfg = smoke_settings(
         "fewshot.prompt_demonstrations=true", "fewshot.demonstrations.per_class=2"
@@ -236,7 +236,13 @@ def test_the_summary_names_the_causal_recipe_and_its_demonstrations() -> None:
     with_demos = causal_settings(fcfg, causal)["causal prompt fine-tuning"]
     assert "demonstration" not in plain
     assert with_demos == plain + ", 2 demonstration(s) per label in every prompt"
-    assert causal_settings(fcfg, [{"family": "masked"}]) == {}
+    assert causal_settings(fcfg, [{"family": "masked", "methods": ["prompt"]}]) == {}
+    assert "causal self-training" not in causal_settings(fcfg, causal)
+    again = [{"family": "causal", "methods": ["prompt_self_training"]}]
+    assert causal_settings(fcfg, again)["causal self-training"] == (
+        "1024 unlabelled training texts labelled, the 64 surest per label added to the k shots, "
+        "96 steps from the pretrained weights"
+    )
 
 
 def test_weight_interpolation_keeps_the_best_dev_mix_and_leaves_the_base_alone() -> None:

@@ -158,11 +158,18 @@ def causal_settings(fcfg: FewshotConfig, models: list[dict[str, Any]]) -> dict[s
     recipe = f"{adapter}, {causal.train.steps} steps, lr {causal.train.lr}"
     if fcfg.prompt_demonstrations:
         recipe += f", {fcfg.demonstrations.per_class} demonstration(s) per label in every prompt"
-    return {
+    rows = {
         "causal template": f"`{prompt.template!r}`",
         "causal verbalizer": words,
         "causal prompt fine-tuning": recipe,
     }
+    if any("prompt_self_training" in m["methods"] for m in models):
+        again = causal.self_training
+        rows["causal self-training"] = (
+            f"{again.pool} unlabelled training texts labelled, the {again.per_class} surest per "
+            f"label added to the k shots, {again.steps} steps from the pretrained weights"
+        )
+    return rows
 
 
 def nested_runs(tracker: Tracker, model: str, tags: dict[str, str]) -> Callable[[dict], None]:

@@ -653,7 +653,7 @@ class FewshotLora(_Section):
 
 
 class FewshotSelfTraining(_Section):
-    pool: PositiveInt  # unlabelled training texts the prompt-fine-tuned model labels
+    unlabelled: PositiveInt  # training texts the prompt-fine-tuned model labels
     per_class: PositiveInt  # of those, the most confident kept per predicted label
     steps: PositiveInt  # the second fine-tuning, on the k-shot set and the kept texts
 

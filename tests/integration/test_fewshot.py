@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from emergent.config import Paths
+from emergent.fewshot.causal_lab import CAUSAL_METHODS
 from emergent.stages import StageError, run_stage
 from tests.conftest import smoke_cfg
 
@@ -99,17 +100,10 @@ def test_fewshot_stage_runs_a_causal_lm_beside_the_masked_one(
     from tests.helpers import tiny_causal_lm
 
     cfg = smoke_cfg(tmp=tmp_path)
-    causal = [
-        "zero_shot",
-        "zero_shot_calibrated",
-        "in_context",
-        "in_context_calibrated",
-        "prompt",
-        "prompt_self_training",
-    ]
+    causal = list(CAUSAL_METHODS)  # every method a causal LM runs
     _with_causal(cfg, tiny_causal_lm(tmp_path / "tiny"), causal)
     cfg.fewshot.causal.train.steps = 4
-    cfg.fewshot.causal.self_training = {"pool": 16, "per_class": 2, "steps": 2}
+    cfg.fewshot.causal.self_training = {"unlabelled": 16, "per_class": 2, "steps": 2}
     run_stage("fewshot", cfg, Paths(smoke_pretrained, tmp_path))
     metrics = json.loads((tmp_path / "metrics/fewshot.json").read_text())
     assert set(metrics) == {"smoke", "tiny-llama"}

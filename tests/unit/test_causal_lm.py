@@ -284,20 +284,29 @@ def test_prompt_fine_tuning_with_demonstrations_puts_them_in_every_prompt(
         )
 
 
+@pytest.mark.parametrize("adapter", ["lora", "full"])
 def test_self_training_trains_again_on_the_shots_and_the_surest_unlabelled_texts(
-    tiny: Path, prompter: CausalPrompter, monkeypatch: pytest.MonkeyPatch
+    tiny: Path, prompter: CausalPrompter, monkeypatch: pytest.MonkeyPatch, adapter: str
 ) -> None:
     """The first model labels training texts outside the k-shot set; the second fine-tuning
-    sees the shots plus `per_class` of those per label, with the labels the first model gave."""
+    sees the shots plus `per_class` of those per label, with the labels the first model gave:
+    here every unlabelled text carries the wrong gold label, so pseudo-labels that were the
+    gold ones would show."""
     from emergent.fewshot import causal_lab
     from emergent.schema import FewshotSelfTraining
 
-    again = FewshotSelfTraining(pool=6, per_class=2, steps=8)
-    lab = _lab(tiny, prompter, adapter="full", self_training=again)
-    shots = lab.data.train[:8]
+    shots, flip = _examples(8), {"negative": "positive", "positive": "negative"}
+    wrong = [{"text": e["text"], "label": flip[e["label"]]} for e in _examples(8)]
+    settings = FewshotSelfTraining(unlabelled=6, per_class=2, steps=24)
+    lab = _lab(tiny, prompter, adapter=adapter, self_training=settings)
+    lab = dataclasses.replace(lab, data=dataclasses.replace(lab.data, train=shots + wrong))
     rest = lab._unlabelled(shots, seed=1, size=100)
-    assert len(rest) == 8 and all(all(e is not s for s in shots) for e in rest)
-    assert lab._unlabelled(shots, seed=1, size=6) == lab._unlabelled(shots, seed=1, size=6)
+    assert len(rest) == 8 and all(any(e is w for w in wrong) for e in rest)
+    assert (
+        lab._unlabelled(shots, 1, 6) == lab._unlabelled(shots, 1, 6) != lab._unlabelled(shots, 2, 6)
+    )
+    base = lab.load()
+    before = {k: v.clone() for k, v in base.state_dict().items()}
     fitted: list[list[dict]] = []
     fit = causal_lab.fit
     monkeypatch.setattr(
@@ -307,16 +316,21 @@ def test_self_training_trains_again_on_the_shots_and_the_surest_unlabelled_texts
     assert set(out) == {"prompt", "prompt_self_training"}
     assert out["prompt"]["accuracy"] == 1.0
     second = out["prompt_self_training"]
-    # the first model is right on every text, so its two surest per label are right too
-    assert second["pseudo_labelled"] == 4 and second["pseudo_label_accuracy"] == 1.0
-    assert second["accuracy"] == 1.0 and second["best_step"] in (0, 8)
+    # the first model reads every text right, so all four pseudo-labels disagree with the
+    # (wrong) gold labels of the unlabelled texts, and the second model still learns
+    assert second["pseudo_labelled"] == 4 and second["pseudo_label_accuracy"] == 0.0
+    assert second["accuracy"] == 1.0 and second["teacher_best_step"] == out["prompt"]["best_step"]
     assert [len(rows) for rows in fitted] == [8, 12]
     assert fitted[1][:8] == lab._rows(shots)
-    added = [r["label"] for r in fitted[1][8:]]
-    assert sorted(added) == [0, 0, 1, 1]
-    # the tiny lab's data repeats six texts: each added prompt is one of an unlabelled text
-    texts = {tuple(r["input_ids"]): r["label"] for r in lab._rows(rest)}
-    assert all(texts[tuple(r["input_ids"])] == r["label"] for r in fitted[1][8:])
+    truth = {tuple(r["input_ids"]): r["label"] for r in lab._rows(_examples(8))}
+    assert sorted(r["label"] for r in fitted[1][8:]) == [0, 0, 1, 1]
+    assert all(truth[tuple(r["input_ids"])] == r["label"] for r in fitted[1][8:])
+    assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())
+    # the teacher's row is the same as without self-training (LoRA's adapters seeded per run)
+    alone = lab.prompt(shots, _examples(4), seed=1, demos=False)["prompt"]
+    assert {k: v for k, v in alone.items() if k != "seconds"} == {
+        k: v for k, v in out["prompt"].items() if k != "seconds"
+    }
 
 
 def test_self_training_without_its_settings_is_one_line(tiny, prompter) -> None:

@@ -261,7 +261,10 @@ def test_weight_mixing_is_refused_where_there_is_nothing_to_mix(
 @pytest.mark.parametrize(
     "override,message",
     [
-        ("fewshot.causal.self_training.pool=0", r"self_training\.pool: Input should be greater"),
+        (
+            "fewshot.causal.self_training.unlabelled=0",
+            r"self_training\.unlabelled: Input should be",
+        ),
         ("fewshot.causal.self_training.per_class=-1", r"self_training\.per_class: Input should"),
         ("fewshot.causal.self_training.steps=1.5", r"self_training\.steps: Input should be"),
     ],

@@ -189,44 +189,50 @@ class CausalLab:
     def prompt(
         self, shots: list[dict], dev: list[dict], seed: int, demos: bool, self_train: bool = False
     ) -> dict[str, dict]:
-        """Prompt fine-tuning on the k-shot set ("prompt"); with `self_train`, also the same
-        fine-tuning again on the k-shot set plus the unlabelled texts the first model labels
-        most surely ("prompt_self_training"; Schick & Schuetze 2021's iPET, one generation)."""
-        again = self.self_training if self_train else None
-        if self_train and again is None:
+        """Prompt fine-tuning on the k-shot set ("prompt"); with `self_train`, also one
+        generation of self-training ("prompt_self_training"; iPET, Schick & Schuetze 2021):
+        the fine-tuned model labels unlabelled training texts, and a fresh copy of the backbone
+        is fine-tuned for `self_training.steps` on the k shots plus the texts it was surest of.
+
+        Each row's `seconds` is its own: the teacher's training and test scoring for "prompt";
+        labelling the unlabelled texts, the second training and its test scoring for
+        "prompt_self_training"."""
+        selftrain = self.self_training if self_train else None
+        if self_train and selftrain is None:
             raise FewShotConfigError(f"{self.key}: prompt_self_training needs its settings")
-        start = time.perf_counter()
-        pool = shots if demos else ()
-        dev_accuracy = self._dev_accuracy(self._rows(dev, pool, seed + 1))
-        test = self._rows(self.data.test, pool, seed)
-        unlabelled = self._unlabelled(shots, seed, again.pool) if again else []
-        # the unlabelled texts' own labels are never trained on: only the pseudo-labels' accuracy
-        # is reported against them
-        metrics, scores = self._fine_tuned(
-            self._rows(shots, pool, seed),
+        demo_pool = shots if demos else ()
+        dev_accuracy = self._dev_accuracy(self._rows(dev, demo_pool, seed + 1))
+        test = self._rows(self.data.test, demo_pool, seed)
+        unlabelled = self._unlabelled(shots, seed, selftrain.unlabelled) if selftrain else []
+        teacher, scores = self._fine_tuned(
+            self._rows(shots, demo_pool, seed),
             dev_accuracy,
             seed,
             self.train["steps"],
-            [test, self._rows(unlabelled, pool, seed + 2)] if again else [test],
+            test,
+            # their own labels are never trained on, only used to score the pseudo-labels
+            self._rows(unlabelled, demo_pool, seed + 2) if selftrain else (),
         )
-        out = {"prompt": {**metrics, "seconds": round(time.perf_counter() - start, 2)}}
-        if again:
-            picked = most_confident(scores[1].softmax(-1), again.per_class)
+        out = {"prompt": teacher}
+        if selftrain:
+            labelling = scores.pop("extra_seconds")
+            picked = most_confident(scores["extra"].softmax(-1), selftrain.per_class)
             labels = list(self.data.labels)
             pseudo = [{"text": unlabelled[i]["text"], "label": labels[c]} for i, c in picked]
             hits = sum(labels[c] == unlabelled[i]["label"] for i, c in picked)
             student, _ = self._fine_tuned(
-                self._rows(shots + pseudo, pool, seed),
+                self._rows(shots + pseudo, demo_pool, seed),
                 dev_accuracy,
                 seed,
-                again.steps,
-                [test],
+                selftrain.steps,
+                test,
             )
             out["prompt_self_training"] = {
                 **student,
+                "seconds": round(student["seconds"] + labelling, 2),
                 "pseudo_labelled": len(pseudo),
-                "pseudo_label_accuracy": round(hits / max(len(pseudo), 1), 4),
-                "teacher_best_step": metrics["best_step"],
+                "pseudo_label_accuracy": round(hits / len(pseudo), 4) if pseudo else None,
+                "teacher_best_step": teacher["best_step"],
             }
         return out
 
@@ -236,14 +242,19 @@ class CausalLab:
         dev_accuracy: Callable[[Any], float],
         seed: int,
         steps: int,
-        score: Sequence[Sequence[dict]],
-    ) -> tuple[dict, list[torch.Tensor]]:
-        """Prompt-fine-tune on `rows` (the best dev step kept) and score each prompt set in
-        `score` with the result: metrics on the first (the test prompts) and every set's label
-        log-probabilities. The loaded backbone is left as it was."""
+        test: Sequence[dict],
+        extra: Sequence[dict] = (),
+    ) -> tuple[dict, dict[str, Any]]:
+        """Prompt-fine-tune on `rows` (the best dev step kept); metrics on the `test` prompts
+        (with the seconds this took) and, for `extra` prompts, their label log-probabilities
+        under the fine-tuned model and the seconds that scoring took. The loaded backbone is
+        left as it was."""
+        start = time.perf_counter()
         base = self.load()
+        torch.manual_seed(seed)  # LoRA's initial adapters: the same whatever ran before
         model, restore = self._trainable(base)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        scores: dict[str, Any] = {}
         try:
             settings = TrainSettings(seed=seed, **{**dict(self.train), "steps": steps})
             # Training runs in float32 whatever the stage's precision: under bf16 autocast the
@@ -253,10 +264,15 @@ class CausalLab:
                 best = fit(model, rows, self._loss(), dev_accuracy, settings)
                 if self.adapter == "full" and self.interpolate != (1.0,):
                     best.update(interpolate_weights(base, model, self.interpolate, dev_accuracy))
-            scores = [self.score(model, [r["input_ids"] for r in s]) for s in score]
+            metrics = self.metrics(self.score(model, [r["input_ids"] for r in test]))
+            seconds = time.perf_counter() - start
+            if extra:
+                scores["extra"] = self.score(model, [r["input_ids"] for r in extra])
+                scores["extra_seconds"] = time.perf_counter() - start - seconds
         finally:
             restore()
-        return {**self.metrics(scores[0]), **best, "trainable_parameters": trainable}, scores
+        metrics.update(best, trainable_parameters=trainable, seconds=round(seconds, 2))
+        return metrics, scores
 
     def _unlabelled(self, shots: Sequence[dict], seed: int, size: int) -> list[dict]:
         """`size` texts of the training split, seeded, none of the k-shot set (the dev sets

@@ -164,10 +164,10 @@ def causal_settings(fcfg: FewshotConfig, models: list[dict[str, Any]]) -> dict[s
         "causal prompt fine-tuning": recipe,
     }
     if any("prompt_self_training" in m["methods"] for m in models):
-        again = causal.self_training
+        st = causal.self_training
         rows["causal self-training"] = (
-            f"{again.pool} unlabelled training texts labelled, the {again.per_class} surest per "
-            f"label added to the k shots, {again.steps} steps from the pretrained weights"
+            f"{st.unlabelled} unlabelled training texts labelled, the {st.per_class} surest per "
+            f"label added to the k shots, {st.steps} steps from the pretrained weights"
         )
     return rows
 

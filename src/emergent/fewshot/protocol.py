@@ -2,7 +2,9 @@
 
 Methods: zero_shot (cloze + verbalizer), zero_shot_calibrated (contextual calibration),
 in_context (k-shot demonstrations before the query, no weight update), head (a classification
-head fine-tuned on the k-shot set) and prompt (the MLM fine-tuned on the cloze, LM-BFF/PET).
+head fine-tuned on the k-shot set), prompt (the MLM fine-tuned on the cloze, LM-BFF/PET) and,
+on causal LMs only, prompt_self_training (prompt's model labels unlabelled texts for a second
+fine-tuning; causal_lab.py).
 Zero-shot methods run once (k=0, no seed dependence); the others run for every k > 0 and seed.
 """
 
@@ -157,6 +159,8 @@ class Lab:
     def prompt(
         self, shots: list[dict], dev: list[dict], seed: int, demos: bool, self_train: bool = False
     ) -> dict[str, dict]:
+        if self_train:
+            raise FewShotConfigError("prompt_self_training runs on causal LMs only")
         model = load_masked_lm(self.path)
         pool = shots if demos else ()
         rows, dev_rows = self.prompts(shots, pool, seed), self.prompts(dev, pool, seed + 1)
@@ -229,6 +233,7 @@ def run_protocol(
 
     def record(method: str, k: int, seed: int | None, metrics: dict, start: float) -> None:
         row = {"method": method, "k": k, "seed": seed, **metrics}
+        # a lab that computes several rows in one call times each itself (causal prompt rows)
         row.setdefault("seconds", round(time.perf_counter() - start, 2))
         results.append(row)
         log.info(
@@ -261,7 +266,8 @@ def run_protocol(
                 start = time.perf_counter()
                 record("head", k, seed, lab.head(shots, dev, seed), start)
             if any(m in methods for m in PROMPT):
-                # self-training starts from prompt fine-tuning's model: one run gives both
+                # self-training needs prompt fine-tuning's model as its teacher: one call,
+                # both rows
                 start = time.perf_counter()
                 self_train = "prompt_self_training" in methods
                 for method, metrics in lab.prompt(

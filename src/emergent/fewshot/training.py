@@ -123,8 +123,8 @@ def interpolate_weights(
 
 
 def most_confident(probs: torch.Tensor, per_class: int) -> list[tuple[int, int]]:
-    """(row, label) pseudo-labels: for every label, the `per_class` rows predicted as it with
-    the highest probability (fewer where fewer are predicted as it), surest first.
+    """(row, label) pseudo-labels: for every label in turn, the `per_class` rows predicted as
+    it with the highest probability (fewer where fewer are predicted as it), surest first.
 
     Balanced per label as iPET keeps them: taking the surest rows overall would let the label
     the model already favours crowd out the other in the second fine-tuning."""

@@ -94,15 +94,12 @@ def main() -> None:
             dev = sample_per_class(data.dev_pool, data.labels, args.k, seed)
             tuned, dev_best = [], []
             for lab in patterns:
-                metrics, (logprobs,) = lab._fine_tuned(
-                    lab._rows(shots),
-                    lab._dev_accuracy(lab._rows(dev, (), seed + 1)),
-                    seed,
-                    lab.train["steps"],
-                    [lab._rows(data.test)],
-                )
-                tuned.append(logprobs.float().log_softmax(-1))
-                dev_best.append(metrics["best_dev_accuracy"])
+                dev_accuracy = lab._dev_accuracy(lab._rows(dev, (), seed + 1))
+                steps = lab.train["steps"]
+                with lab._fine_tuned(lab._rows(shots), dev_accuracy, seed, steps) as (model, best):
+                    test = [r["input_ids"] for r in lab._rows(data.test)]
+                    tuned.append(lab.score(model, test).float().log_softmax(-1))
+                dev_best.append(best["best_dev_accuracy"])
             report[f"seed {seed}"] = {
                 "fine-tuned": [record(f"tuned{i}", seed, lp) for i, lp in enumerate(tuned)],
                 "averaged": record("tuned_avg", seed, torch.stack(tuned).mean(0)),

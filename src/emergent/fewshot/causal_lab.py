@@ -24,7 +24,8 @@ from __future__ import annotations
 import copy
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -202,59 +203,47 @@ class CausalLab:
             raise FewShotConfigError(f"{self.key}: prompt_self_training needs its settings")
         demo_pool = shots if demos else ()
         dev_accuracy = self._dev_accuracy(self._rows(dev, demo_pool, seed + 1))
-        test = self._rows(self.data.test, demo_pool, seed)
-        unlabelled = self._unlabelled(shots, seed, selftrain.unlabelled) if selftrain else []
-        teacher, scores = self._fine_tuned(
-            self._rows(shots, demo_pool, seed),
-            dev_accuracy,
-            seed,
-            self.train["steps"],
-            test,
-            # their own labels are never trained on, only used to score the pseudo-labels
-            self._rows(unlabelled, demo_pool, seed + 2) if selftrain else (),
-        )
+        test = [r["input_ids"] for r in self._rows(self.data.test, demo_pool, seed)]
+        start = time.perf_counter()
+        shot_rows = self._rows(shots, demo_pool, seed)
+        with self._fine_tuned(shot_rows, dev_accuracy, seed, self.train["steps"]) as (model, best):
+            teacher = {**self.metrics(self.score(model, test)), **best}
+            teacher["seconds"] = round(time.perf_counter() - start, 2)
+            if selftrain:
+                start = time.perf_counter()
+                unlabelled = self._unlabelled(shots, seed, selftrain.unlabelled)
+                # their own labels are never trained on, only used to score the pseudo-labels
+                queries = [r["input_ids"] for r in self._rows(unlabelled, demo_pool, seed + 2)]
+                surest = self.score(model, queries).softmax(-1)
         out = {"prompt": teacher}
         if selftrain:
-            labelling = scores.pop("extra_seconds")
-            picked = most_confident(scores["extra"].softmax(-1), selftrain.per_class)
+            picked = most_confident(surest, selftrain.per_class)
             labels = list(self.data.labels)
             pseudo = [{"text": unlabelled[i]["text"], "label": labels[c]} for i, c in picked]
             hits = sum(labels[c] == unlabelled[i]["label"] for i, c in picked)
-            student, _ = self._fine_tuned(
-                self._rows(shots + pseudo, demo_pool, seed),
-                dev_accuracy,
-                seed,
-                selftrain.steps,
-                test,
-            )
+            rows = self._rows(shots + pseudo, demo_pool, seed)
+            with self._fine_tuned(rows, dev_accuracy, seed, selftrain.steps) as (model, best):
+                student = {**self.metrics(self.score(model, test)), **best}
             out["prompt_self_training"] = {
                 **student,
-                "seconds": round(student["seconds"] + labelling, 2),
+                "seconds": round(time.perf_counter() - start, 2),
                 "pseudo_labelled": len(pseudo),
                 "pseudo_label_accuracy": round(hits / len(pseudo), 4) if pseudo else None,
                 "teacher_best_step": teacher["best_step"],
             }
         return out
 
+    @contextmanager
     def _fine_tuned(
-        self,
-        rows: Sequence[dict],
-        dev_accuracy: Callable[[Any], float],
-        seed: int,
-        steps: int,
-        test: Sequence[dict],
-        extra: Sequence[dict] = (),
-    ) -> tuple[dict, dict[str, Any]]:
-        """Prompt-fine-tune on `rows` (the best dev step kept); metrics on the `test` prompts
-        (with the seconds this took) and, for `extra` prompts, their label log-probabilities
-        under the fine-tuned model and the seconds that scoring took. The loaded backbone is
-        left as it was."""
-        start = time.perf_counter()
+        self, rows: Sequence[dict], dev_accuracy: Callable[[Any], float], seed: int, steps: int
+    ) -> Iterator[tuple[Any, dict[str, Any]]]:
+        """The backbone prompt-fine-tuned on `rows` for `steps` (the best dev step kept), with
+        what `fit` reports and its trainable parameter count, for the block to score with; the
+        loaded backbone is as it was again when the block ends (LoRA adapters removed)."""
         base = self.load()
         torch.manual_seed(seed)  # LoRA's initial adapters: the same whatever ran before
         model, restore = self._trainable(base)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        scores: dict[str, Any] = {}
         try:
             settings = TrainSettings(seed=seed, **{**dict(self.train), "steps": steps})
             # Training runs in float32 whatever the stage's precision: under bf16 autocast the
@@ -264,15 +253,9 @@ class CausalLab:
                 best = fit(model, rows, self._loss(), dev_accuracy, settings)
                 if self.adapter == "full" and self.interpolate != (1.0,):
                     best.update(interpolate_weights(base, model, self.interpolate, dev_accuracy))
-            metrics = self.metrics(self.score(model, [r["input_ids"] for r in test]))
-            seconds = time.perf_counter() - start
-            if extra:
-                scores["extra"] = self.score(model, [r["input_ids"] for r in extra])
-                scores["extra_seconds"] = time.perf_counter() - start - seconds
+            yield model, {**best, "trainable_parameters": trainable}
         finally:
             restore()
-        metrics.update(best, trainable_parameters=trainable, seconds=round(seconds, 2))
-        return metrics, scores
 
     def _unlabelled(self, shots: Sequence[dict], seed: int, size: int) -> list[dict]:
         """`size` texts of the training split, seeded, none of the k-shot set (the dev sets
